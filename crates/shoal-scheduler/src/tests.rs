@@ -1,0 +1,241 @@
+//! Table tests and property tests of the scheduler's invariants.
+
+use super::*;
+use proptest::prelude::*;
+
+fn config(workers: usize) -> SchedulerConfig {
+    SchedulerConfig { workers, max_failures: None, max_worker_restarts: 2 }
+}
+
+fn runs_for(actions: &[Action], worker: WorkerId) -> Vec<TestId> {
+    actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::Run { worker: to, tests } if *to == worker => Some(tests.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+#[test]
+fn a_ready_worker_gets_at_least_two_tests_in_order() {
+    let mut scheduler = Scheduler::new(config(2), 3, vec![2, 0, 1]);
+    let actions = scheduler.handle(Event::WorkerReady { worker: 0 });
+    assert_eq!(actions, vec![Action::Run { worker: 0, tests: vec![2, 0] }]);
+}
+
+#[test]
+fn the_last_test_is_followed_by_a_shutdown() {
+    let mut scheduler = Scheduler::new(config(1), 2, vec![0, 1]);
+    assert_eq!(
+        scheduler.handle(Event::WorkerReady { worker: 0 }),
+        vec![Action::Run { worker: 0, tests: vec![0, 1] }, Action::Shutdown { worker: 0 },]
+    );
+    let actions = scheduler.handle(Event::TestFinished { worker: 0, test: 0, failed: false });
+    assert!(actions.is_empty());
+    let actions = scheduler.handle(Event::TestFinished { worker: 0, test: 1, failed: false });
+    assert!(actions.is_empty());
+    assert!(scheduler.all_tests_final());
+}
+
+#[test]
+fn large_queues_go_out_in_chunks_that_shrink() {
+    let mut scheduler = Scheduler::new(config(2), 1000, (0..1000).collect());
+    let first = scheduler.handle(Event::WorkerReady { worker: 0 });
+    let sent = runs_for(&first, 0).len();
+    assert_eq!(sent, 1 + MAX_CHUNK, "1000 tests on 2 workers: a full chunk");
+    // Near the end, chunks are single tests.
+    let mut scheduler = Scheduler::new(config(2), 4, (0..4).collect());
+    let first = scheduler.handle(Event::WorkerReady { worker: 0 });
+    assert_eq!(runs_for(&first, 0), vec![0, 1]);
+}
+
+#[test]
+fn max_fail_stops_dispatch_and_reports_the_rest_not_run() {
+    let mut scheduler = Scheduler::new(
+        SchedulerConfig { workers: 1, max_failures: Some(1), max_worker_restarts: 0 },
+        5,
+        (0..5).collect(),
+    );
+    scheduler.handle(Event::WorkerReady { worker: 0 });
+    let actions = scheduler.handle(Event::TestFinished { worker: 0, test: 0, failed: true });
+    assert_eq!(
+        actions,
+        vec![
+            Action::NotRun { tests: vec![2, 3, 4], reason: NotRunReason::MaxFail },
+            Action::Stop { worker: 0 },
+        ]
+    );
+    let actions = scheduler.handle(Event::WorkerStopped { worker: 0, dropped: vec![1] });
+    assert_eq!(actions, vec![Action::NotRun { tests: vec![1], reason: NotRunReason::MaxFail }]);
+    assert!(scheduler.all_tests_final());
+}
+
+#[test]
+fn a_dead_worker_loses_its_running_test_and_is_replaced() {
+    let mut scheduler = Scheduler::new(config(1), 4, (0..4).collect());
+    scheduler.handle(Event::WorkerReady { worker: 0 });
+    let actions = scheduler.handle(Event::WorkerExited { worker: 0 });
+    assert_eq!(actions, vec![Action::TestLost { test: 0, worker: 0 }, Action::StartWorker { worker: 0 },]);
+    let actions = scheduler.handle(Event::WorkerReady { worker: 0 });
+    assert_eq!(runs_for(&actions, 0), vec![1, 2]);
+}
+
+#[test]
+fn restarts_exhausted_reports_the_rest_not_run() {
+    let mut scheduler = Scheduler::new(
+        SchedulerConfig { workers: 1, max_failures: None, max_worker_restarts: 0 },
+        3,
+        (0..3).collect(),
+    );
+    scheduler.handle(Event::WorkerReady { worker: 0 });
+    let actions = scheduler.handle(Event::WorkerExited { worker: 0 });
+    assert_eq!(
+        actions,
+        vec![
+            Action::TestLost { test: 0, worker: 0 },
+            Action::NotRun { tests: vec![1, 2], reason: NotRunReason::WorkerRestartsExhausted },
+        ]
+    );
+    assert!(scheduler.all_tests_final());
+}
+
+#[test]
+fn interrupt_before_any_worker_is_ready_reports_everything_not_run() {
+    let mut scheduler = Scheduler::new(config(2), 3, (0..3).collect());
+    let actions = scheduler.handle(Event::Interrupted);
+    assert_eq!(actions[0], Action::NotRun { tests: vec![0, 1, 2], reason: NotRunReason::Interrupted });
+    assert!(actions.contains(&Action::Shutdown { worker: 0 }));
+    assert!(actions.contains(&Action::Shutdown { worker: 1 }));
+    assert!(scheduler.all_tests_final());
+}
+
+/// A simulated worker pool: decisions come from the proptest-chosen script.
+#[derive(Debug, Clone)]
+enum Step {
+    /// The worker with this index (modulo workers) makes progress.
+    Progress(usize, bool),
+    /// The worker crashes.
+    Crash(usize),
+    Interrupt,
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => (0usize..8, any::<bool>()).prop_map(|(worker, failed)| Step::Progress(worker, failed)),
+        1 => (0usize..8).prop_map(Step::Crash),
+        1 => Just(Step::Interrupt),
+    ]
+}
+
+#[derive(Default, Clone)]
+struct SimulatedWorker {
+    alive: bool,
+    ready: bool,
+    queue: VecDeque<TestId>,
+    ending: bool,
+    stop_requested: bool,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Whatever happens, every test ends exactly once, no worker holds more
+    /// than [`MAX_HELD`], and the run always comes to an end.
+    #[test]
+    fn every_test_reaches_exactly_one_final_outcome(
+        test_count in 0usize..150,
+        workers in 1usize..5,
+        max_failures in proptest::option::of(1u64..6),
+        restarts in 0u32..3,
+        steps in proptest::collection::vec(step_strategy(), 0..400),
+    ) {
+        let mut scheduler = Scheduler::new(
+            SchedulerConfig { workers, max_failures, max_worker_restarts: restarts },
+            test_count,
+            (0..test_count).rev().collect(),
+        );
+        let mut final_count = vec![0u32; test_count];
+        let mut simulated = vec![SimulatedWorker { alive: true, ..Default::default() }; workers];
+        let mut inbox: VecDeque<Event> = (0..workers).map(|worker| Event::WorkerReady { worker }).collect();
+        for worker in &mut simulated { worker.ready = true; }
+
+        let apply = |actions: Vec<Action>, simulated: &mut Vec<SimulatedWorker>, final_count: &mut Vec<u32>, inbox: &mut VecDeque<Event>| {
+            for action in actions {
+                match action {
+                    Action::Run { worker, tests } => {
+                        let state = &mut simulated[worker];
+                        prop_assert!(state.alive && !state.ending, "work sent to an ending or dead worker");
+                        state.queue.extend(tests);
+                        prop_assert!(state.queue.len() <= MAX_HELD, "worker holds {} tests", state.queue.len());
+                    }
+                    Action::Stop { worker } => { simulated[worker].ending = true; simulated[worker].stop_requested = true; }
+                    Action::Shutdown { worker } => simulated[worker].ending = true,
+                    Action::StartWorker { worker } => {
+                        simulated[worker] = SimulatedWorker { alive: true, ready: true, ..Default::default() };
+                        inbox.push_back(Event::WorkerReady { worker });
+                    }
+                    Action::TestLost { test, .. } => final_count[test] += 1,
+                    Action::NotRun { tests, .. } => for test in tests { final_count[test] += 1 },
+                }
+            }
+            Ok(())
+        };
+
+        let mut script = steps.into_iter();
+        let mut idle_rounds = 0;
+        loop {
+            if let Some(event) = inbox.pop_front() {
+                let actions = scheduler.handle(event);
+                apply(actions, &mut simulated, &mut final_count, &mut inbox)?;
+                continue;
+            }
+            // A worker that was told to stop answers with what it dropped;
+            // an ending worker with nothing left exits.
+            let mut progressed = false;
+            for (worker, state) in simulated.iter_mut().enumerate() {
+                if state.alive && state.stop_requested {
+                    state.stop_requested = false;
+                    let dropped: Vec<TestId> = state.queue.drain(1..).collect();
+                    inbox.push_back(Event::WorkerStopped { worker, dropped });
+                    progressed = true;
+                } else if state.alive && state.ending && state.queue.is_empty() {
+                    state.alive = false;
+                    inbox.push_back(Event::WorkerExited { worker });
+                    progressed = true;
+                }
+            }
+            if progressed { continue; }
+            let step = script.next().unwrap_or(Step::Progress(idle_rounds, false));
+            idle_rounds += 1;
+            prop_assert!(idle_rounds < 5000, "the run never ended");
+            match step {
+                Step::Progress(index, failed) => {
+                    let busy: Vec<usize> = (0..workers).filter(|&w| simulated[w].alive && !simulated[w].queue.is_empty()).collect();
+                    if busy.is_empty() {
+                        if simulated.iter().all(|w| !w.alive) { break; }
+                        continue;
+                    }
+                    let worker = busy[index % busy.len()];
+                    let test = simulated[worker].queue.pop_front().expect("busy");
+                    final_count[test] += 1;
+                    inbox.push_back(Event::TestFinished { worker, test, failed });
+                }
+                Step::Crash(index) => {
+                    let worker = index % workers;
+                    if simulated[worker].alive {
+                        simulated[worker].alive = false;
+                        simulated[worker].queue.clear();
+                        inbox.push_back(Event::WorkerExited { worker });
+                    }
+                }
+                Step::Interrupt => inbox.push_back(Event::Interrupted),
+            }
+        }
+        prop_assert!(scheduler.all_tests_final(), "scheduler still has open tests");
+        for (test, count) in final_count.iter().enumerate() {
+            prop_assert_eq!(*count, 1, "test {} ended {} times", test, count);
+        }
+    }
+}

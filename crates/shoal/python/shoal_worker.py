@@ -1,0 +1,316 @@
+"""shoal's pytest worker plugin: it runs what shoal tells it and reports facts.
+
+shoal embeds this file in its binary, writes it to a cache directory and starts
+each worker as ``python -m pytest -p shoal_worker ...``. Every decision (which
+test runs where, outcomes, retries, reports) is made on the Rust side; this
+plugin only collects, runs the node ids it is sent, and describes what pytest
+did.
+
+The protocol travels as JSON lines on a socket inherited as the file
+descriptor named by ``SHOAL_CHANNEL_FD``, never on the test's stdout, so a
+stray ``print`` or a raw write to fd 1 cannot corrupt it. The message types are
+documented in ``crates/shoal/src/protocol.rs``; keep both sides in step and
+bump ``PROTOCOL_VERSION`` on any incompatible change.
+"""
+
+import collections
+import io
+import json
+import os
+import platform
+import select
+import socket
+import sys
+import time
+
+import pytest
+
+PROTOCOL_VERSION = 1
+
+# Longer texts are cut, with a visible note, so one enormous assertion message
+# cannot balloon a protocol line (shoal also bounds the line length it reads).
+MAX_TEXT_CHARS = 256 * 1024
+
+# Items are announced in chunks so a 100,000-test suite is many moderate lines,
+# not one huge one.
+COLLECTED_CHUNK = 1000
+
+
+def _cut(text):
+    if text is None:
+        return None
+    text = str(text)
+    if len(text) > MAX_TEXT_CHARS:
+        dropped = len(text) - MAX_TEXT_CHARS
+        text = text[:MAX_TEXT_CHARS] + f"\n[shoal: {dropped} more characters cut]"
+    return text
+
+
+class Channel:
+    """The JSON-lines socket shared with shoal."""
+
+    def __init__(self, fd):
+        self._socket = socket.socket(fileno=fd)
+        self._buffer = b""
+
+    def send(self, message):
+        line = json.dumps(message, ensure_ascii=False, default=repr) + "\n"
+        # Lone surrogates (from undecodable bytes) cannot be encoded: replace
+        # them rather than lose the message.
+        self._socket.sendall(line.encode("utf-8", "replace"))
+
+    def receive(self):
+        """Blocks for the next command; None when shoal closed the channel."""
+        while b"\n" not in self._buffer:
+            data = self._socket.recv(65536)
+            if not data:
+                return None
+            self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def has_pending_command(self):
+        """True when a command can be read without blocking."""
+        if b"\n" in self._buffer:
+            return True
+        readable, _, _ = select.select([self._socket], [], [], 0)
+        return bool(readable)
+
+
+class ShoalWorker:
+    """Plugin object registered when the channel variable is present."""
+
+    def __init__(self, config, channel, maxfail):
+        self.config = config
+        self.channel = channel
+        self.maxfail = maxfail
+        self.deselected = 0
+        self.pending_reports = []
+        self.stopping = False
+
+    # Configuration -----------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session):
+        config = self.config
+        # pytest's cache plugin would let every worker overwrite the
+        # last-failed list with its own share; shoal keeps that record.
+        for name in ("lfplugin", "nfplugin"):
+            plugin = config.pluginmanager.get_plugin(name)
+            if plugin is not None:
+                config.pluginmanager.unregister(plugin)
+        plugins = []
+        for _plugin, dist in config.pluginmanager.list_plugin_distinfo():
+            name = dist.project_name if hasattr(dist, "project_name") else dist.metadata["name"]
+            if name.startswith("pytest-"):
+                name = name[len("pytest-"):]
+            entry = f"{name}-{dist.version}"
+            if entry not in plugins:
+                plugins.append(entry)
+        import pluggy
+
+        inifile = getattr(config, "inipath", None)
+        self.channel.send(
+            {
+                "type": "hello",
+                "protocol": PROTOCOL_VERSION,
+                "pid": os.getpid(),
+                "platform": sys.platform,
+                "python": platform.python_version(),
+                "pytest": pytest.__version__,
+                "pluggy": pluggy.__version__,
+                "rootdir": str(config.rootpath),
+                "inifile": str(inifile) if inifile else None,
+                "plugins": sorted(plugins),
+                "maxfail": self.maxfail,
+                "continue_on_collection_errors": bool(
+                    config.getoption("continue_on_collection_errors", False)
+                ),
+            }
+        )
+
+    # Collection --------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_deselected(self, items):
+        self.deselected += len(items)
+
+    def pytest_collectreport(self, report):
+        if report.passed:
+            return
+        category = "error" if report.failed else "skipped"
+        self.channel.send(
+            {
+                "type": "collect_report",
+                "nodeid": report.nodeid,
+                "outcome": report.outcome,
+                "category": category,
+                "longrepr": _cut(_longrepr_text(report)) if report.failed else None,
+                "message": _cut(_crash_message(report)),
+            }
+        )
+
+    def pytest_collection_finish(self, session):
+        chunk = []
+        for item in session.items:
+            path, line, domain = item.location
+            chunk.append(
+                {
+                    "nodeid": item.nodeid,
+                    "path": path,
+                    "line": line,
+                    "domain": domain,
+                    "markers": sorted({marker.name for marker in item.iter_markers()}),
+                }
+            )
+            if len(chunk) >= COLLECTED_CHUNK:
+                self.channel.send({"type": "collected", "items": chunk})
+                chunk = []
+        if chunk:
+            self.channel.send({"type": "collected", "items": chunk})
+        self.channel.send({"type": "collection_finished", "deselected": self.deselected})
+
+    # Running -----------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session):
+        """Replaces pytest's loop: run the node ids shoal sends, in order.
+
+        pytest tears fixtures down according to the *next* item, so a test is
+        only started once its successor (or the end) is known.
+        """
+        items = {item.nodeid: item for item in session.items}
+        queue = collections.deque()
+        finished_commands = False
+
+        def take_commands(block):
+            nonlocal finished_commands
+            while not finished_commands and (block or self.channel.has_pending_command()):
+                command = self.channel.receive()
+                kind = command["type"] if command else "shutdown"
+                if kind == "run":
+                    queue.extend(command["nodeids"])
+                    block = False
+                elif kind == "stop":
+                    self.stopping = True
+                    finished_commands = True
+                else:
+                    finished_commands = True
+
+        def next_nodeid():
+            if not queue:
+                take_commands(block=True)
+            return queue.popleft() if queue else None
+
+        current = next_nodeid()
+        while current is not None:
+            take_commands(block=False)
+            if self.stopping:
+                # Told to stop: what was sent but not started goes back to
+                # shoal, which reports it as not run.
+                self.channel.send({"type": "stopped", "dropped": [current, *queue]})
+                break
+            following = next_nodeid()
+            item = items[current]
+            next_item = items[following] if following is not None else None
+            started = time.perf_counter()
+            self.pending_reports = []
+            item.config.hook.pytest_runtest_protocol(item=item, nextitem=next_item)
+            self.channel.send(
+                {
+                    "type": "finished",
+                    "nodeid": current,
+                    "duration": time.perf_counter() - started,
+                    "reports": self.pending_reports,
+                }
+            )
+            self.pending_reports = []
+            current = following
+        return True
+
+    def pytest_runtest_logreport(self, report):
+        config = self.config
+        status = config.hook.pytest_report_teststatus(report=report, config=config)
+        category, letter, word = status if status else ("", "", "")
+        if isinstance(word, tuple):
+            word = word[0]
+        facts = {
+            "when": report.when,
+            "outcome": report.outcome,
+            "category": category,
+            "letter": letter,
+            "word": word,
+            "duration": report.duration,
+        }
+        if type(report).__name__ == "SubtestReport":
+            facts["subtest"] = _cut(report._sub_test_description())
+        if hasattr(report, "wasxfail"):
+            facts["wasxfail"] = _cut(report.wasxfail)
+        if report.failed:
+            facts["head_line"] = report.head_line
+            facts["longrepr"] = _cut(_longrepr_text(report))
+            facts["message"] = _cut(_crash_message(report))
+            facts["sections"] = [[title, _cut(content)] for title, content in report.sections]
+        elif report.skipped and isinstance(report.longrepr, tuple):
+            facts["message"] = _cut(report.longrepr[2])
+        self.pending_reports.append(facts)
+
+    def pytest_warning_recorded(self, warning_message, when, nodeid, location):
+        import warnings
+
+        text = warnings.formatwarning(
+            warning_message.message,
+            warning_message.category,
+            warning_message.filename,
+            warning_message.lineno,
+            warning_message.line,
+        )
+        self.channel.send({"type": "warning", "when": when, "nodeid": nodeid, "text": _cut(text)})
+
+
+def _longrepr_text(report):
+    """The failure text exactly as pytest's terminal prints it.
+
+    ``report.longreprtext`` strips the leading blank line and indentation that
+    pytest shows, so render it the way the terminal reporter does.
+    """
+    try:
+        from _pytest._io import TerminalWriter
+
+        buffer = io.StringIO()
+        writer = TerminalWriter(buffer)
+        writer.hasmarkup = False
+        report.toterminal(writer)
+        return buffer.getvalue()
+    except Exception:  # a plugin's exotic longrepr: fall back to the public text
+        return report.longreprtext
+
+
+def _crash_message(report):
+    longrepr = report.longrepr
+    if isinstance(longrepr, str):
+        return longrepr
+    crash = getattr(longrepr, "reprcrash", None)
+    return getattr(crash, "message", None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_cmdline_main(config):
+    """Takes over before pytest (and any plugin) configures the session.
+
+    Options that would make every worker act on its own share as if it were
+    the whole run are recorded for shoal and switched off: shoal decides
+    max-fail, writes the reports, and is itself the parallel layer (a
+    ``-n auto`` in the user's addopts must not start xdist inside a worker).
+    """
+    fd = os.environ.get("SHOAL_CHANNEL_FD")
+    if fd is not None:
+        option = config.option
+        worker = ShoalWorker(config, Channel(int(fd)), maxfail=option.maxfail or 0)
+        option.maxfail = 0
+        option.xmlpath = None
+        option.dist = "no"
+        option.tx = []
+        option.numprocesses = None
+        config.pluginmanager.register(worker, "shoal_worker_session")
+    yield

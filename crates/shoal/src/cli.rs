@@ -1,0 +1,131 @@
+//! What the user typed: clap definitions and nothing else.
+//!
+//! Every value is kept as typed (mostly `Option`s) so that
+//! [`crate::settings`] can layer it over `[tool.shoal]` and defaults. No I/O
+//! and no decisions here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// shoal: run a pytest suite on every core.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about, long_about = None)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// shoal's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the selected tests in parallel, with pytest's output and exit codes.
+    Run(RunArgs),
+    /// Print the collected node ids, one a line, without running anything.
+    List(ListArgs),
+}
+
+/// Which tests, and with which Python: shared by `run` and `list`.
+#[derive(Debug, Args)]
+pub struct SelectionArgs {
+    /// Paths, directories or node ids to collect (pytest's own defaults,
+    /// such as `testpaths`, apply when none are given).
+    #[arg(value_name = "PATHS")]
+    pub paths: Vec<String>,
+
+    /// A selection file: one path, directory or node id a line, `#` comments.
+    /// May be given several times; entries named twice run once.
+    #[arg(long = "select", value_name = "FILE")]
+    pub select: Vec<PathBuf>,
+
+    /// Only run tests matching pytest's keyword expression.
+    #[arg(short = 'k', value_name = "EXPR")]
+    pub keyword: Option<String>,
+
+    /// Only run tests matching pytest's marker expression.
+    #[arg(short = 'm', value_name = "EXPR")]
+    pub markers: Option<String>,
+
+    /// The Python interpreter to run pytest with (default: $VIRTUAL_ENV,
+    /// the environment shoal is installed in, ./.venv, python3 on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+
+    /// Arguments after `--` go to pytest unchanged (`-p plugin`, `-W`, ...).
+    #[arg(last = true, value_name = "PYTEST_ARGS")]
+    pub pytest_args: Vec<String>,
+}
+
+/// `shoal run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// What to run.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+
+    /// Number of workers: a number (may exceed the cores) or `auto`, the CPUs
+    /// this process may use (affinity and cgroup quota aware).
+    #[arg(short = 'n', long = "workers", value_name = "N|auto")]
+    pub workers: Option<String>,
+
+    /// Stop after the first failure (same as --maxfail 1).
+    #[arg(short = 'x', long = "exitfirst")]
+    pub exit_first: bool,
+
+    /// Stop after N failures: nothing new starts, the rest are reported not run.
+    #[arg(long, value_name = "N")]
+    pub maxfail: Option<u64>,
+
+    /// Run the other tests when some files fail to collect (exit 1, not 2).
+    #[arg(long)]
+    pub continue_on_collection_errors: bool,
+
+    /// How many times a dead worker may be replaced during the run.
+    #[arg(long, value_name = "N")]
+    pub max_worker_restarts: Option<u32>,
+
+    /// Less output (pytest's -q); repeat for even less.
+    #[arg(short = 'q', long = "quiet", action = clap::ArgAction::Count)]
+    pub quiet: u8,
+
+    /// More output (pytest's -v): one line per test.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Write a JSON report of the run to this file.
+    #[arg(long, value_name = "PATH")]
+    pub json_report: Option<PathBuf>,
+}
+
+/// `shoal list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// What to collect.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+
+    /// Print JSON lines with markers and locations instead of bare node ids.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn arguments_after_double_dash_go_to_pytest() {
+        let cli = Cli::parse_from(["shoal", "run", "tests", "-n", "3", "--", "-p", "x", "-W", "error"]);
+        let Command::Run(run) = cli.command else { panic!("not run") };
+        assert_eq!(run.selection.paths, vec!["tests"]);
+        assert_eq!(run.workers.as_deref(), Some("3"));
+        assert_eq!(run.selection.pytest_args, vec!["-p", "x", "-W", "error"]);
+    }
+}

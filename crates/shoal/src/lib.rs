@@ -1,0 +1,91 @@
+//! shoal: a parallel test runner for pytest suites.
+//!
+//! The flow: [`cli`] holds what was typed; [`settings`] resolves it with
+//! `[tool.shoal]` and defaults; [`selection`] reads selection files;
+//! [`python`] finds the interpreter and installs the worker plugin;
+//! [`runner`] starts [`worker`]s, checks their collections and drives the
+//! pure scheduler (`shoal-scheduler`) over the [`protocol`]; [`report`]ers
+//! render the results. [`main`] maps everything to pytest's exit codes.
+
+pub mod cli;
+pub mod errors;
+pub mod outcome;
+pub mod output;
+pub mod protocol;
+pub mod python;
+pub mod report;
+pub mod runner;
+pub mod selection;
+pub mod settings;
+pub mod worker;
+
+use std::io::IsTerminal;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::errors::{ShoalError, exit_code};
+use crate::report::Reporter;
+use crate::report::json::JsonReporter;
+use crate::report::terminal::TerminalReporter;
+use crate::settings::{CollectSettings, RunSettings};
+
+/// Runs shoal with these command-line arguments and returns the exit code.
+pub fn main(arguments: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
+    let cli = match Cli::try_parse_from(arguments) {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() { exit_code::USAGE_ERROR } else { exit_code::OK };
+        }
+    };
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            output::error(&error.to_string());
+            error.exit_code()
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
+    let cwd =
+        std::env::current_dir().map_err(|error| ShoalError::io("reading the current directory", error))?;
+    match cli.command {
+        Command::Run(args) => {
+            let settings = RunSettings::resolve(args, cwd)?;
+            let full_messages = std::env::var_os("CI").is_some()
+                || std::env::var_os("BUILD_NUMBER").is_some()
+                || settings.collect.verbosity >= 2;
+            let terminal = TerminalReporter::new(
+                std::io::stdout().lock(),
+                TerminalReporter::<std::io::Stdout>::detect_width(),
+                settings.collect.verbosity,
+                full_messages,
+            );
+            let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(terminal)];
+            if let Some(path) = &settings.json_report {
+                reporters.push(Box::new(JsonReporter::new(settings.collect.cwd.join(path))));
+            }
+            runner::run(&settings, &mut reporters)
+        }
+        Command::List(args) => {
+            let json = args.json;
+            let settings = CollectSettings::resolve_for_list(args.selection, cwd)?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            match runner::list(&settings, json, &mut out) {
+                // `shoal list | head` closing the pipe early is not an error.
+                Err(ShoalError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+                    Ok(exit_code::OK)
+                }
+                result => result,
+            }
+        }
+    }
+}
+
+/// Whether stdout is a terminal (for progress and colour decisions).
+pub fn stdout_is_terminal() -> bool {
+    std::io::stdout().is_terminal()
+}

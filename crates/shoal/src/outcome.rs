@@ -1,0 +1,222 @@
+//! Test outcomes: one final outcome per test, computed from pytest's phase
+//! reports, and the closing-line tally counted the way pytest counts it.
+
+use serde::Serialize;
+use shoal_scheduler::NotRunReason;
+
+use crate::protocol::PhaseReport;
+
+/// The one final outcome of a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every phase passed.
+    Passed,
+    /// The test body failed (or a strict xfail passed, or a subtest failed).
+    Failed,
+    /// Setup or teardown failed.
+    Error,
+    /// Skipped in some phase.
+    Skipped,
+    /// Expected to fail, and failed.
+    Xfailed,
+    /// Expected to fail, and passed (non-strict).
+    Xpassed,
+    /// The worker died while running it.
+    Crashed,
+    /// Never started.
+    NotRun,
+}
+
+impl Outcome {
+    /// The name used in reports (`not_run`, `xfailed`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Passed => "passed",
+            Self::Failed => "failed",
+            Self::Error => "error",
+            Self::Skipped => "skipped",
+            Self::Xfailed => "xfailed",
+            Self::Xpassed => "xpassed",
+            Self::Crashed => "crashed",
+            Self::NotRun => "not_run",
+        }
+    }
+
+    /// Whether this outcome makes the run fail (and counts for `--maxfail`).
+    pub fn is_failure(self) -> bool {
+        matches!(self, Self::Failed | Self::Error | Self::Crashed)
+    }
+}
+
+/// The final outcome pytest's reports add up to.
+///
+/// A failing call makes the test failed even when teardown also failed
+/// (pytest shows both); otherwise a failing setup or teardown makes it an
+/// error; then xfail markers, then skips.
+pub fn outcome_from_reports(reports: &[PhaseReport]) -> Outcome {
+    let main = || reports.iter().filter(|report| report.subtest.is_none());
+    let call_failed = main().any(|report| report.when == "call" && report.outcome == "failed");
+    if call_failed {
+        return Outcome::Failed;
+    }
+    if main().any(|report| report.outcome == "failed") {
+        return Outcome::Error;
+    }
+    if reports.iter().any(|report| report.subtest.is_some() && report.outcome == "failed") {
+        return Outcome::Failed;
+    }
+    if main().any(|report| report.category == "xfailed") {
+        return Outcome::Xfailed;
+    }
+    if main().any(|report| report.category == "xpassed") {
+        return Outcome::Xpassed;
+    }
+    if main().any(|report| report.outcome == "skipped") {
+        return Outcome::Skipped;
+    }
+    Outcome::Passed
+}
+
+/// The reason words shown for tests that did not run.
+pub fn not_run_reason(reason: NotRunReason) -> &'static str {
+    match reason {
+        NotRunReason::MaxFail => "max-fail",
+        NotRunReason::WorkerRestartsExhausted => "worker restarts exhausted",
+        NotRunReason::Interrupted => "interrupted",
+    }
+}
+
+/// The order pytest lists categories in its closing line; others follow in
+/// the order they first appeared.
+const PYTEST_CATEGORY_ORDER: &[&str] = &[
+    "failed",
+    "passed",
+    "skipped",
+    "deselected",
+    "xfailed",
+    "xpassed",
+    "warnings",
+    "error",
+    "subtests passed",
+    "subtests failed",
+    "subtests skipped",
+];
+
+/// Counts per category, exactly as pytest's terminal counts its reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    counts: Vec<(String, u64)>,
+}
+
+impl Tally {
+    /// Adds `count` to `category` (an empty category is not counted, as in
+    /// pytest).
+    pub fn add(&mut self, category: &str, count: u64) {
+        if category.is_empty() || count == 0 {
+            return;
+        }
+        match self.counts.iter_mut().find(|(name, _)| name == category) {
+            Some((_, total)) => *total += count,
+            None => self.counts.push((category.to_owned(), count)),
+        }
+    }
+
+    /// The count of one category.
+    pub fn get(&self, category: &str) -> u64 {
+        self.counts.iter().find(|(name, _)| name == category).map_or(0, |(_, count)| *count)
+    }
+
+    /// The closing line's parts in pytest's order, e.g. `["1 failed", "3 passed"]`.
+    pub fn parts(&self) -> Vec<String> {
+        let known = PYTEST_CATEGORY_ORDER.iter().map(|name| (*name).to_owned());
+        let unknown = self
+            .counts
+            .iter()
+            .map(|(name, _)| name.clone())
+            .filter(|name| !PYTEST_CATEGORY_ORDER.contains(&name.as_str()));
+        known
+            .chain(unknown)
+            .filter_map(|name| {
+                let count = self.get(&name);
+                (count > 0).then(|| format!("{count} {}", pluralize(count, &name)))
+            })
+            .collect()
+    }
+}
+
+/// pytest's pluralisation: only `error`, `warnings` and `test` change.
+fn pluralize(count: u64, noun: &str) -> String {
+    if !matches!(noun, "error" | "warnings" | "test") {
+        return noun.to_owned();
+    }
+    let singular = noun.replace("warnings", "warning");
+    if count == 1 { singular } else { format!("{singular}s") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(when: &str, outcome: &str, category: &str) -> PhaseReport {
+        PhaseReport {
+            when: when.into(),
+            outcome: outcome.into(),
+            category: category.into(),
+            letter: String::new(),
+            word: String::new(),
+            duration: 0.0,
+            subtest: None,
+            wasxfail: None,
+            head_line: None,
+            longrepr: None,
+            message: None,
+            sections: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn outcomes_follow_pytest_phase_semantics() {
+        let ok = report("setup", "passed", "");
+        let teardown_ok = report("teardown", "passed", "");
+        let cases = [
+            (vec![ok.clone(), report("call", "passed", "passed"), teardown_ok.clone()], Outcome::Passed),
+            (vec![ok.clone(), report("call", "failed", "failed"), teardown_ok.clone()], Outcome::Failed),
+            (vec![report("setup", "failed", "error"), teardown_ok.clone()], Outcome::Error),
+            (
+                vec![ok.clone(), report("call", "passed", "passed"), report("teardown", "failed", "error")],
+                Outcome::Error,
+            ),
+            (
+                vec![ok.clone(), report("call", "failed", "failed"), report("teardown", "failed", "error")],
+                Outcome::Failed,
+            ),
+            (vec![report("setup", "skipped", "skipped"), teardown_ok.clone()], Outcome::Skipped),
+            (vec![ok.clone(), report("call", "skipped", "xfailed"), teardown_ok.clone()], Outcome::Xfailed),
+            (vec![ok.clone(), report("call", "passed", "xpassed"), teardown_ok.clone()], Outcome::Xpassed),
+        ];
+        for (reports, expected) in cases {
+            assert_eq!(outcome_from_reports(&reports), expected, "{reports:?}");
+        }
+    }
+
+    #[test]
+    fn a_failed_subtest_fails_the_test() {
+        let mut subtest = report("call", "failed", "failed");
+        subtest.subtest = Some("[custom]".into());
+        let reports = vec![report("setup", "passed", ""), subtest, report("call", "passed", "passed")];
+        assert_eq!(outcome_from_reports(&reports), Outcome::Failed);
+    }
+
+    #[test]
+    fn tally_orders_and_pluralizes_like_pytest() {
+        let mut tally = Tally::default();
+        tally.add("passed", 3);
+        tally.add("error", 2);
+        tally.add("warnings", 1);
+        tally.add("failed", 1);
+        tally.add("crashed", 1);
+        tally.add("", 5);
+        assert_eq!(tally.parts(), vec!["1 failed", "3 passed", "1 warning", "2 errors", "1 crashed"]);
+    }
+}

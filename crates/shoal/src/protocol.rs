@@ -1,0 +1,229 @@
+//! The JSON-lines protocol between shoal and its pytest workers.
+//!
+//! One message a line on a socket the worker inherits (its descriptor number is
+//! in `SHOAL_CHANNEL_FD`), never on the test's stdout. The Python side lives in
+//! `python/shoal_worker.py`; keep both in step and bump [`PROTOCOL_VERSION`] on
+//! any incompatible change.
+//!
+//! Worker to shoal, in order: `hello`, then any `collect_report`s and
+//! `collected` chunks, `collection_finished`, then one `finished` per test it
+//! ran (carrying that test's phase reports) interleaved with `warning`s, and a
+//! `stopped` when told to stop early. shoal to worker: `run` (append node ids to
+//! the worker's queue), `stop` (drop the queue and end after the current test)
+//! and `shutdown` (run what is queued, then end).
+
+use serde::{Deserialize, Serialize};
+
+/// The version both sides must agree on in the `hello` handshake.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Longest protocol line shoal accepts; a longer one is a protocol error. The
+/// worker cuts long texts well below this.
+pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A message from a worker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerMessage {
+    /// First message: who the worker is and what it runs on.
+    Hello(Hello),
+    /// A collector that failed or was skipped (passed ones are not sent).
+    CollectReport(CollectReport),
+    /// A chunk of collected items, in collection order.
+    Collected {
+        /// The items of this chunk.
+        items: Vec<CollectedItem>,
+    },
+    /// Collection is over; the worker now waits for commands.
+    CollectionFinished {
+        /// How many items `-k`, `-m` or plugins deselected.
+        deselected: u64,
+    },
+    /// A test's protocol (setup, call, teardown) completed.
+    Finished(Finished),
+    /// A warning pytest recorded.
+    Warning(WarningMessage),
+    /// The worker stopped early on request; these queued tests did not run.
+    Stopped {
+        /// Node ids sent to the worker that it did not start.
+        dropped: Vec<String>,
+    },
+}
+
+/// The worker's handshake.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Hello {
+    /// The worker's [`PROTOCOL_VERSION`].
+    pub protocol: u32,
+    /// Process id of the worker.
+    pub pid: u32,
+    /// `sys.platform`.
+    pub platform: String,
+    /// Python version, e.g. `3.11.7`.
+    pub python: String,
+    /// pytest version.
+    pub pytest: String,
+    /// pluggy version.
+    pub pluggy: String,
+    /// pytest's rootdir.
+    pub rootdir: String,
+    /// The ini file pytest read, if any.
+    pub inifile: Option<String>,
+    /// Installed pytest plugins as `name-version`.
+    pub plugins: Vec<String>,
+    /// `--maxfail` (or `-x`) as pytest parsed it, from the command line or
+    /// addopts; 0 when unset. Workers themselves never stop on it.
+    pub maxfail: u64,
+    /// Whether `--continue-on-collection-errors` was given.
+    pub continue_on_collection_errors: bool,
+}
+
+/// A collector report that did not pass.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct CollectReport {
+    /// The collector's node id (e.g. the module path).
+    pub nodeid: String,
+    /// `failed` or `skipped`.
+    pub outcome: String,
+    /// The category pytest's terminal counts it under (`error`, `skipped`).
+    pub category: String,
+    /// pytest's full failure text.
+    pub longrepr: Option<String>,
+    /// The one-line crash message, or the skip reason.
+    pub message: Option<String>,
+}
+
+/// One collected test.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct CollectedItem {
+    /// pytest's node id: an opaque key, never parsed or rewritten.
+    pub nodeid: String,
+    /// File of the test, relative to the rootdir.
+    pub path: String,
+    /// 0-based line of the test's definition, when pytest knows it.
+    pub line: Option<u64>,
+    /// The test's name within its file (e.g. `TestClass.test_x[1]`).
+    pub domain: String,
+    /// Names of the markers on the test.
+    pub markers: Vec<String>,
+}
+
+/// A test whose protocol ended, with the facts pytest reported.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Finished {
+    /// The test's node id.
+    pub nodeid: String,
+    /// Wall time of the whole protocol, in seconds.
+    pub duration: f64,
+    /// Every report pytest logged, in order: setup, call (and subtests),
+    /// teardown, or fewer when a phase was skipped.
+    pub reports: Vec<PhaseReport>,
+}
+
+/// One `TestReport` as pytest logged it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct PhaseReport {
+    /// `setup`, `call` or `teardown`.
+    pub when: String,
+    /// `passed`, `failed` or `skipped`.
+    pub outcome: String,
+    /// The status category from `pytest_report_teststatus`, as pytest's
+    /// terminal counts it (`passed`, `error`, `xfailed`, `subtests passed`,
+    /// or empty for a passing setup/teardown).
+    pub category: String,
+    /// The short letter pytest prints for progress (`.`, `F`, `E`, `s`, ...).
+    pub letter: String,
+    /// The verbose word (`PASSED`, `FAILED`, ...).
+    pub word: String,
+    /// Seconds the phase took.
+    pub duration: f64,
+    /// The subtest description, for a subtest report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtest: Option<String>,
+    /// The xfail reason, for xfailed and xpassed tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasxfail: Option<String>,
+    /// pytest's section heading for a failure (e.g. `TestClass.test_x`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_line: Option<String>,
+    /// pytest's full failure text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longrepr: Option<String>,
+    /// One-line crash message of a failure, or the reason of a skip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Captured output and log sections of a failure: `(title, content)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sections: Vec<(String, String)>,
+}
+
+/// A warning recorded by pytest.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WarningMessage {
+    /// `config`, `collect` or `runtest`.
+    pub when: String,
+    /// The test it happened in, or empty.
+    pub nodeid: String,
+    /// The warning as `warnings.formatwarning` renders it.
+    pub text: String,
+}
+
+/// A command to a worker.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WorkerCommand {
+    /// Append these node ids to the worker's queue.
+    Run {
+        /// Node ids, run in this order.
+        nodeids: Vec<String>,
+    },
+    /// Drop the queue; finish after the running test and report the rest.
+    Stop,
+    /// Run what is queued, then end the session.
+    Shutdown,
+}
+
+/// Parses one protocol line.
+pub fn parse_message(line: &[u8]) -> Result<WorkerMessage, serde_json::Error> {
+    serde_json::from_slice(line)
+}
+
+/// Encodes a command as one protocol line, newline included.
+pub fn encode_command(command: &WorkerCommand) -> Vec<u8> {
+    let mut line = serde_json::to_vec(command).expect("commands always serialize");
+    line.push(b'\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_finished_message_with_phase_reports() {
+        let line = br#"{"type":"finished","nodeid":"t.py::test[a b]","duration":0.5,
+            "reports":[{"when":"setup","outcome":"passed","category":"","letter":"","word":"","duration":0.1},
+                       {"when":"call","outcome":"failed","category":"failed","letter":"F","word":"FAILED",
+                        "duration":0.2,"longrepr":"boom","message":"assert 1 == 2",
+                        "sections":[["Captured stdout call","hi\n"]],"head_line":"test[a b]"}]}"#;
+        let WorkerMessage::Finished(finished) = parse_message(line).unwrap() else {
+            panic!("wrong variant");
+        };
+        assert_eq!(finished.nodeid, "t.py::test[a b]");
+        assert_eq!(finished.reports.len(), 2);
+        assert_eq!(finished.reports[1].sections[0].0, "Captured stdout call");
+        assert_eq!(finished.reports[1].message.as_deref(), Some("assert 1 == 2"));
+    }
+
+    #[test]
+    fn encodes_commands_as_tagged_lines() {
+        let run = WorkerCommand::Run { nodeids: vec!["a.py::t".into()] };
+        assert_eq!(encode_command(&run), b"{\"type\":\"run\",\"nodeids\":[\"a.py::t\"]}\n");
+        assert_eq!(encode_command(&WorkerCommand::Stop), b"{\"type\":\"stop\"}\n");
+    }
+
+    #[test]
+    fn rejects_unknown_message_types() {
+        assert!(parse_message(br#"{"type":"nonsense"}"#).is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! Finding the Python interpreter and installing the embedded worker plugin.
+//!
+//! The plugin (`python/shoal_worker.py`) is compiled into the binary, so a
+//! `pip install` and a `cargo install` carry a worker that matches the
+//! binary's protocol. At start it is written, once per content, to a cache
+//! directory that goes on the workers' `PYTHONPATH`.
+
+use std::path::{Path, PathBuf};
+
+use crate::errors::ShoalError;
+
+/// The worker plugin's source.
+pub const WORKER_PLUGIN_SOURCE: &str = include_str!("../python/shoal_worker.py");
+
+/// The module name workers load with `-p`.
+pub const WORKER_PLUGIN_MODULE: &str = "shoal_worker";
+
+/// An interpreter and how shoal chose it (for error messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interpreter {
+    /// The executable.
+    pub path: PathBuf,
+    /// Which rule picked it, e.g. `--python` or `$VIRTUAL_ENV`.
+    pub origin: &'static str,
+}
+
+/// Picks the interpreter: `--python` (or `[tool.shoal] python`), else
+/// `$VIRTUAL_ENV`, else the environment shoal itself is installed in, else
+/// `./.venv`, else `python3` on `PATH`.
+pub fn locate_interpreter(explicit: Option<&Path>, cwd: &Path) -> Interpreter {
+    if let Some(path) = explicit {
+        return Interpreter { path: path.to_owned(), origin: "--python" };
+    }
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|value| !value.is_empty()) {
+        return Interpreter { path: venv_python(Path::new(&venv)), origin: "$VIRTUAL_ENV" };
+    }
+    // A pip-installed shoal sits in the venv's bin directory beside python.
+    if let Some(bin) = std::env::current_exe().ok().as_deref().and_then(Path::parent) {
+        for name in ["python", "python3"] {
+            let candidate = bin.join(name);
+            if candidate.is_file() && bin.parent().is_some_and(|env| env.join("pyvenv.cfg").is_file()) {
+                return Interpreter { path: candidate, origin: "the environment shoal is installed in" };
+            }
+        }
+    }
+    let local = cwd.join(".venv");
+    if local.join("pyvenv.cfg").is_file() {
+        return Interpreter { path: venv_python(&local), origin: "./.venv" };
+    }
+    Interpreter { path: PathBuf::from("python3"), origin: "python3 on PATH" }
+}
+
+fn venv_python(venv: &Path) -> PathBuf {
+    venv.join("bin").join("python")
+}
+
+/// Writes the plugin to the cache (if not already there) and returns the
+/// directory to put on `PYTHONPATH`.
+pub fn install_worker_plugin() -> Result<PathBuf, ShoalError> {
+    let digest = fnv1a64(WORKER_PLUGIN_SOURCE.as_bytes());
+    let directory = cache_root().join(format!("plugin-{}-{digest:016x}", env!("CARGO_PKG_VERSION")));
+    let target = directory.join(format!("{WORKER_PLUGIN_MODULE}.py"));
+    if std::fs::read_to_string(&target).is_ok_and(|existing| existing == WORKER_PLUGIN_SOURCE) {
+        return Ok(directory);
+    }
+    let context = |what: &str| format!("{what} {}", directory.display());
+    std::fs::create_dir_all(&directory)
+        .map_err(|error| ShoalError::io(context("creating the plugin directory"), error))?;
+    let mut temporary = tempfile::NamedTempFile::new_in(&directory)
+        .map_err(|error| ShoalError::io(context("writing the worker plugin to"), error))?;
+    std::io::Write::write_all(&mut temporary, WORKER_PLUGIN_SOURCE.as_bytes())
+        .map_err(|error| ShoalError::io(context("writing the worker plugin to"), error))?;
+    temporary
+        .persist(&target)
+        .map_err(|error| ShoalError::io(context("writing the worker plugin to"), error.error))?;
+    Ok(directory)
+}
+
+fn cache_root() -> PathBuf {
+    if let Some(cache) = std::env::var_os("XDG_CACHE_HOME").filter(|value| !value.is_empty()) {
+        return PathBuf::from(cache).join("shoal");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|value| !value.is_empty()) {
+        return PathBuf::from(home).join(".cache").join("shoal");
+    }
+    std::env::temp_dir().join("shoal-cache")
+}
+
+/// FNV-1a: a stable content hash for the cache directory name (std's hasher
+/// may change between releases).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_explicit_interpreter_wins() {
+        let found = locate_interpreter(Some(Path::new("/opt/py/bin/python")), Path::new("/"));
+        assert_eq!(found, Interpreter { path: "/opt/py/bin/python".into(), origin: "--python" });
+    }
+
+    #[test]
+    fn the_plugin_is_installed_once_per_content() {
+        let first = install_worker_plugin().unwrap();
+        let second = install_worker_plugin().unwrap();
+        assert_eq!(first, second);
+        let text = std::fs::read_to_string(first.join("shoal_worker.py")).unwrap();
+        assert_eq!(text, WORKER_PLUGIN_SOURCE);
+    }
+}

@@ -1,0 +1,415 @@
+//! The terminal report, in pytest's shape: header, progress, errors and
+//! failures with pytest's own text, warnings, the short test summary and the
+//! closing line, counted as pytest counts them.
+//!
+//! Progress is printed as tests end, in completion order: a letter per
+//! report (`.`, `F`, `E`, `s`, `x`, `X`) wrapped with a percentage, as
+//! pytest-xdist prints it, or with `-v` one line per test naming its worker.
+
+use std::io::Write;
+
+use crate::outcome::Outcome;
+use crate::report::{Reporter, RunHeader, RunSummary, TestRecord};
+
+/// Width of pytest's ` [100%]` progress column.
+const PROGRESS_WIDTH: usize = 7;
+
+/// Writes pytest-shaped output to a stream (stdout in real runs).
+pub struct TerminalReporter<W: Write> {
+    out: W,
+    width: usize,
+    verbosity: i8,
+    /// Whether failure messages in the short summary are shown whole
+    /// (pytest does so under CI and with `-vv`).
+    full_messages: bool,
+    line_length: usize,
+}
+
+impl<W: Write> TerminalReporter<W> {
+    /// A reporter writing to `out`, `width` columns wide.
+    pub fn new(out: W, width: usize, verbosity: i8, full_messages: bool) -> Self {
+        Self { out, width, verbosity, full_messages, line_length: 0 }
+    }
+
+    /// The width pytest would use: `$COLUMNS`, the terminal's, else 80.
+    pub fn detect_width() -> usize {
+        let width = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|value| value.parse::<usize>().ok())
+            .or_else(|| terminal_size::terminal_size().map(|(width, _)| usize::from(width.0)))
+            .unwrap_or(80);
+        if width < 40 { 80 } else { width }
+    }
+
+    /// The writer, for tests.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
+    /// pytest's `TerminalWriter.sep`: a title centred in a rule.
+    fn sep(&mut self, character: char, title: &str) {
+        let _ = writeln!(self.out, "{}", rule(character, title, self.width));
+    }
+
+    fn line(&mut self, text: &str) {
+        let _ = writeln!(self.out, "{text}");
+    }
+
+    fn end_progress_line(&mut self, done: usize, total: usize) {
+        let percent = (done * 100).checked_div(total).unwrap_or(100);
+        let fill = (self.width.saturating_sub(1)).saturating_sub(self.line_length);
+        let _ = writeln!(self.out, "{:>fill$}", format!("[{percent:>3}%]"));
+        self.line_length = 0;
+    }
+
+    fn print_collect_errors(&mut self, summary: &RunSummary<'_>) {
+        for report in summary.collect_reports.iter().filter(|report| report.category == "error") {
+            self.sep('_', &format!("ERROR collecting {}", report.nodeid));
+            if let Some(text) = &report.longrepr {
+                self.line(text.trim_end_matches('\n'));
+            }
+        }
+    }
+
+    fn print_report_body(&mut self, report: &crate::protocol::PhaseReport) {
+        if let Some(text) = &report.longrepr {
+            self.line(text.trim_end_matches('\n'));
+        }
+        for (title, content) in &report.sections {
+            self.sep('-', title);
+            self.line(content.strip_suffix('\n').unwrap_or(content));
+        }
+    }
+
+    fn print_errors(&mut self, summary: &RunSummary<'_>) {
+        let has_test_errors = summary.tests.iter().any(|test| {
+            test.reports.iter().any(|report| report.when != "call" && report.outcome == "failed")
+        });
+        let has_collect_errors = summary.collect_reports.iter().any(|report| report.category == "error");
+        if !has_test_errors && !has_collect_errors {
+            return;
+        }
+        self.sep('=', "ERRORS");
+        self.print_collect_errors(summary);
+        for test in summary.tests {
+            for report in
+                test.reports.iter().filter(|report| report.when != "call" && report.outcome == "failed")
+            {
+                let name = report.head_line.as_deref().unwrap_or(&test.domain);
+                self.sep('_', &format!("ERROR at {} of {name}", report.when));
+                self.print_report_body(report);
+            }
+        }
+    }
+
+    fn print_failures(&mut self, summary: &RunSummary<'_>) {
+        let failed_calls = |test: &TestRecord| {
+            test.reports
+                .iter()
+                .filter(|report| report.when == "call" && report.outcome == "failed")
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let any = summary
+            .tests
+            .iter()
+            .any(|test| test.outcome == Outcome::Crashed || !failed_calls(test).is_empty());
+        if !any {
+            return;
+        }
+        self.sep('=', "FAILURES");
+        for test in summary.tests {
+            for report in failed_calls(test) {
+                let name = report.head_line.as_deref().unwrap_or(&test.domain).to_owned();
+                self.sep('_', &name);
+                self.print_report_body(&report);
+            }
+            if let Some(crash) = &test.crash {
+                self.sep('_', &test.domain);
+                self.line(&format!(
+                    "worker gw{} died while running {}: {}",
+                    test.worker.unwrap_or(0),
+                    test.nodeid,
+                    crash.status
+                ));
+                if !crash.output.trim().is_empty() {
+                    self.sep('-', "worker output");
+                    self.line(crash.output.trim_end_matches('\n'));
+                }
+            }
+        }
+    }
+
+    fn print_warnings(&mut self, summary: &RunSummary<'_>) {
+        if summary.warnings.is_empty() {
+            return;
+        }
+        self.sep('=', "warnings summary");
+        // Grouped by text, like pytest: the node ids, then the warning once.
+        let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+        for warning in summary.warnings {
+            match groups.iter_mut().find(|(text, _)| *text == warning.text) {
+                Some((_, nodeids)) => nodeids.push(&warning.nodeid),
+                None => groups.push((&warning.text, vec![&warning.nodeid])),
+            }
+        }
+        for (text, nodeids) in groups {
+            let mut listed: Vec<&str> = Vec::new();
+            for nodeid in nodeids {
+                if !listed.contains(&nodeid) {
+                    listed.push(nodeid);
+                }
+            }
+            for nodeid in &listed {
+                if !nodeid.is_empty() {
+                    self.line(nodeid);
+                }
+            }
+            for text_line in text.trim_end_matches('\n').lines() {
+                self.line(&format!("  {text_line}"));
+            }
+            self.line("");
+        }
+        self.line("-- Docs: https://docs.pytest.org/en/stable/how-to/capture-warnings.html");
+    }
+
+    fn short_summary_line(&self, word: &str, nodeid: &str, message: Option<&str>) -> String {
+        let line = format!("{word} {nodeid}");
+        let Some(message) = message else { return line };
+        if self.full_messages {
+            return format!("{line} - {message}");
+        }
+        let available = self.width.saturating_sub(line.chars().count());
+        match trim_message(message, available) {
+            Some(trimmed) => format!("{line}{trimmed}"),
+            None => line,
+        }
+    }
+
+    fn print_short_summary(&mut self, summary: &RunSummary<'_>) {
+        let mut lines = Vec::new();
+        for test in summary.tests {
+            for report in
+                test.reports.iter().filter(|report| report.when == "call" && report.outcome == "failed")
+            {
+                let nodeid = match &report.subtest {
+                    Some(description) => format!("{}{description}", test.nodeid),
+                    None => test.nodeid.clone(),
+                };
+                lines.push(self.short_summary_line("FAILED", &nodeid, report.message.as_deref()));
+            }
+            if let Some(crash) = &test.crash {
+                let message = format!("worker gw{} died: {}", test.worker.unwrap_or(0), crash.status);
+                lines.push(self.short_summary_line("CRASHED", &test.nodeid, Some(&message)));
+            }
+        }
+        for report in summary.collect_reports.iter().filter(|report| report.category == "error") {
+            lines.push(self.short_summary_line("ERROR", &report.nodeid, report.message.as_deref()));
+        }
+        for test in summary.tests {
+            for report in
+                test.reports.iter().filter(|report| report.when != "call" && report.outcome == "failed")
+            {
+                lines.push(self.short_summary_line("ERROR", &test.nodeid, report.message.as_deref()));
+            }
+        }
+        let not_run: Vec<&TestRecord> =
+            summary.tests.iter().filter(|test| test.outcome == Outcome::NotRun).collect();
+        if !not_run.is_empty() {
+            let reason = not_run[0].not_run_reason.unwrap_or("not run");
+            lines.push(format!("NOT RUN {} tests ({reason})", not_run.len()));
+        }
+        if lines.is_empty() {
+            return;
+        }
+        self.sep('=', "short test summary info");
+        for line in lines {
+            self.line(&line);
+        }
+    }
+}
+
+/// pytest's `_format_trimmed(" - {}", message, available)`: the first line
+/// of the message, cut with `...` to fit.
+fn trim_message(message: &str, available: usize) -> Option<String> {
+    let first_line = message.split('\n').next().unwrap_or_default();
+    const PREFIX: &str = " - ";
+    const ELLIPSIS: &str = "...";
+    if PREFIX.len() + ELLIPSIS.len() > available {
+        return None;
+    }
+    if PREFIX.len() + first_line.chars().count() <= available {
+        return Some(format!("{PREFIX}{first_line}"));
+    }
+    let keep = available - ELLIPSIS.len() - PREFIX.len();
+    let cut: String = first_line.chars().take(keep).collect();
+    Some(format!("{PREFIX}{cut}{ELLIPSIS}"))
+}
+
+/// pytest's `TerminalWriter.sep` for a `width`-column terminal.
+pub fn rule(character: char, title: &str, width: usize) -> String {
+    let title_width = title.chars().count();
+    let fill_count = (width.saturating_sub(title_width + 2) / 2).max(1);
+    let fill = character.to_string().repeat(fill_count);
+    let mut line = format!("{fill} {title} {fill}");
+    if line.chars().count() < width {
+        line.push(character);
+    }
+    line
+}
+
+impl<W: Write> Reporter for TerminalReporter<W> {
+    fn run_started(&mut self, header: &RunHeader) {
+        if self.verbosity < 0 {
+            return;
+        }
+        self.sep('=', "test session starts");
+        self.line(&format!(
+            "platform {} -- Python {}, pytest-{}, pluggy-{}",
+            header.platform, header.python, header.pytest, header.pluggy
+        ));
+        self.line(&format!("rootdir: {}", header.rootdir));
+        if let Some(inifile) = &header.inifile {
+            let shown = inifile
+                .strip_prefix(&header.rootdir)
+                .map_or(inifile.as_str(), |relative| relative.trim_start_matches('/'));
+            self.line(&format!("configfile: {shown}"));
+        }
+        if !header.plugins.is_empty() {
+            self.line(&format!("plugins: {}", header.plugins.join(", ")));
+        }
+        self.line(&format!(
+            "shoal {}: {} worker{} ({} mode)",
+            env!("CARGO_PKG_VERSION"),
+            header.workers,
+            if header.workers == 1 { "" } else { "s" },
+            header.mode
+        ));
+        let collected = header.selected as u64 + header.deselected;
+        let mut line = format!("collected {collected} item{}", if collected == 1 { "" } else { "s" });
+        if header.collect_errors > 0 {
+            let count = header.collect_errors;
+            line.push_str(&format!(" / {count} error{}", if count == 1 { "" } else { "s" }));
+        }
+        if header.deselected > 0 {
+            line.push_str(&format!(" / {} deselected", header.deselected));
+        }
+        if header.collect_skipped > 0 {
+            line.push_str(&format!(" / {} skipped", header.collect_skipped));
+        }
+        if header.deselected > 0 {
+            line.push_str(&format!(" / {} selected", header.selected));
+        }
+        self.line(&line);
+        self.line("");
+    }
+
+    fn test_finished(&mut self, test: &TestRecord, done: usize, total: usize) {
+        if self.verbosity > 0 {
+            let word = match test.outcome {
+                Outcome::Crashed => "CRASHED".to_owned(),
+                Outcome::NotRun => return,
+                _ => test
+                    .reports
+                    .iter()
+                    .filter(|report| !report.word.is_empty() && report.subtest.is_none())
+                    .map(|report| report.word.as_str())
+                    .find(|word| *word != "PASSED")
+                    .unwrap_or("PASSED")
+                    .to_owned(),
+            };
+            let percent = done * 100 / total.max(1);
+            let worker = test.worker.map_or_else(String::new, |slot| format!("[gw{slot}] "));
+            self.line(&format!("{worker}[{percent:>3}%] {word} {}", test.nodeid));
+            return;
+        }
+        if self.verbosity < -1 {
+            return;
+        }
+        let letters: String = match test.outcome {
+            Outcome::Crashed => "C".to_owned(),
+            Outcome::NotRun => String::new(),
+            _ => test.reports.iter().map(|report| report.letter.as_str()).collect(),
+        };
+        for letter in letters.chars() {
+            if self.line_length + 1 > self.width.saturating_sub(PROGRESS_WIDTH + 1) {
+                self.end_progress_line(done, total);
+            }
+            let _ = write!(self.out, "{letter}");
+            self.line_length += 1;
+        }
+        if done == total && self.line_length > 0 {
+            self.end_progress_line(done, total);
+        }
+        let _ = self.out.flush();
+    }
+
+    fn run_finished(&mut self, summary: &RunSummary<'_>) -> Result<(), crate::errors::ShoalError> {
+        if self.line_length > 0 {
+            let total = summary.tests.len();
+            let done = summary.tests.iter().filter(|test| test.outcome != Outcome::NotRun).count();
+            self.end_progress_line(done, total);
+        }
+        if self.verbosity >= -1 {
+            if self.verbosity >= 0 {
+                self.line("");
+            }
+            self.print_errors(summary);
+            self.print_failures(summary);
+            self.print_warnings(summary);
+            self.print_short_summary(summary);
+            if let Some(stop) = &summary.stop {
+                self.sep('!', &stop.message());
+            }
+            let parts = summary.tally.parts();
+            let counts = if parts.is_empty() { "no tests ran".to_owned() } else { parts.join(", ") };
+            let closing = format!("{counts} in {}", format_session_duration(summary.wall_seconds));
+            if self.verbosity >= 0 {
+                self.sep('=', &closing);
+            } else {
+                self.line(&closing);
+            }
+        }
+        self.out.flush().map_err(|error| crate::errors::ShoalError::io("writing the terminal report", error))
+    }
+}
+
+/// pytest's `format_session_duration`.
+pub fn format_session_duration(seconds: f64) -> String {
+    if seconds < 60.0 {
+        return format!("{seconds:.2}s");
+    }
+    let whole = seconds as u64;
+    format!("{seconds:.2}s ({}:{:02}:{:02})", whole / 3600, whole / 60 % 60, whole % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_match_pytest_at_80_columns() {
+        assert_eq!(
+            rule('=', "test session starts", 80),
+            "============================= test session starts =============================="
+        );
+        assert_eq!(
+            rule('=', "1 failed, 1 passed in 0.05s", 80),
+            "========================= 1 failed, 1 passed in 0.05s =========================="
+        );
+        assert_eq!(rule('=', "x", 80).chars().count(), 80);
+    }
+
+    #[test]
+    fn durations_are_formatted_like_pytest() {
+        assert_eq!(format_session_duration(4.214), "4.21s");
+        assert_eq!(format_session_duration(65.12), "65.12s (0:01:05)");
+    }
+
+    #[test]
+    fn long_messages_are_trimmed_with_an_ellipsis() {
+        assert_eq!(trim_message("assert 1 == 2\nmore", 40).as_deref(), Some(" - assert 1 == 2"));
+        assert_eq!(trim_message("abcdefghij", 10).as_deref(), Some(" - abcd..."));
+        assert_eq!(trim_message("abc", 5), None);
+    }
+}

@@ -1,0 +1,807 @@
+//! The run: one event loop that owns the truth of the run.
+//!
+//! It starts the workers, waits for their collections and checks they agree,
+//! then feeds every worker event to the [`Scheduler`] and carries out the
+//! actions it returns: commands to workers, replacements, final outcomes.
+//! Reporters see the results; they never steer the run. Signals arrive on the
+//! same queue as worker events: the first Ctrl-C stops scheduling and gives
+//! running tests a short grace, the second kills every worker at once.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::Signal;
+use shoal_scheduler::{Action, Event, NotRunReason, Scheduler, SchedulerConfig, TestId};
+
+use crate::errors::{ShoalError, exit_code};
+use crate::outcome::{Outcome, Tally, not_run_reason, outcome_from_reports};
+use crate::protocol::{CollectReport, CollectedItem, Hello, WarningMessage, WorkerCommand, WorkerMessage};
+use crate::report::{CrashDetails, Reporter, RunHeader, RunSummary, StopNotice, TestRecord};
+use crate::settings::{CollectSettings, RunSettings};
+use crate::worker::{WorkerEvent, WorkerHandle, WorkerKey, WorkerSpec, describe_exit, signal_group};
+
+/// How long running tests get to finish after the first Ctrl-C.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+
+/// How long workers get to exit after their last test before being killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Between SIGTERM and SIGKILL when killing a worker's group.
+const TERMINATE_GRACE: Duration = Duration::from_millis(500);
+
+/// What a worker slot is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotPhase {
+    Collecting,
+    Running,
+    Exited,
+}
+
+/// One worker slot and the process currently filling it.
+struct Slot {
+    handle: WorkerHandle,
+    phase: SlotPhase,
+    hello: Option<Hello>,
+    collected: Vec<CollectedItem>,
+    collect_reports: Vec<CollectReport>,
+    collection_warnings: Vec<WarningMessage>,
+    deselected: u64,
+    /// How the process ended, once it has.
+    exit: Option<String>,
+    /// A protocol violation that got the worker killed.
+    protocol_error: Option<String>,
+}
+
+/// The worker processes of one run and the queue their events arrive on.
+struct Pool {
+    spec: WorkerSpec,
+    slots: Vec<Slot>,
+    sender: Sender<WorkerEvent>,
+    events: Receiver<WorkerEvent>,
+}
+
+impl Pool {
+    fn start(spec: WorkerSpec, count: usize, origin: &'static str) -> Result<Self, ShoalError> {
+        let (sender, events) = mpsc::channel();
+        spawn_signal_listener(sender.clone());
+        let mut pool = Self { spec, slots: Vec::with_capacity(count), sender, events };
+        for slot in 0..count {
+            let handle = pool.start_process(WorkerKey { slot, generation: 0 }, origin)?;
+            pool.slots.push(Slot::new(handle));
+        }
+        Ok(pool)
+    }
+
+    fn start_process(&self, key: WorkerKey, origin: &'static str) -> Result<WorkerHandle, ShoalError> {
+        WorkerHandle::start(&self.spec, key, self.sender.clone()).map_err(|source| {
+            ShoalError::PythonNotStartable { python: self.spec.python.clone(), origin, source }
+        })
+    }
+
+    fn replace(&mut self, slot: usize, origin: &'static str) -> Result<(), ShoalError> {
+        let generation = self.slots[slot].handle.key.generation + 1;
+        let handle = self.start_process(WorkerKey { slot, generation }, origin)?;
+        self.slots[slot] = Slot::new(handle);
+        Ok(())
+    }
+
+    /// The slot an event belongs to, unless it comes from a replaced process.
+    fn current(&self, key: WorkerKey) -> Option<usize> {
+        let slot = self.slots.get(key.slot)?;
+        (slot.handle.key == key).then_some(key.slot)
+    }
+
+    fn send(&mut self, slot: usize, command: &WorkerCommand) {
+        self.slots[slot].handle.send(command);
+    }
+
+    fn all_exited(&self) -> bool {
+        self.slots.iter().all(|slot| slot.phase == SlotPhase::Exited)
+    }
+
+    /// Kills every worker's process group: SIGTERM, a short grace, SIGKILL.
+    /// Also reaps what tests left running in those groups.
+    fn kill_all(&self) {
+        for slot in &self.slots {
+            slot.handle.signal_group(Signal::SIGTERM);
+        }
+        std::thread::sleep(TERMINATE_GRACE);
+        for slot in &self.slots {
+            slot.handle.signal_group(Signal::SIGKILL);
+        }
+    }
+
+    fn receive(&self, deadline: Option<Instant>) -> Option<WorkerEvent> {
+        match deadline {
+            None => self.events.recv().ok(),
+            Some(deadline) => {
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                self.events.recv_timeout(timeout).ok()
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    /// No process of the run survives shoal, whatever path ends it.
+    fn drop(&mut self) {
+        for slot in &self.slots {
+            signal_group(slot.handle.pid, Signal::SIGKILL);
+        }
+    }
+}
+
+impl Slot {
+    fn new(handle: WorkerHandle) -> Self {
+        Self {
+            handle,
+            phase: SlotPhase::Collecting,
+            hello: None,
+            collected: Vec::new(),
+            collect_reports: Vec::new(),
+            collection_warnings: Vec::new(),
+            deselected: 0,
+            exit: None,
+            protocol_error: None,
+        }
+    }
+
+    fn output_tail(&self) -> String {
+        let stderr = self.handle.stderr.lock().expect("output tail lock").text();
+        let stdout = self.handle.stdout.lock().expect("output tail lock").text();
+        let mut text = String::new();
+        if !stdout.trim().is_empty() {
+            text.push_str(&stdout);
+        }
+        if !stderr.trim().is_empty() {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&stderr);
+        }
+        text
+    }
+}
+
+fn spawn_signal_listener(sender: Sender<WorkerEvent>) {
+    let Ok(mut signals) =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+    else {
+        crate::output::warn("cannot listen for Ctrl-C; interrupting may leave workers behind");
+        return;
+    };
+    let _ = std::thread::Builder::new().name("shoal-signals".to_owned()).spawn(move || {
+        for _ in signals.forever() {
+            if sender.send(WorkerEvent::Interrupt).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// The result of waiting for every worker's collection.
+struct Collected {
+    hello: Hello,
+    items: Vec<CollectedItem>,
+    collect_reports: Vec<CollectReport>,
+    warnings: Vec<WarningMessage>,
+    deselected: u64,
+}
+
+/// How the collection phase ended.
+enum CollectionEnd {
+    Done(Box<Collected>),
+    Interrupted,
+}
+
+/// Builds the worker command line and environment for these settings.
+fn worker_spec(
+    collect: &CollectSettings,
+    worker_count: usize,
+    run_directory: &std::path::Path,
+) -> Result<WorkerSpec, ShoalError> {
+    let plugin_dir = crate::python::install_worker_plugin()?;
+    let (user_args, basetemp) = take_basetemp(&collect.pytest_args);
+    let mut pytest_args = Vec::new();
+    match collect.verbosity {
+        level if level > 0 => pytest_args.push(format!("-{}", "v".repeat(usize::from(level.unsigned_abs())))),
+        level if level < 0 => pytest_args.push(format!("-{}", "q".repeat(usize::from(level.unsigned_abs())))),
+        _ => {}
+    }
+    if let Some(keyword) = &collect.keyword {
+        pytest_args.extend(["-k".to_owned(), keyword.clone()]);
+    }
+    if let Some(markers) = &collect.markers {
+        pytest_args.extend(["-m".to_owned(), markers.clone()]);
+    }
+    pytest_args.extend(user_args);
+    pytest_args.extend(collect.selection.arguments());
+    let hash_seed = std::env::var("PYTHONHASHSEED")
+        .ok()
+        .filter(|value| !value.is_empty() && value != "random")
+        .unwrap_or_else(|| (u64::from(std::process::id()) ^ (now_nanos() % 4_294_967_295)).to_string());
+    Ok(WorkerSpec {
+        python: collect.interpreter.path.clone(),
+        plugin_dir,
+        pytest_args,
+        basetemp_root: basetemp.unwrap_or_else(|| run_directory.to_owned()),
+        working_directory: collect.cwd.clone(),
+        hash_seed,
+        worker_count,
+        run_id: format!("{:x}{:x}", std::process::id(), now_nanos()),
+    })
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_nanos() % u128::from(u64::MAX)).unwrap_or(0))
+}
+
+/// Removes a user's `--basetemp` from the pytest arguments: each worker gets
+/// its own directory below it instead of sharing (and wiping) one.
+fn take_basetemp(arguments: &[String]) -> (Vec<String>, Option<PathBuf>) {
+    let mut kept = Vec::new();
+    let mut basetemp = None;
+    let mut iterator = arguments.iter();
+    while let Some(argument) = iterator.next() {
+        if argument == "--basetemp" {
+            basetemp = iterator.next().map(PathBuf::from);
+        } else if let Some(value) = argument.strip_prefix("--basetemp=") {
+            basetemp = Some(PathBuf::from(value));
+        } else {
+            kept.push(argument.clone());
+        }
+    }
+    (kept, basetemp)
+}
+
+/// Waits until every worker has collected; checks they agree.
+fn collect(pool: &mut Pool, collect: &CollectSettings) -> Result<CollectionEnd, ShoalError> {
+    while pool.slots.iter().any(|slot| slot.phase == SlotPhase::Collecting) {
+        let Some(event) = pool.receive(None) else {
+            return Err(ShoalError::Internal("worker events stopped during collection".to_owned()));
+        };
+        match event {
+            WorkerEvent::Interrupt => return Ok(CollectionEnd::Interrupted),
+            WorkerEvent::Message(key, message) => {
+                let Some(slot) = pool.current(key) else { continue };
+                record_collection_message(&mut pool.slots[slot], message)?;
+            }
+            WorkerEvent::ProtocolError(key, error) => {
+                return Err(ShoalError::Internal(format!(
+                    "worker gw{} broke the protocol: {error}",
+                    key.slot
+                )));
+            }
+            WorkerEvent::Exited(key, status) => {
+                let Some(slot) = pool.current(key) else { continue };
+                return Err(collection_exit_error(&pool.slots[slot], status, collect));
+            }
+        }
+    }
+    let first = &pool.slots[0];
+    for (index, other) in pool.slots.iter().enumerate().skip(1) {
+        check_same_collection(&first.collected, &other.collected, index)?;
+    }
+    let first = &pool.slots[0];
+    Ok(CollectionEnd::Done(Box::new(Collected {
+        hello: first.hello.clone().expect("a collected worker said hello"),
+        items: first.collected.clone(),
+        collect_reports: first.collect_reports.clone(),
+        warnings: first.collection_warnings.clone(),
+        deselected: first.deselected,
+    })))
+}
+
+fn record_collection_message(slot: &mut Slot, message: WorkerMessage) -> Result<(), ShoalError> {
+    match message {
+        WorkerMessage::Hello(hello) => {
+            if hello.protocol != crate::protocol::PROTOCOL_VERSION {
+                return Err(ShoalError::Internal(format!(
+                    "the worker plugin speaks protocol {} but shoal speaks {}",
+                    hello.protocol,
+                    crate::protocol::PROTOCOL_VERSION
+                )));
+            }
+            slot.hello = Some(hello);
+        }
+        WorkerMessage::CollectReport(report) => slot.collect_reports.push(report),
+        WorkerMessage::Collected { items } => slot.collected.extend(items),
+        WorkerMessage::CollectionFinished { deselected } => {
+            slot.deselected = deselected;
+            slot.phase = SlotPhase::Running;
+        }
+        WorkerMessage::Warning(warning) => slot.collection_warnings.push(warning),
+        WorkerMessage::Finished(_) | WorkerMessage::Stopped { .. } => {
+            return Err(ShoalError::Internal("a worker ran tests before it was told to".to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// A worker that ended before collecting: pytest refused to start (its own
+/// output says why), or pytest is missing.
+fn collection_exit_error(
+    slot: &Slot,
+    status: std::process::ExitStatus,
+    collect: &CollectSettings,
+) -> ShoalError {
+    let output = slot.output_tail();
+    if output.contains("No module named pytest") {
+        return ShoalError::PytestMissing {
+            python: collect.interpreter.path.clone(),
+            origin: collect.interpreter.origin,
+        };
+    }
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), output.as_bytes());
+    match status.code().and_then(|code| u8::try_from(code).ok()) {
+        Some(code) if code != 0 => ShoalError::PytestRefused { code },
+        _ => ShoalError::Internal(format!(
+            "worker gw{} ended before collecting ({})",
+            slot.handle.key.slot,
+            describe_exit(status)
+        )),
+    }
+}
+
+fn check_same_collection(
+    first: &[CollectedItem],
+    other: &[CollectedItem],
+    worker: usize,
+) -> Result<(), ShoalError> {
+    let position = first
+        .iter()
+        .zip(other)
+        .position(|(a, b)| a.nodeid != b.nodeid)
+        .or_else(|| (first.len() != other.len()).then(|| first.len().min(other.len())));
+    let Some(position) = position else { return Ok(()) };
+    let describe = |items: &[CollectedItem]| {
+        items.get(position).map_or_else(|| "nothing more".to_owned(), |item| format!("`{}`", item.nodeid))
+    };
+    Err(ShoalError::CollectionMismatch(format!(
+        "workers collected different tests: at position {position}, gw0 has {} where gw{worker} has {} \
+         ({} and {} tests in all); collection must not depend on the process (random ids, unordered sets)",
+        describe(first),
+        describe(other),
+        first.len(),
+        other.len()
+    )))
+}
+
+/// `shoal list`: collect with one worker and print the node ids.
+pub fn list(settings: &CollectSettings, json: bool, out: &mut dyn std::io::Write) -> Result<u8, ShoalError> {
+    let run_directory = run_directory()?;
+    let spec = worker_spec(settings, 1, run_directory.path())?;
+    let mut pool = Pool::start(spec, 1, settings.interpreter.origin)?;
+    let collected = match collect(&mut pool, settings)? {
+        CollectionEnd::Done(collected) => collected,
+        CollectionEnd::Interrupted => return Ok(exit_code::INTERRUPTED),
+    };
+    pool.send(0, &WorkerCommand::Shutdown);
+    let write_error = |error| ShoalError::io("writing the list", error);
+    for item in &collected.items {
+        if json {
+            let line = serde_json::to_string(item).expect("items serialize");
+            writeln!(out, "{line}").map_err(write_error)?;
+        } else {
+            writeln!(out, "{}", item.nodeid).map_err(write_error)?;
+        }
+    }
+    let errors: Vec<&CollectReport> =
+        collected.collect_reports.iter().filter(|report| report.category == "error").collect();
+    for report in &errors {
+        crate::output::error(&format!(
+            "collecting {}: {}",
+            report.nodeid,
+            report.message.as_deref().unwrap_or("failed")
+        ));
+    }
+    Ok(if !errors.is_empty() {
+        exit_code::INTERRUPTED
+    } else if collected.items.is_empty() {
+        exit_code::NO_TESTS_COLLECTED
+    } else {
+        exit_code::OK
+    })
+}
+
+fn run_directory() -> Result<tempfile::TempDir, ShoalError> {
+    tempfile::Builder::new()
+        .prefix("shoal-run-")
+        .tempdir()
+        .map_err(|error| ShoalError::io("creating the run's temporary directory", error))
+}
+
+/// The state of a run once tests are known.
+struct Run<'a> {
+    items: Vec<CollectedItem>,
+    index: HashMap<String, TestId>,
+    records: Vec<Option<TestRecord>>,
+    done: usize,
+    warnings: Vec<WarningMessage>,
+    reporters: &'a mut [Box<dyn Reporter>],
+}
+
+impl Run<'_> {
+    fn record(&mut self, test: TestId, record: TestRecord) {
+        if self.records[test].is_some() {
+            return;
+        }
+        self.done += 1;
+        for reporter in self.reporters.iter_mut() {
+            reporter.test_finished(&record, self.done, self.items.len());
+        }
+        self.records[test] = Some(record);
+    }
+
+    fn empty_record(&self, test: TestId, outcome: Outcome) -> TestRecord {
+        let item = &self.items[test];
+        TestRecord {
+            nodeid: item.nodeid.clone(),
+            path: item.path.clone(),
+            line: item.line,
+            domain: item.domain.clone(),
+            outcome,
+            not_run_reason: None,
+            worker: None,
+            duration: 0.0,
+            reports: Vec::new(),
+            crash: None,
+        }
+    }
+}
+
+/// `shoal run`: the whole run; returns the exit code.
+pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8, ShoalError> {
+    let started = Instant::now();
+    let started_at = SystemTime::now();
+    let run_directory = run_directory()?;
+    let spec = worker_spec(&settings.collect, settings.workers, run_directory.path())?;
+    let hash_seed = spec.hash_seed.clone();
+    let origin = settings.collect.interpreter.origin;
+    let mut pool = Pool::start(spec, settings.workers, origin)?;
+    let collected = match collect(&mut pool, &settings.collect)? {
+        CollectionEnd::Done(collected) => collected,
+        CollectionEnd::Interrupted => {
+            pool.kill_all();
+            return Ok(exit_code::INTERRUPTED);
+        }
+    };
+    let hello = &collected.hello;
+    let max_failures = settings.max_failures.or((hello.maxfail > 0).then_some(hello.maxfail));
+    let continue_on_collection_errors =
+        settings.continue_on_collection_errors || hello.continue_on_collection_errors;
+
+    // Node ids are opaque keys; a test collected twice runs once.
+    let mut items = Vec::with_capacity(collected.items.len());
+    let mut index = HashMap::with_capacity(collected.items.len());
+    for item in collected.items {
+        if !index.contains_key(&item.nodeid) {
+            index.insert(item.nodeid.clone(), items.len());
+            items.push(item);
+        }
+    }
+    let collect_errors = collected.collect_reports.iter().filter(|report| report.category == "error").count();
+    let header = RunHeader {
+        platform: hello.platform.clone(),
+        python: hello.python.clone(),
+        pytest: hello.pytest.clone(),
+        pluggy: hello.pluggy.clone(),
+        rootdir: hello.rootdir.clone(),
+        inifile: hello.inifile.clone(),
+        plugins: hello.plugins.clone(),
+        workers: settings.workers,
+        mode: "spawn",
+        selected: items.len(),
+        deselected: collected.deselected,
+        collect_errors,
+        collect_skipped: collected.collect_reports.len() - collect_errors,
+        hash_seed,
+        started_at,
+    };
+    for reporter in reporters.iter_mut() {
+        reporter.run_started(&header);
+    }
+    let test_count = items.len();
+    let mut run = Run {
+        records: vec![None; test_count],
+        items,
+        index,
+        done: 0,
+        warnings: collected.warnings,
+        reporters,
+    };
+
+    let mut stop = None;
+    if collect_errors > 0 && !continue_on_collection_errors {
+        stop = Some(StopNotice::CollectionErrors(collect_errors));
+        for slot in 0..pool.slots.len() {
+            pool.send(slot, &WorkerCommand::Shutdown);
+        }
+        for test in 0..test_count {
+            let mut record = run.empty_record(test, Outcome::NotRun);
+            record.not_run_reason = Some("collection errors");
+            run.records[test] = Some(record);
+        }
+    } else {
+        let scheduler = Scheduler::new(
+            SchedulerConfig {
+                workers: settings.workers,
+                max_failures,
+                max_worker_restarts: settings.max_worker_restarts,
+            },
+            test_count,
+            (0..test_count).collect(),
+        );
+        stop = drive(&mut pool, &mut run, scheduler, origin)?.or(stop);
+    }
+    wait_for_exit(&mut pool);
+    drop(pool);
+
+    let records: Vec<TestRecord> = run.records.into_iter().flatten().collect();
+    let mut tally = Tally::default();
+    for report in &collected.collect_reports {
+        tally.add(&report.category, 1);
+    }
+    for record in &records {
+        for report in &record.reports {
+            tally.add(&report.category, 1);
+        }
+        match record.outcome {
+            Outcome::Crashed => tally.add("crashed", 1),
+            Outcome::NotRun if !matches!(stop, Some(StopNotice::CollectionErrors(_))) => {
+                tally.add("not run", 1)
+            }
+            _ => {}
+        }
+    }
+    tally.add("deselected", header.deselected);
+    tally.add("warnings", run.warnings.len() as u64);
+    let any_failure = records.iter().any(|record| record.outcome.is_failure()) || collect_errors > 0;
+    let exit = match &stop {
+        Some(StopNotice::Interrupted | StopNotice::CollectionErrors(_)) => exit_code::INTERRUPTED,
+        _ if any_failure => exit_code::TESTS_FAILED,
+        Some(StopNotice::MaxFail(_) | StopNotice::WorkerRestartsExhausted) => exit_code::TESTS_FAILED,
+        None if test_count == 0 => exit_code::NO_TESTS_COLLECTED,
+        None => exit_code::OK,
+    };
+    let summary = RunSummary {
+        header: &header,
+        tests: &records,
+        collect_reports: &collected.collect_reports,
+        warnings: &run.warnings,
+        tally: &tally,
+        stop,
+        wall_seconds: started.elapsed().as_secs_f64(),
+        exit_code: exit,
+    };
+    for reporter in run.reporters.iter_mut() {
+        reporter.run_finished(&summary)?;
+    }
+    Ok(exit)
+}
+
+/// The scheduling loop: events in, scheduler decisions out, until every
+/// test has its outcome and every worker has ended.
+fn drive(
+    pool: &mut Pool,
+    run: &mut Run<'_>,
+    mut scheduler: Scheduler,
+    origin: &'static str,
+) -> Result<Option<StopNotice>, ShoalError> {
+    let mut interrupted_at: Option<Instant> = None;
+    let mut all_final_at: Option<Instant> = None;
+    for slot in 0..pool.slots.len() {
+        let actions = scheduler.handle(Event::WorkerReady { worker: slot });
+        execute(pool, run, actions, origin)?;
+    }
+    loop {
+        if scheduler.all_tests_final() && pool.all_exited() {
+            break;
+        }
+        if scheduler.all_tests_final() && all_final_at.is_none() {
+            all_final_at = Some(Instant::now());
+        }
+        let deadline =
+            [interrupted_at.map(|at| at + INTERRUPT_GRACE), all_final_at.map(|at| at + SHUTDOWN_GRACE)]
+                .into_iter()
+                .flatten()
+                .min();
+        let Some(event) = pool.receive(deadline) else {
+            // A grace period ran out: end it by force.
+            pool.kill_all();
+            interrupted_at = None;
+            all_final_at = None;
+            continue;
+        };
+        let actions = match event {
+            WorkerEvent::Interrupt => {
+                if interrupted_at.is_some() {
+                    pool.kill_all();
+                }
+                interrupted_at.get_or_insert_with(Instant::now);
+                scheduler.handle(Event::Interrupted)
+            }
+            WorkerEvent::Message(key, message) => {
+                let Some(slot) = pool.current(key) else { continue };
+                handle_message(pool, run, &mut scheduler, slot, message)?
+            }
+            WorkerEvent::ProtocolError(key, error) => {
+                if let Some(slot) = pool.current(key) {
+                    pool.slots[slot].protocol_error = Some(error);
+                    pool.slots[slot].handle.signal_group(Signal::SIGKILL);
+                }
+                continue;
+            }
+            WorkerEvent::Exited(key, status) => {
+                let Some(slot) = pool.current(key) else { continue };
+                let state = &mut pool.slots[slot];
+                state.phase = SlotPhase::Exited;
+                let mut description = describe_exit(status);
+                if let Some(error) = &state.protocol_error {
+                    description = format!("{description} after a protocol error: {error}");
+                }
+                state.exit = Some(description);
+                // Grandchildren a test left behind die with the worker's group.
+                state.handle.signal_group(Signal::SIGKILL);
+                scheduler.handle(Event::WorkerExited { worker: slot })
+            }
+        };
+        execute(pool, run, actions, origin)?;
+    }
+    Ok(scheduler.stopping().map(|reason| match reason {
+        NotRunReason::MaxFail => StopNotice::MaxFail(scheduler.failures()),
+        NotRunReason::Interrupted => StopNotice::Interrupted,
+        NotRunReason::WorkerRestartsExhausted => StopNotice::WorkerRestartsExhausted,
+    }))
+}
+
+fn handle_message(
+    pool: &mut Pool,
+    run: &mut Run<'_>,
+    scheduler: &mut Scheduler,
+    slot: usize,
+    message: WorkerMessage,
+) -> Result<Vec<Action>, ShoalError> {
+    if pool.slots[slot].phase == SlotPhase::Collecting {
+        // A replacement worker collecting again.
+        record_collection_message(&mut pool.slots[slot], message)?;
+        if pool.slots[slot].phase != SlotPhase::Running {
+            return Ok(Vec::new());
+        }
+        let fresh = std::mem::take(&mut pool.slots[slot].collected);
+        if let Err(error) = check_same_collection(&run.items, &fresh, slot) {
+            crate::output::warn(&format!("replacement {error}"));
+            pool.slots[slot].handle.signal_group(Signal::SIGKILL);
+            return Ok(Vec::new());
+        }
+        return Ok(scheduler.handle(Event::WorkerReady { worker: slot }));
+    }
+    Ok(match message {
+        WorkerMessage::Finished(finished) => {
+            let Some(&test) = run.index.get(&finished.nodeid) else {
+                return Err(ShoalError::Internal(format!(
+                    "a worker ran an unknown test `{}`",
+                    finished.nodeid
+                )));
+            };
+            let outcome = outcome_from_reports(&finished.reports);
+            let mut record = run.empty_record(test, outcome);
+            record.worker = Some(slot);
+            record.duration = finished.duration;
+            record.reports = finished.reports;
+            run.record(test, record);
+            scheduler.handle(Event::TestFinished { worker: slot, test, failed: outcome.is_failure() })
+        }
+        WorkerMessage::Warning(warning) => {
+            if warning.when == "runtest" {
+                run.warnings.push(warning);
+            }
+            Vec::new()
+        }
+        WorkerMessage::Stopped { dropped } => {
+            let dropped = dropped.iter().filter_map(|nodeid| run.index.get(nodeid).copied()).collect();
+            scheduler.handle(Event::WorkerStopped { worker: slot, dropped })
+        }
+        WorkerMessage::Hello(_)
+        | WorkerMessage::CollectReport(_)
+        | WorkerMessage::Collected { .. }
+        | WorkerMessage::CollectionFinished { .. } => Vec::new(),
+    })
+}
+
+fn execute(
+    pool: &mut Pool,
+    run: &mut Run<'_>,
+    actions: Vec<Action>,
+    origin: &'static str,
+) -> Result<(), ShoalError> {
+    for action in actions {
+        match action {
+            Action::Run { worker, tests } => {
+                let nodeids = tests.iter().map(|&test| run.items[test].nodeid.clone()).collect();
+                pool.send(worker, &WorkerCommand::Run { nodeids });
+            }
+            Action::Stop { worker } => pool.send(worker, &WorkerCommand::Stop),
+            Action::Shutdown { worker } => pool.send(worker, &WorkerCommand::Shutdown),
+            Action::StartWorker { worker } => pool.replace(worker, origin)?,
+            Action::TestLost { test, worker } => {
+                let slot = &pool.slots[worker];
+                let mut record = run.empty_record(test, Outcome::Crashed);
+                record.worker = Some(worker);
+                record.crash = Some(CrashDetails {
+                    status: slot.exit.clone().unwrap_or_else(|| "ended".to_owned()),
+                    output: slot.output_tail(),
+                });
+                run.record(test, record);
+            }
+            Action::NotRun { tests, reason } => {
+                for test in tests {
+                    let mut record = run.empty_record(test, Outcome::NotRun);
+                    record.not_run_reason = Some(not_run_reason(reason));
+                    run.record(test, record);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gives workers that were told to end a moment to do so, then kills them.
+fn wait_for_exit(pool: &mut Pool) {
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while !pool.all_exited() {
+        match pool.receive(Some(deadline)) {
+            Some(WorkerEvent::Exited(key, _)) => {
+                if let Some(slot) = pool.current(key) {
+                    pool.slots[slot].phase = SlotPhase::Exited;
+                }
+            }
+            Some(_) => {}
+            None => {
+                pool.kill_all();
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(nodeid: &str) -> CollectedItem {
+        CollectedItem {
+            nodeid: nodeid.to_owned(),
+            path: "t.py".to_owned(),
+            line: None,
+            domain: nodeid.to_owned(),
+            markers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn differing_collections_name_the_first_difference() {
+        let first = [item("t.py::a"), item("t.py::b")];
+        let other = [item("t.py::a"), item("t.py::c")];
+        let message = check_same_collection(&first, &other, 1).unwrap_err().to_string();
+        assert!(message.contains("at position 1, gw0 has `t.py::b` where gw1 has `t.py::c`"), "{message}");
+        let shorter = [item("t.py::a")];
+        let message = check_same_collection(&first, &shorter, 2).unwrap_err().to_string();
+        assert!(message.contains("gw0 has `t.py::b` where gw2 has nothing more"), "{message}");
+        assert!(check_same_collection(&first, &first, 1).is_ok());
+    }
+
+    #[test]
+    fn a_user_basetemp_becomes_the_root_of_per_worker_ones() {
+        let arguments = ["-p".to_owned(), "x".to_owned(), "--basetemp".to_owned(), "/tmp/b".to_owned()];
+        let (kept, basetemp) = take_basetemp(&arguments);
+        assert_eq!(kept, ["-p", "x"]);
+        assert_eq!(basetemp, Some(PathBuf::from("/tmp/b")));
+        let (_, basetemp) = take_basetemp(&["--basetemp=/x".to_owned()]);
+        assert_eq!(basetemp, Some(PathBuf::from("/x")));
+    }
+}

@@ -1,0 +1,253 @@
+//! Resolving what the user typed, `[tool.shoal]` and defaults into one
+//! concrete [`RunSettings`].
+//!
+//! Precedence: command line, then `[tool.shoal]` in the nearest
+//! `pyproject.toml` (the current directory or its ancestors), then defaults.
+//! The engine only ever sees the resolved settings, never clap.
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::{RunArgs, SelectionArgs};
+use crate::errors::ShoalError;
+use crate::python::{Interpreter, locate_interpreter};
+use crate::selection::Selection;
+
+/// Keys `[tool.shoal]` understands.
+const KNOWN_KEYS: &[&str] = &["workers", "python", "max-worker-restarts"];
+
+/// Default number of worker replacements per run.
+const DEFAULT_MAX_WORKER_RESTARTS: u32 = 8;
+
+/// How to collect: shared by `run` and `list`.
+#[derive(Debug, Clone)]
+pub struct CollectSettings {
+    /// The directory shoal was started in; paths are relative to it.
+    pub cwd: PathBuf,
+    /// The combined selection (may be empty: pytest's defaults then apply).
+    pub selection: Selection,
+    /// pytest's `-k`.
+    pub keyword: Option<String>,
+    /// pytest's `-m`.
+    pub markers: Option<String>,
+    /// Arguments after `--`, passed to pytest unchanged.
+    pub pytest_args: Vec<String>,
+    /// The interpreter running pytest.
+    pub interpreter: Interpreter,
+    /// pytest's verbosity: `-v` counts up, `-q` down.
+    pub verbosity: i8,
+}
+
+/// Everything `shoal run` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// What to collect and with which Python.
+    pub collect: CollectSettings,
+    /// How many workers to start.
+    pub workers: usize,
+    /// `-x` / `--maxfail`: stop after this many failures.
+    pub max_failures: Option<u64>,
+    /// Run the rest when some files fail to collect.
+    pub continue_on_collection_errors: bool,
+    /// How many times a dead worker may be replaced.
+    pub max_worker_restarts: u32,
+    /// Where to write the JSON report.
+    pub json_report: Option<PathBuf>,
+}
+
+/// `[tool.shoal]`, as found.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct FileSettings {
+    workers: Option<WorkerCount>,
+    python: Option<PathBuf>,
+    max_worker_restarts: Option<u32>,
+}
+
+/// A worker count as typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkerCount {
+    Auto,
+    Fixed(usize),
+}
+
+fn parse_worker_count(text: &str) -> Option<WorkerCount> {
+    if text == "auto" {
+        return Some(WorkerCount::Auto);
+    }
+    text.parse::<usize>().ok().filter(|&n| n > 0).map(WorkerCount::Fixed)
+}
+
+impl RunSettings {
+    /// Resolves `shoal run`'s settings.
+    pub fn resolve(args: RunArgs, cwd: PathBuf) -> Result<Self, ShoalError> {
+        let file = load_file_settings(&cwd)?;
+        let workers = match &args.workers {
+            Some(text) => parse_worker_count(text).ok_or_else(|| {
+                ShoalError::Usage(format!("-n/--workers: expected a positive number or `auto`, got `{text}`"))
+            })?,
+            None => file.workers.unwrap_or(WorkerCount::Auto),
+        };
+        let workers = match workers {
+            WorkerCount::Fixed(n) => n,
+            WorkerCount::Auto => usable_cpus(),
+        };
+        let max_failures = match (args.maxfail, args.exit_first) {
+            (Some(0), false) => None,
+            (Some(n), _) => Some(if args.exit_first { 1 } else { n }),
+            (None, true) => Some(1),
+            (None, false) => None,
+        };
+        let verbosity =
+            i8::try_from(args.verbose).unwrap_or(i8::MAX) - i8::try_from(args.quiet).unwrap_or(i8::MAX);
+        Ok(Self {
+            collect: CollectSettings::resolve(args.selection, verbosity, &file, cwd)?,
+            workers,
+            max_failures,
+            continue_on_collection_errors: args.continue_on_collection_errors,
+            max_worker_restarts: args
+                .max_worker_restarts
+                .or(file.max_worker_restarts)
+                .unwrap_or(DEFAULT_MAX_WORKER_RESTARTS),
+            json_report: args.json_report,
+        })
+    }
+}
+
+impl CollectSettings {
+    /// Resolves `shoal list`'s settings.
+    pub fn resolve_for_list(args: SelectionArgs, cwd: PathBuf) -> Result<Self, ShoalError> {
+        let file = load_file_settings(&cwd)?;
+        Self::resolve(args, 0, &file, cwd)
+    }
+
+    fn resolve(
+        args: SelectionArgs,
+        verbosity: i8,
+        file: &FileSettings,
+        cwd: PathBuf,
+    ) -> Result<Self, ShoalError> {
+        let selection = Selection::resolve(&args.paths, &args.select, &cwd)?;
+        let explicit = args.python.or_else(|| file.python.clone());
+        let interpreter = locate_interpreter(explicit.as_deref(), &cwd);
+        Ok(Self {
+            cwd,
+            selection,
+            keyword: args.keyword,
+            markers: args.markers,
+            pytest_args: args.pytest_args,
+            interpreter,
+            verbosity,
+        })
+    }
+}
+
+/// The CPUs this process may use: std honours the affinity mask and the
+/// cgroup CPU quota, unlike a count of the host's cores.
+pub fn usable_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+/// Finds the nearest pyproject.toml from `cwd` upwards and reads its
+/// `[tool.shoal]` table; no file or no table means no settings.
+fn load_file_settings(cwd: &Path) -> Result<FileSettings, ShoalError> {
+    for directory in cwd.ancestors() {
+        let path = directory.join("pyproject.toml");
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|error| ShoalError::io(format!("reading {}", path.display()), error))?;
+            return parse_file_settings(&text, &path);
+        }
+    }
+    Ok(FileSettings::default())
+}
+
+fn parse_file_settings(text: &str, path: &Path) -> Result<FileSettings, ShoalError> {
+    let config_error = |message: String| ShoalError::Config { path: path.to_owned(), message };
+    let document: toml::Table =
+        toml::from_str(text).map_err(|error| config_error(format!("not valid TOML: {error}")))?;
+    let Some(table) = document.get("tool").and_then(|tool| tool.get("shoal")) else {
+        return Ok(FileSettings::default());
+    };
+    let table = table.as_table().ok_or_else(|| config_error("[tool.shoal] must be a table".to_owned()))?;
+    let mut settings = FileSettings::default();
+    for (key, value) in table {
+        match key.as_str() {
+            "workers" => {
+                let count = match value {
+                    toml::Value::Integer(n) => {
+                        usize::try_from(*n).ok().filter(|&n| n > 0).map(WorkerCount::Fixed)
+                    }
+                    toml::Value::String(text) => parse_worker_count(text),
+                    _ => None,
+                };
+                settings.workers = Some(count.ok_or_else(|| {
+                    config_error(format!(
+                        "[tool.shoal] workers: expected a positive number or \"auto\", got {value}"
+                    ))
+                })?);
+            }
+            "python" => {
+                let text = value.as_str().ok_or_else(|| {
+                    config_error(format!("[tool.shoal] python: expected a path string, got {value}"))
+                })?;
+                settings.python = Some(PathBuf::from(text));
+            }
+            "max-worker-restarts" => {
+                let count = value.as_integer().and_then(|n| u32::try_from(n).ok());
+                settings.max_worker_restarts = Some(count.ok_or_else(|| {
+                    config_error(format!(
+                        "[tool.shoal] max-worker-restarts: expected a number of restarts, got {value}"
+                    ))
+                })?);
+            }
+            unknown => crate::output::warn(&format!(
+                "{}: [tool.shoal] has an unknown key `{unknown}` (known: {})",
+                path.display(),
+                KNOWN_KEYS.join(", ")
+            )),
+        }
+    }
+    Ok(settings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileSettings, String> {
+        parse_file_settings(text, Path::new("pyproject.toml")).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn reads_the_tool_shoal_table() {
+        let settings = parse(
+            "[project]\nname='x'\n[tool.shoal]\nworkers = 3\npython = '.venv/bin/python'\nmax-worker-restarts = 2\n",
+        )
+        .unwrap();
+        assert_eq!(settings.workers, Some(WorkerCount::Fixed(3)));
+        assert_eq!(settings.python, Some(PathBuf::from(".venv/bin/python")));
+        assert_eq!(settings.max_worker_restarts, Some(2));
+        assert_eq!(parse("[tool.shoal]\nworkers = 'auto'\n").unwrap().workers, Some(WorkerCount::Auto));
+    }
+
+    #[test]
+    fn no_table_means_defaults() {
+        assert_eq!(parse("[tool.other]\nx = 1\n").unwrap(), FileSettings::default());
+    }
+
+    #[test]
+    fn bad_values_name_the_file_and_key() {
+        assert_eq!(
+            parse("[tool.shoal]\nworkers = 0\n").unwrap_err(),
+            "pyproject.toml: [tool.shoal] workers: expected a positive number or \"auto\", got 0"
+        );
+        assert!(parse("[tool.shoal\n").unwrap_err().starts_with("pyproject.toml: not valid TOML"));
+    }
+
+    #[test]
+    fn worker_counts_parse_auto_and_positive_numbers() {
+        assert_eq!(parse_worker_count("auto"), Some(WorkerCount::Auto));
+        assert_eq!(parse_worker_count("12"), Some(WorkerCount::Fixed(12)));
+        assert_eq!(parse_worker_count("0"), None);
+        assert_eq!(parse_worker_count("-2"), None);
+    }
+}
