@@ -46,6 +46,21 @@ def _cut(text):
     return text
 
 
+class _DiscardingWriter:
+    """A text stream that drops what it is given."""
+
+    encoding = "utf-8"
+
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
 class Channel:
     """The JSON-lines socket shared with shoal."""
 
@@ -69,6 +84,10 @@ class Channel:
         line, self._buffer = self._buffer.split(b"\n", 1)
         return json.loads(line)
 
+    def detach(self):
+        """Lets go of the descriptor without closing it (it is about to be replaced)."""
+        self._socket.detach()
+
     def has_pending_command(self):
         """True when a command can be read without blocking."""
         if b"\n" in self._buffer:
@@ -80,9 +99,10 @@ class Channel:
 class ShoalWorker:
     """Plugin object registered when the channel variable is present."""
 
-    def __init__(self, config, channel, maxfail):
+    def __init__(self, config, channel, maxfail, zygote_fd):
         self.config = config
         self.channel = channel
+        self.zygote_fd = zygote_fd
         self.maxfail = maxfail
         self.deselected = 0
         self.pending_reports = []
@@ -93,6 +113,12 @@ class ShoalWorker:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self, session):
         config = self.config
+        # Nobody reads a worker's own terminal report: shoal renders one from
+        # the facts. Writing it would cost a system call per test.
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        writer = getattr(reporter, "_tw", None)
+        if writer is not None and hasattr(writer, "_file"):
+            writer._file = _DiscardingWriter()
         # pytest's cache plugin would let every worker overwrite the
         # last-failed list with its own share; shoal keeps that record.
         for name in ("lfplugin", "nfplugin"):
@@ -174,7 +200,23 @@ class ShoalWorker:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session):
-        """Replaces pytest's loop: run the node ids shoal sends, in order.
+        """Replaces pytest's loop.
+
+        A zygote serves fork requests and runs nothing itself; each forked
+        child, like a spawned worker, runs the node ids shoal sends.
+        """
+        if self.zygote_fd is not None and not self.serve_forks():
+            # The zygote ran no test and its children are reaped: nothing of
+            # pytest's teardown (a full garbage collection of the collected
+            # suite, among others) is worth waiting for.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        self.run_assigned(session)
+        return True
+
+    def run_assigned(self, session):
+        """Runs the node ids shoal sends, in order.
 
         pytest tears fixtures down according to the *next* item, so a test is
         only started once its successor (or the end) is known.
@@ -226,7 +268,108 @@ class ShoalWorker:
             )
             self.pending_reports = []
             current = following
-        return True
+
+    # Fork mode ---------------------------------------------------------------
+
+    def serve_forks(self):
+        """The zygote's loop: fork a worker per request, report their ends.
+
+        Requests arrive on a separate packet socket together with the new
+        worker's descriptors (its channel, stdout and stderr). Returns True
+        in a forked child, which then runs tests; False in the zygote once
+        shoal says to shut down and every child has been reaped.
+        """
+        import signal
+
+        unsafe = _fork_unsafe_reason()
+        self.channel.send({"type": "zygote_ready", "fork_safe": unsafe is None, "reason": unsafe})
+        control = socket.socket(fileno=self.zygote_fd)
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_write, False)
+        previous_wakeup = signal.set_wakeup_fd(wake_write)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        children = set()
+        shutting_down = False
+        while not (shutting_down and not children):
+            try:
+                readable, _, _ = select.select([control, wake_read], [], [], None if not shutting_down else 1.0)
+            except InterruptedError:
+                readable = []
+            if wake_read in readable:
+                os.read(wake_read, 4096)
+            self._reap(children)
+            if control not in readable:
+                continue
+            data, fds, _flags, _address = socket.recv_fds(control, 65536, 3)
+            command = json.loads(data) if data else {"type": "shutdown"}
+            if command["type"] == "fork":
+                sys.stdout.flush()
+                sys.stderr.flush()
+                pid = os.fork()
+                if pid == 0:
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    signal.set_wakeup_fd(previous_wakeup)
+                    for fd in (wake_read, wake_write):
+                        os.close(fd)
+                    control.close()
+                    self._become_worker(command, fds)
+                    return True
+                children.add(pid)
+                for fd in fds:
+                    os.close(fd)
+            else:
+                shutting_down = True
+        return False
+
+    def _reap(self, children):
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                children.clear()
+                return
+            if pid == 0:
+                return
+            children.discard(pid)
+            self.channel.send({"type": "child_exited", "pid": pid, "status": status})
+
+    def _become_worker(self, command, fds):
+        """Turns a freshly forked child into a worker that looks fresh to its tests."""
+        import random
+
+        channel_fd, stdout_fd, stderr_fd = fds
+        os.setpgid(0, 0)
+        config = self.config
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if capture is not None:
+            capture.stop_global_capturing()
+        os.dup2(stdout_fd, 1)
+        os.dup2(stderr_fd, 2)
+        self.channel.detach()
+        os.dup2(channel_fd, 3)
+        for fd in fds:
+            if fd > 3:
+                os.close(fd)
+        self.channel = Channel(3)
+        if capture is not None:
+            capture.start_global_capturing()
+            capture.suspend_global_capture()
+        import faulthandler
+
+        if faulthandler.is_enabled():
+            faulthandler.enable(file=sys.stderr, all_threads=True)
+        slot = command["slot"]
+        os.environ["SHOAL_WORKER"] = str(slot)
+        os.environ["SHOAL_WORKER_COUNT"] = str(command["worker_count"])
+        os.environ["PYTEST_XDIST_WORKER"] = f"gw{slot}"
+        os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(command["worker_count"])
+        random.seed()
+        config.option.basetemp = command["basetemp"]
+        from _pytest.tmpdir import TempPathFactory
+
+        config._tmp_path_factory = TempPathFactory.from_config(config, _ispytest=True)
+        self.zygote_fd = None
+        self.channel.send({"type": "ready", "pid": os.getpid()})
 
     def pytest_runtest_logreport(self, report):
         config = self.config
@@ -268,6 +411,18 @@ class ShoalWorker:
         self.channel.send({"type": "warning", "when": when, "nodeid": nodeid, "text": _cut(text)})
 
 
+def _fork_unsafe_reason():
+    """Why forking this process would be unsafe, or None."""
+    import threading
+
+    if not hasattr(os, "fork"):
+        return "this platform has no fork"
+    others = [thread.name for thread in threading.enumerate() if thread is not threading.main_thread()]
+    if others:
+        return f"another thread is alive in the collecting process ({', '.join(sorted(others))})"
+    return None
+
+
 def _longrepr_text(report):
     """The failure text exactly as pytest's terminal prints it.
 
@@ -306,7 +461,13 @@ def pytest_cmdline_main(config):
     fd = os.environ.get("SHOAL_CHANNEL_FD")
     if fd is not None:
         option = config.option
-        worker = ShoalWorker(config, Channel(int(fd)), maxfail=option.maxfail or 0)
+        zygote_fd = os.environ.get("SHOAL_ZYGOTE_FD")
+        worker = ShoalWorker(
+            config,
+            Channel(int(fd)),
+            maxfail=option.maxfail or 0,
+            zygote_fd=int(zygote_fd) if zygote_fd else None,
+        )
         option.maxfail = 0
         option.xmlpath = None
         option.dist = "no"

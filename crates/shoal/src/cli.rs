@@ -69,6 +69,12 @@ pub struct RunArgs {
     #[arg(short = 'n', long = "workers", value_name = "N|auto")]
     pub workers: Option<String>,
 
+    /// How workers start: `fork` (collect once, fork warm workers; Linux),
+    /// `spawn` (each worker is a fresh pytest that collects), or `auto`
+    /// (fork where safe, else spawn with a notice).
+    #[arg(long, value_name = "fork|spawn|auto")]
+    pub mode: Option<String>,
+
     /// Stop after the first failure (same as --maxfail 1).
     #[arg(short = 'x', long = "exitfirst")]
     pub exit_first: bool,

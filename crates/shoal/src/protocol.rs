@@ -11,6 +11,12 @@
 //! `stopped` when told to stop early. shoal to worker: `run` (append node ids to
 //! the worker's queue), `stop` (drop the queue and end after the current test)
 //! and `shutdown` (run what is queued, then end).
+//!
+//! Fork mode adds a zygote: a worker that collects, says `zygote_ready`, and
+//! then forks a worker for every [`ZygoteCommand::Fork`] it receives on a
+//! separate packet socket (which carries the new worker's descriptors); it
+//! reports each reaped child with `child_exited`. A forked worker's first
+//! message is `ready`.
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +53,25 @@ pub enum WorkerMessage {
     Stopped {
         /// Node ids sent to the worker that it did not start.
         dropped: Vec<String>,
+    },
+    /// Fork mode: the zygote collected and waits for fork requests.
+    ZygoteReady {
+        /// Whether forking is safe (no other thread alive, fork exists).
+        fork_safe: bool,
+        /// Why not, when it is not.
+        reason: Option<String>,
+    },
+    /// Fork mode: a forked worker is set up and waits for tests.
+    Ready {
+        /// The worker's process id (and process group id).
+        pid: u32,
+    },
+    /// Fork mode: the zygote reaped a worker it forked.
+    ChildExited {
+        /// The worker's process id.
+        pid: u32,
+        /// The raw wait status.
+        status: i32,
     },
 }
 
@@ -180,6 +205,24 @@ pub enum WorkerCommand {
     /// Drop the queue; finish after the running test and report the rest.
     Stop,
     /// Run what is queued, then end the session.
+    Shutdown,
+}
+
+/// A request to the zygote, sent on its packet socket together with the new
+/// worker's channel, stdout and stderr descriptors.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ZygoteCommand {
+    /// Fork a worker for this slot.
+    Fork {
+        /// The slot (`gw<slot>`).
+        slot: usize,
+        /// Total workers, for `SHOAL_WORKER_COUNT`.
+        worker_count: usize,
+        /// The worker's own basetemp.
+        basetemp: String,
+    },
+    /// Fork no more; end once every child has been reaped.
     Shutdown,
 }
 

@@ -13,7 +13,7 @@ use crate::python::{Interpreter, locate_interpreter};
 use crate::selection::Selection;
 
 /// Keys `[tool.shoal]` understands.
-const KNOWN_KEYS: &[&str] = &["workers", "python", "max-worker-restarts"];
+const KNOWN_KEYS: &[&str] = &["workers", "python", "max-worker-restarts", "mode"];
 
 /// Default number of worker replacements per run.
 const DEFAULT_MAX_WORKER_RESTARTS: u32 = 8;
@@ -37,6 +37,28 @@ pub struct CollectSettings {
     pub verbosity: i8,
 }
 
+/// How workers come to be (see [`crate::worker`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerMode {
+    /// One process collects, then forks warm workers (the default on Linux).
+    Fork,
+    /// Every worker is its own pytest process that collects on its own.
+    Spawn,
+    /// Fork where it is safe, else spawn with a notice saying why.
+    Auto,
+}
+
+impl WorkerMode {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "fork" => Some(Self::Fork),
+            "spawn" => Some(Self::Spawn),
+            "auto" => Some(Self::Auto),
+            _ => None,
+        }
+    }
+}
+
 /// Everything `shoal run` needs, resolved.
 #[derive(Debug, Clone)]
 pub struct RunSettings {
@@ -44,6 +66,8 @@ pub struct RunSettings {
     pub collect: CollectSettings,
     /// How many workers to start.
     pub workers: usize,
+    /// How workers come to be.
+    pub mode: WorkerMode,
     /// `-x` / `--maxfail`: stop after this many failures.
     pub max_failures: Option<u64>,
     /// Run the rest when some files fail to collect.
@@ -60,6 +84,7 @@ struct FileSettings {
     workers: Option<WorkerCount>,
     python: Option<PathBuf>,
     max_worker_restarts: Option<u32>,
+    mode: Option<WorkerMode>,
 }
 
 /// A worker count as typed.
@@ -90,6 +115,12 @@ impl RunSettings {
             WorkerCount::Fixed(n) => n,
             WorkerCount::Auto => usable_cpus(),
         };
+        let mode = match &args.mode {
+            Some(text) => WorkerMode::parse(text).ok_or_else(|| {
+                ShoalError::Usage(format!("--mode: expected `fork`, `spawn` or `auto`, got `{text}`"))
+            })?,
+            None => file.mode.unwrap_or(WorkerMode::Auto),
+        };
         let max_failures = match (args.maxfail, args.exit_first) {
             (Some(0), false) => None,
             (Some(n), _) => Some(if args.exit_first { 1 } else { n }),
@@ -101,6 +132,7 @@ impl RunSettings {
         Ok(Self {
             collect: CollectSettings::resolve(args.selection, verbosity, &file, cwd)?,
             workers,
+            mode,
             max_failures,
             continue_on_collection_errors: args.continue_on_collection_errors,
             max_worker_restarts: args
@@ -199,6 +231,14 @@ fn parse_file_settings(text: &str, path: &Path) -> Result<FileSettings, ShoalErr
                     ))
                 })?);
             }
+            "mode" => {
+                let mode = value.as_str().and_then(WorkerMode::parse);
+                settings.mode = Some(mode.ok_or_else(|| {
+                    config_error(format!(
+                        "[tool.shoal] mode: expected \"fork\", \"spawn\" or \"auto\", got {value}"
+                    ))
+                })?);
+            }
             unknown => crate::output::warn(&format!(
                 "{}: [tool.shoal] has an unknown key `{unknown}` (known: {})",
                 path.display(),
@@ -220,12 +260,13 @@ mod tests {
     #[test]
     fn reads_the_tool_shoal_table() {
         let settings = parse(
-            "[project]\nname='x'\n[tool.shoal]\nworkers = 3\npython = '.venv/bin/python'\nmax-worker-restarts = 2\n",
+            "[project]\nname='x'\n[tool.shoal]\nworkers = 3\npython = '.venv/bin/python'\nmax-worker-restarts = 2\nmode = 'spawn'\n",
         )
         .unwrap();
         assert_eq!(settings.workers, Some(WorkerCount::Fixed(3)));
         assert_eq!(settings.python, Some(PathBuf::from(".venv/bin/python")));
         assert_eq!(settings.max_worker_restarts, Some(2));
+        assert_eq!(settings.mode, Some(WorkerMode::Spawn));
         assert_eq!(parse("[tool.shoal]\nworkers = 'auto'\n").unwrap().workers, Some(WorkerCount::Auto));
     }
 

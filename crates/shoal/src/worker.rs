@@ -1,55 +1,75 @@
 //! Worker processes: starting them, their channels, their output, their end.
 //!
-//! Each worker is `python -m pytest -p shoal_worker ...` in its own process
-//! group, with a Unix socket at file descriptor 3 for the protocol and its
-//! stdout and stderr read separately (anything a test writes past pytest's
-//! capture lands there, never in the protocol). One thread per worker reads
-//! the protocol and, at its end, reaps the process; two more keep a bounded
-//! tail of its output. They talk to the runner only through
-//! [`WorkerEvent`]s on a channel.
+//! A worker comes to be in one of two ways:
+//! - spawn: `python -m pytest -p shoal_worker ...` started by shoal, which
+//!   collects on its own;
+//! - fork: a [`Zygote`] (the same command, told to serve forks) collects
+//!   once and forks a warm worker per request; shoal hands it the new
+//!   worker's channel, stdout and stderr over a packet socket.
+//!
+//! Either way a worker sits in its own process group, speaks the protocol on
+//! a Unix socket at descriptor 3, and has its stdout and stderr read
+//! separately (anything a test writes past pytest's capture lands there,
+//! never in the protocol). One thread per worker reads the protocol and, at
+//! its end, learns how the process ended; two more keep a bounded tail of
+//! its output. They talk to the runner only through [`WorkerEvent`]s.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufRead, BufReader, IoSlice, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, sendmsg, socketpair,
+};
 use nix::unistd::Pid;
 
-use crate::protocol::{self, WorkerCommand, WorkerMessage};
+use crate::protocol::{self, WorkerCommand, WorkerMessage, ZygoteCommand};
 
-/// The descriptor number the worker finds its channel at.
-const CHANNEL_FD: i32 = 3;
+/// The descriptor number a worker finds its channel at.
+const CHANNEL_FD: RawFd = 3;
+
+/// The descriptor number the zygote finds its fork-request socket at.
+const ZYGOTE_CONTROL_FD: RawFd = 4;
 
 /// How much of a worker's stdout and stderr is kept for diagnostics.
 const OUTPUT_TAIL_BYTES: usize = 64 * 1024;
+
+/// How long a forked worker's end waits for the zygote to report its status.
+const EXIT_STATUS_WAIT: Duration = Duration::from_secs(5);
+
+/// The slot number that marks the zygote's own events.
+pub const ZYGOTE_SLOT: usize = usize::MAX;
 
 /// Identifies one worker process: its slot and which incarnation of the slot
 /// (a replacement gets a new generation, so late events of the old process
 /// are recognised and dropped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WorkerKey {
-    /// The slot (`gw0` is 0).
+    /// The slot (`gw0` is 0; [`ZYGOTE_SLOT`] for the zygote).
     pub slot: usize,
     /// The incarnation of the slot, from 0.
     pub generation: u32,
 }
 
-/// What a worker's threads tell the runner.
+/// What worker threads and the signal thread tell the runner.
 #[derive(Debug)]
 pub enum WorkerEvent {
     /// A protocol message.
     Message(WorkerKey, WorkerMessage),
     /// A line that is not a valid message: the worker is misbehaving.
     ProtocolError(WorkerKey, String),
-    /// The process ended (after its channel closed).
-    Exited(WorkerKey, ExitStatus),
+    /// The process ended (after its channel closed); `None` when its status
+    /// could not be learned.
+    Exited(WorkerKey, Option<ExitStatus>),
     /// Ctrl-C or SIGTERM reached shoal. The signal thread delivers it on the
     /// same queue so the runner waits on one thing only.
     Interrupt,
@@ -66,7 +86,7 @@ pub struct WorkerSpec {
     pub pytest_args: Vec<String>,
     /// Directory under which each worker gets its own basetemp.
     pub basetemp_root: PathBuf,
-    /// Whether the user gave a `--basetemp` (then it is the root instead).
+    /// Where pytest runs.
     pub working_directory: PathBuf,
     /// `PYTHONHASHSEED` for every worker, so set-ordered parametrization
     /// collects alike.
@@ -75,6 +95,37 @@ pub struct WorkerSpec {
     pub worker_count: usize,
     /// Identifies the run (`PYTEST_XDIST_TESTRUNUID`).
     pub run_id: String,
+}
+
+impl WorkerSpec {
+    fn basetemp(&self, slot: usize) -> PathBuf {
+        self.basetemp_root.join(format!("gw{slot}"))
+    }
+
+    /// The pytest command line and environment shared by spawned workers and
+    /// the zygote.
+    fn command(&self, basetemp: &std::path::Path) -> Command {
+        let mut command = Command::new(&self.python);
+        command
+            .arg("-m")
+            .arg("pytest")
+            .arg("-p")
+            .arg(crate::python::WORKER_PLUGIN_MODULE)
+            .arg(format!("--basetemp={}", basetemp.display()))
+            .args(&self.pytest_args)
+            .current_dir(&self.working_directory)
+            .env("PYTHONPATH", python_path(&self.plugin_dir))
+            .env("PYTHONHASHSEED", &self.hash_seed)
+            .env("SHOAL_CHANNEL_FD", CHANNEL_FD.to_string())
+            .env("SHOAL_WORKER_COUNT", self.worker_count.to_string())
+            .env("PYTEST_XDIST_WORKER_COUNT", self.worker_count.to_string())
+            .env("PYTEST_XDIST_TESTRUNUID", &self.run_id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        command
+    }
 }
 
 /// A bounded tail of a byte stream.
@@ -104,13 +155,46 @@ impl OutputTail {
     }
 }
 
+/// Exit statuses of forked workers, as the zygote reports them, for the
+/// threads that wait on those workers' ends.
+#[derive(Debug, Default)]
+pub struct ExitBoard {
+    statuses: Mutex<HashMap<u32, i32>>,
+    changed: Condvar,
+}
+
+impl ExitBoard {
+    fn record(&self, pid: u32, status: i32) {
+        self.statuses.lock().expect("exit board lock").insert(pid, status);
+        self.changed.notify_all();
+    }
+
+    fn wait(&self, pid: u32, timeout: Duration) -> Option<ExitStatus> {
+        let statuses = self.statuses.lock().expect("exit board lock");
+        let (mut statuses, _) = self
+            .changed
+            .wait_timeout_while(statuses, timeout, |statuses| !statuses.contains_key(&pid))
+            .expect("exit board lock");
+        statuses.remove(&pid).map(ExitStatus::from_raw)
+    }
+}
+
+/// How a worker's end is learned.
+enum Reaper {
+    /// shoal's own child: wait for it.
+    Child(Child),
+    /// Forked by the zygote: the zygote reports its status.
+    Forked(Arc<ExitBoard>),
+}
+
 /// A running worker as the runner holds it.
 #[derive(Debug)]
 pub struct WorkerHandle {
     /// Which worker.
     pub key: WorkerKey,
-    /// Its process id, which is also its process group id.
-    pub pid: u32,
+    /// Its process id, which is also its process group id; a forked worker's
+    /// is known once it says `ready`.
+    pub pid: Option<u32>,
     writer: UnixStream,
     /// Tail of what it wrote to stdout.
     pub stdout: Arc<Mutex<OutputTail>>,
@@ -119,53 +203,17 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// Starts a worker; its events arrive on `events`.
-    pub fn start(spec: &WorkerSpec, key: WorkerKey, events: Sender<WorkerEvent>) -> std::io::Result<Self> {
+    /// Spawns a worker that collects on its own; its events arrive on `events`.
+    pub fn spawn(spec: &WorkerSpec, key: WorkerKey, events: Sender<WorkerEvent>) -> std::io::Result<Self> {
         let (ours, theirs) = UnixStream::pair()?;
-        let basetemp = spec.basetemp_root.join(format!("gw{}", key.slot));
-        let mut command = Command::new(&spec.python);
+        let mut command = spec.command(&spec.basetemp(key.slot));
         command
-            .arg("-m")
-            .arg("pytest")
-            .arg("-p")
-            .arg(crate::python::WORKER_PLUGIN_MODULE)
-            .arg(format!("--basetemp={}", basetemp.display()))
-            .args(&spec.pytest_args)
-            .current_dir(&spec.working_directory)
-            .env("PYTHONPATH", python_path(&spec.plugin_dir))
-            .env("PYTHONHASHSEED", &spec.hash_seed)
-            .env("SHOAL_CHANNEL_FD", CHANNEL_FD.to_string())
             .env("SHOAL_WORKER", key.slot.to_string())
-            .env("SHOAL_WORKER_COUNT", spec.worker_count.to_string())
-            .env("PYTEST_XDIST_WORKER", format!("gw{}", key.slot))
-            .env("PYTEST_XDIST_WORKER_COUNT", spec.worker_count.to_string())
-            .env("PYTEST_XDIST_TESTRUNUID", &spec.run_id)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        let child_channel: OwnedFd = theirs.into();
-        let raw = child_channel.as_raw_fd();
-        // SAFETY: between fork and exec only async-signal-safe calls are made
-        // (dup2 and fcntl), on a descriptor that is open in the child.
-        #[expect(unsafe_code, reason = "placing the channel at a fixed descriptor needs pre_exec")]
-        unsafe {
-            command.pre_exec(move || {
-                // dup2 clears close-on-exec on the copy; when the socket
-                // already is descriptor 3, clear the flag directly.
-                let result = if raw == CHANNEL_FD {
-                    nix::libc::fcntl(raw, nix::libc::F_SETFD, 0)
-                } else {
-                    nix::libc::dup2(raw, CHANNEL_FD)
-                };
-                if result < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+            .env("PYTEST_XDIST_WORKER", format!("gw{}", key.slot));
+        place_descriptors(&mut command, vec![(OwnedFd::from(theirs), CHANNEL_FD)])?;
         let mut child = command.spawn()?;
-        drop(child_channel);
+        // The child has its copies now; dropping the command closes ours.
+        drop(command);
         let pid = child.id();
         let stdout = Arc::new(Mutex::new(OutputTail::default()));
         let stderr = Arc::new(Mutex::new(OutputTail::default()));
@@ -173,11 +221,8 @@ impl WorkerHandle {
             spawn_output_reader(child.stdout.take(), Arc::clone(&stdout)),
             spawn_output_reader(child.stderr.take(), Arc::clone(&stderr)),
         ];
-        let reader = ours.try_clone()?;
-        thread::Builder::new()
-            .name(format!("shoal-gw{}", key.slot))
-            .spawn(move || read_channel(key, reader, child, readers, &events))?;
-        Ok(Self { key, pid, writer: ours, stdout, stderr })
+        start_channel_reader(key, ours.try_clone()?, Reaper::Child(child), readers, events, None)?;
+        Ok(Self { key, pid: Some(pid), writer: ours, stdout, stderr })
     }
 
     /// Sends a command; a worker that is gone is not an error here (its
@@ -186,9 +231,120 @@ impl WorkerHandle {
         let _ = self.writer.write_all(&protocol::encode_command(command));
     }
 
-    /// Sends a signal to the worker's whole process group.
+    /// Sends a signal to the worker's whole process group, once its pid is
+    /// known.
     pub fn signal_group(&self, signal: Signal) {
-        signal_group(self.pid, signal);
+        if let Some(pid) = self.pid {
+            signal_group(pid, signal);
+        }
+    }
+
+    /// A combined tail of its stdout and stderr, for diagnostics.
+    pub fn output_tail(&self) -> String {
+        combine_tails(&self.stdout, &self.stderr)
+    }
+}
+
+/// The collecting process of fork mode, which forks warm workers.
+#[derive(Debug)]
+pub struct Zygote {
+    /// The zygote's process id (and process group id).
+    pub pid: u32,
+    control: OwnedFd,
+    board: Arc<ExitBoard>,
+    stdout: Arc<Mutex<OutputTail>>,
+    stderr: Arc<Mutex<OutputTail>>,
+}
+
+impl Zygote {
+    /// The key of the zygote's own events.
+    pub const KEY: WorkerKey = WorkerKey { slot: ZYGOTE_SLOT, generation: 0 };
+
+    /// Starts the zygote; it collects, then says `zygote_ready`.
+    pub fn spawn(spec: &WorkerSpec, events: Sender<WorkerEvent>) -> std::io::Result<Self> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let (control, zygote_control) =
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)?;
+        let mut command = spec.command(&spec.basetemp_root.join("zygote"));
+        command.env("SHOAL_ZYGOTE_FD", ZYGOTE_CONTROL_FD.to_string());
+        place_descriptors(
+            &mut command,
+            vec![(OwnedFd::from(theirs), CHANNEL_FD), (zygote_control, ZYGOTE_CONTROL_FD)],
+        )?;
+        let mut child = command.spawn()?;
+        drop(command);
+        let pid = child.id();
+        let stdout = Arc::new(Mutex::new(OutputTail::default()));
+        let stderr = Arc::new(Mutex::new(OutputTail::default()));
+        let readers = [
+            spawn_output_reader(child.stdout.take(), Arc::clone(&stdout)),
+            spawn_output_reader(child.stderr.take(), Arc::clone(&stderr)),
+        ];
+        let board = Arc::new(ExitBoard::default());
+        start_channel_reader(
+            Self::KEY,
+            ours,
+            Reaper::Child(child),
+            readers,
+            events,
+            Some(Arc::clone(&board)),
+        )?;
+        Ok(Self { pid, control, board, stdout, stderr })
+    }
+
+    /// Asks the zygote to fork a worker for `key`; the worker says `ready`
+    /// with its pid once it is set up.
+    pub fn fork(
+        &self,
+        spec: &WorkerSpec,
+        key: WorkerKey,
+        events: Sender<WorkerEvent>,
+    ) -> std::io::Result<WorkerHandle> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let (stdout_read, stdout_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (stderr_read, stderr_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let request = ZygoteCommand::Fork {
+            slot: key.slot,
+            worker_count: spec.worker_count,
+            basetemp: spec.basetemp(key.slot).display().to_string(),
+        };
+        let payload = serde_json::to_vec(&request).expect("requests serialize");
+        let descriptors = [theirs.as_raw_fd(), stdout_write.as_raw_fd(), stderr_write.as_raw_fd()];
+        sendmsg::<UnixAddr>(
+            self.control.as_raw_fd(),
+            &[IoSlice::new(&payload)],
+            &[ControlMessage::ScmRights(&descriptors)],
+            MsgFlags::empty(),
+            None,
+        )?;
+        // The zygote holds its own copies now.
+        drop((theirs, stdout_write, stderr_write));
+        let stdout = Arc::new(Mutex::new(OutputTail::default()));
+        let stderr = Arc::new(Mutex::new(OutputTail::default()));
+        let readers = [
+            spawn_output_reader(Some(std::fs::File::from(stdout_read)), Arc::clone(&stdout)),
+            spawn_output_reader(Some(std::fs::File::from(stderr_read)), Arc::clone(&stderr)),
+        ];
+        let reaper = Reaper::Forked(Arc::clone(&self.board));
+        start_channel_reader(key, ours.try_clone()?, reaper, readers, events, None)?;
+        Ok(WorkerHandle { key, pid: None, writer: ours, stdout, stderr })
+    }
+
+    /// Tells the zygote to fork no more and end once its children are gone.
+    pub fn shutdown(&self) {
+        let payload = serde_json::to_vec(&ZygoteCommand::Shutdown).expect("requests serialize");
+        let _ = sendmsg::<UnixAddr>(
+            self.control.as_raw_fd(),
+            &[IoSlice::new(&payload)],
+            &[],
+            MsgFlags::empty(),
+            None,
+        );
+    }
+
+    /// A combined tail of its stdout and stderr, for diagnostics.
+    pub fn output_tail(&self) -> String {
+        combine_tails(&self.stdout, &self.stderr)
     }
 }
 
@@ -199,6 +355,35 @@ pub fn signal_group(pid: u32, signal: Signal) {
     }
 }
 
+/// Arranges for each descriptor to appear at its target number in the child.
+///
+/// The sources are first moved above the targets so that placing one cannot
+/// clobber another; `dup2` then clears close-on-exec on the copies.
+fn place_descriptors(command: &mut Command, placements: Vec<(OwnedFd, RawFd)>) -> std::io::Result<()> {
+    let mut moved: Vec<(OwnedFd, RawFd)> = Vec::with_capacity(placements.len());
+    for (descriptor, target) in placements {
+        let high = nix::fcntl::fcntl(&descriptor, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(16))?;
+        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.
+        #[expect(unsafe_code, reason = "taking ownership of a descriptor fcntl just created")]
+        let high = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) };
+        moved.push((high, target));
+    }
+    // SAFETY: between fork and exec only dup2, which is async-signal-safe, is
+    // called, on descriptors that stay open in the child until exec.
+    #[expect(unsafe_code, reason = "placing descriptors at fixed numbers needs pre_exec")]
+    unsafe {
+        command.pre_exec(move || {
+            for (descriptor, target) in &moved {
+                if nix::libc::dup2(descriptor.as_raw_fd(), *target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
 fn python_path(plugin_dir: &std::path::Path) -> std::ffi::OsString {
     let mut value = plugin_dir.as_os_str().to_owned();
     if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|value| !value.is_empty()) {
@@ -206,6 +391,22 @@ fn python_path(plugin_dir: &std::path::Path) -> std::ffi::OsString {
         value.push(existing);
     }
     value
+}
+
+fn combine_tails(stdout: &Mutex<OutputTail>, stderr: &Mutex<OutputTail>) -> String {
+    let stdout = stdout.lock().expect("output tail lock").text();
+    let stderr = stderr.lock().expect("output tail lock").text();
+    let mut text = String::new();
+    for part in [stdout, stderr] {
+        if part.trim().is_empty() {
+            continue;
+        }
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn spawn_output_reader(
@@ -227,31 +428,57 @@ fn spawn_output_reader(
         .ok()
 }
 
-/// Reads protocol lines until the worker closes its end, then reaps it.
+fn start_channel_reader(
+    key: WorkerKey,
+    stream: UnixStream,
+    reaper: Reaper,
+    output_readers: [Option<thread::JoinHandle<()>>; 2],
+    events: Sender<WorkerEvent>,
+    zygote_board: Option<Arc<ExitBoard>>,
+) -> std::io::Result<()> {
+    let name =
+        if key.slot == ZYGOTE_SLOT { "shoal-zygote".to_owned() } else { format!("shoal-gw{}", key.slot) };
+    thread::Builder::new()
+        .name(name)
+        .spawn(move || read_channel(key, stream, reaper, output_readers, &events, zygote_board.as_deref()))?;
+    Ok(())
+}
+
+/// Reads protocol lines until the worker closes its end, then learns how it
+/// ended. The zygote's reports of reaped children go straight to the board.
 fn read_channel(
     key: WorkerKey,
     stream: UnixStream,
-    mut child: Child,
+    reaper: Reaper,
     output_readers: [Option<thread::JoinHandle<()>>; 2],
     events: &Sender<WorkerEvent>,
+    zygote_board: Option<&ExitBoard>,
 ) {
     let mut reader = BufReader::with_capacity(256 * 1024, stream);
     let mut line = Vec::new();
+    let mut forked_pid = None;
     loop {
         line.clear();
         let read = (&mut reader).take(protocol::MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut line);
         match read {
             Ok(0) | Err(_) => break,
             Ok(_) if line.len() > protocol::MAX_LINE_BYTES => {
-                let _ = events.send(WorkerEvent::ProtocolError(
-                    key,
-                    "a protocol line exceeded the size limit".to_owned(),
-                ));
+                let error = "a protocol line exceeded the size limit".to_owned();
+                let _ = events.send(WorkerEvent::ProtocolError(key, error));
                 break;
             }
             Ok(_) => {
                 let event = match protocol::parse_message(&line) {
-                    Ok(message) => WorkerEvent::Message(key, message),
+                    Ok(WorkerMessage::ChildExited { pid, status }) if zygote_board.is_some() => {
+                        zygote_board.expect("checked").record(pid, status);
+                        continue;
+                    }
+                    Ok(message) => {
+                        if let WorkerMessage::Ready { pid } = message {
+                            forked_pid = Some(pid);
+                        }
+                        WorkerEvent::Message(key, message)
+                    }
                     Err(error) => {
                         WorkerEvent::ProtocolError(key, format!("unreadable protocol line: {error}"))
                     }
@@ -262,7 +489,10 @@ fn read_channel(
             }
         }
     }
-    let status = child.wait().unwrap_or_else(|_| ExitStatus::from_raw(0xff00));
+    let status = match reaper {
+        Reaper::Child(mut child) => child.wait().ok(),
+        Reaper::Forked(board) => forked_pid.and_then(|pid| board.wait(pid, EXIT_STATUS_WAIT)),
+    };
     // Output written just before the end belongs in the diagnostics.
     for reader in output_readers.into_iter().flatten() {
         let _ = reader.join();
@@ -271,7 +501,8 @@ fn read_channel(
 }
 
 /// Describes how a process ended, e.g. `exit code 3` or `signal 11 (SIGSEGV)`.
-pub fn describe_exit(status: ExitStatus) -> String {
+pub fn describe_exit(status: Option<ExitStatus>) -> String {
+    let Some(status) = status else { return "an unknown status".to_owned() };
     if let Some(code) = status.code() {
         return format!("exit code {code}");
     }
@@ -300,7 +531,21 @@ mod tests {
 
     #[test]
     fn exits_are_described_by_code_or_signal() {
-        assert_eq!(describe_exit(ExitStatus::from_raw(3 << 8)), "exit code 3");
-        assert_eq!(describe_exit(ExitStatus::from_raw(11)), "signal 11 (SIGSEGV)");
+        assert_eq!(describe_exit(Some(ExitStatus::from_raw(3 << 8))), "exit code 3");
+        assert_eq!(describe_exit(Some(ExitStatus::from_raw(11))), "signal 11 (SIGSEGV)");
+        assert_eq!(describe_exit(None), "an unknown status");
+    }
+
+    #[test]
+    fn the_exit_board_hands_a_status_to_its_waiter() {
+        let board = Arc::new(ExitBoard::default());
+        let writer = Arc::clone(&board);
+        let handle = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            writer.record(42, 7 << 8);
+        });
+        assert_eq!(board.wait(42, Duration::from_secs(5)).and_then(|status| status.code()), Some(7));
+        handle.join().unwrap();
+        assert_eq!(board.wait(43, Duration::from_millis(10)), None);
     }
 }

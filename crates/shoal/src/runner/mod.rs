@@ -7,9 +7,10 @@
 //! same queue as worker events: the first Ctrl-C stops scheduling and gives
 //! running tests a short grace, the second kills every worker at once.
 
+mod pool;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
@@ -17,184 +18,18 @@ use shoal_scheduler::{Action, Event, NotRunReason, Scheduler, SchedulerConfig, T
 
 use crate::errors::{ShoalError, exit_code};
 use crate::outcome::{Outcome, Tally, not_run_reason, outcome_from_reports};
-use crate::protocol::{CollectReport, CollectedItem, Hello, WarningMessage, WorkerCommand, WorkerMessage};
+use crate::protocol::{CollectReport, CollectedItem, WarningMessage, WorkerCommand, WorkerMessage};
 use crate::report::{CrashDetails, Reporter, RunHeader, RunSummary, StopNotice, TestRecord};
-use crate::settings::{CollectSettings, RunSettings};
-use crate::worker::{WorkerEvent, WorkerHandle, WorkerKey, WorkerSpec, describe_exit, signal_group};
+use crate::settings::{CollectSettings, RunSettings, WorkerMode};
+use crate::worker::{WorkerEvent, WorkerSpec, Zygote, describe_exit};
+
+use self::pool::{CollectionEnd, Pool, SlotPhase, check_same_collection};
 
 /// How long running tests get to finish after the first Ctrl-C.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 
 /// How long workers get to exit after their last test before being killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Between SIGTERM and SIGKILL when killing a worker's group.
-const TERMINATE_GRACE: Duration = Duration::from_millis(500);
-
-/// What a worker slot is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SlotPhase {
-    Collecting,
-    Running,
-    Exited,
-}
-
-/// One worker slot and the process currently filling it.
-struct Slot {
-    handle: WorkerHandle,
-    phase: SlotPhase,
-    hello: Option<Hello>,
-    collected: Vec<CollectedItem>,
-    collect_reports: Vec<CollectReport>,
-    collection_warnings: Vec<WarningMessage>,
-    deselected: u64,
-    /// How the process ended, once it has.
-    exit: Option<String>,
-    /// A protocol violation that got the worker killed.
-    protocol_error: Option<String>,
-}
-
-/// The worker processes of one run and the queue their events arrive on.
-struct Pool {
-    spec: WorkerSpec,
-    slots: Vec<Slot>,
-    sender: Sender<WorkerEvent>,
-    events: Receiver<WorkerEvent>,
-}
-
-impl Pool {
-    fn start(spec: WorkerSpec, count: usize, origin: &'static str) -> Result<Self, ShoalError> {
-        let (sender, events) = mpsc::channel();
-        spawn_signal_listener(sender.clone());
-        let mut pool = Self { spec, slots: Vec::with_capacity(count), sender, events };
-        for slot in 0..count {
-            let handle = pool.start_process(WorkerKey { slot, generation: 0 }, origin)?;
-            pool.slots.push(Slot::new(handle));
-        }
-        Ok(pool)
-    }
-
-    fn start_process(&self, key: WorkerKey, origin: &'static str) -> Result<WorkerHandle, ShoalError> {
-        WorkerHandle::start(&self.spec, key, self.sender.clone()).map_err(|source| {
-            ShoalError::PythonNotStartable { python: self.spec.python.clone(), origin, source }
-        })
-    }
-
-    fn replace(&mut self, slot: usize, origin: &'static str) -> Result<(), ShoalError> {
-        let generation = self.slots[slot].handle.key.generation + 1;
-        let handle = self.start_process(WorkerKey { slot, generation }, origin)?;
-        self.slots[slot] = Slot::new(handle);
-        Ok(())
-    }
-
-    /// The slot an event belongs to, unless it comes from a replaced process.
-    fn current(&self, key: WorkerKey) -> Option<usize> {
-        let slot = self.slots.get(key.slot)?;
-        (slot.handle.key == key).then_some(key.slot)
-    }
-
-    fn send(&mut self, slot: usize, command: &WorkerCommand) {
-        self.slots[slot].handle.send(command);
-    }
-
-    fn all_exited(&self) -> bool {
-        self.slots.iter().all(|slot| slot.phase == SlotPhase::Exited)
-    }
-
-    /// Kills every worker's process group: SIGTERM, a short grace, SIGKILL.
-    /// Also reaps what tests left running in those groups.
-    fn kill_all(&self) {
-        for slot in &self.slots {
-            slot.handle.signal_group(Signal::SIGTERM);
-        }
-        std::thread::sleep(TERMINATE_GRACE);
-        for slot in &self.slots {
-            slot.handle.signal_group(Signal::SIGKILL);
-        }
-    }
-
-    fn receive(&self, deadline: Option<Instant>) -> Option<WorkerEvent> {
-        match deadline {
-            None => self.events.recv().ok(),
-            Some(deadline) => {
-                let timeout = deadline.saturating_duration_since(Instant::now());
-                self.events.recv_timeout(timeout).ok()
-            }
-        }
-    }
-}
-
-impl Drop for Pool {
-    /// No process of the run survives shoal, whatever path ends it.
-    fn drop(&mut self) {
-        for slot in &self.slots {
-            signal_group(slot.handle.pid, Signal::SIGKILL);
-        }
-    }
-}
-
-impl Slot {
-    fn new(handle: WorkerHandle) -> Self {
-        Self {
-            handle,
-            phase: SlotPhase::Collecting,
-            hello: None,
-            collected: Vec::new(),
-            collect_reports: Vec::new(),
-            collection_warnings: Vec::new(),
-            deselected: 0,
-            exit: None,
-            protocol_error: None,
-        }
-    }
-
-    fn output_tail(&self) -> String {
-        let stderr = self.handle.stderr.lock().expect("output tail lock").text();
-        let stdout = self.handle.stdout.lock().expect("output tail lock").text();
-        let mut text = String::new();
-        if !stdout.trim().is_empty() {
-            text.push_str(&stdout);
-        }
-        if !stderr.trim().is_empty() {
-            if !text.is_empty() && !text.ends_with('\n') {
-                text.push('\n');
-            }
-            text.push_str(&stderr);
-        }
-        text
-    }
-}
-
-fn spawn_signal_listener(sender: Sender<WorkerEvent>) {
-    let Ok(mut signals) =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-    else {
-        crate::output::warn("cannot listen for Ctrl-C; interrupting may leave workers behind");
-        return;
-    };
-    let _ = std::thread::Builder::new().name("shoal-signals".to_owned()).spawn(move || {
-        for _ in signals.forever() {
-            if sender.send(WorkerEvent::Interrupt).is_err() {
-                break;
-            }
-        }
-    });
-}
-
-/// The result of waiting for every worker's collection.
-struct Collected {
-    hello: Hello,
-    items: Vec<CollectedItem>,
-    collect_reports: Vec<CollectReport>,
-    warnings: Vec<WarningMessage>,
-    deselected: u64,
-}
-
-/// How the collection phase ended.
-enum CollectionEnd {
-    Done(Box<Collected>),
-    Interrupted,
-}
 
 /// Builds the worker command line and environment for these settings.
 fn worker_spec(
@@ -258,125 +93,13 @@ fn take_basetemp(arguments: &[String]) -> (Vec<String>, Option<PathBuf>) {
     (kept, basetemp)
 }
 
-/// Waits until every worker has collected; checks they agree.
-fn collect(pool: &mut Pool, collect: &CollectSettings) -> Result<CollectionEnd, ShoalError> {
-    while pool.slots.iter().any(|slot| slot.phase == SlotPhase::Collecting) {
-        let Some(event) = pool.receive(None) else {
-            return Err(ShoalError::Internal("worker events stopped during collection".to_owned()));
-        };
-        match event {
-            WorkerEvent::Interrupt => return Ok(CollectionEnd::Interrupted),
-            WorkerEvent::Message(key, message) => {
-                let Some(slot) = pool.current(key) else { continue };
-                record_collection_message(&mut pool.slots[slot], message)?;
-            }
-            WorkerEvent::ProtocolError(key, error) => {
-                return Err(ShoalError::Internal(format!(
-                    "worker gw{} broke the protocol: {error}",
-                    key.slot
-                )));
-            }
-            WorkerEvent::Exited(key, status) => {
-                let Some(slot) = pool.current(key) else { continue };
-                return Err(collection_exit_error(&pool.slots[slot], status, collect));
-            }
-        }
-    }
-    let first = &pool.slots[0];
-    for (index, other) in pool.slots.iter().enumerate().skip(1) {
-        check_same_collection(&first.collected, &other.collected, index)?;
-    }
-    let first = &pool.slots[0];
-    Ok(CollectionEnd::Done(Box::new(Collected {
-        hello: first.hello.clone().expect("a collected worker said hello"),
-        items: first.collected.clone(),
-        collect_reports: first.collect_reports.clone(),
-        warnings: first.collection_warnings.clone(),
-        deselected: first.deselected,
-    })))
-}
-
-fn record_collection_message(slot: &mut Slot, message: WorkerMessage) -> Result<(), ShoalError> {
-    match message {
-        WorkerMessage::Hello(hello) => {
-            if hello.protocol != crate::protocol::PROTOCOL_VERSION {
-                return Err(ShoalError::Internal(format!(
-                    "the worker plugin speaks protocol {} but shoal speaks {}",
-                    hello.protocol,
-                    crate::protocol::PROTOCOL_VERSION
-                )));
-            }
-            slot.hello = Some(hello);
-        }
-        WorkerMessage::CollectReport(report) => slot.collect_reports.push(report),
-        WorkerMessage::Collected { items } => slot.collected.extend(items),
-        WorkerMessage::CollectionFinished { deselected } => {
-            slot.deselected = deselected;
-            slot.phase = SlotPhase::Running;
-        }
-        WorkerMessage::Warning(warning) => slot.collection_warnings.push(warning),
-        WorkerMessage::Finished(_) | WorkerMessage::Stopped { .. } => {
-            return Err(ShoalError::Internal("a worker ran tests before it was told to".to_owned()));
-        }
-    }
-    Ok(())
-}
-
-/// A worker that ended before collecting: pytest refused to start (its own
-/// output says why), or pytest is missing.
-fn collection_exit_error(
-    slot: &Slot,
-    status: std::process::ExitStatus,
-    collect: &CollectSettings,
-) -> ShoalError {
-    let output = slot.output_tail();
-    if output.contains("No module named pytest") {
-        return ShoalError::PytestMissing {
-            python: collect.interpreter.path.clone(),
-            origin: collect.interpreter.origin,
-        };
-    }
-    let _ = std::io::Write::write_all(&mut std::io::stderr(), output.as_bytes());
-    match status.code().and_then(|code| u8::try_from(code).ok()) {
-        Some(code) if code != 0 => ShoalError::PytestRefused { code },
-        _ => ShoalError::Internal(format!(
-            "worker gw{} ended before collecting ({})",
-            slot.handle.key.slot,
-            describe_exit(status)
-        )),
-    }
-}
-
-fn check_same_collection(
-    first: &[CollectedItem],
-    other: &[CollectedItem],
-    worker: usize,
-) -> Result<(), ShoalError> {
-    let position = first
-        .iter()
-        .zip(other)
-        .position(|(a, b)| a.nodeid != b.nodeid)
-        .or_else(|| (first.len() != other.len()).then(|| first.len().min(other.len())));
-    let Some(position) = position else { return Ok(()) };
-    let describe = |items: &[CollectedItem]| {
-        items.get(position).map_or_else(|| "nothing more".to_owned(), |item| format!("`{}`", item.nodeid))
-    };
-    Err(ShoalError::CollectionMismatch(format!(
-        "workers collected different tests: at position {position}, gw0 has {} where gw{worker} has {} \
-         ({} and {} tests in all); collection must not depend on the process (random ids, unordered sets)",
-        describe(first),
-        describe(other),
-        first.len(),
-        other.len()
-    )))
-}
-
 /// `shoal list`: collect with one worker and print the node ids.
 pub fn list(settings: &CollectSettings, json: bool, out: &mut dyn std::io::Write) -> Result<u8, ShoalError> {
     let run_directory = run_directory()?;
     let spec = worker_spec(settings, 1, run_directory.path())?;
-    let mut pool = Pool::start(spec, 1, settings.interpreter.origin)?;
-    let collected = match collect(&mut pool, settings)? {
+    // Listing needs one collection and no workers: spawn a single process.
+    let mut pool = Pool::new(spec, settings.interpreter.origin);
+    let collected = match pool.start_and_collect(WorkerMode::Spawn, 1, settings)? {
         CollectionEnd::Done(collected) => collected,
         CollectionEnd::Interrupted => return Ok(exit_code::INTERRUPTED),
     };
@@ -461,9 +184,8 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     let run_directory = run_directory()?;
     let spec = worker_spec(&settings.collect, settings.workers, run_directory.path())?;
     let hash_seed = spec.hash_seed.clone();
-    let origin = settings.collect.interpreter.origin;
-    let mut pool = Pool::start(spec, settings.workers, origin)?;
-    let collected = match collect(&mut pool, &settings.collect)? {
+    let mut pool = Pool::new(spec, settings.collect.interpreter.origin);
+    let collected = match pool.start_and_collect(settings.mode, settings.workers, &settings.collect)? {
         CollectionEnd::Done(collected) => collected,
         CollectionEnd::Interrupted => {
             pool.kill_all();
@@ -494,7 +216,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         inifile: hello.inifile.clone(),
         plugins: hello.plugins.clone(),
         workers: settings.workers,
-        mode: "spawn",
+        mode: collected.mode,
         selected: items.len(),
         deselected: collected.deselected,
         collect_errors,
@@ -521,6 +243,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         for slot in 0..pool.slots.len() {
             pool.send(slot, &WorkerCommand::Shutdown);
         }
+        pool.shutdown_zygote();
         for test in 0..test_count {
             let mut record = run.empty_record(test, Outcome::NotRun);
             record.not_run_reason = Some("collection errors");
@@ -536,10 +259,8 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
             test_count,
             (0..test_count).collect(),
         );
-        stop = drive(&mut pool, &mut run, scheduler, origin)?.or(stop);
+        stop = drive(&mut pool, &mut run, scheduler)?.or(stop);
     }
-    wait_for_exit(&mut pool);
-    drop(pool);
 
     let records: Vec<TestRecord> = run.records.into_iter().flatten().collect();
     let mut tally = Tally::default();
@@ -578,10 +299,11 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         wall_seconds: started.elapsed().as_secs_f64(),
         exit_code: exit,
     };
-    for reporter in run.reporters.iter_mut() {
-        reporter.run_finished(&summary)?;
-    }
-    Ok(exit)
+    let reported: Result<(), ShoalError> =
+        run.reporters.iter_mut().try_for_each(|reporter| reporter.run_finished(&summary));
+    pool.shutdown_zygote();
+    wait_for_exit(&mut pool);
+    reported.map(|()| exit)
 }
 
 /// The scheduling loop: events in, scheduler decisions out, until every
@@ -590,31 +312,27 @@ fn drive(
     pool: &mut Pool,
     run: &mut Run<'_>,
     mut scheduler: Scheduler,
-    origin: &'static str,
 ) -> Result<Option<StopNotice>, ShoalError> {
     let mut interrupted_at: Option<Instant> = None;
-    let mut all_final_at: Option<Instant> = None;
+    // Spawned workers are ready once collected; forked ones say so.
     for slot in 0..pool.slots.len() {
-        let actions = scheduler.handle(Event::WorkerReady { worker: slot });
-        execute(pool, run, actions, origin)?;
+        if pool.slots[slot].phase == SlotPhase::Running {
+            let actions = scheduler.handle(Event::WorkerReady { worker: slot });
+            execute(pool, run, actions)?;
+        }
     }
     loop {
-        if scheduler.all_tests_final() && pool.all_exited() {
+        if scheduler.all_tests_final() {
+            // Every result is in (a worker's last test ends with its session
+            // fixtures torn down); the processes' own exits are awaited
+            // after the report.
             break;
         }
-        if scheduler.all_tests_final() && all_final_at.is_none() {
-            all_final_at = Some(Instant::now());
-        }
-        let deadline =
-            [interrupted_at.map(|at| at + INTERRUPT_GRACE), all_final_at.map(|at| at + SHUTDOWN_GRACE)]
-                .into_iter()
-                .flatten()
-                .min();
+        let deadline = interrupted_at.map(|at| at + INTERRUPT_GRACE);
         let Some(event) = pool.receive(deadline) else {
-            // A grace period ran out: end it by force.
+            // The grace after Ctrl-C ran out: end it by force.
             pool.kill_all();
             interrupted_at = None;
-            all_final_at = None;
             continue;
         };
         let actions = match event {
@@ -636,6 +354,10 @@ fn drive(
                 }
                 continue;
             }
+            WorkerEvent::Exited(key, _) if key == Zygote::KEY => {
+                pool.zygote_exited = true;
+                continue;
+            }
             WorkerEvent::Exited(key, status) => {
                 let Some(slot) = pool.current(key) else { continue };
                 let state = &mut pool.slots[slot];
@@ -650,7 +372,7 @@ fn drive(
                 scheduler.handle(Event::WorkerExited { worker: slot })
             }
         };
-        execute(pool, run, actions, origin)?;
+        execute(pool, run, actions)?;
     }
     Ok(scheduler.stopping().map(|reason| match reason {
         NotRunReason::MaxFail => StopNotice::MaxFail(scheduler.failures()),
@@ -666,19 +388,8 @@ fn handle_message(
     slot: usize,
     message: WorkerMessage,
 ) -> Result<Vec<Action>, ShoalError> {
-    if pool.slots[slot].phase == SlotPhase::Collecting {
-        // A replacement worker collecting again.
-        record_collection_message(&mut pool.slots[slot], message)?;
-        if pool.slots[slot].phase != SlotPhase::Running {
-            return Ok(Vec::new());
-        }
-        let fresh = std::mem::take(&mut pool.slots[slot].collected);
-        if let Err(error) = check_same_collection(&run.items, &fresh, slot) {
-            crate::output::warn(&format!("replacement {error}"));
-            pool.slots[slot].handle.signal_group(Signal::SIGKILL);
-            return Ok(Vec::new());
-        }
-        return Ok(scheduler.handle(Event::WorkerReady { worker: slot }));
+    if pool.slots[slot].phase == SlotPhase::Starting {
+        return replacement_message(pool, run, scheduler, slot, message);
     }
     Ok(match message {
         WorkerMessage::Finished(finished) => {
@@ -709,16 +420,44 @@ fn handle_message(
         WorkerMessage::Hello(_)
         | WorkerMessage::CollectReport(_)
         | WorkerMessage::Collected { .. }
-        | WorkerMessage::CollectionFinished { .. } => Vec::new(),
+        | WorkerMessage::CollectionFinished { .. }
+        | WorkerMessage::ZygoteReady { .. }
+        | WorkerMessage::Ready { .. }
+        | WorkerMessage::ChildExited { .. } => Vec::new(),
     })
 }
 
-fn execute(
+/// A message from a worker that is starting: a forked one saying it is
+/// ready, or a spawned replacement collecting again (its collection must
+/// match the run's before it gets tests).
+fn replacement_message(
     pool: &mut Pool,
-    run: &mut Run<'_>,
-    actions: Vec<Action>,
-    origin: &'static str,
-) -> Result<(), ShoalError> {
+    run: &Run<'_>,
+    scheduler: &mut Scheduler,
+    slot: usize,
+    message: WorkerMessage,
+) -> Result<Vec<Action>, ShoalError> {
+    let state = &mut pool.slots[slot];
+    if let WorkerMessage::Ready { pid } = message {
+        state.handle.pid = Some(pid);
+        state.phase = SlotPhase::Running;
+        return Ok(scheduler.handle(Event::WorkerReady { worker: slot }));
+    }
+    state.collection.record(message)?;
+    if !state.collection.finished {
+        return Ok(Vec::new());
+    }
+    let fresh = std::mem::take(&mut state.collection.items);
+    if let Err(error) = check_same_collection(&run.items, &fresh, slot) {
+        crate::output::warn(&format!("replacement {error}"));
+        state.handle.signal_group(Signal::SIGKILL);
+        return Ok(Vec::new());
+    }
+    state.phase = SlotPhase::Running;
+    Ok(scheduler.handle(Event::WorkerReady { worker: slot }))
+}
+
+fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(), ShoalError> {
     for action in actions {
         match action {
             Action::Run { worker, tests } => {
@@ -727,14 +466,14 @@ fn execute(
             }
             Action::Stop { worker } => pool.send(worker, &WorkerCommand::Stop),
             Action::Shutdown { worker } => pool.send(worker, &WorkerCommand::Shutdown),
-            Action::StartWorker { worker } => pool.replace(worker, origin)?,
+            Action::StartWorker { worker } => pool.replace(worker)?,
             Action::TestLost { test, worker } => {
                 let slot = &pool.slots[worker];
                 let mut record = run.empty_record(test, Outcome::Crashed);
                 record.worker = Some(worker);
                 record.crash = Some(CrashDetails {
                     status: slot.exit.clone().unwrap_or_else(|| "ended".to_owned()),
-                    output: slot.output_tail(),
+                    output: slot.handle.output_tail(),
                 });
                 run.record(test, record);
             }
@@ -755,6 +494,7 @@ fn wait_for_exit(pool: &mut Pool) {
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while !pool.all_exited() {
         match pool.receive(Some(deadline)) {
+            Some(WorkerEvent::Exited(key, _)) if key == Zygote::KEY => pool.zygote_exited = true,
             Some(WorkerEvent::Exited(key, _)) => {
                 if let Some(slot) = pool.current(key) {
                     pool.slots[slot].phase = SlotPhase::Exited;
@@ -772,28 +512,6 @@ fn wait_for_exit(pool: &mut Pool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn item(nodeid: &str) -> CollectedItem {
-        CollectedItem {
-            nodeid: nodeid.to_owned(),
-            path: "t.py".to_owned(),
-            line: None,
-            domain: nodeid.to_owned(),
-            markers: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn differing_collections_name_the_first_difference() {
-        let first = [item("t.py::a"), item("t.py::b")];
-        let other = [item("t.py::a"), item("t.py::c")];
-        let message = check_same_collection(&first, &other, 1).unwrap_err().to_string();
-        assert!(message.contains("at position 1, gw0 has `t.py::b` where gw1 has `t.py::c`"), "{message}");
-        let shorter = [item("t.py::a")];
-        let message = check_same_collection(&first, &shorter, 2).unwrap_err().to_string();
-        assert!(message.contains("gw0 has `t.py::b` where gw2 has nothing more"), "{message}");
-        assert!(check_same_collection(&first, &first, 1).is_ok());
-    }
 
     #[test]
     fn a_user_basetemp_becomes_the_root_of_per_worker_ones() {

@@ -1,0 +1,431 @@
+//! The worker processes of one run and the queue their events arrive on;
+//! the collection phase, in spawn mode (every worker collects, and they must
+//! agree) and in fork mode (the zygote collects once).
+
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::errors::ShoalError;
+use crate::protocol::{CollectReport, CollectedItem, Hello, WarningMessage, WorkerMessage};
+use crate::settings::{CollectSettings, WorkerMode};
+use crate::worker::{WorkerEvent, WorkerHandle, WorkerKey, WorkerSpec, Zygote, describe_exit, signal_group};
+
+/// Between SIGTERM and SIGKILL when killing a worker's group.
+const TERMINATE_GRACE: Duration = Duration::from_millis(500);
+
+/// What a worker slot is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SlotPhase {
+    /// Spawned and collecting, or forked and not yet ready.
+    Starting,
+    /// Taking tests.
+    Running,
+    /// Process gone.
+    Exited,
+}
+
+/// What one collecting process reported.
+#[derive(Debug, Default)]
+pub(super) struct Collection {
+    pub(super) hello: Option<Hello>,
+    pub(super) items: Vec<CollectedItem>,
+    pub(super) collect_reports: Vec<CollectReport>,
+    pub(super) warnings: Vec<WarningMessage>,
+    pub(super) deselected: u64,
+    pub(super) finished: bool,
+    /// Fork mode: the zygote's verdict on forking (`None` until it says).
+    pub(super) fork_unsafe: Option<Option<String>>,
+}
+
+impl Collection {
+    /// Takes a collection-phase message; messages of a later phase are the
+    /// caller's.
+    pub(super) fn record(&mut self, message: WorkerMessage) -> Result<(), ShoalError> {
+        match message {
+            WorkerMessage::Hello(hello) => {
+                if hello.protocol != crate::protocol::PROTOCOL_VERSION {
+                    return Err(ShoalError::Internal(format!(
+                        "the worker plugin speaks protocol {} but shoal speaks {}",
+                        hello.protocol,
+                        crate::protocol::PROTOCOL_VERSION
+                    )));
+                }
+                self.hello = Some(hello);
+            }
+            WorkerMessage::CollectReport(report) => self.collect_reports.push(report),
+            WorkerMessage::Collected { items } => self.items.extend(items),
+            WorkerMessage::CollectionFinished { deselected } => {
+                self.deselected = deselected;
+                self.finished = true;
+            }
+            WorkerMessage::Warning(warning) => self.warnings.push(warning),
+            WorkerMessage::ZygoteReady { fork_safe, reason } => {
+                self.fork_unsafe = Some(if fork_safe { None } else { reason.or(Some("unknown".to_owned())) });
+            }
+            WorkerMessage::Finished(_)
+            | WorkerMessage::Stopped { .. }
+            | WorkerMessage::Ready { .. }
+            | WorkerMessage::ChildExited { .. } => {
+                return Err(ShoalError::Internal("a worker ran tests before it was told to".to_owned()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One worker slot and the process currently filling it.
+pub(super) struct Slot {
+    pub(super) handle: WorkerHandle,
+    pub(super) phase: SlotPhase,
+    /// Spawn mode: what this worker collected.
+    pub(super) collection: Collection,
+    /// How the process ended, once it has.
+    pub(super) exit: Option<String>,
+    /// A protocol violation that got the worker killed.
+    pub(super) protocol_error: Option<String>,
+}
+
+impl Slot {
+    fn new(handle: WorkerHandle) -> Self {
+        Self {
+            handle,
+            phase: SlotPhase::Starting,
+            collection: Collection::default(),
+            exit: None,
+            protocol_error: None,
+        }
+    }
+}
+
+/// The workers (and the zygote, in fork mode) of one run.
+pub(super) struct Pool {
+    spec: WorkerSpec,
+    origin: &'static str,
+    sender: Sender<WorkerEvent>,
+    events: Receiver<WorkerEvent>,
+    pub(super) zygote: Option<Zygote>,
+    pub(super) zygote_exited: bool,
+    pub(super) slots: Vec<Slot>,
+}
+
+/// What the collection phase found.
+pub(super) struct Collected {
+    pub(super) hello: Hello,
+    pub(super) items: Vec<CollectedItem>,
+    pub(super) collect_reports: Vec<CollectReport>,
+    pub(super) warnings: Vec<WarningMessage>,
+    pub(super) deselected: u64,
+    /// The mode actually used.
+    pub(super) mode: &'static str,
+}
+
+/// How the collection phase ended.
+pub(super) enum CollectionEnd {
+    Done(Box<Collected>),
+    Interrupted,
+}
+
+impl Pool {
+    /// A pool with no processes yet.
+    pub(super) fn new(spec: WorkerSpec, origin: &'static str) -> Self {
+        let (sender, events) = mpsc::channel();
+        spawn_signal_listener(sender.clone());
+        Self { spec, origin, sender, events, zygote: None, zygote_exited: false, slots: Vec::new() }
+    }
+
+    /// Starts `count` workers and waits until they (or the zygote) have
+    /// collected: fork mode forks them once the zygote is done.
+    pub(super) fn start_and_collect(
+        &mut self,
+        mode: WorkerMode,
+        count: usize,
+        collect: &CollectSettings,
+    ) -> Result<CollectionEnd, ShoalError> {
+        let fork = match mode {
+            WorkerMode::Spawn => false,
+            WorkerMode::Fork => true,
+            WorkerMode::Auto => cfg!(target_os = "linux"),
+        };
+        if fork {
+            let zygote = Zygote::spawn(&self.spec, self.sender.clone())
+                .map_err(|source| self.not_startable(source))?;
+            self.zygote = Some(zygote);
+            let mut collection = Collection::default();
+            while !collection.finished || collection.fork_unsafe.is_none() {
+                match self.receive(None) {
+                    None => {
+                        return Err(ShoalError::Internal(
+                            "worker events stopped during collection".to_owned(),
+                        ));
+                    }
+                    Some(WorkerEvent::Interrupt) => return Ok(CollectionEnd::Interrupted),
+                    Some(WorkerEvent::Message(_, message)) => collection.record(message)?,
+                    Some(WorkerEvent::ProtocolError(_, error)) => {
+                        return Err(ShoalError::Internal(format!("the zygote broke the protocol: {error}")));
+                    }
+                    Some(WorkerEvent::Exited(_, status)) => {
+                        let output = self.zygote.as_ref().map(Zygote::output_tail).unwrap_or_default();
+                        return Err(collection_exit_error(&output, status, collect, "the zygote"));
+                    }
+                }
+            }
+            match collection.fork_unsafe.clone().flatten() {
+                Some(reason) if mode == WorkerMode::Auto => {
+                    crate::output::notice(&format!("spawn mode: forking is unsafe here: {reason}"));
+                    self.end_zygote();
+                }
+                unsafe_reason => {
+                    if let Some(reason) = unsafe_reason {
+                        crate::output::warn(&format!("forking as asked with --mode fork, though {reason}"));
+                    }
+                    for slot in 0..count {
+                        let handle = self.start_worker(WorkerKey { slot, generation: 0 })?;
+                        self.slots.push(Slot::new(handle));
+                    }
+                    return Ok(CollectionEnd::Done(Box::new(Collected::from(collection, "fork"))));
+                }
+            }
+        }
+        for slot in 0..count {
+            let handle = self.start_worker(WorkerKey { slot, generation: 0 })?;
+            self.slots.push(Slot::new(handle));
+        }
+        self.collect_spawned(collect)
+    }
+
+    /// Shuts the zygote down and waits for it to go (used when falling back
+    /// to spawn mode before any worker was forked).
+    fn end_zygote(&mut self) {
+        if let Some(zygote) = self.zygote.take() {
+            zygote.shutdown();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while let Some(event) = self.receive(Some(deadline)) {
+                if matches!(event, WorkerEvent::Exited(key, _) if key == Zygote::KEY) {
+                    return;
+                }
+            }
+            signal_group(zygote.pid, Signal::SIGKILL);
+        }
+    }
+
+    fn collect_spawned(&mut self, collect: &CollectSettings) -> Result<CollectionEnd, ShoalError> {
+        while self.slots.iter().any(|slot| slot.phase == SlotPhase::Starting) {
+            let Some(event) = self.receive(None) else {
+                return Err(ShoalError::Internal("worker events stopped during collection".to_owned()));
+            };
+            match event {
+                WorkerEvent::Interrupt => return Ok(CollectionEnd::Interrupted),
+                WorkerEvent::Message(key, message) => {
+                    let Some(slot) = self.current(key) else { continue };
+                    let state = &mut self.slots[slot];
+                    state.collection.record(message)?;
+                    if state.collection.finished {
+                        state.phase = SlotPhase::Running;
+                    }
+                }
+                WorkerEvent::ProtocolError(key, error) => {
+                    return Err(ShoalError::Internal(format!(
+                        "worker gw{} broke the protocol: {error}",
+                        key.slot
+                    )));
+                }
+                WorkerEvent::Exited(key, status) => {
+                    let Some(slot) = self.current(key) else { continue };
+                    let output = self.slots[slot].handle.output_tail();
+                    return Err(collection_exit_error(&output, status, collect, &format!("worker gw{slot}")));
+                }
+            }
+        }
+        let first = &self.slots[0].collection;
+        for (index, other) in self.slots.iter().enumerate().skip(1) {
+            check_same_collection(&first.items, &other.collection.items, index)?;
+        }
+        let collection = std::mem::take(&mut self.slots[0].collection);
+        Ok(CollectionEnd::Done(Box::new(Collected::from(collection, "spawn"))))
+    }
+
+    fn not_startable(&self, source: std::io::Error) -> ShoalError {
+        ShoalError::PythonNotStartable { python: self.spec.python.clone(), origin: self.origin, source }
+    }
+
+    /// Starts a worker process for `key`: forked when a zygote is alive,
+    /// else spawned.
+    fn start_worker(&self, key: WorkerKey) -> Result<WorkerHandle, ShoalError> {
+        match &self.zygote {
+            Some(zygote) if !self.zygote_exited => zygote
+                .fork(&self.spec, key, self.sender.clone())
+                .map_err(|error| ShoalError::io("asking the zygote for a worker", error)),
+            _ => WorkerHandle::spawn(&self.spec, key, self.sender.clone())
+                .map_err(|source| self.not_startable(source)),
+        }
+    }
+
+    /// Replaces a dead worker; a spawned replacement collects again.
+    pub(super) fn replace(&mut self, slot: usize) -> Result<(), ShoalError> {
+        let generation = self.slots[slot].handle.key.generation + 1;
+        let handle = self.start_worker(WorkerKey { slot, generation })?;
+        self.slots[slot] = Slot::new(handle);
+        Ok(())
+    }
+
+    /// The slot an event belongs to, unless it comes from a replaced process
+    /// (or the zygote).
+    pub(super) fn current(&self, key: WorkerKey) -> Option<usize> {
+        let slot = self.slots.get(key.slot)?;
+        (slot.handle.key == key).then_some(key.slot)
+    }
+
+    pub(super) fn send(&mut self, slot: usize, command: &crate::protocol::WorkerCommand) {
+        self.slots[slot].handle.send(command);
+    }
+
+    /// True when every worker and the zygote have ended.
+    pub(super) fn all_exited(&self) -> bool {
+        (self.zygote.is_none() || self.zygote_exited)
+            && self.slots.iter().all(|slot| slot.phase == SlotPhase::Exited)
+    }
+
+    /// Tells the zygote to fork no more and to end once its workers have.
+    pub(super) fn shutdown_zygote(&self) {
+        if let Some(zygote) = &self.zygote {
+            zygote.shutdown();
+        }
+    }
+
+    /// Kills every process group of the run: SIGTERM, a short grace,
+    /// SIGKILL. This also ends what tests left running in those groups.
+    pub(super) fn kill_all(&self) {
+        self.signal_all(Signal::SIGTERM);
+        std::thread::sleep(TERMINATE_GRACE);
+        self.signal_all(Signal::SIGKILL);
+    }
+
+    fn signal_all(&self, signal: Signal) {
+        for slot in &self.slots {
+            slot.handle.signal_group(signal);
+        }
+        if let Some(zygote) = &self.zygote {
+            signal_group(zygote.pid, signal);
+        }
+    }
+
+    /// The next event, or `None` once `deadline` passes.
+    pub(super) fn receive(&self, deadline: Option<Instant>) -> Option<WorkerEvent> {
+        match deadline {
+            None => self.events.recv().ok(),
+            Some(deadline) => {
+                self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    /// No process of the run survives shoal, whatever path ends it.
+    fn drop(&mut self) {
+        self.signal_all(Signal::SIGKILL);
+    }
+}
+
+impl Collected {
+    fn from(collection: Collection, mode: &'static str) -> Self {
+        Self {
+            hello: collection.hello.expect("a process that collected said hello"),
+            items: collection.items,
+            collect_reports: collection.collect_reports,
+            warnings: collection.warnings,
+            deselected: collection.deselected,
+            mode,
+        }
+    }
+}
+
+fn spawn_signal_listener(sender: Sender<WorkerEvent>) {
+    let signals = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
+    let Ok(mut signals) = signal_hook::iterator::Signals::new(signals) else {
+        crate::output::warn("cannot listen for Ctrl-C; interrupting may leave workers behind");
+        return;
+    };
+    let _ = std::thread::Builder::new().name("shoal-signals".to_owned()).spawn(move || {
+        for _ in signals.forever() {
+            if sender.send(WorkerEvent::Interrupt).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// A process that ended before collecting: pytest refused to start (its own
+/// output says why, and is shown), or pytest is missing.
+fn collection_exit_error(
+    output: &str,
+    status: Option<std::process::ExitStatus>,
+    collect: &CollectSettings,
+    who: &str,
+) -> ShoalError {
+    if output.contains("No module named pytest") {
+        return ShoalError::PytestMissing {
+            python: collect.interpreter.path.clone(),
+            origin: collect.interpreter.origin,
+        };
+    }
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), output.as_bytes());
+    match status.and_then(|status| status.code()).and_then(|code| u8::try_from(code).ok()) {
+        Some(code) if code != 0 => ShoalError::PytestRefused { code },
+        _ => ShoalError::Internal(format!("{who} ended before collecting ({})", describe_exit(status))),
+    }
+}
+
+/// Checks two workers collected the same node ids in the same order.
+pub(super) fn check_same_collection(
+    first: &[CollectedItem],
+    other: &[CollectedItem],
+    worker: usize,
+) -> Result<(), ShoalError> {
+    let position = first
+        .iter()
+        .zip(other)
+        .position(|(a, b)| a.nodeid != b.nodeid)
+        .or_else(|| (first.len() != other.len()).then(|| first.len().min(other.len())));
+    let Some(position) = position else { return Ok(()) };
+    let describe = |items: &[CollectedItem]| {
+        items.get(position).map_or_else(|| "nothing more".to_owned(), |item| format!("`{}`", item.nodeid))
+    };
+    Err(ShoalError::CollectionMismatch(format!(
+        "workers collected different tests: at position {position}, gw0 has {} where gw{worker} has {} \
+         ({} and {} tests in all); collection must not depend on the process (random ids, unordered sets)",
+        describe(first),
+        describe(other),
+        first.len(),
+        other.len()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(nodeid: &str) -> CollectedItem {
+        CollectedItem {
+            nodeid: nodeid.to_owned(),
+            path: "t.py".to_owned(),
+            line: None,
+            domain: nodeid.to_owned(),
+            markers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn differing_collections_name_the_first_difference() {
+        let first = [item("t.py::a"), item("t.py::b")];
+        let other = [item("t.py::a"), item("t.py::c")];
+        let message = check_same_collection(&first, &other, 1).unwrap_err().to_string();
+        assert!(message.contains("at position 1, gw0 has `t.py::b` where gw1 has `t.py::c`"), "{message}");
+        let shorter = [item("t.py::a")];
+        let message = check_same_collection(&first, &shorter, 2).unwrap_err().to_string();
+        assert!(message.contains("gw0 has `t.py::b` where gw2 has nothing more"), "{message}");
+        assert!(check_same_collection(&first, &first, 1).is_ok());
+    }
+}
