@@ -12,16 +12,24 @@
 //!
 //! # Dispatch
 //!
-//! One central queue, in the order the runner gives, pulled dynamically: a
-//! worker is topped up whenever its queue runs low, so no worker idles while
-//! tests wait. pytest tears fixtures down according to the *next* test, so a
-//! worker always holds its next test before it finishes the current one: a
-//! worker with work holds at least two tests until the queue is empty, and is
-//! then told to shut down, which runs its last test with no successor. Early
-//! in a run tests go out in chunks (fewer round trips); the chunks shrink as
-//! the queue drains so the workers finish together.
+//! One central queue ([`queue`]), longest expected first and keeping a
+//! module with costly set-up on one worker, pulled dynamically: a worker is
+//! topped up whenever its queue runs low, so no worker idles while tests
+//! wait. pytest tears fixtures down according to the *next* test, so a worker
+//! always holds its next test before it finishes the current one: a worker
+//! with work holds at least two tests until the queue is empty, and is then
+//! told to shut down, which runs its last test with no successor. Beyond
+//! those two, a worker holds up to [`LOOKAHEAD_SECONDS`] of expected work
+//! (fewer round trips for tiny tests), less as the queue drains so the
+//! workers finish together.
+
+mod queue;
+mod simulate;
 
 use std::collections::VecDeque;
+
+pub use queue::{LOCALITY_MIN_SETUP, Workload};
+pub use simulate::simulate;
 
 /// Index of a test in the runner's table of collected tests.
 pub type TestId = usize;
@@ -29,8 +37,12 @@ pub type TestId = usize;
 /// Index of a worker slot (`gw0` is slot 0). A replacement reuses its slot.
 pub type WorkerId = usize;
 
-/// The largest chunk sent to a worker at once.
-pub const MAX_CHUNK: usize = 64;
+/// The most tests a worker ever holds at once.
+pub const MAX_HELD: usize = 65;
+
+/// Expected seconds of work a worker holds beyond its next test, at most:
+/// enough to hide a round trip, little enough to keep the tail balanced.
+pub const LOOKAHEAD_SECONDS: f64 = 0.05;
 
 /// What the scheduler is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +60,12 @@ pub enum Event {
         test: TestId,
         /// Whether it counts as a failure for `--maxfail`.
         failed: bool,
+    },
+    /// The worker holds nothing after its running test and needs its next
+    /// test (or to hear there is none) before that test can tear down.
+    WorkerWantsWork {
+        /// The worker.
+        worker: WorkerId,
     },
     /// The worker obeyed a [`Action::Stop`]: these assigned tests did not run.
     WorkerStopped {
@@ -152,13 +170,15 @@ struct WorkerState {
     phase: WorkerPhase,
     /// Tests sent and not yet finished, in run order: the first is running.
     assigned: VecDeque<TestId>,
+    /// The worker asked for its next test and has not been answered.
+    wants_work: bool,
 }
 
 /// The scheduling state machine. See the crate docs.
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     config: SchedulerConfig,
-    pending: VecDeque<TestId>,
+    queue: queue::WorkQueue,
     tests: Vec<TestState>,
     workers: Vec<WorkerState>,
     failures: u64,
@@ -167,27 +187,26 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler for `test_count` tests, dispatched in `order` (a
-    /// permutation of `0..test_count`), with every worker slot starting.
+    /// A scheduler for the tests of `workload`, with every worker slot
+    /// starting.
     ///
     /// # Panics
-    /// When `order` is not a permutation of `0..test_count` or there are no
-    /// workers: both are bugs in the caller.
-    pub fn new(config: SchedulerConfig, test_count: usize, order: Vec<TestId>) -> Self {
+    /// When there are no workers, or the workload's vectors disagree: both
+    /// are bugs in the caller.
+    pub fn new(config: SchedulerConfig, workload: &Workload) -> Self {
         assert!(config.workers > 0, "a run needs at least one worker");
-        let mut seen = vec![false; test_count];
-        for &test in &order {
-            assert!(test < test_count && !seen[test], "order must be a permutation");
-            seen[test] = true;
-        }
-        assert_eq!(order.len(), test_count, "order must be a permutation");
+        assert_eq!(workload.expected.len(), workload.module.len(), "one module per test");
         let workers = (0..config.workers)
-            .map(|_| WorkerState { phase: WorkerPhase::Starting, assigned: VecDeque::new() })
+            .map(|_| WorkerState {
+                phase: WorkerPhase::Starting,
+                assigned: VecDeque::new(),
+                wants_work: false,
+            })
             .collect();
         Self {
+            queue: queue::WorkQueue::new(workload, config.workers),
+            tests: vec![TestState::Pending; workload.len()],
             config,
-            pending: order.into(),
-            tests: vec![TestState::Pending; test_count],
             workers,
             failures: 0,
             restarts_used: 0,
@@ -203,6 +222,12 @@ impl Scheduler {
                 if self.workers[worker].phase == WorkerPhase::Starting {
                     self.workers[worker].phase = WorkerPhase::Active;
                 }
+            }
+            Event::WorkerWantsWork { worker } => {
+                let state = &mut self.workers[worker];
+                // With more than the running test held, a batch is already
+                // on its way and answers the request.
+                state.wants_work = state.assigned.len() <= 1;
             }
             Event::TestFinished { worker, test, failed } => {
                 self.finish_test(worker, test, failed, &mut actions);
@@ -280,11 +305,13 @@ impl Scheduler {
             }
             return;
         }
-        for &test in queued.iter().rev() {
+        for &test in queued {
             self.tests[test] = TestState::Pending;
-            self.pending.push_front(test);
         }
-        if self.pending.is_empty() {
+        let setup = self.queue.current_setup(worker);
+        self.queue.release(worker);
+        self.queue.requeue_front(queued, setup);
+        if self.queue.is_empty() {
             return;
         }
         if self.restarts_used < self.config.max_worker_restarts {
@@ -305,7 +332,7 @@ impl Scheduler {
             return;
         }
         self.stopping = Some(reason);
-        let unsent: Vec<TestId> = self.pending.drain(..).collect();
+        let unsent = self.queue.drain_all();
         for &test in &unsent {
             self.tests[test] = TestState::Final;
         }
@@ -335,24 +362,44 @@ impl Scheduler {
             if self.workers[worker].phase != WorkerPhase::Active {
                 continue;
             }
-            if self.pending.is_empty() {
+            if self.queue.is_empty() {
                 self.workers[worker].phase = WorkerPhase::Ending;
                 actions.push(Action::Shutdown { worker });
                 continue;
             }
-            let target = 1 + chunk_size(self.pending.len(), active);
-            let held = self.workers[worker].assigned.len();
-            if held * 2 > target && held >= 2 {
+            let budget = (self.queue.remaining_seconds() / (4 * active.max(1)) as f64).min(LOOKAHEAD_SECONDS);
+            let state = &self.workers[worker];
+            let mut held_seconds: f64 = state.assigned.iter().map(|&test| self.queue.expected(test)).sum();
+            let mut count = state.assigned.len();
+            let must = state.wants_work || count == 0;
+            let top_up = held_seconds < budget / 2.0 && count <= MAX_HELD / 2;
+            if !must && !top_up {
                 continue;
             }
-            let take = (target.max(2) - held).min(self.pending.len());
-            let tests: Vec<TestId> = self.pending.drain(..take).collect();
+            let mut tests = Vec::new();
+            while count < MAX_HELD && ((must && tests.is_empty()) || held_seconds < budget) {
+                let Some(test) = self.queue.take_for(worker) else { break };
+                held_seconds += self.queue.expected(test);
+                count += 1;
+                tests.push(test);
+            }
+            if tests.is_empty() {
+                if must {
+                    // What is left belongs to other workers' modules and is
+                    // not worth paying their set-up again here.
+                    self.workers[worker].phase = WorkerPhase::Ending;
+                    self.workers[worker].wants_work = false;
+                    actions.push(Action::Shutdown { worker });
+                }
+                continue;
+            }
+            self.workers[worker].wants_work = false;
             for &test in &tests {
                 self.tests[test] = TestState::Assigned(worker);
             }
             self.workers[worker].assigned.extend(tests.iter().copied());
             actions.push(Action::Run { worker, tests });
-            if self.pending.is_empty() {
+            if self.queue.is_empty() {
                 // Saying so now lets the worker run its last test without
                 // waiting for another round trip.
                 self.workers[worker].phase = WorkerPhase::Ending;
@@ -361,15 +408,6 @@ impl Scheduler {
         }
     }
 }
-
-/// How many tests to hand a worker at once: a quarter of each worker's fair
-/// share of what is left, between 1 and [`MAX_CHUNK`].
-fn chunk_size(pending: usize, active_workers: usize) -> usize {
-    (pending / (4 * active_workers.max(1))).clamp(1, MAX_CHUNK)
-}
-
-/// The most tests a worker ever holds at once.
-pub const MAX_HELD: usize = MAX_CHUNK + 1;
 
 #[cfg(test)]
 mod tests;

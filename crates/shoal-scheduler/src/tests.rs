@@ -7,6 +7,11 @@ fn config(workers: usize) -> SchedulerConfig {
     SchedulerConfig { workers, max_failures: None, max_worker_restarts: 2 }
 }
 
+/// `count` independent tests of 1 s each, dispatched in collection order.
+fn uniform(count: usize) -> Workload {
+    Workload::uniform(count, 1.0)
+}
+
 fn runs_for(actions: &[Action], worker: WorkerId) -> Vec<TestId> {
     actions
         .iter()
@@ -19,18 +24,25 @@ fn runs_for(actions: &[Action], worker: WorkerId) -> Vec<TestId> {
 }
 
 #[test]
-fn a_ready_worker_gets_at_least_two_tests_in_order() {
-    let mut scheduler = Scheduler::new(config(2), 3, vec![2, 0, 1]);
+fn long_tests_go_out_one_at_a_time_longest_first() {
+    let workload = Workload { expected: vec![1.0, 2.0, 3.0], module: vec![0; 3], module_setup: vec![0.0] };
+    let mut scheduler = Scheduler::new(config(2), &workload);
     let actions = scheduler.handle(Event::WorkerReady { worker: 0 });
-    assert_eq!(actions, vec![Action::Run { worker: 0, tests: vec![2, 0] }]);
+    assert_eq!(actions, vec![Action::Run { worker: 0, tests: vec![2] }]);
+    let actions = scheduler.handle(Event::WorkerWantsWork { worker: 0 });
+    assert_eq!(actions, vec![Action::Run { worker: 0, tests: vec![1] }]);
 }
 
 #[test]
 fn the_last_test_is_followed_by_a_shutdown() {
-    let mut scheduler = Scheduler::new(config(1), 2, vec![0, 1]);
+    let mut scheduler = Scheduler::new(config(1), &uniform(2));
     assert_eq!(
         scheduler.handle(Event::WorkerReady { worker: 0 }),
-        vec![Action::Run { worker: 0, tests: vec![0, 1] }, Action::Shutdown { worker: 0 },]
+        vec![Action::Run { worker: 0, tests: vec![0] }]
+    );
+    assert_eq!(
+        scheduler.handle(Event::WorkerWantsWork { worker: 0 }),
+        vec![Action::Run { worker: 0, tests: vec![1] }, Action::Shutdown { worker: 0 }]
     );
     let actions = scheduler.handle(Event::TestFinished { worker: 0, test: 0, failed: false });
     assert!(actions.is_empty());
@@ -40,54 +52,58 @@ fn the_last_test_is_followed_by_a_shutdown() {
 }
 
 #[test]
-fn large_queues_go_out_in_chunks_that_shrink() {
-    let mut scheduler = Scheduler::new(config(2), 1000, (0..1000).collect());
+fn a_request_for_work_is_answered_even_when_nothing_is_left() {
+    let mut scheduler = Scheduler::new(config(2), &uniform(1));
+    scheduler.handle(Event::WorkerReady { worker: 0 });
+    let actions = scheduler.handle(Event::WorkerReady { worker: 1 });
+    assert_eq!(actions, vec![Action::Shutdown { worker: 1 }]);
+}
+
+#[test]
+fn tiny_tests_go_out_in_batches_long_ones_one_at_a_time() {
+    let mut scheduler = Scheduler::new(config(2), &Workload::uniform(1000, 0.0002));
     let first = scheduler.handle(Event::WorkerReady { worker: 0 });
-    let sent = runs_for(&first, 0).len();
-    assert_eq!(sent, 1 + MAX_CHUNK, "1000 tests on 2 workers: a full chunk");
-    // Near the end, chunks are single tests.
-    let mut scheduler = Scheduler::new(config(2), 4, (0..4).collect());
+    assert_eq!(runs_for(&first, 0).len(), MAX_HELD, "tiny tests: a full batch");
+    let mut scheduler = Scheduler::new(config(2), &Workload::uniform(1000, 2.0));
     let first = scheduler.handle(Event::WorkerReady { worker: 0 });
-    assert_eq!(runs_for(&first, 0), vec![0, 1]);
+    assert_eq!(runs_for(&first, 0), vec![0], "long tests: one, the next when asked");
 }
 
 #[test]
 fn max_fail_stops_dispatch_and_reports_the_rest_not_run() {
     let mut scheduler = Scheduler::new(
         SchedulerConfig { workers: 1, max_failures: Some(1), max_worker_restarts: 0 },
-        5,
-        (0..5).collect(),
+        &Workload::uniform(100, 0.001),
     );
-    scheduler.handle(Event::WorkerReady { worker: 0 });
-    let actions = scheduler.handle(Event::TestFinished { worker: 0, test: 0, failed: true });
+    let sent = runs_for(&scheduler.handle(Event::WorkerReady { worker: 0 }), 0);
+    assert!(sent.len() > 2, "a batch of small tests: {sent:?}");
+    let actions = scheduler.handle(Event::TestFinished { worker: 0, test: sent[0], failed: true });
+    let unsent: Vec<TestId> = (sent.len()..100).collect();
     assert_eq!(
         actions,
-        vec![
-            Action::NotRun { tests: vec![2, 3, 4], reason: NotRunReason::MaxFail },
-            Action::Stop { worker: 0 },
-        ]
+        vec![Action::NotRun { tests: unsent, reason: NotRunReason::MaxFail }, Action::Stop { worker: 0 }]
     );
-    let actions = scheduler.handle(Event::WorkerStopped { worker: 0, dropped: vec![1] });
-    assert_eq!(actions, vec![Action::NotRun { tests: vec![1], reason: NotRunReason::MaxFail }]);
+    let dropped = sent[1..].to_vec();
+    let actions = scheduler.handle(Event::WorkerStopped { worker: 0, dropped: dropped.clone() });
+    assert_eq!(actions, vec![Action::NotRun { tests: dropped, reason: NotRunReason::MaxFail }]);
     assert!(scheduler.all_tests_final());
 }
 
 #[test]
 fn a_dead_worker_loses_its_running_test_and_is_replaced() {
-    let mut scheduler = Scheduler::new(config(1), 4, (0..4).collect());
+    let mut scheduler = Scheduler::new(config(1), &uniform(4));
     scheduler.handle(Event::WorkerReady { worker: 0 });
     let actions = scheduler.handle(Event::WorkerExited { worker: 0 });
     assert_eq!(actions, vec![Action::TestLost { test: 0, worker: 0 }, Action::StartWorker { worker: 0 },]);
     let actions = scheduler.handle(Event::WorkerReady { worker: 0 });
-    assert_eq!(runs_for(&actions, 0), vec![1, 2]);
+    assert_eq!(runs_for(&actions, 0), vec![1]);
 }
 
 #[test]
 fn restarts_exhausted_reports_the_rest_not_run() {
     let mut scheduler = Scheduler::new(
         SchedulerConfig { workers: 1, max_failures: None, max_worker_restarts: 0 },
-        3,
-        (0..3).collect(),
+        &uniform(3),
     );
     scheduler.handle(Event::WorkerReady { worker: 0 });
     let actions = scheduler.handle(Event::WorkerExited { worker: 0 });
@@ -103,7 +119,7 @@ fn restarts_exhausted_reports_the_rest_not_run() {
 
 #[test]
 fn interrupt_before_any_worker_is_ready_reports_everything_not_run() {
-    let mut scheduler = Scheduler::new(config(2), 3, (0..3).collect());
+    let mut scheduler = Scheduler::new(config(2), &uniform(3));
     let actions = scheduler.handle(Event::Interrupted);
     assert_eq!(actions[0], Action::NotRun { tests: vec![0, 1, 2], reason: NotRunReason::Interrupted });
     assert!(actions.contains(&Action::Shutdown { worker: 0 }));
@@ -136,6 +152,8 @@ struct SimulatedWorker {
     queue: VecDeque<TestId>,
     ending: bool,
     stop_requested: bool,
+    /// Asked for its next test and blocked until answered.
+    waiting: bool,
 }
 
 proptest! {
@@ -146,15 +164,22 @@ proptest! {
     #[test]
     fn every_test_reaches_exactly_one_final_outcome(
         test_count in 0usize..150,
+        durations in proptest::collection::vec(0.0f64..3.0, 150),
+        modules in proptest::collection::vec(0usize..6, 150),
+        setups in proptest::collection::vec(prop_oneof![Just(0.0), 0.0f64..1.0], 6),
         workers in 1usize..5,
         max_failures in proptest::option::of(1u64..6),
         restarts in 0u32..3,
         steps in proptest::collection::vec(step_strategy(), 0..400),
     ) {
+        let workload = Workload {
+            expected: durations[..test_count].to_vec(),
+            module: modules[..test_count].to_vec(),
+            module_setup: setups,
+        };
         let mut scheduler = Scheduler::new(
             SchedulerConfig { workers, max_failures, max_worker_restarts: restarts },
-            test_count,
-            (0..test_count).rev().collect(),
+            &workload,
         );
         let mut final_count = vec![0u32; test_count];
         let mut simulated = vec![SimulatedWorker { alive: true, ..Default::default() }; workers];
@@ -168,10 +193,18 @@ proptest! {
                         let state = &mut simulated[worker];
                         prop_assert!(state.alive && !state.ending, "work sent to an ending or dead worker");
                         state.queue.extend(tests);
+                        state.waiting = false;
                         prop_assert!(state.queue.len() <= MAX_HELD, "worker holds {} tests", state.queue.len());
                     }
-                    Action::Stop { worker } => { simulated[worker].ending = true; simulated[worker].stop_requested = true; }
-                    Action::Shutdown { worker } => simulated[worker].ending = true,
+                    Action::Stop { worker } => {
+                        simulated[worker].ending = true;
+                        simulated[worker].stop_requested = true;
+                        simulated[worker].waiting = false;
+                    }
+                    Action::Shutdown { worker } => {
+                        simulated[worker].ending = true;
+                        simulated[worker].waiting = false;
+                    }
                     Action::StartWorker { worker } => {
                         simulated[worker] = SimulatedWorker { alive: true, ready: true, ..Default::default() };
                         inbox.push_back(Event::WorkerReady { worker });
@@ -212,13 +245,23 @@ proptest! {
             prop_assert!(idle_rounds < 5000, "the run never ended");
             match step {
                 Step::Progress(index, failed) => {
-                    let busy: Vec<usize> = (0..workers).filter(|&w| simulated[w].alive && !simulated[w].queue.is_empty()).collect();
+                    let busy: Vec<usize> = (0..workers)
+                        .filter(|&w| simulated[w].alive && !simulated[w].waiting && !simulated[w].queue.is_empty())
+                        .collect();
                     if busy.is_empty() {
                         if simulated.iter().all(|w| !w.alive) { break; }
                         continue;
                     }
                     let worker = busy[index % busy.len()];
-                    let test = simulated[worker].queue.pop_front().expect("busy");
+                    let state = &mut simulated[worker];
+                    if state.queue.len() == 1 && !state.ending {
+                        // At teardown of its last known test the worker asks
+                        // what comes next, and blocks until told.
+                        state.waiting = true;
+                        inbox.push_back(Event::WorkerWantsWork { worker });
+                        continue;
+                    }
+                    let test = state.queue.pop_front().expect("busy");
                     final_count[test] += 1;
                     inbox.push_back(Event::TestFinished { worker, test, failed });
                 }

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import platform
+import resource
 import select
 import socket
 import sys
@@ -44,6 +45,36 @@ def _cut(text):
         dropped = len(text) - MAX_TEXT_CHARS
         text = text[:MAX_TEXT_CHARS] + f"\n[shoal: {dropped} more characters cut]"
     return text
+
+
+class _NextItem:
+    """The test a worker runs next, learned from shoal only when needed.
+
+    pytest reads ``nextitem`` at teardown (``nextitem and
+    nextitem.listchain()``) to know which fixtures to keep. This stand-in
+    asks shoal at that moment; it is falsy when there is no next test, so
+    pytest then tears everything down, as it does for ``None``.
+    """
+
+    _UNRESOLVED = object()
+
+    def __init__(self, ask):
+        self._ask = ask
+        self._item = self._UNRESOLVED
+
+    def resolve(self):
+        if self._item is self._UNRESOLVED:
+            self._item = self._ask()
+        return self._item
+
+    def __bool__(self):
+        return self.resolve() is not None
+
+    def __getattr__(self, name):
+        item = self.resolve()
+        if item is None:
+            raise AttributeError(name)
+        return getattr(item, name)
 
 
 class _DiscardingWriter:
@@ -104,7 +135,7 @@ class ShoalWorker:
         self.channel = channel
         self.zygote_fd = zygote_fd
         self.maxfail = maxfail
-        self.deselected = 0
+        self.deselected = []
         self.pending_reports = []
         self.stopping = False
 
@@ -159,7 +190,7 @@ class ShoalWorker:
 
     @pytest.hookimpl(trylast=True)
     def pytest_deselected(self, items):
-        self.deselected += len(items)
+        self.deselected.extend(item.nodeid for item in items)
 
     def pytest_collectreport(self, report):
         if report.passed:
@@ -195,6 +226,7 @@ class ShoalWorker:
         if chunk:
             self.channel.send({"type": "collected", "items": chunk})
         self.channel.send({"type": "collection_finished", "deselected": self.deselected})
+        self.deselected = []
 
     # Running -----------------------------------------------------------------
 
@@ -216,58 +248,65 @@ class ShoalWorker:
         return True
 
     def run_assigned(self, session):
-        """Runs the node ids shoal sends, in order.
+        """Runs the node ids shoal sends, in order, until told to end.
 
-        pytest tears fixtures down according to the *next* item, so a test is
-        only started once its successor (or the end) is known.
+        pytest tears fixtures down according to the *next* item. When the
+        worker already holds its next test, that is it; when it does not,
+        the next item is a :class:`_NextItem` that asks shoal only when
+        pytest needs it, at teardown. So shoal decides what a worker runs
+        next at the last moment, knowing what every other worker is doing.
         """
         items = {item.nodeid: item for item in session.items}
         queue = collections.deque()
-        finished_commands = False
+        ended = False
 
         def take_commands(block):
-            nonlocal finished_commands
-            while not finished_commands and (block or self.channel.has_pending_command()):
+            nonlocal ended
+            while not ended and (block or self.channel.has_pending_command()):
                 command = self.channel.receive()
                 kind = command["type"] if command else "shutdown"
                 if kind == "run":
                     queue.extend(command["nodeids"])
                     block = False
-                elif kind == "stop":
-                    self.stopping = True
-                    finished_commands = True
                 else:
-                    finished_commands = True
+                    self.stopping = kind == "stop"
+                    ended = True
 
-        def next_nodeid():
-            if not queue:
+        def ask_for_work():
+            if not queue and not ended:
+                self.channel.send({"type": "want_work"})
                 take_commands(block=True)
-            return queue.popleft() if queue else None
+            return items[queue[0]] if queue else None
 
-        current = next_nodeid()
-        while current is not None:
+        take_commands(block=True)
+        while queue:
             take_commands(block=False)
             if self.stopping:
-                # Told to stop: what was sent but not started goes back to
-                # shoal, which reports it as not run.
-                self.channel.send({"type": "stopped", "dropped": [current, *queue]})
+                # What was sent but not started goes back to shoal, which
+                # reports it as not run.
+                self.channel.send({"type": "stopped", "dropped": list(queue)})
                 break
-            following = next_nodeid()
+            current = queue.popleft()
             item = items[current]
-            next_item = items[following] if following is not None else None
+            next_item = items[queue[0]] if queue else _NextItem(ask_for_work)
             started = time.perf_counter()
             self.pending_reports = []
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=next_item)
+            if isinstance(next_item, _NextItem):
+                next_item.resolve()
+            duration = time.perf_counter() - started
+            usage = resource.getrusage(resource.RUSAGE_SELF)
             self.channel.send(
                 {
                     "type": "finished",
                     "nodeid": current,
-                    "duration": time.perf_counter() - started,
+                    "duration": duration,
                     "reports": self.pending_reports,
+                    "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                    "max_rss_kib": usage.ru_maxrss,
                 }
             )
             self.pending_reports = []
-            current = following
 
     # Fork mode ---------------------------------------------------------------
 

@@ -99,6 +99,15 @@ pub struct RunArgs {
     #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Show the N slowest setup/call/teardown durations (pytest's flag; 0 for all).
+    #[arg(long, value_name = "N")]
+    pub durations: Option<usize>,
+
+    /// Where the durations history lives (default: `.test_durations` at
+    /// the rootdir, pytest-split's format).
+    #[arg(long, value_name = "PATH")]
+    pub durations_path: Option<PathBuf>,
+
     /// Write a JSON report of the run to this file.
     #[arg(long, value_name = "PATH")]
     pub json_report: Option<PathBuf>,

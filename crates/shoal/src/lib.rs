@@ -9,8 +9,10 @@
 
 pub mod cli;
 pub mod errors;
+pub mod history;
 pub mod outcome;
 pub mod output;
+pub mod plan;
 pub mod protocol;
 pub mod python;
 pub mod report;
@@ -62,7 +64,8 @@ fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
                 TerminalReporter::<std::io::Stdout>::detect_width(),
                 settings.collect.verbosity,
                 full_messages,
-            );
+            )
+            .with_durations(settings.show_durations);
             let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(terminal)];
             if let Some(path) = &settings.json_report {
                 reporters.push(Box::new(JsonReporter::new(settings.collect.cwd.join(path))));

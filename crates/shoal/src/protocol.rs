@@ -7,7 +7,8 @@
 //!
 //! Worker to shoal, in order: `hello`, then any `collect_report`s and
 //! `collected` chunks, `collection_finished`, then one `finished` per test it
-//! ran (carrying that test's phase reports) interleaved with `warning`s, and a
+//! ran (carrying that test's phase reports) interleaved with `warning`s,
+//! `want_work` when it reaches the teardown of its last known test, and a
 //! `stopped` when told to stop early. shoal to worker: `run` (append node ids to
 //! the worker's queue), `stop` (drop the queue and end after the current test)
 //! and `shutdown` (run what is queued, then end).
@@ -42,13 +43,16 @@ pub enum WorkerMessage {
     },
     /// Collection is over; the worker now waits for commands.
     CollectionFinished {
-        /// How many items `-k`, `-m` or plugins deselected.
-        deselected: u64,
+        /// Node ids that `-k`, `-m` or plugins deselected.
+        deselected: Vec<String>,
     },
     /// A test's protocol (setup, call, teardown) completed.
     Finished(Finished),
     /// A warning pytest recorded.
     Warning(WarningMessage),
+    /// The worker holds no test after its current one and pytest needs to
+    /// know the next (at teardown): shoal answers with `run` or an end.
+    WantWork,
     /// The worker stopped early on request; these queued tests did not run.
     Stopped {
         /// Node ids sent to the worker that it did not start.
@@ -143,6 +147,12 @@ pub struct Finished {
     /// Every report pytest logged, in order: setup, call (and subtests),
     /// teardown, or fewer when a phase was skipped.
     pub reports: Vec<PhaseReport>,
+    /// CPU seconds the worker process has used so far.
+    #[serde(default)]
+    pub cpu_seconds: f64,
+    /// Peak resident memory of the worker process so far, in KiB.
+    #[serde(default)]
+    pub max_rss_kib: u64,
 }
 
 /// One `TestReport` as pytest logged it.

@@ -76,6 +76,10 @@ pub struct RunSettings {
     pub max_worker_restarts: u32,
     /// Where to write the JSON report.
     pub json_report: Option<PathBuf>,
+    /// `--durations N`: how many slowest phases to list.
+    pub show_durations: Option<usize>,
+    /// `--durations-path`: where the history lives, if not at the rootdir.
+    pub durations_path: Option<PathBuf>,
 }
 
 /// `[tool.shoal]`, as found.
@@ -130,7 +134,7 @@ impl RunSettings {
         let verbosity =
             i8::try_from(args.verbose).unwrap_or(i8::MAX) - i8::try_from(args.quiet).unwrap_or(i8::MAX);
         Ok(Self {
-            collect: CollectSettings::resolve(args.selection, verbosity, &file, cwd)?,
+            collect: CollectSettings::resolve(args.selection, verbosity, &file, cwd.clone())?,
             workers,
             mode,
             max_failures,
@@ -140,6 +144,8 @@ impl RunSettings {
                 .or(file.max_worker_restarts)
                 .unwrap_or(DEFAULT_MAX_WORKER_RESTARTS),
             json_report: args.json_report,
+            show_durations: args.durations,
+            durations_path: args.durations_path.map(|path| cwd.join(path)),
         })
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Shape (`format_version` 1):
 //! `{format_version, run: {shoal, python, pytest, workers, mode, started_at,
-//! wall_seconds, exit_code, hash_seed}, summary: {outcome: count},
+//! wall_seconds, exit_code, hash_seed, test_seconds, lower_bound_seconds,
+//! startup_seconds, workers_cpu_seconds, peak_rss_largest_kib,
+//! peak_rss_total_kib}, summary: {outcome: count},
 //! tests: [{nodeid, outcome, reason?, duration, setup_duration,
 //! call_duration, teardown_duration, worker, path, line, failure?}],
 //! collect_errors: [{nodeid, message, longrepr}]}`.
@@ -52,6 +54,12 @@ struct RunSection<'a> {
     wall_seconds: f64,
     exit_code: u8,
     hash_seed: &'a str,
+    test_seconds: f64,
+    lower_bound_seconds: f64,
+    startup_seconds: f64,
+    workers_cpu_seconds: f64,
+    peak_rss_largest_kib: u64,
+    peak_rss_total_kib: u64,
 }
 
 #[derive(Serialize)]
@@ -110,6 +118,12 @@ fn document<'a>(header: &'a RunHeader, summary: &'a RunSummary<'a>) -> Document<
             wall_seconds: summary.wall_seconds,
             exit_code: summary.exit_code,
             hash_seed: &header.hash_seed,
+            test_seconds: summary.stats.test_seconds,
+            lower_bound_seconds: summary.stats.lower_bound_seconds,
+            startup_seconds: summary.stats.startup_seconds,
+            workers_cpu_seconds: summary.stats.workers_cpu_seconds,
+            peak_rss_largest_kib: summary.stats.peak_rss_largest_kib,
+            peak_rss_total_kib: summary.stats.peak_rss_total_kib,
         },
         summary: counts,
         tests: summary
@@ -152,6 +166,9 @@ pub fn write_atomically(path: &std::path::Path, contents: &[u8]) -> Result<(), S
     std::fs::create_dir_all(&directory).map_err(|error| ShoalError::io(context(), error))?;
     let mut temporary =
         tempfile::NamedTempFile::new_in(&directory).map_err(|error| ShoalError::io(context(), error))?;
+    // Temp files are private; what shoal writes is an ordinary file.
+    std::fs::set_permissions(temporary.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(|error| ShoalError::io(context(), error))?;
     std::io::Write::write_all(&mut temporary, contents).map_err(|error| ShoalError::io(context(), error))?;
     temporary.persist(path).map_err(|error| ShoalError::io(context(), error.error))?;
     Ok(())

@@ -46,6 +46,37 @@ pub struct RunHeader {
     pub hash_seed: String,
     /// When the run started.
     pub started_at: SystemTime,
+    /// What the history predicts, when there is history.
+    pub expectation: Option<Expectation>,
+}
+
+/// The history's prediction for a run, in wall seconds from shoal's start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Expectation {
+    /// The scheduler's plan, simulated with expected durations.
+    pub wall_seconds: f64,
+    /// `max(total / workers, longest test)` plus the start-up so far: no
+    /// schedule can beat it.
+    pub lower_bound_seconds: f64,
+}
+
+/// Where the run ended up against the physical limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RunStats {
+    /// Sum of the tests' own durations.
+    pub test_seconds: f64,
+    /// The lower bound for this run, from the measured durations plus the
+    /// start-up: `max(total / workers, longest) + start-up`.
+    pub lower_bound_seconds: f64,
+    /// Seconds from shoal's start until the first worker was ready.
+    pub startup_seconds: f64,
+    /// CPU seconds used by the worker processes.
+    pub workers_cpu_seconds: f64,
+    /// Peak resident memory of the largest worker, in KiB (shared pages of
+    /// forked workers count in each).
+    pub peak_rss_largest_kib: u64,
+    /// Sum of the workers' peaks, in KiB.
+    pub peak_rss_total_kib: u64,
 }
 
 /// One test's final record.
@@ -141,6 +172,8 @@ pub struct RunSummary<'a> {
     pub wall_seconds: f64,
     /// The exit code shoal returns.
     pub exit_code: u8,
+    /// Efficiency figures.
+    pub stats: RunStats,
 }
 
 /// A sink of run events.

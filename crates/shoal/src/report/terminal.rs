@@ -22,13 +22,22 @@ pub struct TerminalReporter<W: Write> {
     /// Whether failure messages in the short summary are shown whole
     /// (pytest does so under CI and with `-vv`).
     full_messages: bool,
+    /// `--durations N`: how many slowest phases to list (0: all).
+    show_durations: Option<usize>,
     line_length: usize,
 }
 
 impl<W: Write> TerminalReporter<W> {
     /// A reporter writing to `out`, `width` columns wide.
     pub fn new(out: W, width: usize, verbosity: i8, full_messages: bool) -> Self {
-        Self { out, width, verbosity, full_messages, line_length: 0 }
+        Self { out, width, verbosity, full_messages, show_durations: None, line_length: 0 }
+    }
+
+    /// Also list the N slowest phases (`--durations N`, 0 for all).
+    #[must_use]
+    pub fn with_durations(mut self, count: Option<usize>) -> Self {
+        self.show_durations = count;
+        self
     }
 
     /// The width pytest would use: `$COLUMNS`, the terminal's, else 80.
@@ -173,6 +182,78 @@ impl<W: Write> TerminalReporter<W> {
         self.line("-- Docs: https://docs.pytest.org/en/stable/how-to/capture-warnings.html");
     }
 
+    /// pytest's `--durations` section: the slowest phases first; below
+    /// 5 ms hidden unless `-vv`.
+    fn print_slowest(&mut self, summary: &RunSummary<'_>) {
+        const MINIMUM: f64 = 0.005;
+        let Some(count) = self.show_durations else { return };
+        let mut phases: Vec<(f64, &str, &str)> = summary
+            .tests
+            .iter()
+            .flat_map(|test| {
+                test.reports
+                    .iter()
+                    .map(|report| (report.duration, report.when.as_str(), test.nodeid.as_str()))
+            })
+            .collect();
+        if phases.is_empty() {
+            return;
+        }
+        phases.sort_by(|a, b| b.0.total_cmp(&a.0));
+        if count == 0 {
+            self.sep('=', "slowest durations");
+        } else {
+            self.sep('=', &format!("slowest {count} durations"));
+            phases.truncate(count);
+        }
+        for (index, (duration, when, nodeid)) in phases.iter().enumerate() {
+            if self.verbosity < 2 && *duration < MINIMUM {
+                self.line("");
+                self.line(&format!(
+                    "({} durations < {MINIMUM}s hidden.  Use -vv to show these durations.)",
+                    phases.len() - index
+                ));
+                break;
+            }
+            self.line(&format!("{duration:.2}s {when:<8} {nodeid}"));
+        }
+    }
+
+    /// shoal's own figures: how close the run came to the physical limit.
+    fn print_stats(&mut self, summary: &RunSummary<'_>) {
+        let stats = &summary.stats;
+        let workers = summary.header.workers;
+        if self.verbosity < 0 || summary.tests.is_empty() || stats.test_seconds <= 0.0 {
+            return;
+        }
+        let wall = summary.wall_seconds.max(f64::EPSILON);
+        self.sep('=', "shoal");
+        self.line(&format!(
+            "wall {wall:.2}s, tests {:.2}s: speed-up {:.2}x, efficiency {:.0}% of {workers} worker{}",
+            stats.test_seconds,
+            stats.test_seconds / wall,
+            100.0 * stats.test_seconds / (wall * workers as f64),
+            if workers == 1 { "" } else { "s" }
+        ));
+        self.line(&format!(
+            "lower bound {:.2}s (start-up {:.2}s + max(tests / workers, longest test)): wall is {:.2}x the bound",
+            stats.lower_bound_seconds,
+            stats.startup_seconds,
+            wall / stats.lower_bound_seconds.max(f64::EPSILON)
+        ));
+        if let Some(expectation) = summary.header.expectation {
+            self.line(&format!("expected {:.2}s from history", expectation.wall_seconds));
+        }
+        self.line(&format!(
+            "workers: {:.2}s CPU ({:.0}% of {workers} worker{} over the wall time), peak memory {} largest, {} total",
+            stats.workers_cpu_seconds,
+            100.0 * stats.workers_cpu_seconds / (wall * workers as f64),
+            if workers == 1 { "" } else { "s" },
+            format_kib(stats.peak_rss_largest_kib),
+            format_kib(stats.peak_rss_total_kib)
+        ));
+    }
+
     fn short_summary_line(&self, word: &str, nodeid: &str, message: Option<&str>) -> String {
         let line = format!("{word} {nodeid}");
         let Some(message) = message else { return line };
@@ -278,13 +359,20 @@ impl<W: Write> Reporter for TerminalReporter<W> {
         if !header.plugins.is_empty() {
             self.line(&format!("plugins: {}", header.plugins.join(", ")));
         }
-        self.line(&format!(
+        let mut line = format!(
             "shoal {}: {} worker{} ({} mode)",
             env!("CARGO_PKG_VERSION"),
             header.workers,
             if header.workers == 1 { "" } else { "s" },
             header.mode
-        ));
+        );
+        if let Some(expectation) = header.expectation {
+            line.push_str(&format!(
+                ", {} tests expected to take {:.1}s (lower bound {:.1}s)",
+                header.selected, expectation.wall_seconds, expectation.lower_bound_seconds
+            ));
+        }
+        self.line(&line);
         let collected = header.selected as u64 + header.deselected;
         let mut line = format!("collected {collected} item{}", if collected == 1 { "" } else { "s" });
         if header.collect_errors > 0 {
@@ -357,6 +445,8 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             self.print_errors(summary);
             self.print_failures(summary);
             self.print_warnings(summary);
+            self.print_slowest(summary);
+            self.print_stats(summary);
             self.print_short_summary(summary);
             if let Some(stop) = &summary.stop {
                 self.sep('!', &stop.message());
@@ -372,6 +462,12 @@ impl<W: Write> Reporter for TerminalReporter<W> {
         }
         self.out.flush().map_err(|error| crate::errors::ShoalError::io("writing the terminal report", error))
     }
+}
+
+/// Memory in MiB or GiB.
+fn format_kib(kib: u64) -> String {
+    let mib = kib as f64 / 1024.0;
+    if mib >= 1024.0 { format!("{:.1} GiB", mib / 1024.0) } else { format!("{mib:.0} MiB") }
 }
 
 /// pytest's `format_session_duration`.

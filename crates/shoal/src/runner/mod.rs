@@ -10,18 +10,22 @@
 mod pool;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
 use shoal_scheduler::{Action, Event, NotRunReason, Scheduler, SchedulerConfig, TestId};
 
 use crate::errors::{ShoalError, exit_code};
+use crate::history::{History, HistoryPaths};
 use crate::outcome::{Outcome, Tally, not_run_reason, outcome_from_reports};
+use crate::plan;
 use crate::protocol::{CollectReport, CollectedItem, WarningMessage, WorkerCommand, WorkerMessage};
-use crate::report::{CrashDetails, Reporter, RunHeader, RunSummary, StopNotice, TestRecord};
+use crate::report::{
+    CrashDetails, Expectation, Reporter, RunHeader, RunStats, RunSummary, StopNotice, TestRecord,
+};
 use crate::settings::{CollectSettings, RunSettings, WorkerMode};
-use crate::worker::{WorkerEvent, WorkerSpec, Zygote, describe_exit};
+use crate::worker::{WorkerEvent, WorkerKey, WorkerSpec, Zygote, describe_exit};
 
 use self::pool::{CollectionEnd, Pool, SlotPhase, check_same_collection};
 
@@ -146,6 +150,10 @@ struct Run<'a> {
     done: usize,
     warnings: Vec<WarningMessage>,
     reporters: &'a mut [Box<dyn Reporter>],
+    /// `(worker slot, test)` in the order tests finished.
+    execution_order: Vec<(usize, TestId)>,
+    /// Latest CPU seconds and peak memory (KiB) of each worker process.
+    usage: HashMap<WorkerKey, (f64, u64)>,
 }
 
 impl Run<'_> {
@@ -218,11 +226,23 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         workers: settings.workers,
         mode: collected.mode,
         selected: items.len(),
-        deselected: collected.deselected,
+        deselected: collected.deselected.len() as u64,
         collect_errors,
         collect_skipped: collected.collect_reports.len() - collect_errors,
         hash_seed,
         started_at,
+        expectation: None,
+    };
+    let history_paths = HistoryPaths::new(Path::new(&hello.rootdir), settings.durations_path.as_deref());
+    let mut history = History::load(&history_paths);
+    let workload = plan::workload(&items, &history);
+    let startup_seconds = started.elapsed().as_secs_f64();
+    let header = RunHeader {
+        expectation: (!history.is_empty()).then(|| Expectation {
+            wall_seconds: startup_seconds + shoal_scheduler::simulate(&workload, settings.workers),
+            lower_bound_seconds: startup_seconds + workload.lower_bound(settings.workers),
+        }),
+        ..header
     };
     for reporter in reporters.iter_mut() {
         reporter.run_started(&header);
@@ -235,6 +255,8 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         done: 0,
         warnings: collected.warnings,
         reporters,
+        execution_order: Vec::new(),
+        usage: HashMap::new(),
     };
 
     let mut stop = None;
@@ -256,13 +278,24 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
                 max_failures,
                 max_worker_restarts: settings.max_worker_restarts,
             },
-            test_count,
-            (0..test_count).collect(),
+            &workload,
         );
         stop = drive(&mut pool, &mut run, scheduler)?.or(stop);
     }
 
-    let records: Vec<TestRecord> = run.records.into_iter().flatten().collect();
+    let records: Vec<TestRecord> = std::mem::take(&mut run.records)
+        .into_iter()
+        .enumerate()
+        .map(|(test, record)| record.unwrap_or_else(|| run.empty_record(test, Outcome::NotRun)))
+        .collect();
+    history.merge(
+        &plan::measurements(&records, &run.execution_order, &run.items, &collected.deselected),
+        |file| Path::new(&hello.rootdir).join(file).exists(),
+    );
+    if let Err(error) = history.save(&history_paths) {
+        crate::output::warn(&format!("the durations history was not saved: {error}"));
+    }
+    let stats = run_stats(&records, &run, settings.workers, startup_seconds);
     let mut tally = Tally::default();
     for report in &collected.collect_reports {
         tally.add(&report.category, 1);
@@ -298,12 +331,28 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         stop,
         wall_seconds: started.elapsed().as_secs_f64(),
         exit_code: exit,
+        stats,
     };
     let reported: Result<(), ShoalError> =
         run.reporters.iter_mut().try_for_each(|reporter| reporter.run_finished(&summary));
     pool.shutdown_zygote();
     wait_for_exit(&mut pool);
     reported.map(|()| exit)
+}
+
+/// The run's figures against the physical limit.
+fn run_stats(records: &[TestRecord], run: &Run<'_>, workers: usize, startup_seconds: f64) -> RunStats {
+    let durations: Vec<f64> = records.iter().map(|record| record.duration).collect();
+    let test_seconds: f64 = durations.iter().sum();
+    let longest = durations.iter().copied().fold(0.0, f64::max);
+    RunStats {
+        test_seconds,
+        lower_bound_seconds: startup_seconds + (test_seconds / workers.max(1) as f64).max(longest),
+        startup_seconds,
+        workers_cpu_seconds: run.usage.values().map(|(cpu, _)| cpu).sum(),
+        peak_rss_largest_kib: run.usage.values().map(|(_, rss)| *rss).max().unwrap_or(0),
+        peak_rss_total_kib: run.usage.values().map(|(_, rss)| rss).sum(),
+    }
 }
 
 /// The scheduling loop: events in, scheduler decisions out, until every
@@ -405,6 +454,8 @@ fn handle_message(
             record.duration = finished.duration;
             record.reports = finished.reports;
             run.record(test, record);
+            run.execution_order.push((slot, test));
+            run.usage.insert(pool.slots[slot].handle.key, (finished.cpu_seconds, finished.max_rss_kib));
             scheduler.handle(Event::TestFinished { worker: slot, test, failed: outcome.is_failure() })
         }
         WorkerMessage::Warning(warning) => {
@@ -417,6 +468,7 @@ fn handle_message(
             let dropped = dropped.iter().filter_map(|nodeid| run.index.get(nodeid).copied()).collect();
             scheduler.handle(Event::WorkerStopped { worker: slot, dropped })
         }
+        WorkerMessage::WantWork => scheduler.handle(Event::WorkerWantsWork { worker: slot }),
         WorkerMessage::Hello(_)
         | WorkerMessage::CollectReport(_)
         | WorkerMessage::Collected { .. }

@@ -33,7 +33,7 @@ pub(super) struct Collection {
     pub(super) items: Vec<CollectedItem>,
     pub(super) collect_reports: Vec<CollectReport>,
     pub(super) warnings: Vec<WarningMessage>,
-    pub(super) deselected: u64,
+    pub(super) deselected: Vec<String>,
     pub(super) finished: bool,
     /// Fork mode: the zygote's verdict on forking (`None` until it says).
     pub(super) fork_unsafe: Option<Option<String>>,
@@ -67,6 +67,7 @@ impl Collection {
             WorkerMessage::Finished(_)
             | WorkerMessage::Stopped { .. }
             | WorkerMessage::Ready { .. }
+            | WorkerMessage::WantWork
             | WorkerMessage::ChildExited { .. } => {
                 return Err(ShoalError::Internal("a worker ran tests before it was told to".to_owned()));
             }
@@ -116,7 +117,7 @@ pub(super) struct Collected {
     pub(super) items: Vec<CollectedItem>,
     pub(super) collect_reports: Vec<CollectReport>,
     pub(super) warnings: Vec<WarningMessage>,
-    pub(super) deselected: u64,
+    pub(super) deselected: Vec<String>,
     /// The mode actually used.
     pub(super) mode: &'static str,
 }

@@ -1,0 +1,227 @@
+//! What past runs teach: per-test durations and per-module set-up costs.
+//!
+//! Test durations live in `.test_durations` at the rootdir, in
+//! pytest-split's format (a JSON object, node id to seconds), so teams keep
+//! the files they have and pytest-split keeps reading ours. That format has
+//! no room for a version, so shoal's own learnings (the cost of each
+//! module's module-scoped fixtures) live beside it in `.shoal_history.json`,
+//! which does carry one.
+//!
+//! Merging rules: a test's stored value is a smoothed estimate
+//! (exponentially weighted, so one noisy run moves it only halfway); tests
+//! not run this time keep their entries; skipped and crashed runs are not
+//! recorded; entries of tests no longer collected are pruned: a test whose
+//! file was collected this run but which is not in it any more, or whose
+//! file is gone. Writes are atomic; a corrupt file is a warning and an empty
+//! history, never a crash.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::errors::ShoalError;
+use crate::report::json::write_atomically;
+
+/// Weight of the newest sample in the smoothed estimate.
+const SMOOTHING: f64 = 0.5;
+
+/// The default file name, at the rootdir.
+pub const DURATIONS_FILE: &str = ".test_durations";
+
+/// shoal's own history file, beside the durations file.
+pub const EXTRAS_FILE: &str = ".shoal_history.json";
+
+/// Version of [`EXTRAS_FILE`]'s shape.
+const EXTRAS_FORMAT_VERSION: u32 = 1;
+
+/// Durations and module costs from past runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct History {
+    /// Smoothed seconds per node id.
+    pub durations: BTreeMap<String, f64>,
+    /// Smoothed seconds of module-scoped set-up per module path.
+    pub module_setup: BTreeMap<String, f64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Extras {
+    format_version: u32,
+    module_setup: BTreeMap<String, f64>,
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Default)]
+pub struct RunMeasurements {
+    /// Seconds (setup + call + teardown) of each test that ran to an
+    /// outcome worth recording.
+    pub durations: Vec<(String, f64)>,
+    /// Module set-up cost samples, per module path.
+    pub module_setup: Vec<(String, f64)>,
+    /// Every node id collected this run (selected or deselected).
+    pub collected: HashSet<String>,
+    /// The files (relative to the rootdir) collection walked this run.
+    pub collected_files: HashSet<String>,
+}
+
+/// Where the history files are.
+#[derive(Debug, Clone)]
+pub struct HistoryPaths {
+    /// The durations file.
+    pub durations: PathBuf,
+    /// shoal's extras file.
+    pub extras: PathBuf,
+}
+
+impl HistoryPaths {
+    /// The files for a rootdir, or at an explicit `--durations-path`.
+    pub fn new(rootdir: &Path, explicit: Option<&Path>) -> Self {
+        let durations = explicit.map_or_else(|| rootdir.join(DURATIONS_FILE), Path::to_owned);
+        let directory = durations.parent().map_or_else(|| rootdir.to_owned(), Path::to_owned);
+        Self { extras: directory.join(EXTRAS_FILE), durations }
+    }
+}
+
+impl History {
+    /// Reads the history; missing files are an empty history, corrupt ones a
+    /// warning and an empty history.
+    pub fn load(paths: &HistoryPaths) -> Self {
+        let durations = read_json::<BTreeMap<String, f64>>(&paths.durations).unwrap_or_default();
+        let module_setup = read_json::<Extras>(&paths.extras)
+            .filter(|extras| extras.format_version == EXTRAS_FORMAT_VERSION)
+            .map(|extras| extras.module_setup)
+            .unwrap_or_default();
+        Self { durations, module_setup }
+    }
+
+    /// Whether anything is known.
+    pub fn is_empty(&self) -> bool {
+        self.durations.is_empty()
+    }
+
+    /// Folds one run's measurements in (see the module docs for the rules).
+    pub fn merge(&mut self, run: &RunMeasurements, file_exists: impl Fn(&str) -> bool) {
+        self.durations.retain(|nodeid, _| {
+            let file = file_of(nodeid);
+            let collected_file = run.collected_files.contains(file);
+            if collected_file { run.collected.contains(nodeid) } else { file_exists(file) }
+        });
+        for (nodeid, seconds) in &run.durations {
+            smooth_into(&mut self.durations, nodeid, *seconds);
+        }
+        self.module_setup.retain(|module, _| run.collected_files.contains(module) || file_exists(module));
+        for (module, seconds) in &run.module_setup {
+            smooth_into(&mut self.module_setup, module, *seconds);
+        }
+    }
+
+    /// Writes both files atomically.
+    pub fn save(&self, paths: &HistoryPaths) -> Result<(), ShoalError> {
+        let mut durations = serde_json::to_vec_pretty(&self.durations).expect("durations serialize");
+        durations.push(b'\n');
+        write_atomically(&paths.durations, &durations)?;
+        let extras =
+            Extras { format_version: EXTRAS_FORMAT_VERSION, module_setup: self.module_setup.clone() };
+        let mut bytes = serde_json::to_vec_pretty(&extras).expect("extras serialize");
+        bytes.push(b'\n');
+        write_atomically(&paths.extras, &bytes)
+    }
+}
+
+fn smooth_into(map: &mut BTreeMap<String, f64>, key: &str, sample: f64) {
+    if !sample.is_finite() || sample < 0.0 {
+        return;
+    }
+    let value = map.get(key).map_or(sample, |old| old + SMOOTHING * (sample - old));
+    map.insert(key.to_owned(), value);
+}
+
+/// The file part of a node id: what comes before the first `::`. This is
+/// the one thing shoal reads from a node id, and only to prune the history;
+/// it holds in every pytest version (the file path is the id's first part).
+pub fn file_of(nodeid: &str) -> &str {
+    nodeid.split_once("::").map_or(nodeid, |(file, _)| file)
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(error) => {
+            crate::output::warn(&format!(
+                "{}: cannot read ({error}); starting without history",
+                path.display()
+            ));
+            return None;
+        }
+    };
+    match serde_json::from_slice(&text) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            crate::output::warn(&format!(
+                "{}: not a valid history file ({error}); starting without it, it will be rewritten",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measurements(durations: &[(&str, f64)], collected: &[&str], files: &[&str]) -> RunMeasurements {
+        RunMeasurements {
+            durations: durations.iter().map(|(id, seconds)| ((*id).to_owned(), *seconds)).collect(),
+            module_setup: Vec::new(),
+            collected: collected.iter().map(|id| (*id).to_owned()).collect(),
+            collected_files: files.iter().map(|file| (*file).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn merging_smooths_keeps_unrun_tests_and_prunes_vanished_ones() {
+        let mut history = History::default();
+        history.durations.insert("a.py::t1".into(), 1.0);
+        history.durations.insert("a.py::gone".into(), 5.0);
+        history.durations.insert("b.py::t".into(), 2.0);
+        history.durations.insert("deleted.py::t".into(), 3.0);
+        let run =
+            measurements(&[("a.py::t1", 3.0), ("a.py::new", 0.5)], &["a.py::t1", "a.py::new"], &["a.py"]);
+        history.merge(&run, |file| file == "b.py");
+        assert_eq!(
+            history.durations,
+            BTreeMap::from([("a.py::new".into(), 0.5), ("a.py::t1".into(), 2.0), ("b.py::t".into(), 2.0)])
+        );
+    }
+
+    #[test]
+    fn history_round_trips_through_pytest_split_format() {
+        let directory = tempfile::tempdir().unwrap();
+        let paths = HistoryPaths::new(directory.path(), None);
+        let mut history = History::default();
+        history.durations.insert("t.py::test[a b]".into(), 0.25);
+        history.module_setup.insert("t.py".into(), 0.4);
+        history.save(&paths).unwrap();
+        let text = std::fs::read_to_string(&paths.durations).unwrap();
+        let plain: BTreeMap<String, f64> = serde_json::from_str(&text).unwrap();
+        assert_eq!(plain["t.py::test[a b]"], 0.25);
+        assert_eq!(History::load(&paths), history);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_an_empty_history() {
+        let directory = tempfile::tempdir().unwrap();
+        let paths = HistoryPaths::new(directory.path(), None);
+        std::fs::write(&paths.durations, "{not json").unwrap();
+        assert!(History::load(&paths).is_empty());
+    }
+
+    #[test]
+    fn an_explicit_path_moves_both_files() {
+        let paths = HistoryPaths::new(Path::new("/root"), Some(Path::new("/ci/cache/durations.json")));
+        assert_eq!(paths.durations, PathBuf::from("/ci/cache/durations.json"));
+        assert_eq!(paths.extras, PathBuf::from("/ci/cache/.shoal_history.json"));
+    }
+}

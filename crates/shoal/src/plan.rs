@@ -1,0 +1,196 @@
+//! Between history and scheduler: what each test is expected to cost before
+//! the run, and what the run measured afterwards.
+//!
+//! Tests without history get an estimate: their module's median, else the
+//! suite's, else [`DEFAULT_ESTIMATE`]. A module is a test file (the item's
+//! path), the unit pytest scopes `module` fixtures to.
+
+use std::collections::{BTreeMap, HashMap};
+
+use shoal_scheduler::Workload;
+
+use crate::history::{History, RunMeasurements};
+use crate::outcome::Outcome;
+use crate::protocol::CollectedItem;
+use crate::report::TestRecord;
+
+/// Seconds assumed for a test when nothing at all is known.
+pub const DEFAULT_ESTIMATE: f64 = 0.01;
+
+/// The scheduler's input for these items, from history.
+pub fn workload(items: &[CollectedItem], history: &History) -> Workload {
+    let mut module_index: HashMap<&str, usize> = HashMap::new();
+    let mut module_paths: Vec<&str> = Vec::new();
+    let module: Vec<usize> = items
+        .iter()
+        .map(|item| {
+            *module_index.entry(item.path.as_str()).or_insert_with(|| {
+                module_paths.push(&item.path);
+                module_paths.len() - 1
+            })
+        })
+        .collect();
+    let known: Vec<Option<f64>> =
+        items.iter().map(|item| history.durations.get(&item.nodeid).copied()).collect();
+    let mut per_module: Vec<Vec<f64>> = vec![Vec::new(); module_paths.len()];
+    for (test, value) in known.iter().enumerate() {
+        if let Some(value) = value {
+            per_module[module[test]].push(*value);
+        }
+    }
+    let suite_median = median(known.iter().flatten().copied().collect()).unwrap_or(DEFAULT_ESTIMATE);
+    let module_medians: Vec<f64> =
+        per_module.into_iter().map(|values| median(values).unwrap_or(suite_median)).collect();
+    let expected =
+        known.iter().enumerate().map(|(test, value)| value.unwrap_or(module_medians[module[test]])).collect();
+    let module_setup =
+        module_paths.iter().map(|path| history.module_setup.get(*path).copied().unwrap_or(0.0)).collect();
+    Workload { expected, module, module_setup }
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    Some(if values.len() % 2 == 1 { values[middle] } else { (values[middle - 1] + values[middle]) / 2.0 })
+}
+
+/// What this run measured, for the history.
+///
+/// A module's set-up cost is learned from the setup phases: on each worker,
+/// the first test of a module pays the module-scoped fixtures, so its setup
+/// time minus the median setup of the module's other tests there is one
+/// sample. That excess is taken out of the first test's own duration, so a
+/// test's recorded time does not depend on whether it happened to run first.
+/// Skipped, crashed and unrun tests are not recorded.
+pub fn measurements(
+    records: &[TestRecord],
+    execution_order: &[(usize, usize)],
+    items: &[CollectedItem],
+    deselected: &[String],
+) -> RunMeasurements {
+    let mut groups: BTreeMap<(usize, &str), Vec<usize>> = BTreeMap::new();
+    for &(worker, test) in execution_order {
+        groups.entry((worker, items[test].path.as_str())).or_default().push(test);
+    }
+    let mut excess: HashMap<usize, f64> = HashMap::new();
+    let mut module_samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for ((_, module), tests) in &groups {
+        let Some((&first, rest)) = tests.split_first() else { continue };
+        let Some(others) = median(rest.iter().map(|&test| records[test].phase_duration("setup")).collect())
+        else {
+            continue;
+        };
+        let sample = (records[first].phase_duration("setup") - others).max(0.0);
+        excess.insert(first, sample);
+        module_samples.entry(module).or_default().push(sample);
+    }
+    let durations = records
+        .iter()
+        .enumerate()
+        .filter(|(_, record)| recordable(record.outcome))
+        .map(|(test, record)| {
+            let total: f64 =
+                ["setup", "call", "teardown"].iter().map(|when| record.phase_duration(when)).sum();
+            (record.nodeid.clone(), total - excess.get(&test).copied().unwrap_or(0.0))
+        })
+        .collect();
+    let module_setup = module_samples
+        .into_iter()
+        .filter_map(|(module, samples)| median(samples).map(|value| (module.to_owned(), value)))
+        .collect();
+    RunMeasurements {
+        durations,
+        module_setup,
+        collected: items.iter().map(|item| item.nodeid.clone()).chain(deselected.iter().cloned()).collect(),
+        collected_files: items.iter().map(|item| item.path.clone()).collect(),
+    }
+}
+
+fn recordable(outcome: Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::Passed | Outcome::Failed | Outcome::Error | Outcome::Xfailed | Outcome::Xpassed
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::PhaseReport;
+
+    fn item(nodeid: &str, path: &str) -> CollectedItem {
+        CollectedItem {
+            nodeid: nodeid.into(),
+            path: path.into(),
+            line: None,
+            domain: nodeid.into(),
+            markers: Vec::new(),
+        }
+    }
+
+    fn phase(when: &str, duration: f64) -> PhaseReport {
+        PhaseReport {
+            when: when.into(),
+            outcome: "passed".into(),
+            category: String::new(),
+            letter: String::new(),
+            word: String::new(),
+            duration,
+            subtest: None,
+            wasxfail: None,
+            head_line: None,
+            longrepr: None,
+            message: None,
+            sections: Vec::new(),
+        }
+    }
+
+    fn record(nodeid: &str, setup: f64, call: f64) -> TestRecord {
+        TestRecord {
+            nodeid: nodeid.into(),
+            path: String::new(),
+            line: None,
+            domain: String::new(),
+            outcome: Outcome::Passed,
+            not_run_reason: None,
+            worker: Some(0),
+            duration: setup + call,
+            reports: vec![phase("setup", setup), phase("call", call), phase("teardown", 0.0)],
+            crash: None,
+        }
+    }
+
+    #[test]
+    fn unknown_tests_get_their_module_median_then_the_suite_median() {
+        let items = [
+            item("a.py::1", "a.py"),
+            item("a.py::2", "a.py"),
+            item("a.py::new", "a.py"),
+            item("b.py::new", "b.py"),
+        ];
+        let mut history = History::default();
+        history.durations.insert("a.py::1".into(), 1.0);
+        history.durations.insert("a.py::2".into(), 3.0);
+        history.module_setup.insert("a.py".into(), 0.4);
+        let workload = workload(&items, &history);
+        assert_eq!(workload.expected, vec![1.0, 3.0, 2.0, 2.0]);
+        assert_eq!(workload.module, vec![0, 0, 0, 1]);
+        assert_eq!(workload.module_setup, vec![0.4, 0.0]);
+        assert_eq!(super::workload(&items, &History::default()).expected, vec![DEFAULT_ESTIMATE; 4]);
+    }
+
+    #[test]
+    fn the_first_test_of_a_module_on_a_worker_reveals_its_setup_cost() {
+        let items = [item("m.py::a", "m.py"), item("m.py::b", "m.py"), item("m.py::c", "m.py")];
+        let records =
+            [record("m.py::a", 0.41, 0.02), record("m.py::b", 0.01, 0.02), record("m.py::c", 0.01, 0.02)];
+        let measured = measurements(&records, &[(0, 0), (0, 1), (0, 2)], &items, &[]);
+        assert_eq!(measured.module_setup.len(), 1);
+        assert!((measured.module_setup[0].1 - 0.4).abs() < 1e-9);
+        let first = measured.durations.iter().find(|(id, _)| id == "m.py::a").unwrap().1;
+        assert!((first - 0.03).abs() < 1e-9, "the set-up excess is not the test's own time: {first}");
+    }
+}
