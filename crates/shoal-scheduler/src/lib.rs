@@ -149,7 +149,8 @@ pub struct SchedulerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TestState {
     Pending,
-    Assigned(WorkerId),
+    /// Sent to this worker (a `u32` keeps the table small for big suites).
+    Assigned(u32),
     Final,
 }
 
@@ -236,7 +237,7 @@ impl Scheduler {
                 let reason = self.stopping.unwrap_or(NotRunReason::Interrupted);
                 let dropped: Vec<TestId> = dropped
                     .into_iter()
-                    .filter(|&test| self.tests[test] == TestState::Assigned(worker))
+                    .filter(|&test| self.tests[test] == TestState::Assigned(slot(worker)))
                     .collect();
                 for &test in &dropped {
                     self.tests[test] = TestState::Final;
@@ -274,7 +275,7 @@ impl Scheduler {
     }
 
     fn finish_test(&mut self, worker: WorkerId, test: TestId, failed: bool, actions: &mut Vec<Action>) {
-        if self.tests.get(test) != Some(&TestState::Assigned(worker)) {
+        if self.tests.get(test) != Some(&TestState::Assigned(slot(worker))) {
             return;
         }
         self.tests[test] = TestState::Final;
@@ -395,7 +396,7 @@ impl Scheduler {
             }
             self.workers[worker].wants_work = false;
             for &test in &tests {
-                self.tests[test] = TestState::Assigned(worker);
+                self.tests[test] = TestState::Assigned(slot(worker));
             }
             self.workers[worker].assigned.extend(tests.iter().copied());
             actions.push(Action::Run { worker, tests });
@@ -407,6 +408,11 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// A worker slot as stored per test.
+fn slot(worker: WorkerId) -> u32 {
+    u32::try_from(worker).expect("fewer than 4 billion workers")
 }
 
 #[cfg(test)]

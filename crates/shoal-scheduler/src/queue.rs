@@ -54,19 +54,35 @@ impl Workload {
     }
 }
 
+/// A run of tests in [`WorkQueue::order`]: `order[start..end]` still to go.
 #[derive(Debug, Clone)]
 struct Unit {
-    tests: VecDeque<TestId>,
-    /// Expected seconds of the tests still in `tests`.
+    start: u32,
+    end: u32,
+    /// Expected seconds of the tests still in the unit.
     remaining: f64,
     /// Set-up a new worker pays to run any of them.
     setup: f64,
 }
 
+impl Unit {
+    fn len(&self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    fn range(&self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
 /// Pending tests, grouped into units. See the module docs.
+///
+/// Units are ranges of one flat list, so a queue of 100,000 single-test
+/// units costs no allocation per test.
 #[derive(Debug, Clone)]
 pub(crate) struct WorkQueue {
     expected: Vec<f64>,
+    order: Vec<TestId>,
     units: Vec<Unit>,
     /// Units nobody has started, longest first.
     unstarted: VecDeque<usize>,
@@ -78,36 +94,46 @@ pub(crate) struct WorkQueue {
 
 impl WorkQueue {
     pub(crate) fn new(workload: &Workload, workers: usize) -> Self {
-        let mut units: Vec<Unit> = Vec::new();
-        let mut module_unit: Vec<Option<usize>> = vec![None; workload.module_setup.len()];
+        // Tests of a module worth keeping together become one unit, in
+        // collection order; every other test is a unit of its own.
+        let mut members: Vec<Vec<TestId>> = vec![Vec::new(); workload.module_setup.len()];
+        let mut singles: Vec<TestId> = Vec::new();
         for (test, &module) in workload.module.iter().enumerate() {
-            let setup = workload.module_setup[module];
-            let expected = workload.expected[test];
-            let unit = if setup >= LOCALITY_MIN_SETUP {
-                *module_unit[module].get_or_insert_with(|| {
-                    units.push(Unit { tests: VecDeque::new(), remaining: 0.0, setup });
-                    units.len() - 1
-                })
+            if workload.module_setup[module] >= LOCALITY_MIN_SETUP {
+                members[module].push(test);
             } else {
-                units.push(Unit { tests: VecDeque::new(), remaining: 0.0, setup: 0.0 });
-                units.len() - 1
-            };
-            units[unit].tests.push_back(test);
-            units[unit].remaining += expected;
+                singles.push(test);
+            }
         }
-        let mut order: Vec<usize> = (0..units.len()).collect();
+        let mut order = Vec::with_capacity(workload.len());
+        let mut units = Vec::new();
+        let mut push_unit = |tests: &[TestId], setup: f64, order: &mut Vec<TestId>| {
+            let start = position(order.len());
+            order.extend_from_slice(tests);
+            let remaining = tests.iter().map(|&test| workload.expected[test]).sum();
+            units.push(Unit { start, end: position(order.len()), remaining, setup });
+        };
+        for (module, tests) in members.iter().enumerate().filter(|(_, tests)| !tests.is_empty()) {
+            push_unit(tests, workload.module_setup[module], &mut order);
+        }
+        for &test in &singles {
+            push_unit(&[test], 0.0, &mut order);
+        }
+        let mut by_cost: Vec<usize> = (0..units.len()).collect();
         // Longest first; ties keep collection order, so equal estimates
         // (no history) dispatch in the order pytest collected.
-        order.sort_by(|&a, &b| {
+        by_cost.sort_by(|&a, &b| {
             let cost = |unit: usize| units[unit].remaining + units[unit].setup;
-            cost(b).total_cmp(&cost(a)).then(units[a].tests[0].cmp(&units[b].tests[0]))
+            let first = |unit: usize| order[units[unit].start as usize];
+            cost(b).total_cmp(&cost(a)).then(first(a).cmp(&first(b)))
         });
         Self {
             expected: workload.expected.clone(),
             remaining: units.iter().map(|unit| unit.remaining).sum(),
             count: workload.len(),
+            order,
             units,
-            unstarted: order.into(),
+            unstarted: by_cost.into(),
             current: vec![None; workers],
         }
     }
@@ -127,15 +153,21 @@ impl WorkQueue {
 
     /// The next test for `worker`, if any is worth giving it.
     pub(crate) fn take_for(&mut self, worker: WorkerId) -> Option<TestId> {
-        let unit = match self.current[worker].filter(|&unit| !self.units[unit].tests.is_empty()) {
+        let unit = match self.current[worker].filter(|&unit| self.units[unit].len() > 0) {
             Some(unit) => unit,
             None => {
-                let unit = self.unstarted.pop_front().or_else(|| self.split_for_thief())?;
+                let unit = loop {
+                    let candidate = self.unstarted.pop_front().or_else(|| self.split_for_thief())?;
+                    if self.units[candidate].len() > 0 {
+                        break candidate;
+                    }
+                };
                 self.current[worker] = Some(unit);
                 unit
             }
         };
-        let test = self.units[unit].tests.pop_front()?;
+        let test = self.order[self.units[unit].start as usize];
+        self.units[unit].start += 1;
         self.units[unit].remaining -= self.expected[test];
         self.remaining -= self.expected[test];
         self.count -= 1;
@@ -143,25 +175,25 @@ impl WorkQueue {
     }
 
     /// Splits the started unit with the most work left when the half taken
-    /// is worth its set-up; returns the new unit.
+    /// is worth its set-up; returns the new unit (the back of the old one).
     fn split_for_thief(&mut self) -> Option<usize> {
         let victim = (0..self.units.len())
-            .filter(|&unit| self.units[unit].tests.len() >= 2)
+            .filter(|&unit| self.units[unit].len() >= 2)
             .max_by(|&a, &b| self.units[a].remaining.total_cmp(&self.units[b].remaining))?;
-        let unit = &mut self.units[victim];
+        let unit = &self.units[victim];
         if unit.remaining < 2.0 * unit.setup {
             return None;
         }
-        let mut taken = VecDeque::new();
-        let mut taken_seconds = 0.0;
-        while unit.tests.len() > 1 && taken_seconds < unit.remaining / 2.0 {
-            let test = unit.tests.pop_back().expect("more than one test");
-            taken_seconds += self.expected[test];
-            unit.remaining -= self.expected[test];
-            taken.push_front(test);
+        let (mut cut, mut taken) = (unit.end, 0.0);
+        while cut - unit.start > 1 && taken < unit.remaining / 2.0 {
+            cut -= 1;
+            taken += self.expected[self.order[cut as usize]];
         }
-        let setup = unit.setup;
-        self.units.push(Unit { tests: taken, remaining: taken_seconds, setup });
+        let new = Unit { start: cut, end: unit.end, remaining: taken, setup: unit.setup };
+        let unit = &mut self.units[victim];
+        unit.end = cut;
+        unit.remaining -= taken;
+        self.units.push(new);
         Some(self.units.len() - 1)
     }
 
@@ -170,8 +202,10 @@ impl WorkQueue {
         if tests.is_empty() {
             return;
         }
+        let start = position(self.order.len());
+        self.order.extend_from_slice(tests);
         let remaining: f64 = tests.iter().map(|&test| self.expected[test]).sum();
-        self.units.push(Unit { tests: tests.iter().copied().collect(), remaining, setup });
+        self.units.push(Unit { start, end: position(self.order.len()), remaining, setup });
         self.unstarted.push_front(self.units.len() - 1);
         self.remaining += remaining;
         self.count += tests.len();
@@ -180,7 +214,7 @@ impl WorkQueue {
     /// A worker is gone: the rest of its unit goes to whoever comes next.
     pub(crate) fn release(&mut self, worker: WorkerId) {
         if let Some(unit) = self.current[worker].take()
-            && !self.units[unit].tests.is_empty()
+            && self.units[unit].len() > 0
         {
             self.unstarted.push_front(unit);
         }
@@ -188,7 +222,12 @@ impl WorkQueue {
 
     /// Removes and returns everything pending.
     pub(crate) fn drain_all(&mut self) -> Vec<TestId> {
-        let mut tests: Vec<TestId> = self.units.iter_mut().flat_map(|unit| unit.tests.drain(..)).collect();
+        let mut tests: Vec<TestId> = Vec::with_capacity(self.count);
+        for unit in &mut self.units {
+            tests.extend_from_slice(&self.order[unit.range()]);
+            unit.start = unit.end;
+            unit.remaining = 0.0;
+        }
         tests.sort_unstable();
         self.unstarted.clear();
         self.remaining = 0.0;
@@ -200,6 +239,11 @@ impl WorkQueue {
     pub(crate) fn current_setup(&self, worker: WorkerId) -> f64 {
         self.current[worker].map_or(0.0, |unit| self.units[unit].setup)
     }
+}
+
+/// A position in the flat order, stored in 32 bits.
+fn position(index: usize) -> u32 {
+    u32::try_from(index).expect("fewer than 4 billion tests")
 }
 
 #[cfg(test)]

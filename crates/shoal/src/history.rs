@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::errors::ShoalError;
-use crate::report::json::write_atomically;
+use crate::report::json::{write_atomically, write_atomically_with};
 
 /// Weight of the newest sample in the smoothed estimate.
 const SMOOTHING: f64 = 0.5;
@@ -50,18 +50,17 @@ struct Extras {
     module_setup: BTreeMap<String, f64>,
 }
 
-/// What one run measured.
+/// What one run measured (borrowing the run's own strings: a run of
+/// 100,000 tests should not copy them all again).
 #[derive(Debug, Clone, Default)]
-pub struct RunMeasurements {
+pub struct RunMeasurements<'a> {
     /// Seconds (setup + call + teardown) of each test that ran to an
     /// outcome worth recording.
-    pub durations: Vec<(String, f64)>,
+    pub durations: Vec<(&'a str, f64)>,
     /// Module set-up cost samples, per module path.
-    pub module_setup: Vec<(String, f64)>,
-    /// Every node id collected this run (selected or deselected).
-    pub collected: HashSet<String>,
+    pub module_setup: Vec<(&'a str, f64)>,
     /// The files (relative to the rootdir) collection walked this run.
-    pub collected_files: HashSet<String>,
+    pub collected_files: HashSet<&'a str>,
 }
 
 /// Where the history files are.
@@ -100,16 +99,23 @@ impl History {
     }
 
     /// Folds one run's measurements in (see the module docs for the rules).
-    pub fn merge(&mut self, run: &RunMeasurements, file_exists: impl Fn(&str) -> bool) {
+    /// `collected` says whether a node id was collected this run (selected
+    /// or deselected); `file_exists` whether a rootdir-relative file exists.
+    pub fn merge(
+        &mut self,
+        run: &RunMeasurements<'_>,
+        collected: impl Fn(&str) -> bool,
+        file_exists: impl Fn(&str) -> bool,
+    ) {
         self.durations.retain(|nodeid, _| {
             let file = file_of(nodeid);
-            let collected_file = run.collected_files.contains(file);
-            if collected_file { run.collected.contains(nodeid) } else { file_exists(file) }
+            if run.collected_files.contains(file) { collected(nodeid) } else { file_exists(file) }
         });
         for (nodeid, seconds) in &run.durations {
             smooth_into(&mut self.durations, nodeid, *seconds);
         }
-        self.module_setup.retain(|module, _| run.collected_files.contains(module) || file_exists(module));
+        self.module_setup
+            .retain(|module, _| run.collected_files.contains(module.as_str()) || file_exists(module));
         for (module, seconds) in &run.module_setup {
             smooth_into(&mut self.module_setup, module, *seconds);
         }
@@ -117,9 +123,10 @@ impl History {
 
     /// Writes both files atomically.
     pub fn save(&self, paths: &HistoryPaths) -> Result<(), ShoalError> {
-        let mut durations = serde_json::to_vec_pretty(&self.durations).expect("durations serialize");
-        durations.push(b'\n');
-        write_atomically(&paths.durations, &durations)?;
+        write_atomically_with(&paths.durations, |writer| {
+            serde_json::to_writer_pretty(&mut *writer, &self.durations)?;
+            writer.write_all(b"\n")
+        })?;
         let extras =
             Extras { format_version: EXTRAS_FORMAT_VERSION, module_setup: self.module_setup.clone() };
         let mut bytes = serde_json::to_vec_pretty(&extras).expect("extras serialize");
@@ -171,12 +178,11 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
 mod tests {
     use super::*;
 
-    fn measurements(durations: &[(&str, f64)], collected: &[&str], files: &[&str]) -> RunMeasurements {
+    fn measurements<'a>(durations: &[(&'a str, f64)], files: &[&'a str]) -> RunMeasurements<'a> {
         RunMeasurements {
-            durations: durations.iter().map(|(id, seconds)| ((*id).to_owned(), *seconds)).collect(),
+            durations: durations.to_vec(),
             module_setup: Vec::new(),
-            collected: collected.iter().map(|id| (*id).to_owned()).collect(),
-            collected_files: files.iter().map(|file| (*file).to_owned()).collect(),
+            collected_files: files.iter().copied().collect(),
         }
     }
 
@@ -187,9 +193,8 @@ mod tests {
         history.durations.insert("a.py::gone".into(), 5.0);
         history.durations.insert("b.py::t".into(), 2.0);
         history.durations.insert("deleted.py::t".into(), 3.0);
-        let run =
-            measurements(&[("a.py::t1", 3.0), ("a.py::new", 0.5)], &["a.py::t1", "a.py::new"], &["a.py"]);
-        history.merge(&run, |file| file == "b.py");
+        let run = measurements(&[("a.py::t1", 3.0), ("a.py::new", 0.5)], &["a.py"]);
+        history.merge(&run, |nodeid| ["a.py::t1", "a.py::new"].contains(&nodeid), |file| file == "b.py");
         assert_eq!(
             history.durations,
             BTreeMap::from([("a.py::new".into(), 0.5), ("a.py::t1".into(), 2.0), ("b.py::t".into(), 2.0)])

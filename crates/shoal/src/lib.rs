@@ -19,6 +19,7 @@ pub mod report;
 pub mod runner;
 pub mod selection;
 pub mod settings;
+pub mod table;
 pub mod worker;
 
 use std::io::IsTerminal;

@@ -78,12 +78,38 @@ pub fn outcome_from_reports(reports: &[PhaseReport]) -> Outcome {
     Outcome::Passed
 }
 
-/// The reason words shown for tests that did not run.
-pub fn not_run_reason(reason: NotRunReason) -> &'static str {
-    match reason {
-        NotRunReason::MaxFail => "max-fail",
-        NotRunReason::WorkerRestartsExhausted => "worker restarts exhausted",
-        NotRunReason::Interrupted => "interrupted",
+/// Why a test ended without running (one byte: a run may hold many).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRunCause {
+    /// `-x` or `--maxfail` was reached.
+    MaxFail,
+    /// The user interrupted the run.
+    Interrupted,
+    /// Workers kept dying and the restart budget ran out.
+    WorkerRestartsExhausted,
+    /// Collection errors stopped the run before any test.
+    CollectionErrors,
+}
+
+impl NotRunCause {
+    /// The words reports use, e.g. `max-fail`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MaxFail => "max-fail",
+            Self::Interrupted => "interrupted",
+            Self::WorkerRestartsExhausted => "worker restarts exhausted",
+            Self::CollectionErrors => "collection errors",
+        }
+    }
+}
+
+impl From<NotRunReason> for NotRunCause {
+    fn from(reason: NotRunReason) -> Self {
+        match reason {
+            NotRunReason::MaxFail => Self::MaxFail,
+            NotRunReason::Interrupted => Self::Interrupted,
+            NotRunReason::WorkerRestartsExhausted => Self::WorkerRestartsExhausted,
+        }
     }
 }
 

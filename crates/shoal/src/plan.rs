@@ -7,32 +7,23 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::table::TestTable;
+
 use shoal_scheduler::Workload;
 
 use crate::history::{History, RunMeasurements};
 use crate::outcome::Outcome;
-use crate::protocol::CollectedItem;
 use crate::report::TestRecord;
 
 /// Seconds assumed for a test when nothing at all is known.
 pub const DEFAULT_ESTIMATE: f64 = 0.01;
 
 /// The scheduler's input for these items, from history.
-pub fn workload(items: &[CollectedItem], history: &History) -> Workload {
-    let mut module_index: HashMap<&str, usize> = HashMap::new();
-    let mut module_paths: Vec<&str> = Vec::new();
-    let module: Vec<usize> = items
-        .iter()
-        .map(|item| {
-            *module_index.entry(item.path.as_str()).or_insert_with(|| {
-                module_paths.push(&item.path);
-                module_paths.len() - 1
-            })
-        })
-        .collect();
+pub fn workload(table: &TestTable, history: &History) -> Workload {
+    let module: Vec<usize> = table.items().map(|item| item.module as usize).collect();
     let known: Vec<Option<f64>> =
-        items.iter().map(|item| history.durations.get(&item.nodeid).copied()).collect();
-    let mut per_module: Vec<Vec<f64>> = vec![Vec::new(); module_paths.len()];
+        table.items().map(|item| history.durations.get(item.nodeid).copied()).collect();
+    let mut per_module: Vec<Vec<f64>> = vec![Vec::new(); table.module_count()];
     for (test, value) in known.iter().enumerate() {
         if let Some(value) = value {
             per_module[module[test]].push(*value);
@@ -43,8 +34,12 @@ pub fn workload(items: &[CollectedItem], history: &History) -> Workload {
         per_module.into_iter().map(|values| median(values).unwrap_or(suite_median)).collect();
     let expected =
         known.iter().enumerate().map(|(test, value)| value.unwrap_or(module_medians[module[test]])).collect();
-    let module_setup =
-        module_paths.iter().map(|path| history.module_setup.get(*path).copied().unwrap_or(0.0)).collect();
+    let module_setup = (0..table.module_count())
+        .map(|module| {
+            let path = table.module_path(u32::try_from(module).expect("module indexes fit in u32"));
+            history.module_setup.get(path).copied().unwrap_or(0.0)
+        })
+        .collect();
     Workload { expected, module, module_setup }
 }
 
@@ -65,15 +60,15 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
 /// sample. That excess is taken out of the first test's own duration, so a
 /// test's recorded time does not depend on whether it happened to run first.
 /// Skipped, crashed and unrun tests are not recorded.
-pub fn measurements(
+pub fn measurements<'a>(
     records: &[TestRecord],
-    execution_order: &[(usize, usize)],
-    items: &[CollectedItem],
-    deselected: &[String],
-) -> RunMeasurements {
+    execution_order: &[(u16, u32)],
+    table: &'a TestTable,
+) -> RunMeasurements<'a> {
     let mut groups: BTreeMap<(usize, &str), Vec<usize>> = BTreeMap::new();
     for &(worker, test) in execution_order {
-        groups.entry((worker, items[test].path.as_str())).or_default().push(test);
+        let test = test as usize;
+        groups.entry((usize::from(worker), table.item(test).path)).or_default().push(test);
     }
     let mut excess: HashMap<usize, f64> = HashMap::new();
     let mut module_samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -94,18 +89,19 @@ pub fn measurements(
         .map(|(test, record)| {
             let total: f64 =
                 ["setup", "call", "teardown"].iter().map(|when| record.phase_duration(when)).sum();
-            (record.nodeid.clone(), total - excess.get(&test).copied().unwrap_or(0.0))
+            (table.nodeid(test), total - excess.get(&test).copied().unwrap_or(0.0))
         })
         .collect();
     let module_setup = module_samples
         .into_iter()
-        .filter_map(|(module, samples)| median(samples).map(|value| (module.to_owned(), value)))
+        .filter_map(|(module, samples)| median(samples).map(|value| (module, value)))
         .collect();
     RunMeasurements {
         durations,
         module_setup,
-        collected: items.iter().map(|item| item.nodeid.clone()).chain(deselected.iter().cloned()).collect(),
-        collected_files: items.iter().map(|item| item.path.clone()).collect(),
+        collected_files: (0..table.module_count())
+            .map(|module| table.module_path(u32::try_from(module).expect("module indexes fit in u32")))
+            .collect(),
     }
 }
 
@@ -121,14 +117,18 @@ mod tests {
     use super::*;
     use crate::protocol::PhaseReport;
 
-    fn item(nodeid: &str, path: &str) -> CollectedItem {
-        CollectedItem {
-            nodeid: nodeid.into(),
-            path: path.into(),
-            line: None,
-            domain: nodeid.into(),
-            markers: Vec::new(),
+    fn table(tests: &[(&str, &str)]) -> TestTable {
+        let mut table = TestTable::default();
+        for (nodeid, path) in tests {
+            table.push(crate::protocol::CollectedItem {
+                nodeid: (*nodeid).into(),
+                path: (*path).into(),
+                line: None,
+                domain: (*nodeid).into(),
+                markers: Vec::new(),
+            });
         }
+        table
     }
 
     fn phase(when: &str, duration: f64) -> PhaseReport {
@@ -148,29 +148,15 @@ mod tests {
         }
     }
 
-    fn record(nodeid: &str, setup: f64, call: f64) -> TestRecord {
-        TestRecord {
-            nodeid: nodeid.into(),
-            path: String::new(),
-            line: None,
-            domain: String::new(),
-            outcome: Outcome::Passed,
-            not_run_reason: None,
-            worker: Some(0),
-            duration: setup + call,
-            reports: vec![phase("setup", setup), phase("call", call), phase("teardown", 0.0)],
-            crash: None,
-        }
+    fn record(setup: f64, call: f64) -> TestRecord {
+        let reports = [phase("setup", setup), phase("call", call), phase("teardown", 0.0)];
+        TestRecord::from_reports(Outcome::Passed, 0, setup + call, &reports)
     }
 
     #[test]
     fn unknown_tests_get_their_module_median_then_the_suite_median() {
-        let items = [
-            item("a.py::1", "a.py"),
-            item("a.py::2", "a.py"),
-            item("a.py::new", "a.py"),
-            item("b.py::new", "b.py"),
-        ];
+        let items =
+            table(&[("a.py::1", "a.py"), ("a.py::2", "a.py"), ("a.py::new", "a.py"), ("b.py::new", "b.py")]);
         let mut history = History::default();
         history.durations.insert("a.py::1".into(), 1.0);
         history.durations.insert("a.py::2".into(), 3.0);
@@ -184,13 +170,12 @@ mod tests {
 
     #[test]
     fn the_first_test_of_a_module_on_a_worker_reveals_its_setup_cost() {
-        let items = [item("m.py::a", "m.py"), item("m.py::b", "m.py"), item("m.py::c", "m.py")];
-        let records =
-            [record("m.py::a", 0.41, 0.02), record("m.py::b", 0.01, 0.02), record("m.py::c", 0.01, 0.02)];
-        let measured = measurements(&records, &[(0, 0), (0, 1), (0, 2)], &items, &[]);
+        let items = table(&[("m.py::a", "m.py"), ("m.py::b", "m.py"), ("m.py::c", "m.py")]);
+        let records = [record(0.41, 0.02), record(0.01, 0.02), record(0.01, 0.02)];
+        let measured = measurements(&records, &[(0, 0), (0, 1), (0, 2)], &items);
         assert_eq!(measured.module_setup.len(), 1);
-        assert!((measured.module_setup[0].1 - 0.4).abs() < 1e-9);
-        let first = measured.durations.iter().find(|(id, _)| id == "m.py::a").unwrap().1;
-        assert!((first - 0.03).abs() < 1e-9, "the set-up excess is not the test's own time: {first}");
+        assert!((measured.module_setup[0].1 - 0.4).abs() < 1e-6);
+        let first = measured.durations.iter().find(|(id, _)| *id == "m.py::a").unwrap().1;
+        assert!((first - 0.03).abs() < 1e-6, "the set-up excess is not the test's own time: {first}");
     }
 }

@@ -16,8 +16,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::errors::ShoalError;
-use crate::outcome::Outcome;
-use crate::report::{Reporter, RunHeader, RunSummary, TestRecord};
+use crate::outcome::{NotRunCause, Outcome};
+use crate::protocol::PhaseReport;
+use crate::report::{Reporter, RunHeader, RunSummary, TestRecord, TestView};
 
 /// The version of the report's shape; bump it on incompatible changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -39,7 +40,7 @@ struct Document<'a> {
     format_version: u32,
     run: RunSection<'a>,
     summary: BTreeMap<&'static str, u64>,
-    tests: Vec<TestEntry<'a>>,
+    tests: Tests<'a>,
     collect_errors: Vec<CollectErrorEntry<'a>>,
 }
 
@@ -62,6 +63,31 @@ struct RunSection<'a> {
     peak_rss_total_kib: u64,
 }
 
+/// The tests, serialized one by one as the file is written (a list of
+/// 100,000 entries is never built in memory).
+struct Tests<'a>(&'a RunSummary<'a>);
+
+impl Serialize for Tests<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.tests().map(|test| {
+            let record = test.record;
+            TestEntry {
+                nodeid: test.nodeid(),
+                outcome: record.outcome,
+                reason: record.not_run_reason.map(NotRunCause::as_str),
+                duration: f64::from(record.duration),
+                setup_duration: record.phase_duration("setup"),
+                call_duration: record.phase_duration("call"),
+                teardown_duration: record.phase_duration("teardown"),
+                worker: record.worker.map(|slot| format!("gw{slot}")),
+                path: test.item.path,
+                line: test.item.line,
+                failure: failure_text(record),
+            }
+        }))
+    }
+}
+
 #[derive(Serialize)]
 struct TestEntry<'a> {
     nodeid: &'a str,
@@ -74,7 +100,7 @@ struct TestEntry<'a> {
     teardown_duration: f64,
     worker: Option<String>,
     path: &'a str,
-    line: Option<u64>,
+    line: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     failure: Option<String>,
 }
@@ -88,23 +114,19 @@ struct CollectErrorEntry<'a> {
 
 /// The failure text of a test: pytest's longrepr of every failed phase, or
 /// how the worker died.
-fn failure_text(test: &TestRecord) -> Option<String> {
-    if let Some(crash) = &test.crash {
+fn failure_text(record: &TestRecord) -> Option<String> {
+    if let Some(crash) = record.crash() {
         return Some(format!("worker died: {}\n{}", crash.status, crash.output));
     }
-    let texts: Vec<&str> = test
-        .reports
-        .iter()
-        .filter(|report| report.outcome == "failed")
-        .filter_map(|report| report.longrepr.as_deref())
-        .collect();
+    let texts: Vec<&str> =
+        record.failed_reports().iter().filter_map(|report| report.longrepr.as_deref()).collect();
     (!texts.is_empty()).then(|| texts.join("\n"))
 }
 
 fn document<'a>(header: &'a RunHeader, summary: &'a RunSummary<'a>) -> Document<'a> {
     let mut counts = BTreeMap::new();
-    for test in summary.tests {
-        *counts.entry(test.outcome.as_str()).or_insert(0) += 1;
+    for record in summary.records {
+        *counts.entry(record.outcome.as_str()).or_insert(0) += 1;
     }
     Document {
         format_version: FORMAT_VERSION,
@@ -126,23 +148,7 @@ fn document<'a>(header: &'a RunHeader, summary: &'a RunSummary<'a>) -> Document<
             peak_rss_total_kib: summary.stats.peak_rss_total_kib,
         },
         summary: counts,
-        tests: summary
-            .tests
-            .iter()
-            .map(|test| TestEntry {
-                nodeid: &test.nodeid,
-                outcome: test.outcome,
-                reason: test.not_run_reason,
-                duration: test.duration,
-                setup_duration: test.phase_duration("setup"),
-                call_duration: test.phase_duration("call"),
-                teardown_duration: test.phase_duration("teardown"),
-                worker: test.worker.map(|slot| format!("gw{slot}")),
-                path: &test.path,
-                line: test.line,
-                failure: failure_text(test),
-            })
-            .collect(),
+        tests: Tests(summary),
         collect_errors: summary
             .collect_reports
             .iter()
@@ -158,18 +164,31 @@ fn document<'a>(header: &'a RunHeader, summary: &'a RunSummary<'a>) -> Document<
 
 /// Writes `contents` to `path` atomically: a temp file beside it, renamed.
 pub fn write_atomically(path: &std::path::Path, contents: &[u8]) -> Result<(), ShoalError> {
+    write_atomically_with(path, |writer| writer.write_all(contents))
+}
+
+/// Writes a file atomically, streaming: `write` fills a buffered temp file
+/// beside `path`, which then replaces `path` (readers never see half).
+pub fn write_atomically_with(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<(), ShoalError> {
     let context = || format!("writing {}", path.display());
     let directory = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&directory).map_err(|error| ShoalError::io(context(), error))?;
-    let mut temporary =
+    let temporary =
         tempfile::NamedTempFile::new_in(&directory).map_err(|error| ShoalError::io(context(), error))?;
     // Temp files are private; what shoal writes is an ordinary file.
     std::fs::set_permissions(temporary.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .map_err(|error| ShoalError::io(context(), error))?;
-    std::io::Write::write_all(&mut temporary, contents).map_err(|error| ShoalError::io(context(), error))?;
+    let mut writer = std::io::BufWriter::new(temporary);
+    write(&mut writer)
+        .and_then(|()| std::io::Write::flush(&mut writer))
+        .map_err(|error| ShoalError::io(context(), error))?;
+    let temporary = writer.into_inner().map_err(|error| ShoalError::io(context(), error.into_error()))?;
     temporary.persist(path).map_err(|error| ShoalError::io(context(), error.error))?;
     Ok(())
 }
@@ -177,12 +196,13 @@ pub fn write_atomically(path: &std::path::Path, contents: &[u8]) -> Result<(), S
 impl Reporter for JsonReporter {
     fn run_started(&mut self, _header: &RunHeader) {}
 
-    fn test_finished(&mut self, _test: &TestRecord, _done: usize, _total: usize) {}
+    fn test_finished(&mut self, _test: TestView<'_>, _reports: &[PhaseReport], _done: usize, _total: usize) {}
 
     fn run_finished(&mut self, summary: &RunSummary<'_>) -> Result<(), ShoalError> {
         let document = document(summary.header, summary);
-        let mut bytes = serde_json::to_vec_pretty(&document).expect("the report always serializes");
-        bytes.push(b'\n');
-        write_atomically(&self.path, &bytes)
+        write_atomically_with(&self.path, |writer| {
+            serde_json::to_writer_pretty(&mut *writer, &document)?;
+            writer.write_all(b"\n")
+        })
     }
 }

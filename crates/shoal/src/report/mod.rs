@@ -10,8 +10,9 @@ pub mod terminal;
 
 use std::time::SystemTime;
 
-use crate::outcome::{Outcome, Tally};
+use crate::outcome::{NotRunCause, Outcome, Tally};
 use crate::protocol::{CollectReport, PhaseReport, WarningMessage};
+use crate::table::{Item, TestTable};
 
 /// What is known when tests start.
 #[derive(Debug, Clone)]
@@ -79,33 +80,36 @@ pub struct RunStats {
     pub peak_rss_total_kib: u64,
 }
 
-/// One test's final record.
-#[derive(Debug, Clone)]
+/// One test's final record, kept small: a run may hold 100,000 of them.
+/// What it is (node id, file, line) is in the [`TestTable`] at the same
+/// index; pytest's full reports are kept only for failures.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TestRecord {
-    /// pytest's node id.
-    pub nodeid: String,
-    /// File, relative to the rootdir.
-    pub path: String,
-    /// 0-based line of the definition.
-    pub line: Option<u64>,
-    /// Name within the file.
-    pub domain: String,
     /// The final outcome.
     pub outcome: Outcome,
     /// Why it did not run, for [`Outcome::NotRun`].
-    pub not_run_reason: Option<&'static str>,
+    pub not_run_reason: Option<NotRunCause>,
     /// The slot of the worker that ran it.
-    pub worker: Option<usize>,
+    pub worker: Option<u16>,
     /// Wall seconds of its whole protocol (0 when it did not run).
-    pub duration: f64,
-    /// pytest's reports, in order.
-    pub reports: Vec<PhaseReport>,
-    /// For a crash: how the worker ended and the tail of its output.
+    pub duration: f32,
+    /// Seconds of its setup, call and teardown phases.
+    pub phase_seconds: [f32; 3],
+    /// Failed reports and crash details, when there are any.
+    pub details: Option<Box<TestDetails>>,
+}
+
+/// What a failing test leaves to show.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TestDetails {
+    /// pytest's reports that failed, in order (subtests included).
+    pub failed_reports: Vec<PhaseReport>,
+    /// For a crash: how the worker ended and its last output.
     pub crash: Option<CrashDetails>,
 }
 
 /// How a worker died under a test.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrashDetails {
     /// E.g. `signal 11 (SIGSEGV)`.
     pub status: String,
@@ -113,14 +117,72 @@ pub struct CrashDetails {
     pub output: String,
 }
 
+/// The phases, in the order of [`TestRecord::phase_seconds`].
+pub const PHASES: [&str; 3] = ["setup", "call", "teardown"];
+
 impl TestRecord {
-    /// Seconds spent in one phase.
+    /// A record with nothing but an outcome.
+    pub fn new(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            not_run_reason: None,
+            worker: None,
+            duration: 0.0,
+            phase_seconds: [0.0; 3],
+            details: None,
+        }
+    }
+
+    /// The record of a test that ran, from pytest's reports.
+    pub fn from_reports(outcome: Outcome, worker: usize, duration: f64, reports: &[PhaseReport]) -> Self {
+        let mut phase_seconds = [0.0f32; 3];
+        for report in reports.iter().filter(|report| report.subtest.is_none()) {
+            if let Some(phase) = PHASES.iter().position(|name| *name == report.when) {
+                phase_seconds[phase] += report.duration as f32;
+            }
+        }
+        let failed_reports: Vec<PhaseReport> =
+            reports.iter().filter(|report| report.outcome == "failed").cloned().collect();
+        Self {
+            outcome,
+            not_run_reason: None,
+            worker: u16::try_from(worker).ok(),
+            duration: duration as f32,
+            phase_seconds,
+            details: (!failed_reports.is_empty())
+                .then(|| Box::new(TestDetails { failed_reports, crash: None })),
+        }
+    }
+
+    /// Seconds spent in one phase (`setup`, `call` or `teardown`).
     pub fn phase_duration(&self, when: &str) -> f64 {
-        self.reports
-            .iter()
-            .filter(|report| report.when == when && report.subtest.is_none())
-            .map(|report| report.duration)
-            .sum()
+        PHASES.iter().position(|name| *name == when).map_or(0.0, |phase| f64::from(self.phase_seconds[phase]))
+    }
+
+    /// The reports that failed.
+    pub fn failed_reports(&self) -> &[PhaseReport] {
+        self.details.as_ref().map_or(&[], |details| &details.failed_reports)
+    }
+
+    /// How the worker died, for a crash.
+    pub fn crash(&self) -> Option<&CrashDetails> {
+        self.details.as_ref().and_then(|details| details.crash.as_ref())
+    }
+}
+
+/// A test with its record, as reporters see it.
+#[derive(Debug, Clone, Copy)]
+pub struct TestView<'a> {
+    /// What was collected.
+    pub item: Item<'a>,
+    /// How it ended.
+    pub record: &'a TestRecord,
+}
+
+impl<'a> TestView<'a> {
+    /// The node id.
+    pub fn nodeid(&self) -> &'a str {
+        self.item.nodeid
     }
 }
 
@@ -159,7 +221,9 @@ pub struct RunSummary<'a> {
     /// The header, when collection got that far.
     pub header: &'a RunHeader,
     /// Every selected test, in collection order.
-    pub tests: &'a [TestRecord],
+    pub table: &'a TestTable,
+    /// Their records, at the same indexes.
+    pub records: &'a [TestRecord],
     /// Collectors that failed or were skipped.
     pub collect_reports: &'a [CollectReport],
     /// Warnings, in the order recorded.
@@ -176,12 +240,21 @@ pub struct RunSummary<'a> {
     pub stats: RunStats,
 }
 
+impl<'a> RunSummary<'a> {
+    /// Every selected test with its record, in collection order.
+    pub fn tests(&self) -> impl Iterator<Item = TestView<'a>> + 'a {
+        let table = self.table;
+        self.records.iter().enumerate().map(move |(test, record)| TestView { item: table.item(test), record })
+    }
+}
+
 /// A sink of run events.
 pub trait Reporter {
     /// Collection is done and tests are about to start.
     fn run_started(&mut self, header: &RunHeader);
     /// A test has its final outcome; `done` of `total` are final now.
-    fn test_finished(&mut self, test: &TestRecord, done: usize, total: usize);
+    /// `reports` are all of pytest's reports for it (empty if it did not run).
+    fn test_finished(&mut self, test: TestView<'_>, reports: &[PhaseReport], done: usize, total: usize);
     /// The run is over.
     fn run_finished(&mut self, summary: &RunSummary<'_>) -> Result<(), crate::errors::ShoalError>;
 }

@@ -9,7 +9,8 @@
 use std::io::Write;
 
 use crate::outcome::Outcome;
-use crate::report::{Reporter, RunHeader, RunSummary, TestRecord};
+use crate::protocol::PhaseReport;
+use crate::report::{PHASES, Reporter, RunHeader, RunSummary, TestView};
 
 /// Width of pytest's ` [100%]` progress column.
 const PROGRESS_WIDTH: usize = 7;
@@ -91,20 +92,18 @@ impl<W: Write> TerminalReporter<W> {
     }
 
     fn print_errors(&mut self, summary: &RunSummary<'_>) {
-        let has_test_errors = summary.tests.iter().any(|test| {
-            test.reports.iter().any(|report| report.when != "call" && report.outcome == "failed")
-        });
+        let is_error = |report: &&PhaseReport| report.when != "call";
+        let has_test_errors =
+            summary.tests().any(|test| test.record.failed_reports().iter().any(|r| is_error(&r)));
         let has_collect_errors = summary.collect_reports.iter().any(|report| report.category == "error");
         if !has_test_errors && !has_collect_errors {
             return;
         }
         self.sep('=', "ERRORS");
         self.print_collect_errors(summary);
-        for test in summary.tests {
-            for report in
-                test.reports.iter().filter(|report| report.when != "call" && report.outcome == "failed")
-            {
-                let name = report.head_line.as_deref().unwrap_or(&test.domain);
+        for test in summary.tests() {
+            for report in test.record.failed_reports().iter().filter(is_error) {
+                let name = report.head_line.as_deref().unwrap_or(test.item.domain);
                 self.sep('_', &format!("ERROR at {} of {name}", report.when));
                 self.print_report_body(report);
             }
@@ -112,33 +111,26 @@ impl<W: Write> TerminalReporter<W> {
     }
 
     fn print_failures(&mut self, summary: &RunSummary<'_>) {
-        let failed_calls = |test: &TestRecord| {
-            test.reports
-                .iter()
-                .filter(|report| report.when == "call" && report.outcome == "failed")
-                .cloned()
-                .collect::<Vec<_>>()
-        };
-        let any = summary
-            .tests
-            .iter()
-            .any(|test| test.outcome == Outcome::Crashed || !failed_calls(test).is_empty());
+        let is_failure = |report: &&PhaseReport| report.when == "call";
+        let any = summary.tests().any(|test| {
+            test.record.crash().is_some() || test.record.failed_reports().iter().any(|r| is_failure(&r))
+        });
         if !any {
             return;
         }
         self.sep('=', "FAILURES");
-        for test in summary.tests {
-            for report in failed_calls(test) {
-                let name = report.head_line.as_deref().unwrap_or(&test.domain).to_owned();
-                self.sep('_', &name);
-                self.print_report_body(&report);
+        for test in summary.tests() {
+            for report in test.record.failed_reports().iter().filter(is_failure) {
+                let name = report.head_line.as_deref().unwrap_or(test.item.domain);
+                self.sep('_', name);
+                self.print_report_body(report);
             }
-            if let Some(crash) = &test.crash {
-                self.sep('_', &test.domain);
+            if let Some(crash) = test.record.crash() {
+                self.sep('_', test.item.domain);
                 self.line(&format!(
                     "worker gw{} died while running {}: {}",
-                    test.worker.unwrap_or(0),
-                    test.nodeid,
+                    test.record.worker.unwrap_or(0),
+                    test.nodeid(),
                     crash.status
                 ));
                 if !crash.output.trim().is_empty() {
@@ -188,12 +180,11 @@ impl<W: Write> TerminalReporter<W> {
         const MINIMUM: f64 = 0.005;
         let Some(count) = self.show_durations else { return };
         let mut phases: Vec<(f64, &str, &str)> = summary
-            .tests
-            .iter()
+            .tests()
+            .filter(|test| test.record.outcome != Outcome::NotRun)
             .flat_map(|test| {
-                test.reports
-                    .iter()
-                    .map(|report| (report.duration, report.when.as_str(), test.nodeid.as_str()))
+                let nodeid = test.item.nodeid;
+                PHASES.iter().map(move |when| (test.record.phase_duration(when), *when, nodeid))
             })
             .collect();
         if phases.is_empty() {
@@ -223,7 +214,7 @@ impl<W: Write> TerminalReporter<W> {
     fn print_stats(&mut self, summary: &RunSummary<'_>) {
         let stats = &summary.stats;
         let workers = summary.header.workers;
-        if self.verbosity < 0 || summary.tests.is_empty() || stats.test_seconds <= 0.0 {
+        if self.verbosity < 0 || summary.records.is_empty() || stats.test_seconds <= 0.0 {
             return;
         }
         let wall = summary.wall_seconds.max(f64::EPSILON);
@@ -269,36 +260,31 @@ impl<W: Write> TerminalReporter<W> {
 
     fn print_short_summary(&mut self, summary: &RunSummary<'_>) {
         let mut lines = Vec::new();
-        for test in summary.tests {
-            for report in
-                test.reports.iter().filter(|report| report.when == "call" && report.outcome == "failed")
-            {
+        for test in summary.tests() {
+            for report in test.record.failed_reports().iter().filter(|report| report.when == "call") {
                 let nodeid = match &report.subtest {
-                    Some(description) => format!("{}{description}", test.nodeid),
-                    None => test.nodeid.clone(),
+                    Some(description) => format!("{}{description}", test.nodeid()),
+                    None => test.nodeid().to_owned(),
                 };
                 lines.push(self.short_summary_line("FAILED", &nodeid, report.message.as_deref()));
             }
-            if let Some(crash) = &test.crash {
-                let message = format!("worker gw{} died: {}", test.worker.unwrap_or(0), crash.status);
-                lines.push(self.short_summary_line("CRASHED", &test.nodeid, Some(&message)));
+            if let Some(crash) = test.record.crash() {
+                let message = format!("worker gw{} died: {}", test.record.worker.unwrap_or(0), crash.status);
+                lines.push(self.short_summary_line("CRASHED", test.nodeid(), Some(&message)));
             }
         }
         for report in summary.collect_reports.iter().filter(|report| report.category == "error") {
             lines.push(self.short_summary_line("ERROR", &report.nodeid, report.message.as_deref()));
         }
-        for test in summary.tests {
-            for report in
-                test.reports.iter().filter(|report| report.when != "call" && report.outcome == "failed")
-            {
-                lines.push(self.short_summary_line("ERROR", &test.nodeid, report.message.as_deref()));
+        for test in summary.tests() {
+            for report in test.record.failed_reports().iter().filter(|report| report.when != "call") {
+                lines.push(self.short_summary_line("ERROR", test.nodeid(), report.message.as_deref()));
             }
         }
-        let not_run: Vec<&TestRecord> =
-            summary.tests.iter().filter(|test| test.outcome == Outcome::NotRun).collect();
-        if !not_run.is_empty() {
-            let reason = not_run[0].not_run_reason.unwrap_or("not run");
-            lines.push(format!("NOT RUN {} tests ({reason})", not_run.len()));
+        let mut not_run = summary.tests().filter(|test| test.record.outcome == Outcome::NotRun);
+        if let Some(first) = not_run.next() {
+            let reason = first.record.not_run_reason.map_or("not run", |cause| cause.as_str());
+            lines.push(format!("NOT RUN {} tests ({reason})", 1 + not_run.count()));
         }
         if lines.is_empty() {
             return;
@@ -392,32 +378,30 @@ impl<W: Write> Reporter for TerminalReporter<W> {
         self.line("");
     }
 
-    fn test_finished(&mut self, test: &TestRecord, done: usize, total: usize) {
+    fn test_finished(&mut self, test: TestView<'_>, reports: &[PhaseReport], done: usize, total: usize) {
         if self.verbosity > 0 {
-            let word = match test.outcome {
-                Outcome::Crashed => "CRASHED".to_owned(),
+            let word = match test.record.outcome {
+                Outcome::Crashed => "CRASHED",
                 Outcome::NotRun => return,
-                _ => test
-                    .reports
+                _ => reports
                     .iter()
                     .filter(|report| !report.word.is_empty() && report.subtest.is_none())
                     .map(|report| report.word.as_str())
                     .find(|word| *word != "PASSED")
-                    .unwrap_or("PASSED")
-                    .to_owned(),
+                    .unwrap_or("PASSED"),
             };
             let percent = done * 100 / total.max(1);
-            let worker = test.worker.map_or_else(String::new, |slot| format!("[gw{slot}] "));
-            self.line(&format!("{worker}[{percent:>3}%] {word} {}", test.nodeid));
+            let worker = test.record.worker.map_or_else(String::new, |slot| format!("[gw{slot}] "));
+            self.line(&format!("{worker}[{percent:>3}%] {word} {}", test.nodeid()));
             return;
         }
         if self.verbosity < -1 {
             return;
         }
-        let letters: String = match test.outcome {
+        let letters: String = match test.record.outcome {
             Outcome::Crashed => "C".to_owned(),
             Outcome::NotRun => String::new(),
-            _ => test.reports.iter().map(|report| report.letter.as_str()).collect(),
+            _ => reports.iter().map(|report| report.letter.as_str()).collect(),
         };
         for letter in letters.chars() {
             if self.line_length + 1 > self.width.saturating_sub(PROGRESS_WIDTH + 1) {
@@ -434,8 +418,8 @@ impl<W: Write> Reporter for TerminalReporter<W> {
 
     fn run_finished(&mut self, summary: &RunSummary<'_>) -> Result<(), crate::errors::ShoalError> {
         if self.line_length > 0 {
-            let total = summary.tests.len();
-            let done = summary.tests.iter().filter(|test| test.outcome != Outcome::NotRun).count();
+            let total = summary.records.len();
+            let done = summary.records.iter().filter(|record| record.outcome != Outcome::NotRun).count();
             self.end_progress_line(done, total);
         }
         if self.verbosity >= -1 {

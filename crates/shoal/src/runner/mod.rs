@@ -9,7 +9,7 @@
 
 mod pool;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,13 +18,15 @@ use shoal_scheduler::{Action, Event, NotRunReason, Scheduler, SchedulerConfig, T
 
 use crate::errors::{ShoalError, exit_code};
 use crate::history::{History, HistoryPaths};
-use crate::outcome::{Outcome, Tally, not_run_reason, outcome_from_reports};
+use crate::outcome::{NotRunCause, Outcome, Tally, outcome_from_reports};
 use crate::plan;
-use crate::protocol::{CollectReport, CollectedItem, WarningMessage, WorkerCommand, WorkerMessage};
+use crate::protocol::{CollectReport, PhaseReport, WarningMessage, WorkerCommand, WorkerMessage};
 use crate::report::{
-    CrashDetails, Expectation, Reporter, RunHeader, RunStats, RunSummary, StopNotice, TestRecord,
+    CrashDetails, Expectation, Reporter, RunHeader, RunStats, RunSummary, StopNotice, TestDetails,
+    TestRecord, TestView,
 };
 use crate::settings::{CollectSettings, RunSettings, WorkerMode};
+use crate::table::TestTable;
 use crate::worker::{WorkerEvent, WorkerKey, WorkerSpec, Zygote, describe_exit};
 
 use self::pool::{CollectionEnd, Pool, SlotPhase, check_same_collection};
@@ -109,9 +111,17 @@ pub fn list(settings: &CollectSettings, json: bool, out: &mut dyn std::io::Write
     };
     pool.send(0, &WorkerCommand::Shutdown);
     let write_error = |error| ShoalError::io("writing the list", error);
-    for item in &collected.items {
+    let table = &collected.table;
+    for item in table.items() {
         if json {
-            let line = serde_json::to_string(item).expect("items serialize");
+            let line = serde_json::json!({
+                "nodeid": item.nodeid,
+                "path": item.path,
+                "line": item.line,
+                "domain": item.domain,
+                "markers": item.markers().collect::<Vec<_>>(),
+            })
+            .to_string();
             writeln!(out, "{line}").map_err(write_error)?;
         } else {
             writeln!(out, "{}", item.nodeid).map_err(write_error)?;
@@ -128,7 +138,7 @@ pub fn list(settings: &CollectSettings, json: bool, out: &mut dyn std::io::Write
     }
     Ok(if !errors.is_empty() {
         exit_code::INTERRUPTED
-    } else if collected.items.is_empty() {
+    } else if collected.table.is_empty() {
         exit_code::NO_TESTS_COLLECTED
     } else {
         exit_code::OK
@@ -144,44 +154,43 @@ fn run_directory() -> Result<tempfile::TempDir, ShoalError> {
 
 /// The state of a run once tests are known.
 struct Run<'a> {
-    items: Vec<CollectedItem>,
-    index: HashMap<String, TestId>,
-    records: Vec<Option<TestRecord>>,
+    table: TestTable,
+    /// Every test's record; a test is final once `is_final` says so.
+    records: Vec<TestRecord>,
+    is_final: Vec<bool>,
     done: usize,
+    /// The closing line's counts, added up as reports arrive.
+    tally: Tally,
     warnings: Vec<WarningMessage>,
     reporters: &'a mut [Box<dyn Reporter>],
     /// `(worker slot, test)` in the order tests finished.
-    execution_order: Vec<(usize, TestId)>,
+    execution_order: Vec<(u16, u32)>,
     /// Latest CPU seconds and peak memory (KiB) of each worker process.
     usage: HashMap<WorkerKey, (f64, u64)>,
 }
 
 impl Run<'_> {
-    fn record(&mut self, test: TestId, record: TestRecord) {
-        if self.records[test].is_some() {
+    /// Gives a test its final record (once) and tells the reporters.
+    fn record(&mut self, test: TestId, record: TestRecord, reports: &[PhaseReport]) {
+        if self.is_final[test] {
             return;
         }
+        self.is_final[test] = true;
         self.done += 1;
+        for report in reports {
+            self.tally.add(&report.category, 1);
+        }
+        if record.outcome == Outcome::Crashed {
+            self.tally.add("crashed", 1);
+        }
+        if record.outcome == Outcome::NotRun {
+            self.tally.add("not run", 1);
+        }
+        let view = TestView { item: self.table.item(test), record: &record };
         for reporter in self.reporters.iter_mut() {
-            reporter.test_finished(&record, self.done, self.items.len());
+            reporter.test_finished(view, reports, self.done, self.table.len());
         }
-        self.records[test] = Some(record);
-    }
-
-    fn empty_record(&self, test: TestId, outcome: Outcome) -> TestRecord {
-        let item = &self.items[test];
-        TestRecord {
-            nodeid: item.nodeid.clone(),
-            path: item.path.clone(),
-            line: item.line,
-            domain: item.domain.clone(),
-            outcome,
-            not_run_reason: None,
-            worker: None,
-            duration: 0.0,
-            reports: Vec::new(),
-            crash: None,
-        }
+        self.records[test] = record;
     }
 }
 
@@ -193,7 +202,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     let spec = worker_spec(&settings.collect, settings.workers, run_directory.path())?;
     let hash_seed = spec.hash_seed.clone();
     let mut pool = Pool::new(spec, settings.collect.interpreter.origin);
-    let collected = match pool.start_and_collect(settings.mode, settings.workers, &settings.collect)? {
+    let mut collected = match pool.start_and_collect(settings.mode, settings.workers, &settings.collect)? {
         CollectionEnd::Done(collected) => collected,
         CollectionEnd::Interrupted => {
             pool.kill_all();
@@ -205,15 +214,8 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     let continue_on_collection_errors =
         settings.continue_on_collection_errors || hello.continue_on_collection_errors;
 
-    // Node ids are opaque keys; a test collected twice runs once.
-    let mut items = Vec::with_capacity(collected.items.len());
-    let mut index = HashMap::with_capacity(collected.items.len());
-    for item in collected.items {
-        if !index.contains_key(&item.nodeid) {
-            index.insert(item.nodeid.clone(), items.len());
-            items.push(item);
-        }
-    }
+    // Node ids are opaque keys; the table stores a test collected twice once.
+    let table = std::mem::take(&mut collected.table);
     let collect_errors = collected.collect_reports.iter().filter(|report| report.category == "error").count();
     let header = RunHeader {
         platform: hello.platform.clone(),
@@ -225,7 +227,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         plugins: hello.plugins.clone(),
         workers: settings.workers,
         mode: collected.mode,
-        selected: items.len(),
+        selected: table.len(),
         deselected: collected.deselected.len() as u64,
         collect_errors,
         collect_skipped: collected.collect_reports.len() - collect_errors,
@@ -234,11 +236,14 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         expectation: None,
     };
     let history_paths = HistoryPaths::new(Path::new(&hello.rootdir), settings.durations_path.as_deref());
-    let mut history = History::load(&history_paths);
-    let workload = plan::workload(&items, &history);
+    let history = History::load(&history_paths);
+    let workload = plan::workload(&table, &history);
+    let has_history = !history.is_empty();
+    // The history is read again to merge this run in: no need to hold it.
+    drop(history);
     let startup_seconds = started.elapsed().as_secs_f64();
     let header = RunHeader {
-        expectation: (!history.is_empty()).then(|| Expectation {
+        expectation: has_history.then(|| Expectation {
             wall_seconds: startup_seconds + shoal_scheduler::simulate(&workload, settings.workers),
             lower_bound_seconds: startup_seconds + workload.lower_bound(settings.workers),
         }),
@@ -247,12 +252,17 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     for reporter in reporters.iter_mut() {
         reporter.run_started(&header);
     }
-    let test_count = items.len();
+    let test_count = table.len();
+    let mut tally = Tally::default();
+    for report in &collected.collect_reports {
+        tally.add(&report.category, 1);
+    }
     let mut run = Run {
-        records: vec![None; test_count],
-        items,
-        index,
+        records: vec![TestRecord::new(Outcome::NotRun); test_count],
+        is_final: vec![false; test_count],
+        table,
         done: 0,
+        tally,
         warnings: collected.warnings,
         reporters,
         execution_order: Vec::new(),
@@ -267,9 +277,9 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         }
         pool.shutdown_zygote();
         for test in 0..test_count {
-            let mut record = run.empty_record(test, Outcome::NotRun);
-            record.not_run_reason = Some("collection errors");
-            run.records[test] = Some(record);
+            // Not counted in the closing line: pytest does not run them either.
+            run.records[test].not_run_reason = Some(NotRunCause::CollectionErrors);
+            run.is_final[test] = true;
         }
     } else {
         let scheduler = Scheduler::new(
@@ -280,38 +290,24 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
             },
             &workload,
         );
+        drop(workload);
         stop = drive(&mut pool, &mut run, scheduler)?.or(stop);
     }
 
-    let records: Vec<TestRecord> = std::mem::take(&mut run.records)
-        .into_iter()
-        .enumerate()
-        .map(|(test, record)| record.unwrap_or_else(|| run.empty_record(test, Outcome::NotRun)))
-        .collect();
+    let records = std::mem::take(&mut run.records);
+    let mut history = History::load(&history_paths);
+    let deselected: HashSet<&str> = collected.deselected.iter().map(String::as_str).collect();
     history.merge(
-        &plan::measurements(&records, &run.execution_order, &run.items, &collected.deselected),
+        &plan::measurements(&records, &run.execution_order, &run.table),
+        |nodeid| run.table.find(nodeid).is_some() || deselected.contains(nodeid),
         |file| Path::new(&hello.rootdir).join(file).exists(),
     );
     if let Err(error) = history.save(&history_paths) {
         crate::output::warn(&format!("the durations history was not saved: {error}"));
     }
+    drop(history);
     let stats = run_stats(&records, &run, settings.workers, startup_seconds);
-    let mut tally = Tally::default();
-    for report in &collected.collect_reports {
-        tally.add(&report.category, 1);
-    }
-    for record in &records {
-        for report in &record.reports {
-            tally.add(&report.category, 1);
-        }
-        match record.outcome {
-            Outcome::Crashed => tally.add("crashed", 1),
-            Outcome::NotRun if !matches!(stop, Some(StopNotice::CollectionErrors(_))) => {
-                tally.add("not run", 1)
-            }
-            _ => {}
-        }
-    }
+    let mut tally = std::mem::take(&mut run.tally);
     tally.add("deselected", header.deselected);
     tally.add("warnings", run.warnings.len() as u64);
     let any_failure = records.iter().any(|record| record.outcome.is_failure()) || collect_errors > 0;
@@ -324,7 +320,8 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     };
     let summary = RunSummary {
         header: &header,
-        tests: &records,
+        table: &run.table,
+        records: &records,
         collect_reports: &collected.collect_reports,
         warnings: &run.warnings,
         tally: &tally,
@@ -342,7 +339,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
 
 /// The run's figures against the physical limit.
 fn run_stats(records: &[TestRecord], run: &Run<'_>, workers: usize, startup_seconds: f64) -> RunStats {
-    let durations: Vec<f64> = records.iter().map(|record| record.duration).collect();
+    let durations: Vec<f64> = records.iter().map(|record| f64::from(record.duration)).collect();
     let test_seconds: f64 = durations.iter().sum();
     let longest = durations.iter().copied().fold(0.0, f64::max);
     RunStats {
@@ -442,19 +439,19 @@ fn handle_message(
     }
     Ok(match message {
         WorkerMessage::Finished(finished) => {
-            let Some(&test) = run.index.get(&finished.nodeid) else {
+            let Some(test) = run.table.find(&finished.nodeid) else {
                 return Err(ShoalError::Internal(format!(
                     "a worker ran an unknown test `{}`",
                     finished.nodeid
                 )));
             };
             let outcome = outcome_from_reports(&finished.reports);
-            let mut record = run.empty_record(test, outcome);
-            record.worker = Some(slot);
-            record.duration = finished.duration;
-            record.reports = finished.reports;
-            run.record(test, record);
-            run.execution_order.push((slot, test));
+            let record = TestRecord::from_reports(outcome, slot, finished.duration, &finished.reports);
+            run.record(test, record, &finished.reports);
+            run.execution_order.push((
+                u16::try_from(slot).expect("fewer than 65536 workers"),
+                u32::try_from(test).expect("fewer than 4 billion tests"),
+            ));
             run.usage.insert(pool.slots[slot].handle.key, (finished.cpu_seconds, finished.max_rss_kib));
             scheduler.handle(Event::TestFinished { worker: slot, test, failed: outcome.is_failure() })
         }
@@ -465,7 +462,7 @@ fn handle_message(
             Vec::new()
         }
         WorkerMessage::Stopped { dropped } => {
-            let dropped = dropped.iter().filter_map(|nodeid| run.index.get(nodeid).copied()).collect();
+            let dropped = dropped.iter().filter_map(|nodeid| run.table.find(nodeid)).collect();
             scheduler.handle(Event::WorkerStopped { worker: slot, dropped })
         }
         WorkerMessage::WantWork => scheduler.handle(Event::WorkerWantsWork { worker: slot }),
@@ -499,8 +496,8 @@ fn replacement_message(
     if !state.collection.finished {
         return Ok(Vec::new());
     }
-    let fresh = std::mem::take(&mut state.collection.items);
-    if let Err(error) = check_same_collection(&run.items, &fresh, slot) {
+    let fresh = std::mem::take(&mut state.collection.table);
+    if let Err(error) = check_same_collection(&run.table, &fresh, slot) {
         crate::output::warn(&format!("replacement {error}"));
         state.handle.signal_group(Signal::SIGKILL);
         return Ok(Vec::new());
@@ -513,7 +510,7 @@ fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(
     for action in actions {
         match action {
             Action::Run { worker, tests } => {
-                let nodeids = tests.iter().map(|&test| run.items[test].nodeid.clone()).collect();
+                let nodeids = tests.iter().map(|&test| run.table.nodeid(test).to_owned()).collect();
                 pool.send(worker, &WorkerCommand::Run { nodeids });
             }
             Action::Stop { worker } => pool.send(worker, &WorkerCommand::Stop),
@@ -521,19 +518,22 @@ fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(
             Action::StartWorker { worker } => pool.replace(worker)?,
             Action::TestLost { test, worker } => {
                 let slot = &pool.slots[worker];
-                let mut record = run.empty_record(test, Outcome::Crashed);
-                record.worker = Some(worker);
-                record.crash = Some(CrashDetails {
-                    status: slot.exit.clone().unwrap_or_else(|| "ended".to_owned()),
-                    output: slot.handle.output_tail(),
-                });
-                run.record(test, record);
+                let mut record = TestRecord::new(Outcome::Crashed);
+                record.worker = u16::try_from(worker).ok();
+                record.details = Some(Box::new(TestDetails {
+                    failed_reports: Vec::new(),
+                    crash: Some(CrashDetails {
+                        status: slot.exit.clone().unwrap_or_else(|| "ended".to_owned()),
+                        output: slot.handle.output_tail(),
+                    }),
+                }));
+                run.record(test, record, &[]);
             }
             Action::NotRun { tests, reason } => {
                 for test in tests {
-                    let mut record = run.empty_record(test, Outcome::NotRun);
-                    record.not_run_reason = Some(not_run_reason(reason));
-                    run.record(test, record);
+                    let mut record = TestRecord::new(Outcome::NotRun);
+                    record.not_run_reason = Some(reason.into());
+                    run.record(test, record, &[]);
                 }
             }
         }

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::errors::ShoalError;
-use crate::protocol::{CollectReport, CollectedItem, Hello, WarningMessage, WorkerMessage};
+use crate::protocol::{CollectReport, Hello, WarningMessage, WorkerMessage};
 use crate::settings::{CollectSettings, WorkerMode};
+use crate::table::TestTable;
 use crate::worker::{WorkerEvent, WorkerHandle, WorkerKey, WorkerSpec, Zygote, describe_exit, signal_group};
 
 /// Between SIGTERM and SIGKILL when killing a worker's group.
@@ -30,7 +31,7 @@ pub(super) enum SlotPhase {
 #[derive(Debug, Default)]
 pub(super) struct Collection {
     pub(super) hello: Option<Hello>,
-    pub(super) items: Vec<CollectedItem>,
+    pub(super) table: TestTable,
     pub(super) collect_reports: Vec<CollectReport>,
     pub(super) warnings: Vec<WarningMessage>,
     pub(super) deselected: Vec<String>,
@@ -55,7 +56,11 @@ impl Collection {
                 self.hello = Some(hello);
             }
             WorkerMessage::CollectReport(report) => self.collect_reports.push(report),
-            WorkerMessage::Collected { items } => self.items.extend(items),
+            WorkerMessage::Collected { items } => {
+                for item in items {
+                    self.table.push(item);
+                }
+            }
             WorkerMessage::CollectionFinished { deselected } => {
                 self.deselected = deselected;
                 self.finished = true;
@@ -114,7 +119,7 @@ pub(super) struct Pool {
 /// What the collection phase found.
 pub(super) struct Collected {
     pub(super) hello: Hello,
-    pub(super) items: Vec<CollectedItem>,
+    pub(super) table: TestTable,
     pub(super) collect_reports: Vec<CollectReport>,
     pub(super) warnings: Vec<WarningMessage>,
     pub(super) deselected: Vec<String>,
@@ -241,7 +246,7 @@ impl Pool {
         }
         let first = &self.slots[0].collection;
         for (index, other) in self.slots.iter().enumerate().skip(1) {
-            check_same_collection(&first.items, &other.collection.items, index)?;
+            check_same_collection(&first.table, &other.collection.table, index)?;
         }
         let collection = std::mem::take(&mut self.slots[0].collection);
         Ok(CollectionEnd::Done(Box::new(Collected::from(collection, "spawn"))))
@@ -334,7 +339,7 @@ impl Collected {
     fn from(collection: Collection, mode: &'static str) -> Self {
         Self {
             hello: collection.hello.expect("a process that collected said hello"),
-            items: collection.items,
+            table: collection.table,
             collect_reports: collection.collect_reports,
             warnings: collection.warnings,
             deselected: collection.deselected,
@@ -381,18 +386,17 @@ fn collection_exit_error(
 
 /// Checks two workers collected the same node ids in the same order.
 pub(super) fn check_same_collection(
-    first: &[CollectedItem],
-    other: &[CollectedItem],
+    first: &TestTable,
+    other: &TestTable,
     worker: usize,
 ) -> Result<(), ShoalError> {
-    let position = first
-        .iter()
-        .zip(other)
-        .position(|(a, b)| a.nodeid != b.nodeid)
-        .or_else(|| (first.len() != other.len()).then(|| first.len().min(other.len())));
-    let Some(position) = position else { return Ok(()) };
-    let describe = |items: &[CollectedItem]| {
-        items.get(position).map_or_else(|| "nothing more".to_owned(), |item| format!("`{}`", item.nodeid))
+    let Some(position) = first.first_difference(other) else { return Ok(()) };
+    let describe = |table: &TestTable| {
+        if position < table.len() {
+            format!("`{}`", table.nodeid(position))
+        } else {
+            "nothing more".to_owned()
+        }
     };
     Err(ShoalError::CollectionMismatch(format!(
         "workers collected different tests: at position {position}, gw0 has {} where gw{worker} has {} \
@@ -407,24 +411,29 @@ pub(super) fn check_same_collection(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::CollectedItem;
 
-    fn item(nodeid: &str) -> CollectedItem {
-        CollectedItem {
-            nodeid: nodeid.to_owned(),
-            path: "t.py".to_owned(),
-            line: None,
-            domain: nodeid.to_owned(),
-            markers: Vec::new(),
+    fn table(nodeids: &[&str]) -> TestTable {
+        let mut table = TestTable::default();
+        for nodeid in nodeids {
+            table.push(CollectedItem {
+                nodeid: (*nodeid).to_owned(),
+                path: "t.py".to_owned(),
+                line: None,
+                domain: (*nodeid).to_owned(),
+                markers: Vec::new(),
+            });
         }
+        table
     }
 
     #[test]
     fn differing_collections_name_the_first_difference() {
-        let first = [item("t.py::a"), item("t.py::b")];
-        let other = [item("t.py::a"), item("t.py::c")];
+        let first = table(&["t.py::a", "t.py::b"]);
+        let other = table(&["t.py::a", "t.py::c"]);
         let message = check_same_collection(&first, &other, 1).unwrap_err().to_string();
         assert!(message.contains("at position 1, gw0 has `t.py::b` where gw1 has `t.py::c`"), "{message}");
-        let shorter = [item("t.py::a")];
+        let shorter = table(&["t.py::a"]);
         let message = check_same_collection(&first, &shorter, 2).unwrap_err().to_string();
         assert!(message.contains("gw0 has `t.py::b` where gw2 has nothing more"), "{message}");
         assert!(check_same_collection(&first, &first, 1).is_ok());
