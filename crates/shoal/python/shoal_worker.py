@@ -320,7 +320,15 @@ class ShoalWorker:
         """
         import signal
 
+        import gc
+
         unsafe = _fork_unsafe_reason()
+        # Everything collected so far lives as long as the workers: keep the
+        # garbage collector off it, so the children neither copy its pages
+        # (a collection writes to every object it visits) nor spend their
+        # final collections walking the whole suite again.
+        gc.collect()
+        gc.freeze()
         self.channel.send({"type": "zygote_ready", "fork_safe": unsafe is None, "reason": unsafe})
         control = socket.socket(fileno=self.zygote_fd)
         wake_read, wake_write = os.pipe()

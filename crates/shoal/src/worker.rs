@@ -63,8 +63,9 @@ pub struct WorkerKey {
 /// What worker threads and the signal thread tell the runner.
 #[derive(Debug)]
 pub enum WorkerEvent {
-    /// A protocol message.
-    Message(WorkerKey, WorkerMessage),
+    /// Protocol messages, in order: all those that had arrived together, so
+    /// a busy worker costs the runner one wake-up per batch, not per test.
+    Messages(WorkerKey, Vec<WorkerMessage>),
     /// A line that is not a valid message: the worker is misbehaving.
     ProtocolError(WorkerKey, String),
     /// The process ended (after its channel closed); `None` when its status
@@ -457,37 +458,43 @@ fn read_channel(
     let mut reader = BufReader::with_capacity(256 * 1024, stream);
     let mut line = Vec::new();
     let mut forked_pid = None;
+    let mut batch = Vec::new();
     loop {
         line.clear();
         let read = (&mut reader).take(protocol::MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut line);
-        match read {
+        let failure = match read {
             Ok(0) | Err(_) => break,
             Ok(_) if line.len() > protocol::MAX_LINE_BYTES => {
-                let error = "a protocol line exceeded the size limit".to_owned();
-                let _ = events.send(WorkerEvent::ProtocolError(key, error));
+                Some("a protocol line exceeded the size limit".to_owned())
+            }
+            Ok(_) => match protocol::parse_message(&line) {
+                Ok(WorkerMessage::ChildExited { pid, status }) if zygote_board.is_some() => {
+                    zygote_board.expect("checked").record(pid, status);
+                    None
+                }
+                Ok(message) => {
+                    if let WorkerMessage::Ready { pid } = message {
+                        forked_pid = Some(pid);
+                    }
+                    batch.push(message);
+                    None
+                }
+                Err(error) => Some(format!("unreadable protocol line: {error}")),
+            },
+        };
+        let more_buffered = reader.buffer().contains(&b'\n');
+        if !batch.is_empty() && (failure.is_some() || !more_buffered) {
+            if events.send(WorkerEvent::Messages(key, std::mem::take(&mut batch))).is_err() {
                 break;
             }
-            Ok(_) => {
-                let event = match protocol::parse_message(&line) {
-                    Ok(WorkerMessage::ChildExited { pid, status }) if zygote_board.is_some() => {
-                        zygote_board.expect("checked").record(pid, status);
-                        continue;
-                    }
-                    Ok(message) => {
-                        if let WorkerMessage::Ready { pid } = message {
-                            forked_pid = Some(pid);
-                        }
-                        WorkerEvent::Message(key, message)
-                    }
-                    Err(error) => {
-                        WorkerEvent::ProtocolError(key, format!("unreadable protocol line: {error}"))
-                    }
-                };
-                if events.send(event).is_err() {
-                    break;
-                }
-            }
         }
+        if let Some(error) = failure {
+            let _ = events.send(WorkerEvent::ProtocolError(key, error));
+            break;
+        }
+    }
+    if !batch.is_empty() {
+        let _ = events.send(WorkerEvent::Messages(key, batch));
     }
     let status = match reaper {
         Reaper::Child(mut child) => child.wait().ok(),

@@ -4,7 +4,8 @@
 //! `{format_version, run: {shoal, python, pytest, workers, mode, started_at,
 //! wall_seconds, exit_code, hash_seed, test_seconds, lower_bound_seconds,
 //! startup_seconds, workers_cpu_seconds, peak_rss_largest_kib,
-//! peak_rss_total_kib}, summary: {outcome: count},
+//! peak_rss_total_kib, shoal_cpu_seconds, shoal_peak_rss_kib},
+//! summary: {outcome: count},
 //! tests: [{nodeid, outcome, reason?, duration, setup_duration,
 //! call_duration, teardown_duration, worker, path, line, failure?}],
 //! collect_errors: [{nodeid, message, longrepr}]}`.
@@ -61,6 +62,8 @@ struct RunSection<'a> {
     workers_cpu_seconds: f64,
     peak_rss_largest_kib: u64,
     peak_rss_total_kib: u64,
+    shoal_cpu_seconds: f64,
+    shoal_peak_rss_kib: u64,
 }
 
 /// The tests, serialized one by one as the file is written (a list of
@@ -112,6 +115,20 @@ struct CollectErrorEntry<'a> {
     longrepr: Option<&'a str>,
 }
 
+/// shoal's own CPU seconds and peak memory (KiB) so far, without its workers.
+fn own_usage() -> (f64, u64) {
+    match nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
+        Ok(usage) => {
+            let seconds = |time: nix::sys::time::TimeVal| time.tv_sec() as f64 + time.tv_usec() as f64 / 1e6;
+            (
+                seconds(usage.user_time()) + seconds(usage.system_time()),
+                u64::try_from(usage.max_rss()).unwrap_or(0),
+            )
+        }
+        Err(_) => (0.0, 0),
+    }
+}
+
 /// The failure text of a test: pytest's longrepr of every failed phase, or
 /// how the worker died.
 fn failure_text(record: &TestRecord) -> Option<String> {
@@ -146,6 +163,8 @@ fn document<'a>(header: &'a RunHeader, summary: &'a RunSummary<'a>) -> Document<
             workers_cpu_seconds: summary.stats.workers_cpu_seconds,
             peak_rss_largest_kib: summary.stats.peak_rss_largest_kib,
             peak_rss_total_kib: summary.stats.peak_rss_total_kib,
+            shoal_cpu_seconds: own_usage().0,
+            shoal_peak_rss_kib: own_usage().1,
         },
         summary: counts,
         tests: Tests(summary),

@@ -15,6 +15,9 @@ use crate::report::{PHASES, Reporter, RunHeader, RunSummary, TestView};
 /// Width of pytest's ` [100%]` progress column.
 const PROGRESS_WIDTH: usize = 7;
 
+/// How often progress reaches the terminal at most.
+const PROGRESS_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Writes pytest-shaped output to a stream (stdout in real runs).
 pub struct TerminalReporter<W: Write> {
     out: W,
@@ -26,12 +29,23 @@ pub struct TerminalReporter<W: Write> {
     /// `--durations N`: how many slowest phases to list (0: all).
     show_durations: Option<usize>,
     line_length: usize,
+    /// When progress was last flushed: flushing per test would cost a
+    /// system call per test.
+    last_flush: std::time::Instant,
 }
 
 impl<W: Write> TerminalReporter<W> {
     /// A reporter writing to `out`, `width` columns wide.
     pub fn new(out: W, width: usize, verbosity: i8, full_messages: bool) -> Self {
-        Self { out, width, verbosity, full_messages, show_durations: None, line_length: 0 }
+        Self {
+            out,
+            width,
+            verbosity,
+            full_messages,
+            show_durations: None,
+            line_length: 0,
+            last_flush: std::time::Instant::now(),
+        }
     }
 
     /// Also list the N slowest phases (`--durations N`, 0 for all).
@@ -413,7 +427,10 @@ impl<W: Write> Reporter for TerminalReporter<W> {
         if done == total && self.line_length > 0 {
             self.end_progress_line(done, total);
         }
-        let _ = self.out.flush();
+        if self.last_flush.elapsed() >= PROGRESS_FLUSH_INTERVAL || done == total {
+            let _ = self.out.flush();
+            self.last_flush = std::time::Instant::now();
+        }
     }
 
     fn run_finished(&mut self, summary: &RunSummary<'_>) -> Result<(), crate::errors::ShoalError> {

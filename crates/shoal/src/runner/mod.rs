@@ -389,9 +389,16 @@ fn drive(
                 interrupted_at.get_or_insert_with(Instant::now);
                 scheduler.handle(Event::Interrupted)
             }
-            WorkerEvent::Message(key, message) => {
-                let Some(slot) = pool.current(key) else { continue };
-                handle_message(pool, run, &mut scheduler, slot, message)?
+            WorkerEvent::Messages(key, messages) => {
+                for message in messages {
+                    // A message may replace the worker (a crash is noticed
+                    // elsewhere, but a failed collection check kills it):
+                    // look the slot up again each time.
+                    let Some(slot) = pool.current(key) else { break };
+                    let actions = handle_message(pool, run, &mut scheduler, slot, message)?;
+                    execute(pool, run, actions)?;
+                }
+                continue;
             }
             WorkerEvent::ProtocolError(key, error) => {
                 if let Some(slot) = pool.current(key) {

@@ -167,7 +167,11 @@ impl Pool {
                         ));
                     }
                     Some(WorkerEvent::Interrupt) => return Ok(CollectionEnd::Interrupted),
-                    Some(WorkerEvent::Message(_, message)) => collection.record(message)?,
+                    Some(WorkerEvent::Messages(_, messages)) => {
+                        for message in messages {
+                            collection.record(message)?;
+                        }
+                    }
                     Some(WorkerEvent::ProtocolError(_, error)) => {
                         return Err(ShoalError::Internal(format!("the zygote broke the protocol: {error}")));
                     }
@@ -223,10 +227,12 @@ impl Pool {
             };
             match event {
                 WorkerEvent::Interrupt => return Ok(CollectionEnd::Interrupted),
-                WorkerEvent::Message(key, message) => {
+                WorkerEvent::Messages(key, messages) => {
                     let Some(slot) = self.current(key) else { continue };
                     let state = &mut self.slots[slot];
-                    state.collection.record(message)?;
+                    for message in messages {
+                        state.collection.record(message)?;
+                    }
                     if state.collection.finished {
                         state.phase = SlotPhase::Running;
                     }

@@ -1,0 +1,16 @@
+//! Integration tests: the real `shoal` binary on real pytest projects.
+//!
+//! The interpreter comes from `SHOAL_TEST_PYTHON` (scripts/test.sh sets it
+//! once per supported pytest version); see [`harness`].
+
+mod crash;
+mod exit_codes;
+mod harness;
+mod list;
+mod output_shape;
+mod parity;
+mod passthrough;
+mod report_json;
+mod selection;
+mod stopping;
+mod workers;

@@ -1,0 +1,110 @@
+//! shoal's terminal output is pytest's, line for line, apart from what
+//! parallel running changes: the progress lines (completion order, no file
+//! names), shoal's one header line, and the timing in the closing line.
+
+use crate::harness::{Outcome, Project};
+
+/// The letters pytest and shoal print per report while tests run.
+const PROGRESS_LETTERS: &str = ".FEsxXC";
+
+/// A normalised transcript: the lines with the progress block replaced by
+/// one placeholder and the closing line reduced to its counts, plus the
+/// progress letters in sorted order.
+#[derive(Debug, PartialEq, Eq)]
+struct Transcript {
+    lines: Vec<String>,
+    progress_letters: String,
+}
+
+/// The letters of a progress line (`test_a.py ..F   [ 50%]` or `..F   [ 50%]`).
+fn progress_letters(line: &str) -> Option<&str> {
+    let body = line.strip_suffix("%]")?;
+    let (body, _) = body.rsplit_once('[')?;
+    let letters = body.trim_end().rsplit(' ').next()?;
+    (!letters.is_empty() && letters.chars().all(|c| PROGRESS_LETTERS.contains(c))).then_some(letters)
+}
+
+fn is_shoal_header(line: &str) -> bool {
+    line.starts_with("shoal ") && line.contains(" worker") && line.contains(" mode)")
+}
+
+fn transcript(outcome: &Outcome) -> Transcript {
+    let counts = outcome.closing_counts();
+    let mut lines = Vec::new();
+    let mut letters: Vec<char> = Vec::new();
+    let all: Vec<&str> = outcome.stdout.lines().collect();
+    let closing = all.iter().rposition(|line| line.starts_with('=') && line.contains(" in "));
+    for (index, line) in all.iter().enumerate() {
+        if Some(index) == closing {
+            lines.push(format!("<closing line: {counts}>"));
+        } else if is_shoal_header(line) {
+            continue;
+        } else if let Some(found) = progress_letters(line) {
+            letters.extend(found.chars());
+            if lines.last().map(String::as_str) != Some("<progress>") {
+                lines.push("<progress>".to_owned());
+            }
+        } else {
+            lines.push((*line).to_owned());
+        }
+    }
+    letters.sort_unstable();
+    Transcript { lines, progress_letters: letters.into_iter().collect() }
+}
+
+fn assert_same_output(name: &str, args: &[&str]) {
+    let project = Project::fixture(name);
+    let expected = project.pytest(args);
+    let mut shoal_args = vec!["run", "-n", "2"];
+    shoal_args.extend_from_slice(args);
+    let actual = project.shoal(&shoal_args);
+    assert_eq!(actual.code, expected.code, "{name}: exit code\n{}\n{}", actual.stdout, actual.stderr);
+    let (actual_transcript, expected_transcript) = (transcript(&actual), transcript(&expected));
+    if actual_transcript != expected_transcript {
+        let first_difference = actual_transcript
+            .lines
+            .iter()
+            .zip(&expected_transcript.lines)
+            .position(|(a, b)| a != b)
+            .unwrap_or(actual_transcript.lines.len().min(expected_transcript.lines.len()));
+        panic!(
+            "{name}: shoal's output differs from pytest's from normalised line {}:\n  shoal:  {:?}\n  pytest: {:?}\n\
+             progress letters: shoal {:?}, pytest {:?}\n--- shoal stdout\n{}\n--- pytest stdout\n{}",
+            first_difference + 1,
+            actual_transcript.lines.get(first_difference),
+            expected_transcript.lines.get(first_difference),
+            actual_transcript.progress_letters,
+            expected_transcript.progress_letters,
+            actual.stdout,
+            expected.stdout
+        );
+    }
+}
+
+#[test]
+fn progress_letters_are_recognised() {
+    assert_eq!(progress_letters("test_a.py .FE.s     [ 40%]"), Some(".FE.s"));
+    assert_eq!(progress_letters("..x                  [100%]"), Some("..x"));
+    assert_eq!(progress_letters("FAILED test_a.py::test_x - assert 1 == 2"), None);
+    assert_eq!(progress_letters("see [50%]"), None);
+}
+
+#[test]
+fn every_outcome_kind_is_reported_as_pytest_reports_it() {
+    assert_same_output("outcomes", &[]);
+}
+
+#[test]
+fn odd_node_ids_are_reported_as_pytest_reports_them() {
+    assert_same_output("ids", &[]);
+}
+
+#[test]
+fn a_collection_error_is_reported_as_pytest_reports_it() {
+    assert_same_output("collect_error", &[]);
+}
+
+#[test]
+fn a_collection_error_with_continue_is_reported_as_pytest_reports_it() {
+    assert_same_output("collect_error", &["--continue-on-collection-errors"]);
+}

@@ -1,0 +1,145 @@
+//! `--json-report`: a versioned record of the run in which every collected
+//! test appears exactly once with its outcome, timings and worker.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::harness::{Project, parse_rfc3339_utc, python_output};
+
+/// Each test of `fixtures/outcomes` and its one final outcome (README).
+const OUTCOMES: &[(&str, &str)] = &[
+    ("test_outcomes.py::test_pass", "passed"),
+    ("test_outcomes.py::test_fail", "failed"),
+    ("test_outcomes.py::test_setup_error", "error"),
+    ("test_outcomes.py::test_teardown_error", "error"),
+    ("test_outcomes.py::test_skip_marker", "skipped"),
+    ("test_outcomes.py::test_skip_in_body", "skipped"),
+    ("test_outcomes.py::test_skipif_true", "skipped"),
+    ("test_outcomes.py::test_xfail_fails", "xfailed"),
+    ("test_outcomes.py::test_xpass_non_strict", "xpassed"),
+    ("test_outcomes.py::test_xpass_strict", "failed"),
+    ("test_outcomes.py::test_warns", "passed"),
+];
+
+/// Text each failing test's `failure` must contain.
+const FAILURE_TEXTS: &[(&str, &str)] = &[
+    ("test_outcomes.py::test_fail", "assert 2 == 3"),
+    ("test_outcomes.py::test_setup_error", "RuntimeError: setup fixture exploded"),
+    ("test_outcomes.py::test_teardown_error", "RuntimeError: teardown fixture exploded"),
+    ("test_outcomes.py::test_xpass_strict", "[XPASS(strict)]"),
+];
+
+fn seconds(value: &serde_json::Value, what: &str) -> f64 {
+    let number = value.as_f64().unwrap_or_else(|| panic!("{what} is not a number: {value}"));
+    assert!(number.is_finite() && number >= 0.0, "{what} = {number}");
+    number
+}
+
+#[test]
+fn the_run_section_describes_the_run() {
+    let project = Project::fixture("outcomes");
+    let report = project.shoal_report(&[], &["-n", "2"]);
+    report.outcome.assert_code(1);
+    let json = &report.json;
+    assert_eq!(json["format_version"], 1);
+    let run = &json["run"];
+    assert_eq!(run["shoal"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(run["python"], python_output("import platform; print(platform.python_version())"));
+    assert_eq!(run["pytest"], python_output("import pytest; print(pytest.__version__)"));
+    assert_eq!(run["workers"], 2);
+    assert_eq!(run["exit_code"], 1);
+
+    let started_at = parse_rfc3339_utc(run["started_at"].as_str().expect("started_at is a string"));
+    // The report has millisecond precision.
+    let slack = Duration::from_millis(5);
+    assert!(
+        report.before <= started_at + slack && started_at <= report.after,
+        "started_at {} is not within the command's run",
+        run["started_at"]
+    );
+    let wall = seconds(&run["wall_seconds"], "wall_seconds");
+    let elapsed = report.after.duration_since(report.before).expect("time went forward").as_secs_f64();
+    assert!(wall > 0.0 && wall <= elapsed, "wall_seconds {wall} for a command that took {elapsed}s");
+}
+
+#[test]
+fn every_test_appears_once_with_its_own_outcome() {
+    let project = Project::fixture("outcomes");
+    let report = project.shoal_report(&[], &["-n", "2"]);
+    let outcomes = report.outcomes();
+    let expected: BTreeMap<&str, &str> = OUTCOMES.iter().copied().collect();
+    assert_eq!(outcomes, expected, "{:#}", report.json);
+
+    let collected: BTreeSet<String> = project.pytest_node_ids(&[]).into_iter().collect();
+    let reported: BTreeSet<String> = report.node_ids().into_iter().map(str::to_owned).collect();
+    assert_eq!(reported, collected);
+    assert_eq!(report.tests().len(), collected.len());
+
+    let mut expected_summary: BTreeMap<String, u64> = BTreeMap::new();
+    for (_, outcome) in OUTCOMES {
+        *expected_summary.entry((*outcome).to_owned()).or_insert(0) += 1;
+    }
+    let summary: BTreeMap<String, u64> =
+        serde_json::from_value(report.json["summary"].clone()).expect("summary maps outcomes to counts");
+    assert_eq!(summary, expected_summary);
+    assert_eq!(summary, report.outcome_counts());
+}
+
+#[test]
+fn each_test_has_timings_a_worker_and_failure_text_for_failures() {
+    let project = Project::fixture("outcomes");
+    let report = project.shoal_report(&[], &["-n", "2"]);
+    let wall = seconds(&report.json["run"]["wall_seconds"], "wall_seconds");
+    let failure_texts: BTreeMap<&str, &str> = FAILURE_TEXTS.iter().copied().collect();
+    for test in report.tests() {
+        let nodeid = test["nodeid"].as_str().expect("a nodeid");
+        let duration = seconds(&test["duration"], "duration");
+        let phases: f64 = ["setup_duration", "call_duration", "teardown_duration"]
+            .iter()
+            .map(|key| seconds(&test[*key], key))
+            .sum();
+        assert!(duration <= wall, "{nodeid}: duration {duration} longer than the run ({wall})");
+        assert!(phases <= wall, "{nodeid}: phases {phases} longer than the run ({wall})");
+        assert!(
+            matches!(test["worker"].as_str(), Some("gw0" | "gw1")),
+            "{nodeid}: worker {}",
+            test["worker"]
+        );
+        match failure_texts.get(nodeid) {
+            Some(needle) => {
+                let failure =
+                    test["failure"].as_str().unwrap_or_else(|| panic!("{nodeid} has no failure text"));
+                assert!(failure.contains(needle), "{nodeid}: failure text lacks {needle:?}:\n{failure}");
+            }
+            None => assert!(test["failure"].is_null(), "{nodeid} passed but has failure text: {test}"),
+        }
+    }
+}
+
+#[test]
+fn awkward_node_ids_survive_the_json_report() {
+    let project = Project::fixture("ids");
+    let report = project.shoal_report(&[], &["-n", "2"]);
+    report.outcome.assert_code(0);
+    let collected = project.pytest_node_ids(&[]);
+    let mut reported: Vec<&str> = report.node_ids();
+    reported.sort_unstable();
+    let mut collected: Vec<&str> = collected.iter().map(String::as_str).collect();
+    collected.sort_unstable();
+    assert_eq!(reported, collected);
+    assert_eq!(report.test("test_params.py::test_awkward_str[back\\\\slash]")["outcome"], "passed");
+    assert_eq!(report.test("test_unit.py::TestWithSetup::test_expected_failure")["outcome"], "xfailed");
+}
+
+#[test]
+fn collection_errors_are_recorded() {
+    let project = Project::fixture("collect_error");
+    let report = project.shoal_report(&[], &["-n", "2", "--continue-on-collection-errors"]);
+    report.outcome.assert_code(1);
+    let errors = report.json["collect_errors"].as_array().expect("a collect_errors array");
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0]["nodeid"], "test_broken.py");
+    let longrepr = errors[0]["longrepr"].as_str().expect("a longrepr");
+    assert!(longrepr.contains("No module named 'shoal_fixture_module_that_does_not_exist'"), "{longrepr}");
+    assert_eq!(report.json["summary"], serde_json::json!({"passed": 2}));
+}

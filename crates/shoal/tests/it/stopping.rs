@@ -1,0 +1,88 @@
+//! `-x` and `--maxfail`: after enough failures nothing new starts, and the
+//! tests that never ran are reported as not run, each exactly once.
+
+use std::collections::BTreeSet;
+
+use crate::harness::{Project, Report};
+
+/// Tests 3 and 7 fail.
+const FAILING: [&str; 2] = ["test_slow.py::test_03", "test_slow.py::test_07"];
+const TEST_COUNT: usize = 30;
+const SLEEP_SECONDS: f64 = 0.05;
+
+/// 30 tests of 0.05 s each.
+fn slow_project() -> Project {
+    let project = Project::empty();
+    project.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n");
+    let mut source = String::from("import time\n");
+    for index in 1..=TEST_COUNT {
+        let body = if index == 3 || index == 7 { "    assert False, 'planned failure'\n" } else { "" };
+        source.push_str(&format!("\n\ndef test_{index:02}():\n    time.sleep({SLEEP_SECONDS})\n{body}"));
+    }
+    project.write("test_slow.py", source);
+    project
+}
+
+/// Checks what `-x`/`--maxfail` promise; returns the failed node ids.
+fn check_stopped_run(report: &Report, stop_after: u64) -> BTreeSet<String> {
+    let outcome = &report.outcome;
+    outcome.assert_code(1);
+    let all: BTreeSet<String> =
+        (1..=TEST_COUNT).map(|index| format!("test_slow.py::test_{index:02}")).collect();
+    let outcomes = report.outcomes();
+    assert_eq!(
+        outcomes.keys().map(|id| (*id).to_owned()).collect::<BTreeSet<_>>(),
+        all,
+        "every test exactly once"
+    );
+
+    let failed: BTreeSet<String> = outcomes
+        .iter()
+        .filter(|(_, outcome)| **outcome == "failed")
+        .map(|(id, _)| (*id).to_owned())
+        .collect();
+    assert!(!failed.is_empty() && failed.iter().all(|id| FAILING.contains(&id.as_str())), "{failed:?}");
+    let not_run: Vec<&serde_json::Value> =
+        report.tests().iter().filter(|test| test["outcome"] == "not_run").collect();
+    assert!(!not_run.is_empty(), "stopping early left nothing unrun:\n{}", outcome.stdout);
+    for test in &not_run {
+        assert_eq!(test["reason"], "max-fail", "{test}");
+        assert!(test["worker"].is_null(), "a test that did not run names a worker: {test}");
+    }
+    for test in report.tests().iter().filter(|test| test["outcome"] != "not_run") {
+        assert_eq!(test["outcome"] == "failed", failed.contains(test["nodeid"].as_str().unwrap()));
+        if test["outcome"] == "passed" {
+            let call = test["call_duration"].as_f64().expect("a call duration");
+            assert!(call >= SLEEP_SECONDS * 0.9, "{test}: a 0.05 s test took {call}");
+            assert!(test["duration"].as_f64().expect("a duration") >= call, "{test}");
+        }
+    }
+    let ran = outcomes.values().filter(|outcome| **outcome != "not_run").count();
+    assert_eq!(ran + not_run.len(), TEST_COUNT);
+
+    let closing = outcome.closing_map();
+    assert_eq!(closing.get("failed"), Some(&(failed.len() as u64)), "{}", outcome.stdout);
+    assert_eq!(closing.get("not run"), Some(&(not_run.len() as u64)), "{}", outcome.stdout);
+    assert_eq!(
+        closing.get("passed").copied().unwrap_or(0),
+        (ran - failed.len()) as u64,
+        "{}",
+        outcome.stdout
+    );
+    assert!(outcome.stdout.contains(&format!("stopping after {stop_after} failure")), "{}", outcome.stdout);
+    failed
+}
+
+#[test]
+fn exitfirst_stops_after_the_first_failure() {
+    let report = slow_project().shoal_report(&[], &["-n", "2", "-x"]);
+    check_stopped_run(&report, 1);
+}
+
+#[test]
+fn maxfail_stops_after_that_many_failures() {
+    let report = slow_project().shoal_report(&[], &["-n", "2", "--maxfail", "2"]);
+    let failed = check_stopped_run(&report, 2);
+    // Only two tests can fail, and the run stops only once both have.
+    assert_eq!(failed, FAILING.iter().map(|id| (*id).to_owned()).collect());
+}
