@@ -483,10 +483,11 @@ fn read_channel(
             },
         };
         let more_buffered = reader.buffer().contains(&b'\n');
-        if !batch.is_empty() && (failure.is_some() || !more_buffered) {
-            if events.send(WorkerEvent::Messages(key, std::mem::take(&mut batch))).is_err() {
-                break;
-            }
+        if !batch.is_empty()
+            && (failure.is_some() || !more_buffered)
+            && events.send(WorkerEvent::Messages(key, std::mem::take(&mut batch))).is_err()
+        {
+            break;
         }
         if let Some(error) = failure {
             let _ = events.send(WorkerEvent::ProtocolError(key, error));
