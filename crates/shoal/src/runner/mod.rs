@@ -45,6 +45,13 @@ fn worker_spec(
 ) -> Result<WorkerSpec, ShoalError> {
     let plugin_dir = crate::python::install_worker_plugin()?;
     let (user_args, basetemp) = take_basetemp(&collect.pytest_args);
+    let basetemp = basetemp.map(|directory| collect.cwd.join(directory));
+    if let Some(directory) = &basetemp {
+        // pytest creates a given basetemp itself, but not its parents: each
+        // worker's is one level down.
+        std::fs::create_dir_all(directory)
+            .map_err(|error| ShoalError::io(format!("creating --basetemp {}", directory.display()), error))?;
+    }
     let mut pytest_args = Vec::new();
     match collect.verbosity {
         level if level > 0 => pytest_args.push(format!("-{}", "v".repeat(usize::from(level.unsigned_abs())))),
@@ -225,7 +232,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         rootdir: hello.rootdir.clone(),
         inifile: hello.inifile.clone(),
         plugins: hello.plugins.clone(),
-        workers: settings.workers,
+        workers: pool.slots.len(),
         mode: collected.mode,
         selected: table.len(),
         deselected: collected.deselected.len() as u64,
@@ -244,8 +251,8 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     let startup_seconds = started.elapsed().as_secs_f64();
     let header = RunHeader {
         expectation: has_history.then(|| Expectation {
-            wall_seconds: startup_seconds + shoal_scheduler::simulate(&workload, settings.workers),
-            lower_bound_seconds: startup_seconds + workload.lower_bound(settings.workers),
+            wall_seconds: startup_seconds + shoal_scheduler::simulate(&workload, pool.slots.len()),
+            lower_bound_seconds: startup_seconds + workload.lower_bound(pool.slots.len()),
         }),
         ..header
     };
@@ -284,14 +291,14 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     } else {
         let scheduler = Scheduler::new(
             SchedulerConfig {
-                workers: settings.workers,
+                workers: pool.slots.len(),
                 max_failures,
                 max_worker_restarts: settings.max_worker_restarts,
             },
             &workload,
         );
         drop(workload);
-        stop = drive(&mut pool, &mut run, scheduler)?.or(stop);
+        stop = drive(&mut pool, &mut run, scheduler, max_failures)?.or(stop);
     }
 
     let records = std::mem::take(&mut run.records);
@@ -306,7 +313,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         crate::output::warn(&format!("the durations history was not saved: {error}"));
     }
     drop(history);
-    let stats = run_stats(&records, &run, settings.workers, startup_seconds);
+    let stats = run_stats(&records, &run, pool.slots.len(), startup_seconds);
     let mut tally = std::mem::take(&mut run.tally);
     tally.add("deselected", header.deselected);
     tally.add("warnings", run.warnings.len() as u64);
@@ -332,6 +339,11 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     };
     let reported: Result<(), ShoalError> =
         run.reporters.iter_mut().try_for_each(|reporter| reporter.run_finished(&summary));
+    // Workers the scheduler never needed (no tests, or fewer than workers)
+    // may still wait for their first command.
+    for slot in 0..pool.slots.len() {
+        pool.send(slot, &WorkerCommand::Shutdown);
+    }
     pool.shutdown_zygote();
     wait_for_exit(&mut pool);
     reported.map(|()| exit)
@@ -358,6 +370,7 @@ fn drive(
     pool: &mut Pool,
     run: &mut Run<'_>,
     mut scheduler: Scheduler,
+    max_failures: Option<u64>,
 ) -> Result<Option<StopNotice>, ShoalError> {
     let mut interrupted_at: Option<Instant> = None;
     // Spawned workers are ready once collected; forked ones say so.
@@ -428,7 +441,7 @@ fn drive(
         execute(pool, run, actions)?;
     }
     Ok(scheduler.stopping().map(|reason| match reason {
-        NotRunReason::MaxFail => StopNotice::MaxFail(scheduler.failures()),
+        NotRunReason::MaxFail => StopNotice::MaxFail(max_failures.unwrap_or(scheduler.failures())),
         NotRunReason::Interrupted => StopNotice::Interrupted,
         NotRunReason::WorkerRestartsExhausted => StopNotice::WorkerRestartsExhausted,
     }))

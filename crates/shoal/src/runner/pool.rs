@@ -190,6 +190,10 @@ impl Pool {
                     if let Some(reason) = unsafe_reason {
                         crate::output::warn(&format!("forking as asked with --mode fork, though {reason}"));
                     }
+                    // The tests are known now: fork no more workers than
+                    // there are tests to give them.
+                    let count = count.min(collection.table.len()).max(1);
+                    self.spec.worker_count = count;
                     for slot in 0..count {
                         let handle = self.start_worker(WorkerKey { slot, generation: 0 })?;
                         self.slots.push(Slot::new(handle));
