@@ -488,10 +488,16 @@ def _longrepr_text(report):
         return report.longreprtext
 
 
+# The short test summary shows a plain-string failure (e.g. a strict XPASS)
+# as its message from pytest 9 on; earlier versions show no message for it.
+_STRING_LONGREPR_IS_MESSAGE = int(pytest.__version__.split(".")[0]) >= 9
+
+
 def _crash_message(report):
+    """The message pytest's short test summary shows after the node id."""
     longrepr = report.longrepr
     if isinstance(longrepr, str):
-        return longrepr
+        return longrepr if _STRING_LONGREPR_IS_MESSAGE else None
     crash = getattr(longrepr, "reprcrash", None)
     return getattr(crash, "message", None)
 

@@ -29,6 +29,8 @@ pub struct TerminalReporter<W: Write> {
     /// `--durations N`: how many slowest phases to list (0: all).
     show_durations: Option<usize>,
     line_length: usize,
+    /// Whether any progress was printed (pytest then ends it with a blank line).
+    printed_progress: bool,
     /// When progress was last flushed: flushing per test would cost a
     /// system call per test.
     last_flush: std::time::Instant,
@@ -44,6 +46,7 @@ impl<W: Write> TerminalReporter<W> {
             full_messages,
             show_durations: None,
             line_length: 0,
+            printed_progress: false,
             last_flush: std::time::Instant::now(),
         }
     }
@@ -295,7 +298,12 @@ impl<W: Write> TerminalReporter<W> {
                 lines.push(self.short_summary_line("ERROR", test.nodeid(), report.message.as_deref()));
             }
         }
-        let mut not_run = summary.tests().filter(|test| test.record.outcome == Outcome::NotRun);
+        // Tests a collection error kept from running are not listed: pytest
+        // does not list them either.
+        let mut not_run = summary.tests().filter(|test| {
+            test.record.outcome == Outcome::NotRun
+                && test.record.not_run_reason != Some(crate::outcome::NotRunCause::CollectionErrors)
+        });
         if let Some(first) = not_run.next() {
             let reason = first.record.not_run_reason.map_or("not run", |cause| cause.as_str());
             lines.push(format!("NOT RUN {} tests ({reason})", 1 + not_run.count()));
@@ -407,6 +415,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             let percent = done * 100 / total.max(1);
             let worker = test.record.worker.map_or_else(String::new, |slot| format!("[gw{slot}] "));
             self.line(&format!("{worker}[{percent:>3}%] {word} {}", test.nodeid()));
+            self.printed_progress = true;
             return;
         }
         if self.verbosity < -1 {
@@ -423,6 +432,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             }
             let _ = write!(self.out, "{letter}");
             self.line_length += 1;
+            self.printed_progress = true;
         }
         if done == total && self.line_length > 0 {
             self.end_progress_line(done, total);
@@ -440,7 +450,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             self.end_progress_line(done, total);
         }
         if self.verbosity >= -1 {
-            if self.verbosity >= 0 {
+            if self.verbosity >= 0 && self.printed_progress {
                 self.line("");
             }
             self.print_errors(summary);

@@ -34,7 +34,18 @@ fn transcript(outcome: &Outcome) -> Transcript {
     let mut letters: Vec<char> = Vec::new();
     let all: Vec<&str> = outcome.stdout.lines().collect();
     let closing = all.iter().rposition(|line| line.starts_with('=') && line.contains(" in "));
+    // shoal's own figures (speed-up, lower bound, CPU, memory) have no
+    // counterpart in pytest: the section is left out of the comparison.
+    let mut in_shoal_section = false;
     for (index, line) in all.iter().enumerate() {
+        if line.starts_with('=') && line.contains(" shoal ") {
+            in_shoal_section = true;
+            continue;
+        }
+        if in_shoal_section && !line.starts_with('=') {
+            continue;
+        }
+        in_shoal_section = false;
         if Some(index) == closing {
             lines.push(format!("<closing line: {counts}>"));
         } else if is_shoal_header(line) {
@@ -69,16 +80,35 @@ fn assert_same_output(name: &str, args: &[&str]) {
             .unwrap_or(actual_transcript.lines.len().min(expected_transcript.lines.len()));
         panic!(
             "{name}: shoal's output differs from pytest's from normalised line {}:\n  shoal:  {:?}\n  pytest: {:?}\n\
+             lines only shoal prints: {:#?}\nlines only pytest prints: {:#?}\n\
              progress letters: shoal {:?}, pytest {:?}\n--- shoal stdout\n{}\n--- pytest stdout\n{}",
             first_difference + 1,
             actual_transcript.lines.get(first_difference),
             expected_transcript.lines.get(first_difference),
+            lines_missing_from(&actual_transcript.lines, &expected_transcript.lines),
+            lines_missing_from(&expected_transcript.lines, &actual_transcript.lines),
             actual_transcript.progress_letters,
             expected_transcript.progress_letters,
             actual.stdout,
             expected.stdout
         );
     }
+}
+
+/// The lines of `these` left over once each line of `those` has been
+/// matched with one equal line (a multiset difference).
+fn lines_missing_from<'a>(these: &'a [String], those: &[String]) -> Vec<&'a str> {
+    let mut unmatched: Vec<&str> = those.iter().map(String::as_str).collect();
+    let mut extra = Vec::new();
+    for line in these {
+        match unmatched.iter().position(|other| other == line) {
+            Some(index) => {
+                unmatched.remove(index);
+            }
+            None => extra.push(line.as_str()),
+        }
+    }
+    extra
 }
 
 #[test]
