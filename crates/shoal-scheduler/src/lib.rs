@@ -67,12 +67,16 @@ pub enum Event {
         /// The worker.
         worker: WorkerId,
     },
-    /// The worker obeyed a [`Action::Stop`]: these assigned tests did not run.
+    /// The worker obeyed a [`Action::Stop`], or stopped itself because its
+    /// memory passed the limit: these assigned tests did not run.
     WorkerStopped {
         /// The worker.
         worker: WorkerId,
         /// Tests it dropped without starting.
         dropped: Vec<TestId>,
+        /// It stopped because its memory passed the limit: it is to be
+        /// replaced and its tests run elsewhere.
+        over_memory: bool,
     },
     /// The worker's process is gone, for whatever reason.
     WorkerExited {
@@ -81,6 +85,8 @@ pub enum Event {
     },
     /// The user asked the run to stop (Ctrl-C, SIGTERM).
     Interrupted,
+    /// Time has passed: deadlines up to now are due.
+    Tick,
 }
 
 /// Why a test ended without running.
@@ -117,6 +123,22 @@ pub enum Action {
     /// Start a new worker in this slot (it reports [`Event::WorkerReady`]).
     StartWorker {
         /// The slot.
+        worker: WorkerId,
+    },
+    /// The test ran past its timeout: dump the worker's stacks and kill its
+    /// process group (its exit is then reported as [`Event::WorkerExited`]).
+    TimeOut {
+        /// The worker.
+        worker: WorkerId,
+        /// The test it is stuck in.
+        test: TestId,
+    },
+    /// The test's worker was killed for running past its timeout: its final
+    /// outcome is a timeout.
+    TestTimedOut {
+        /// The test.
+        test: TestId,
+        /// The worker that was running it.
         worker: WorkerId,
     },
     /// The worker died while running this test: its final outcome is a crash.
@@ -173,6 +195,12 @@ struct WorkerState {
     assigned: VecDeque<TestId>,
     /// The worker asked for its next test and has not been answered.
     wants_work: bool,
+    /// When its running test started (seconds on the runner's clock).
+    running_since: Option<f64>,
+    /// It was told to die for a timeout.
+    timing_out: bool,
+    /// It stopped itself over the memory limit and is to be replaced.
+    retiring: bool,
 }
 
 /// The scheduling state machine. See the crate docs.
@@ -185,6 +213,10 @@ pub struct Scheduler {
     failures: u64,
     restarts_used: u32,
     stopping: Option<NotRunReason>,
+    /// Per-test timeouts in seconds (empty: none).
+    timeouts: Vec<Option<f64>>,
+    /// The runner's clock, as of the event being handled.
+    now: f64,
 }
 
 impl Scheduler {
@@ -202,6 +234,9 @@ impl Scheduler {
                 phase: WorkerPhase::Starting,
                 assigned: VecDeque::new(),
                 wants_work: false,
+                running_since: None,
+                timing_out: false,
+                retiring: false,
             })
             .collect();
         Self {
@@ -212,11 +247,15 @@ impl Scheduler {
             failures: 0,
             restarts_used: 0,
             stopping: None,
+            timeouts: workload.timeouts.clone(),
+            now: 0.0,
         }
     }
 
-    /// Feeds one event and returns what to do, in order.
-    pub fn handle(&mut self, event: Event) -> Vec<Action> {
+    /// Feeds one event, at `now` seconds on the runner's clock (any fixed
+    /// origin; it only has to move forward), and returns what to do, in order.
+    pub fn handle(&mut self, now: f64, event: Event) -> Vec<Action> {
+        self.now = self.now.max(now);
         let mut actions = Vec::new();
         match event {
             Event::WorkerReady { worker } => {
@@ -233,22 +272,41 @@ impl Scheduler {
             Event::TestFinished { worker, test, failed } => {
                 self.finish_test(worker, test, failed, &mut actions);
             }
-            Event::WorkerStopped { worker, dropped } => {
-                let reason = self.stopping.unwrap_or(NotRunReason::Interrupted);
+            Event::WorkerStopped { worker, dropped, over_memory } => {
                 let dropped: Vec<TestId> = dropped
                     .into_iter()
                     .filter(|&test| self.tests[test] == TestState::Assigned(slot(worker)))
                     .collect();
-                for &test in &dropped {
-                    self.tests[test] = TestState::Final;
-                }
                 self.workers[worker].assigned.retain(|test| !dropped.contains(test));
-                if !dropped.is_empty() {
-                    actions.push(Action::NotRun { tests: dropped, reason });
+                if self.workers[worker].assigned.is_empty() {
+                    self.workers[worker].running_since = None;
+                }
+                match self.stopping {
+                    Some(reason) => {
+                        for &test in &dropped {
+                            self.tests[test] = TestState::Final;
+                        }
+                        if !dropped.is_empty() {
+                            actions.push(Action::NotRun { tests: dropped, reason });
+                        }
+                    }
+                    None => {
+                        // Over the memory limit: its tests go to the others.
+                        let state = &mut self.workers[worker];
+                        state.retiring = over_memory;
+                        state.phase = WorkerPhase::Ending;
+                        for &test in &dropped {
+                            self.tests[test] = TestState::Pending;
+                        }
+                        let setup = self.queue.current_setup(worker);
+                        self.queue.release(worker);
+                        self.queue.requeue_front(&dropped, setup);
+                    }
                 }
             }
             Event::WorkerExited { worker } => self.worker_exited(worker, &mut actions),
             Event::Interrupted => self.stop(NotRunReason::Interrupted, &mut actions),
+            Event::Tick => self.time_out_due(&mut actions),
         }
         self.dispatch(&mut actions);
         actions
@@ -269,17 +327,15 @@ impl Scheduler {
         self.failures
     }
 
-    /// The test a worker is running now (the first it holds), if any.
-    pub fn running_on(&self, worker: WorkerId) -> Option<TestId> {
-        self.workers[worker].assigned.front().copied()
-    }
-
     fn finish_test(&mut self, worker: WorkerId, test: TestId, failed: bool, actions: &mut Vec<Action>) {
         if self.tests.get(test) != Some(&TestState::Assigned(slot(worker))) {
             return;
         }
         self.tests[test] = TestState::Final;
-        self.workers[worker].assigned.retain(|&held| held != test);
+        let state = &mut self.workers[worker];
+        state.assigned.retain(|&held| held != test);
+        // A worker runs what it holds back to back: the next test starts now.
+        state.running_since = (!state.assigned.is_empty()).then_some(self.now);
         if failed {
             self.failures += 1;
             if self.config.max_failures.is_some_and(|limit| self.failures >= limit) {
@@ -291,36 +347,92 @@ impl Scheduler {
     fn worker_exited(&mut self, worker: WorkerId, actions: &mut Vec<Action>) {
         let state = &mut self.workers[worker];
         state.phase = WorkerPhase::Exited;
+        state.running_since = None;
+        let (timed_out, retiring) = (state.timing_out, state.retiring);
+        state.timing_out = false;
+        state.retiring = false;
         let held: Vec<TestId> = state.assigned.drain(..).collect();
-        let Some((&running, queued)) = held.split_first() else {
-            return;
-        };
-        self.tests[running] = TestState::Final;
-        actions.push(Action::TestLost { test: running, worker });
-        if let Some(reason) = self.stopping {
+        // A worker that stopped itself over its memory limit ran nothing of
+        // what it still holds (tests sent while its stop was on the way).
+        let running = if retiring { None } else { held.split_first() };
+        if retiring && !held.is_empty() {
+            if let Some(reason) = self.stopping {
+                for &test in &held {
+                    self.tests[test] = TestState::Final;
+                }
+                actions.push(Action::NotRun { tests: held.clone(), reason });
+            } else {
+                for &test in &held {
+                    self.tests[test] = TestState::Pending;
+                }
+                self.queue.requeue_front(&held, 0.0);
+            }
+        }
+        if let Some((&running, queued)) = running {
+            self.tests[running] = TestState::Final;
+            actions.push(if timed_out {
+                Action::TestTimedOut { test: running, worker }
+            } else {
+                Action::TestLost { test: running, worker }
+            });
+            if let Some(reason) = self.stopping {
+                for &test in queued {
+                    self.tests[test] = TestState::Final;
+                }
+                if !queued.is_empty() {
+                    actions.push(Action::NotRun { tests: queued.to_vec(), reason });
+                }
+                return;
+            }
             for &test in queued {
-                self.tests[test] = TestState::Final;
+                self.tests[test] = TestState::Pending;
             }
-            if !queued.is_empty() {
-                actions.push(Action::NotRun { tests: queued.to_vec(), reason });
-            }
+            let setup = self.queue.current_setup(worker);
+            self.queue.release(worker);
+            self.queue.requeue_front(queued, setup);
+        } else {
+            self.queue.release(worker);
+        }
+        if self.stopping.is_some() || self.queue.is_empty() {
             return;
         }
-        for &test in queued {
-            self.tests[test] = TestState::Pending;
-        }
-        let setup = self.queue.current_setup(worker);
-        self.queue.release(worker);
-        self.queue.requeue_front(queued, setup);
-        if self.queue.is_empty() {
-            return;
-        }
-        if self.restarts_used < self.config.max_worker_restarts {
-            self.restarts_used += 1;
+        // A worker retired over its memory limit is replaced without
+        // counting as a failure of the run.
+        if retiring || self.restarts_used < self.config.max_worker_restarts {
+            if !retiring {
+                self.restarts_used += 1;
+            }
             self.workers[worker].phase = WorkerPhase::Starting;
             actions.push(Action::StartWorker { worker });
         } else if !self.any_worker_can_take_work() {
             self.stop(NotRunReason::WorkerRestartsExhausted, actions);
+        }
+    }
+
+    /// When the next running test passes its timeout, if any has one.
+    pub fn next_deadline(&self) -> Option<f64> {
+        (0..self.workers.len()).filter_map(|worker| self.deadline_of(worker)).min_by(f64::total_cmp)
+    }
+
+    fn deadline_of(&self, worker: WorkerId) -> Option<f64> {
+        let state = &self.workers[worker];
+        if state.timing_out || state.phase == WorkerPhase::Exited {
+            return None;
+        }
+        let running = *state.assigned.front()?;
+        let timeout = self.timeouts.get(running).copied().flatten()?;
+        Some(state.running_since? + timeout)
+    }
+
+    fn time_out_due(&mut self, actions: &mut Vec<Action>) {
+        for worker in 0..self.workers.len() {
+            if self.deadline_of(worker).is_some_and(|deadline| deadline <= self.now) {
+                let state = &mut self.workers[worker];
+                state.timing_out = true;
+                state.phase = WorkerPhase::Ending;
+                let test = *state.assigned.front().expect("a deadline means a running test");
+                actions.push(Action::TimeOut { worker, test });
+            }
         }
     }
 
@@ -397,6 +509,9 @@ impl Scheduler {
             self.workers[worker].wants_work = false;
             for &test in &tests {
                 self.tests[test] = TestState::Assigned(slot(worker));
+            }
+            if self.workers[worker].assigned.is_empty() {
+                self.workers[worker].running_since = Some(self.now);
             }
             self.workers[worker].assigned.extend(tests.iter().copied());
             actions.push(Action::Run { worker, tests });

@@ -27,13 +27,21 @@ pub struct Workload {
     /// Expected seconds of each module's module-scoped set-up, paid once by
     /// every worker that runs any of its tests.
     pub module_setup: Vec<f64>,
+    /// Seconds each test may run before it is stopped (`None`: no limit);
+    /// empty when no test has a timeout.
+    pub timeouts: Vec<Option<f64>>,
 }
 
 impl Workload {
     /// `count` tests with nothing known: equal estimates, no shared set-up,
     /// dispatched in collection order.
     pub fn uniform(count: usize, estimate: f64) -> Self {
-        Self { expected: vec![estimate; count], module: vec![0; count], module_setup: vec![0.0] }
+        Self {
+            expected: vec![estimate; count],
+            module: vec![0; count],
+            module_setup: vec![0.0],
+            timeouts: Vec::new(),
+        }
     }
 
     /// Number of tests.
@@ -252,8 +260,12 @@ mod tests {
 
     #[test]
     fn tests_without_shared_setup_go_out_longest_first() {
-        let workload =
-            Workload { expected: vec![1.0, 4.0, 2.0], module: vec![0, 0, 0], module_setup: vec![0.0] };
+        let workload = Workload {
+            expected: vec![1.0, 4.0, 2.0],
+            module: vec![0, 0, 0],
+            module_setup: vec![0.0],
+            timeouts: Vec::new(),
+        };
         let mut queue = WorkQueue::new(&workload, 1);
         let order: Vec<TestId> = std::iter::from_fn(|| queue.take_for(0)).collect();
         assert_eq!(order, vec![1, 2, 0]);
@@ -266,6 +278,7 @@ mod tests {
             expected: vec![0.02; 8],
             module: vec![0, 0, 0, 0, 1, 1, 1, 1],
             module_setup: vec![0.4, 0.4],
+            timeouts: Vec::new(),
         };
         let mut queue = WorkQueue::new(&workload, 2);
         let first: Vec<TestId> = (0..4).filter_map(|_| queue.take_for(0)).collect();
@@ -278,13 +291,23 @@ mod tests {
     #[test]
     fn an_idle_worker_splits_a_long_module_when_it_pays() {
         // One module, 0.1 s set-up, ten 1 s tests: worth splitting.
-        let workload = Workload { expected: vec![1.0; 10], module: vec![0; 10], module_setup: vec![0.1] };
+        let workload = Workload {
+            expected: vec![1.0; 10],
+            module: vec![0; 10],
+            module_setup: vec![0.1],
+            timeouts: Vec::new(),
+        };
         let mut queue = WorkQueue::new(&workload, 2);
         assert_eq!(queue.take_for(0), Some(0));
         let stolen = queue.take_for(1).expect("worker 1 splits the module");
         assert!(stolen >= 5, "the thief takes from the back half, got {stolen}");
         // Not worth it: ten 0.01 s tests behind a 0.4 s set-up.
-        let workload = Workload { expected: vec![0.01; 10], module: vec![0; 10], module_setup: vec![0.4] };
+        let workload = Workload {
+            expected: vec![0.01; 10],
+            module: vec![0; 10],
+            module_setup: vec![0.4],
+            timeouts: Vec::new(),
+        };
         let mut queue = WorkQueue::new(&workload, 2);
         assert_eq!(queue.take_for(0), Some(0));
         assert_eq!(queue.take_for(1), None);
@@ -292,8 +315,12 @@ mod tests {
 
     #[test]
     fn the_lower_bound_is_total_over_workers_or_the_longest_test() {
-        let workload =
-            Workload { expected: vec![4.0, 1.0, 1.0], module: vec![0, 0, 0], module_setup: vec![0.0] };
+        let workload = Workload {
+            expected: vec![4.0, 1.0, 1.0],
+            module: vec![0, 0, 0],
+            module_setup: vec![0.0],
+            timeouts: Vec::new(),
+        };
         assert_eq!(workload.lower_bound(2), 4.0);
         assert_eq!(workload.lower_bound(1), 6.0);
     }

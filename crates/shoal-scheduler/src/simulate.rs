@@ -39,7 +39,7 @@ pub fn simulate(workload: &Workload, workers: usize) -> f64 {
     let mut completions: BinaryHeap<Reverse<(Instant, usize, usize)>> = BinaryHeap::new();
     let mut now = 0.0;
     let mut actions: Vec<Action> =
-        (0..workers).flat_map(|worker| scheduler.handle(Event::WorkerReady { worker })).collect();
+        (0..workers).flat_map(|worker| scheduler.handle(0.0, Event::WorkerReady { worker })).collect();
     loop {
         for action in actions.drain(..) {
             if let Action::Run { worker, tests } = action {
@@ -63,7 +63,7 @@ pub fn simulate(workload: &Workload, workers: usize) -> f64 {
         // At teardown a worker that holds nothing more asks for its next
         // test; then its test is finished.
         if queues[worker].len() == 1 {
-            actions = scheduler.handle(Event::WorkerWantsWork { worker });
+            actions = scheduler.handle(now, Event::WorkerWantsWork { worker });
             for action in actions.drain(..) {
                 if let Action::Run { worker, tests } = action {
                     queues[worker].extend(tests);
@@ -71,7 +71,7 @@ pub fn simulate(workload: &Workload, workers: usize) -> f64 {
             }
         }
         queues[worker].pop_front();
-        actions = scheduler.handle(Event::TestFinished { worker, test, failed: false });
+        actions = scheduler.handle(now, Event::TestFinished { worker, test, failed: false });
     }
     now
 }
@@ -86,6 +86,7 @@ mod tests {
             expected: vec![1.0, 1.0, 1.0, 3.0, 2.0, 2.0],
             module: vec![0; 6],
             module_setup: vec![0.0],
+            timeouts: Vec::new(),
         };
         // 10 s of work on two workers: 3+2 and 2+1+1+1.
         assert!((simulate(&workload, 2) - 5.0).abs() < 1e-9);
@@ -94,6 +95,7 @@ mod tests {
             expected: vec![4.0, 3.0, 2.0, 1.0, 1.0, 1.0],
             module: vec![0; 6],
             module_setup: vec![0.0],
+            timeouts: Vec::new(),
         };
         assert!((simulate(&workload, 2) - 6.0).abs() < 1e-9, "{}", simulate(&workload, 2));
         assert!((simulate(&workload, 1) - 12.0).abs() < 1e-9);
@@ -101,8 +103,12 @@ mod tests {
 
     #[test]
     fn module_setup_is_paid_once_per_worker() {
-        let workload =
-            Workload { expected: vec![0.1; 4], module: vec![0, 0, 1, 1], module_setup: vec![1.0, 1.0] };
+        let workload = Workload {
+            expected: vec![0.1; 4],
+            module: vec![0, 0, 1, 1],
+            module_setup: vec![1.0, 1.0],
+            timeouts: Vec::new(),
+        };
         // Each worker takes one module: 1 s set-up + 0.2 s of tests.
         assert!((simulate(&workload, 2) - 1.2).abs() < 1e-9);
     }

@@ -25,11 +25,16 @@ fn runs_for(actions: &[Action], worker: WorkerId) -> Vec<TestId> {
 
 #[test]
 fn long_tests_go_out_one_at_a_time_longest_first() {
-    let workload = Workload { expected: vec![1.0, 2.0, 3.0], module: vec![0; 3], module_setup: vec![0.0] };
+    let workload = Workload {
+        expected: vec![1.0, 2.0, 3.0],
+        module: vec![0; 3],
+        module_setup: vec![0.0],
+        timeouts: Vec::new(),
+    };
     let mut scheduler = Scheduler::new(config(2), &workload);
-    let actions = scheduler.handle(Event::WorkerReady { worker: 0 });
+    let actions = scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
     assert_eq!(actions, vec![Action::Run { worker: 0, tests: vec![2] }]);
-    let actions = scheduler.handle(Event::WorkerWantsWork { worker: 0 });
+    let actions = scheduler.handle(0.0, Event::WorkerWantsWork { worker: 0 });
     assert_eq!(actions, vec![Action::Run { worker: 0, tests: vec![1] }]);
 }
 
@@ -37,16 +42,16 @@ fn long_tests_go_out_one_at_a_time_longest_first() {
 fn the_last_test_is_followed_by_a_shutdown() {
     let mut scheduler = Scheduler::new(config(1), &uniform(2));
     assert_eq!(
-        scheduler.handle(Event::WorkerReady { worker: 0 }),
+        scheduler.handle(0.0, Event::WorkerReady { worker: 0 }),
         vec![Action::Run { worker: 0, tests: vec![0] }]
     );
     assert_eq!(
-        scheduler.handle(Event::WorkerWantsWork { worker: 0 }),
+        scheduler.handle(0.0, Event::WorkerWantsWork { worker: 0 }),
         vec![Action::Run { worker: 0, tests: vec![1] }, Action::Shutdown { worker: 0 }]
     );
-    let actions = scheduler.handle(Event::TestFinished { worker: 0, test: 0, failed: false });
+    let actions = scheduler.handle(0.0, Event::TestFinished { worker: 0, test: 0, failed: false });
     assert!(actions.is_empty());
-    let actions = scheduler.handle(Event::TestFinished { worker: 0, test: 1, failed: false });
+    let actions = scheduler.handle(0.0, Event::TestFinished { worker: 0, test: 1, failed: false });
     assert!(actions.is_empty());
     assert!(scheduler.all_tests_final());
 }
@@ -54,18 +59,18 @@ fn the_last_test_is_followed_by_a_shutdown() {
 #[test]
 fn a_request_for_work_is_answered_even_when_nothing_is_left() {
     let mut scheduler = Scheduler::new(config(2), &uniform(1));
-    scheduler.handle(Event::WorkerReady { worker: 0 });
-    let actions = scheduler.handle(Event::WorkerReady { worker: 1 });
+    scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
+    let actions = scheduler.handle(0.0, Event::WorkerReady { worker: 1 });
     assert_eq!(actions, vec![Action::Shutdown { worker: 1 }]);
 }
 
 #[test]
 fn tiny_tests_go_out_in_batches_long_ones_one_at_a_time() {
     let mut scheduler = Scheduler::new(config(2), &Workload::uniform(1000, 0.0002));
-    let first = scheduler.handle(Event::WorkerReady { worker: 0 });
+    let first = scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
     assert_eq!(runs_for(&first, 0).len(), MAX_HELD, "tiny tests: a full batch");
     let mut scheduler = Scheduler::new(config(2), &Workload::uniform(1000, 2.0));
-    let first = scheduler.handle(Event::WorkerReady { worker: 0 });
+    let first = scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
     assert_eq!(runs_for(&first, 0), vec![0], "long tests: one, the next when asked");
 }
 
@@ -75,16 +80,17 @@ fn max_fail_stops_dispatch_and_reports_the_rest_not_run() {
         SchedulerConfig { workers: 1, max_failures: Some(1), max_worker_restarts: 0 },
         &Workload::uniform(100, 0.001),
     );
-    let sent = runs_for(&scheduler.handle(Event::WorkerReady { worker: 0 }), 0);
+    let sent = runs_for(&scheduler.handle(0.0, Event::WorkerReady { worker: 0 }), 0);
     assert!(sent.len() > 2, "a batch of small tests: {sent:?}");
-    let actions = scheduler.handle(Event::TestFinished { worker: 0, test: sent[0], failed: true });
+    let actions = scheduler.handle(0.0, Event::TestFinished { worker: 0, test: sent[0], failed: true });
     let unsent: Vec<TestId> = (sent.len()..100).collect();
     assert_eq!(
         actions,
         vec![Action::NotRun { tests: unsent, reason: NotRunReason::MaxFail }, Action::Stop { worker: 0 }]
     );
     let dropped = sent[1..].to_vec();
-    let actions = scheduler.handle(Event::WorkerStopped { worker: 0, dropped: dropped.clone() });
+    let actions = scheduler
+        .handle(0.0, Event::WorkerStopped { worker: 0, dropped: dropped.clone(), over_memory: false });
     assert_eq!(actions, vec![Action::NotRun { tests: dropped, reason: NotRunReason::MaxFail }]);
     assert!(scheduler.all_tests_final());
 }
@@ -92,10 +98,10 @@ fn max_fail_stops_dispatch_and_reports_the_rest_not_run() {
 #[test]
 fn a_dead_worker_loses_its_running_test_and_is_replaced() {
     let mut scheduler = Scheduler::new(config(1), &uniform(4));
-    scheduler.handle(Event::WorkerReady { worker: 0 });
-    let actions = scheduler.handle(Event::WorkerExited { worker: 0 });
+    scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
+    let actions = scheduler.handle(0.0, Event::WorkerExited { worker: 0 });
     assert_eq!(actions, vec![Action::TestLost { test: 0, worker: 0 }, Action::StartWorker { worker: 0 },]);
-    let actions = scheduler.handle(Event::WorkerReady { worker: 0 });
+    let actions = scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
     assert_eq!(runs_for(&actions, 0), vec![1]);
 }
 
@@ -105,8 +111,8 @@ fn restarts_exhausted_reports_the_rest_not_run() {
         SchedulerConfig { workers: 1, max_failures: None, max_worker_restarts: 0 },
         &uniform(3),
     );
-    scheduler.handle(Event::WorkerReady { worker: 0 });
-    let actions = scheduler.handle(Event::WorkerExited { worker: 0 });
+    scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
+    let actions = scheduler.handle(0.0, Event::WorkerExited { worker: 0 });
     assert_eq!(
         actions,
         vec![
@@ -120,11 +126,52 @@ fn restarts_exhausted_reports_the_rest_not_run() {
 #[test]
 fn interrupt_before_any_worker_is_ready_reports_everything_not_run() {
     let mut scheduler = Scheduler::new(config(2), &uniform(3));
-    let actions = scheduler.handle(Event::Interrupted);
+    let actions = scheduler.handle(0.0, Event::Interrupted);
     assert_eq!(actions[0], Action::NotRun { tests: vec![0, 1, 2], reason: NotRunReason::Interrupted });
     assert!(actions.contains(&Action::Shutdown { worker: 0 }));
     assert!(actions.contains(&Action::Shutdown { worker: 1 }));
     assert!(scheduler.all_tests_final());
+}
+
+#[test]
+fn a_test_past_its_timeout_is_timed_out_and_its_worker_replaced() {
+    let mut workload = uniform(3);
+    workload.timeouts = vec![Some(2.0), None, None];
+    let mut scheduler = Scheduler::new(config(1), &workload);
+    scheduler.handle(10.0, Event::WorkerReady { worker: 0 });
+    assert_eq!(scheduler.next_deadline(), Some(12.0));
+    assert!(scheduler.handle(11.9, Event::Tick).is_empty());
+    assert_eq!(scheduler.handle(12.0, Event::Tick), vec![Action::TimeOut { worker: 0, test: 0 }]);
+    assert_eq!(scheduler.next_deadline(), None, "a worker is timed out once");
+    let actions = scheduler.handle(12.5, Event::WorkerExited { worker: 0 });
+    assert_eq!(actions, vec![Action::TestTimedOut { test: 0, worker: 0 }, Action::StartWorker { worker: 0 }]);
+}
+
+#[test]
+fn the_clock_restarts_for_each_test_a_worker_runs() {
+    let mut workload = Workload::uniform(3, 0.001);
+    workload.timeouts = vec![Some(1.0); 3];
+    let mut scheduler = Scheduler::new(config(1), &workload);
+    scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
+    scheduler.handle(0.8, Event::TestFinished { worker: 0, test: 0, failed: false });
+    assert_eq!(scheduler.next_deadline(), Some(1.8));
+}
+
+#[test]
+fn a_worker_over_its_memory_limit_is_replaced_and_its_tests_run_elsewhere() {
+    let mut scheduler = Scheduler::new(
+        SchedulerConfig { workers: 1, max_failures: None, max_worker_restarts: 0 },
+        &Workload::uniform(10, 0.001),
+    );
+    let sent = runs_for(&scheduler.handle(0.0, Event::WorkerReady { worker: 0 }), 0);
+    scheduler.handle(0.0, Event::TestFinished { worker: 0, test: sent[0], failed: false });
+    let actions = scheduler
+        .handle(0.0, Event::WorkerStopped { worker: 0, dropped: sent[1..].to_vec(), over_memory: true });
+    assert!(actions.iter().all(|action| !matches!(action, Action::NotRun { .. })), "{actions:?}");
+    let actions = scheduler.handle(0.0, Event::WorkerExited { worker: 0 });
+    assert_eq!(actions, vec![Action::StartWorker { worker: 0 }], "no restart budget is needed");
+    let actions = scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
+    assert_eq!(runs_for(&actions, 0)[0], sent[1], "the dropped tests go out first");
 }
 
 /// A simulated worker pool: decisions come from the proptest-chosen script.
@@ -135,6 +182,10 @@ enum Step {
     /// The worker crashes.
     Crash(usize),
     Interrupt,
+    /// Time passes by this many seconds.
+    Wait(f64),
+    /// The worker finishes its running test over its memory limit.
+    OverMemory(usize),
 }
 
 fn step_strategy() -> impl Strategy<Value = Step> {
@@ -142,6 +193,8 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         8 => (0usize..8, any::<bool>()).prop_map(|(worker, failed)| Step::Progress(worker, failed)),
         1 => (0usize..8).prop_map(Step::Crash),
         1 => Just(Step::Interrupt),
+        2 => (0.0f64..3.0).prop_map(Step::Wait),
+        1 => (0usize..8).prop_map(Step::OverMemory),
     ]
 }
 
@@ -154,6 +207,8 @@ struct SimulatedWorker {
     stop_requested: bool,
     /// Asked for its next test and blocked until answered.
     waiting: bool,
+    /// Stopped itself over its memory limit: reads no more commands.
+    stopped_itself: bool,
 }
 
 proptest! {
@@ -167,6 +222,7 @@ proptest! {
         durations in proptest::collection::vec(0.0f64..3.0, 150),
         modules in proptest::collection::vec(0usize..6, 150),
         setups in proptest::collection::vec(prop_oneof![Just(0.0), 0.0f64..1.0], 6),
+        timeouts in proptest::collection::vec(proptest::option::of(0.5f64..5.0), 150),
         workers in 1usize..5,
         max_failures in proptest::option::of(1u64..6),
         restarts in 0u32..3,
@@ -176,6 +232,7 @@ proptest! {
             expected: durations[..test_count].to_vec(),
             module: modules[..test_count].to_vec(),
             module_setup: setups,
+            timeouts: timeouts[..test_count].to_vec(),
         };
         let mut scheduler = Scheduler::new(
             SchedulerConfig { workers, max_failures, max_worker_restarts: restarts },
@@ -189,6 +246,9 @@ proptest! {
         let apply = |actions: Vec<Action>, simulated: &mut Vec<SimulatedWorker>, final_count: &mut Vec<u32>, inbox: &mut VecDeque<Event>| {
             for action in actions {
                 match action {
+                    Action::Run { worker, .. } if simulated[worker].stopped_itself => {
+                        // In flight while it stopped: never read, never run.
+                    }
                     Action::Run { worker, tests } => {
                         let state = &mut simulated[worker];
                         prop_assert!(state.alive && !state.ending, "work sent to an ending or dead worker");
@@ -209,7 +269,14 @@ proptest! {
                         simulated[worker] = SimulatedWorker { alive: true, ready: true, ..Default::default() };
                         inbox.push_back(Event::WorkerReady { worker });
                     }
-                    Action::TestLost { test, .. } => final_count[test] += 1,
+                    Action::TestLost { test, .. } | Action::TestTimedOut { test, .. } => final_count[test] += 1,
+                    Action::TimeOut { worker, test } => {
+                        prop_assert_eq!(simulated[worker].queue.front().copied(), Some(test), "timed out a test it is not running");
+                        // The runner kills the worker; its exit follows.
+                        simulated[worker].alive = false;
+                        simulated[worker].queue.clear();
+                        inbox.push_back(Event::WorkerExited { worker });
+                    }
                     Action::NotRun { tests, .. } => for test in tests { final_count[test] += 1 },
                 }
             }
@@ -217,10 +284,11 @@ proptest! {
         };
 
         let mut script = steps.into_iter();
+        let mut now = 0.0;
         let mut idle_rounds = 0;
         loop {
             if let Some(event) = inbox.pop_front() {
-                let actions = scheduler.handle(event);
+                let actions = scheduler.handle(now, event);
                 apply(actions, &mut simulated, &mut final_count, &mut inbox)?;
                 continue;
             }
@@ -231,7 +299,7 @@ proptest! {
                 if state.alive && state.stop_requested {
                     state.stop_requested = false;
                     let dropped: Vec<TestId> = state.queue.drain(1..).collect();
-                    inbox.push_back(Event::WorkerStopped { worker, dropped });
+                    inbox.push_back(Event::WorkerStopped { worker, dropped, over_memory: false });
                     progressed = true;
                 } else if state.alive && state.ending && state.queue.is_empty() {
                     state.alive = false;
@@ -274,6 +342,24 @@ proptest! {
                     }
                 }
                 Step::Interrupt => inbox.push_back(Event::Interrupted),
+                Step::Wait(seconds) => {
+                    now += seconds;
+                    inbox.push_back(Event::Tick);
+                }
+                Step::OverMemory(index) => {
+                    let worker = index % workers;
+                    let state = &mut simulated[worker];
+                    if state.alive && !state.waiting && !state.ending && !state.queue.is_empty() {
+                        // It finishes its test, then stops itself and says which it dropped.
+                        let test = state.queue.pop_front().expect("checked");
+                        final_count[test] += 1;
+                        let dropped: Vec<TestId> = state.queue.drain(..).collect();
+                        state.ending = true;
+                        state.stopped_itself = true;
+                        inbox.push_back(Event::TestFinished { worker, test, failed: false });
+                        inbox.push_back(Event::WorkerStopped { worker, dropped, over_memory: true });
+                    }
+                }
             }
         }
         prop_assert!(scheduler.all_tests_final(), "scheduler still has open tests");

@@ -134,6 +134,10 @@ class ShoalWorker:
         self.config = config
         self.channel = channel
         self.zygote_fd = zygote_fd
+        limit = os.environ.get("SHOAL_MEMORY_LIMIT_KIB")
+        self.memory_limit_kib = int(limit) if limit else 0
+        self.children = _ChildWatch()
+        _register_stack_dump()
         self.maxfail = maxfail
         self.deselected = []
         self.pending_reports = []
@@ -218,6 +222,7 @@ class ShoalWorker:
                     "line": line,
                     "domain": domain,
                     "markers": sorted({marker.name for marker in item.iter_markers()}),
+                    "timeout": _timeout_marker(item),
                 }
             )
             if len(chunk) >= COLLECTED_CHUNK:
@@ -296,17 +301,30 @@ class ShoalWorker:
                 next_item.resolve()
             duration = time.perf_counter() - started
             usage = resource.getrusage(resource.RUSAGE_SELF)
-            self.channel.send(
-                {
-                    "type": "finished",
-                    "nodeid": current,
-                    "duration": duration,
-                    "reports": self.pending_reports,
-                    "cpu_seconds": usage.ru_utime + usage.ru_stime,
-                    "max_rss_kib": usage.ru_maxrss,
-                }
-            )
+            rss_kib = _current_rss_kib()
+            self.children.note(current)
+            over_memory = bool(self.memory_limit_kib and rss_kib > self.memory_limit_kib)
+            last = over_memory or (ended and not queue)
+            message = {
+                "type": "finished",
+                "nodeid": current,
+                "duration": duration,
+                "reports": self.pending_reports,
+                "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "max_rss_kib": usage.ru_maxrss,
+                "rss_kib": rss_kib,
+            }
+            if last:
+                # The session's fixtures are gone: what still runs leaked.
+                message["leaked"] = self.children.leaked()
+            self.channel.send(message)
             self.pending_reports = []
+            if over_memory:
+                # Over the limit: run nothing more here; shoal starts a fresh
+                # worker and gives it what this one held.
+                take_commands(block=False)
+                self.channel.send({"type": "stopped", "dropped": list(queue), "over_memory": True})
+                break
 
     # Fork mode ---------------------------------------------------------------
 
@@ -405,6 +423,8 @@ class ShoalWorker:
 
         if faulthandler.is_enabled():
             faulthandler.enable(file=sys.stderr, all_threads=True)
+        _register_stack_dump()
+        self.children = _ChildWatch()
         slot = command["slot"]
         os.environ["SHOAL_WORKER"] = str(slot)
         os.environ["SHOAL_WORKER_COUNT"] = str(command["worker_count"])
@@ -458,6 +478,74 @@ class ShoalWorker:
         self.channel.send({"type": "warning", "when": when, "nodeid": nodeid, "text": _cut(text)})
 
 
+_stack_dump_file = None
+
+
+def _register_stack_dump():
+    """On SIGUSR1, write every thread's Python stack to stderr.
+
+    shoal sends it to a worker whose test ran past its timeout, just before
+    killing it. faulthandler answers from a C signal handler, so this works
+    even when the test is stuck in C code that never returns to Python. It
+    writes to a copy of the descriptor stderr has now, so pytest's capture
+    (which moves descriptor 2 during a test) cannot swallow it.
+    """
+    global _stack_dump_file
+    import faulthandler
+    import signal
+
+    if not hasattr(signal, "SIGUSR1"):
+        return
+    _stack_dump_file = os.fdopen(os.dup(2), "w")
+    faulthandler.register(signal.SIGUSR1, file=_stack_dump_file, all_threads=True)
+
+
+def _current_rss_kib():
+    """Resident memory now (not the peak), in KiB."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+class _ChildWatch:
+    """Which test started the child processes still alive at the end.
+
+    After each test the worker's direct children are listed (one read of
+    /proc per thread) and new ones are charged to that test; with its last
+    test, the worker reports the ones still running to shoal, which kills
+    them with the worker's process group and names the test that left them.
+    """
+
+    def __init__(self):
+        self.first_seen = {}
+
+    @staticmethod
+    def _children():
+        pids = set()
+        try:
+            for task in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{task}/children", "rb") as listing:
+                    pids.update(int(pid) for pid in listing.read().split())
+        except OSError:
+            pass
+        return pids
+
+    def note(self, nodeid):
+        for pid in self._children():
+            self.first_seen.setdefault(pid, nodeid)
+
+    def leaked(self):
+        """Node id to the pids it started that are still running."""
+        alive = self._children()
+        leaked = {}
+        for pid, nodeid in self.first_seen.items():
+            if pid in alive:
+                leaked.setdefault(nodeid, []).append(pid)
+        return leaked
+
+
 def _fork_unsafe_reason():
     """Why forking this process would be unsafe, or None."""
     import threading
@@ -468,6 +556,18 @@ def _fork_unsafe_reason():
     if others:
         return f"another thread is alive in the collecting process ({', '.join(sorted(others))})"
     return None
+
+
+def _timeout_marker(item):
+    """Seconds from pytest-timeout's ``@pytest.mark.timeout(N)``, if any."""
+    marker = item.get_closest_marker("timeout")
+    if marker is None:
+        return None
+    value = marker.kwargs.get("timeout", marker.args[0] if marker.args else None)
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _longrepr_text(report):
@@ -500,6 +600,15 @@ def _crash_message(report):
         return longrepr if _STRING_LONGREPR_IS_MESSAGE else None
     crash = getattr(longrepr, "reprcrash", None)
     return getattr(crash, "message", None)
+
+
+def pytest_configure(config):
+    """Registers the markers shoal honours, so --strict-markers accepts them."""
+    if os.environ.get("SHOAL_CHANNEL_FD") is None:
+        return
+    known = {line.split("(")[0].split(":")[0].strip() for line in config.getini("markers")}
+    if "timeout" not in known:
+        config.addinivalue_line("markers", "timeout(seconds): stop the test after this many seconds (shoal)")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -87,6 +87,17 @@ pub struct RunArgs {
     #[arg(long)]
     pub continue_on_collection_errors: bool,
 
+    /// Stop a test after this many seconds (also `30s`, `2m`): its worker's
+    /// stacks are dumped, its process group killed, and a new worker takes
+    /// over. `@pytest.mark.timeout(N)` sets it per test.
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<String>,
+
+    /// Replace a worker whose resident memory passes SIZE after a test
+    /// (e.g. `500M`, `2G`), before it runs another.
+    #[arg(long, value_name = "SIZE")]
+    pub worker_memory_limit: Option<String>,
+
     /// How many times a dead worker may be replaced during the run.
     #[arg(long, value_name = "N")]
     pub max_worker_restarts: Option<u32>,

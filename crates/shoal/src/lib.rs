@@ -22,8 +22,6 @@ pub mod settings;
 pub mod table;
 pub mod worker;
 
-use std::io::IsTerminal;
-
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
@@ -87,9 +85,4 @@ fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
             }
         }
     }
-}
-
-/// Whether stdout is a terminal (for progress and colour decisions).
-pub fn stdout_is_terminal() -> bool {
-    std::io::stdout().is_terminal()
 }

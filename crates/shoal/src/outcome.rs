@@ -22,6 +22,8 @@ pub enum Outcome {
     Xfailed,
     /// Expected to fail, and passed (non-strict).
     Xpassed,
+    /// It ran past its timeout and its worker was killed.
+    Timeout,
     /// The worker died while running it.
     Crashed,
     /// Never started.
@@ -38,6 +40,7 @@ impl Outcome {
             Self::Skipped => "skipped",
             Self::Xfailed => "xfailed",
             Self::Xpassed => "xpassed",
+            Self::Timeout => "timeout",
             Self::Crashed => "crashed",
             Self::NotRun => "not_run",
         }
@@ -45,7 +48,7 @@ impl Outcome {
 
     /// Whether this outcome makes the run fail (and counts for `--maxfail`).
     pub fn is_failure(self) -> bool {
-        matches!(self, Self::Failed | Self::Error | Self::Crashed)
+        matches!(self, Self::Failed | Self::Error | Self::Timeout | Self::Crashed)
     }
 }
 

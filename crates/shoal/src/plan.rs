@@ -19,7 +19,9 @@ use crate::report::TestRecord;
 pub const DEFAULT_ESTIMATE: f64 = 0.01;
 
 /// The scheduler's input for these items, from history.
-pub fn workload(table: &TestTable, history: &History) -> Workload {
+/// `default_timeout` is `--timeout`; a test's own `timeout` marker wins
+/// (`0` there means no limit, as in pytest-timeout).
+pub fn workload(table: &TestTable, history: &History, default_timeout: Option<f64>) -> Workload {
     let module: Vec<usize> = table.items().map(|item| item.module as usize).collect();
     let known: Vec<Option<f64>> =
         table.items().map(|item| history.durations.get(item.nodeid).copied()).collect();
@@ -40,7 +42,16 @@ pub fn workload(table: &TestTable, history: &History) -> Workload {
             history.module_setup.get(path).copied().unwrap_or(0.0)
         })
         .collect();
-    Workload { expected, module, module_setup }
+    let timeouts: Vec<Option<f64>> = table
+        .items()
+        .map(|item| match item.timeout {
+            Some(seconds) if seconds > 0.0 => Some(seconds),
+            Some(_) => None,
+            None => default_timeout,
+        })
+        .collect();
+    let timeouts = if timeouts.iter().any(Option::is_some) { timeouts } else { Vec::new() };
+    Workload { expected, module, module_setup, timeouts }
 }
 
 fn median(mut values: Vec<f64>) -> Option<f64> {
@@ -126,6 +137,7 @@ mod tests {
                 line: None,
                 domain: (*nodeid).into(),
                 markers: Vec::new(),
+                timeout: None,
             });
         }
         table
@@ -161,11 +173,11 @@ mod tests {
         history.durations.insert("a.py::1".into(), 1.0);
         history.durations.insert("a.py::2".into(), 3.0);
         history.module_setup.insert("a.py".into(), 0.4);
-        let workload = workload(&items, &history);
+        let workload = workload(&items, &history, None);
         assert_eq!(workload.expected, vec![1.0, 3.0, 2.0, 2.0]);
         assert_eq!(workload.module, vec![0, 0, 0, 1]);
         assert_eq!(workload.module_setup, vec![0.4, 0.0]);
-        assert_eq!(super::workload(&items, &History::default()).expected, vec![DEFAULT_ESTIMATE; 4]);
+        assert_eq!(super::workload(&items, &History::default(), None).expected, vec![DEFAULT_ESTIMATE; 4]);
     }
 
     #[test]

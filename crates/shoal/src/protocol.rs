@@ -53,11 +53,16 @@ pub enum WorkerMessage {
     /// The worker holds no test after its current one and pytest needs to
     /// know the next (at teardown): shoal answers with `run` or an end.
     WantWork,
-    /// The worker stopped early on request; these queued tests did not run.
+    /// The worker stopped early (on request, or over its memory limit);
+    /// these queued tests did not run.
     Stopped {
         /// Node ids sent to the worker that it did not start.
         dropped: Vec<String>,
+        /// It stopped itself because its memory passed the limit.
+        #[serde(default)]
+        over_memory: bool,
     },
+
     /// Fork mode: the zygote collected and waits for fork requests.
     ZygoteReady {
         /// Whether forking is safe (no other thread alive, fork exists).
@@ -135,6 +140,9 @@ pub struct CollectedItem {
     pub domain: String,
     /// Names of the markers on the test.
     pub markers: Vec<String>,
+    /// Seconds from `@pytest.mark.timeout(N)`, if the test has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
 }
 
 /// A test whose protocol ended, with the facts pytest reported.
@@ -153,6 +161,13 @@ pub struct Finished {
     /// Peak resident memory of the worker process so far, in KiB.
     #[serde(default)]
     pub max_rss_kib: u64,
+    /// Resident memory of the worker process now, in KiB.
+    #[serde(default)]
+    pub rss_kib: u64,
+    /// With a worker's last test: child processes still running, by the
+    /// test that started them (shoal kills them with the worker's group).
+    #[serde(default)]
+    pub leaked: std::collections::BTreeMap<String, Vec<u32>>,
 }
 
 /// One `TestReport` as pytest logged it.

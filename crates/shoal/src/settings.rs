@@ -13,7 +13,8 @@ use crate::python::{Interpreter, locate_interpreter};
 use crate::selection::Selection;
 
 /// Keys `[tool.shoal]` understands.
-const KNOWN_KEYS: &[&str] = &["workers", "python", "max-worker-restarts", "mode"];
+const KNOWN_KEYS: &[&str] =
+    &["workers", "python", "max-worker-restarts", "mode", "timeout", "worker-memory-limit"];
 
 /// Default number of worker replacements per run.
 const DEFAULT_MAX_WORKER_RESTARTS: u32 = 8;
@@ -74,6 +75,10 @@ pub struct RunSettings {
     pub continue_on_collection_errors: bool,
     /// How many times a dead worker may be replaced.
     pub max_worker_restarts: u32,
+    /// Seconds a test may run (a `timeout` marker overrides it per test).
+    pub timeout: Option<f64>,
+    /// Resident memory (KiB) past which a worker is replaced.
+    pub worker_memory_limit_kib: Option<u64>,
     /// Where to write the JSON report.
     pub json_report: Option<PathBuf>,
     /// `--durations N`: how many slowest phases to list.
@@ -89,6 +94,8 @@ struct FileSettings {
     python: Option<PathBuf>,
     max_worker_restarts: Option<u32>,
     mode: Option<WorkerMode>,
+    timeout: Option<f64>,
+    worker_memory_limit_kib: Option<u64>,
 }
 
 /// A worker count as typed.
@@ -125,6 +132,22 @@ impl RunSettings {
             })?,
             None => file.mode.unwrap_or(WorkerMode::Auto),
         };
+        let timeout = match &args.timeout {
+            Some(text) => Some(parse_seconds(text).ok_or_else(|| {
+                ShoalError::Usage(format!(
+                    "--timeout: expected seconds (e.g. `30`, `2.5`, `2m`), got `{text}`"
+                ))
+            })?),
+            None => file.timeout,
+        };
+        let worker_memory_limit_kib = match &args.worker_memory_limit {
+            Some(text) => Some(parse_size_kib(text).ok_or_else(|| {
+                ShoalError::Usage(format!(
+                    "--worker-memory-limit: expected a size (e.g. `500M`, `2G`), got `{text}`"
+                ))
+            })?),
+            None => file.worker_memory_limit_kib,
+        };
         let max_failures = match (args.maxfail, args.exit_first) {
             (Some(0), false) => None,
             (Some(n), _) => Some(if args.exit_first { 1 } else { n }),
@@ -144,6 +167,8 @@ impl RunSettings {
                 .or(file.max_worker_restarts)
                 .unwrap_or(DEFAULT_MAX_WORKER_RESTARTS),
             json_report: args.json_report,
+            timeout,
+            worker_memory_limit_kib,
             show_durations: args.durations,
             durations_path: args.durations_path.map(|path| cwd.join(path)),
         })
@@ -176,6 +201,32 @@ impl CollectSettings {
             verbosity,
         })
     }
+}
+
+/// Seconds from `30`, `2.5` or a duration such as `2m` / `1m30s`.
+fn parse_seconds(text: &str) -> Option<f64> {
+    let seconds = match text.trim().parse::<f64>() {
+        Ok(seconds) => seconds,
+        Err(_) => humantime::parse_duration(text.trim()).ok()?.as_secs_f64(),
+    };
+    (seconds.is_finite() && seconds > 0.0).then_some(seconds)
+}
+
+/// KiB from a size such as `512M`, `2G`, `1.5GiB`, `800MB` or plain bytes.
+fn parse_size_kib(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.trim().parse().ok()?;
+    let multiplier = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0 / 1024.0,
+        "k" | "kb" | "kib" => 1.0,
+        "m" | "mb" | "mib" => 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let kib = number * multiplier;
+    (kib.is_finite() && kib >= 1.0).then_some(kib as u64)
 }
 
 /// The CPUs this process may use: std honours the affinity mask and the
@@ -245,6 +296,27 @@ fn parse_file_settings(text: &str, path: &Path) -> Result<FileSettings, ShoalErr
                     ))
                 })?);
             }
+            "timeout" => {
+                let seconds = match value {
+                    toml::Value::Integer(n) => Some(*n as f64).filter(|n| *n > 0.0),
+                    toml::Value::Float(n) => Some(*n).filter(|n| *n > 0.0),
+                    toml::Value::String(text) => parse_seconds(text),
+                    _ => None,
+                };
+                settings.timeout = Some(seconds.ok_or_else(|| {
+                    config_error(format!(
+                        "[tool.shoal] timeout: expected seconds (e.g. 30 or \"2m\"), got {value}"
+                    ))
+                })?);
+            }
+            "worker-memory-limit" => {
+                let kib = value.as_str().and_then(parse_size_kib);
+                settings.worker_memory_limit_kib = Some(kib.ok_or_else(|| {
+                    config_error(format!(
+                        "[tool.shoal] worker-memory-limit: expected a size such as \"500M\", got {value}"
+                    ))
+                })?);
+            }
             unknown => crate::output::warn(&format!(
                 "{}: [tool.shoal] has an unknown key `{unknown}` (known: {})",
                 path.display(),
@@ -288,6 +360,20 @@ mod tests {
             "pyproject.toml: [tool.shoal] workers: expected a positive number or \"auto\", got 0"
         );
         assert!(parse("[tool.shoal\n").unwrap_err().starts_with("pyproject.toml: not valid TOML"));
+    }
+
+    #[test]
+    fn timeouts_and_sizes_parse_in_the_usual_spellings() {
+        assert_eq!(parse_seconds("30"), Some(30.0));
+        assert_eq!(parse_seconds("2.5"), Some(2.5));
+        assert_eq!(parse_seconds("1m30s"), Some(90.0));
+        assert_eq!(parse_seconds("0"), None);
+        assert_eq!(parse_seconds("soon"), None);
+        assert_eq!(parse_size_kib("500M"), Some(500 * 1024));
+        assert_eq!(parse_size_kib("2G"), Some(2 * 1024 * 1024));
+        assert_eq!(parse_size_kib("1.5GiB"), Some(1536 * 1024));
+        assert_eq!(parse_size_kib("1048576"), Some(1024));
+        assert_eq!(parse_size_kib("12 parsecs"), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ struct Span {
 }
 
 /// One collected test as stored: its strings live in the table's text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Entry {
     nodeid: Span,
     domain: Span,
@@ -29,10 +29,12 @@ struct Entry {
     module: u32,
     /// 0-based line, or `u32::MAX` when pytest does not know it.
     line: u32,
+    /// Seconds from a `timeout` marker, or NaN when it has none.
+    timeout: f32,
 }
 
 /// One collected test, as the rest of shoal reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Item<'a> {
     /// pytest's node id: an opaque key, never parsed or rewritten.
     pub nodeid: &'a str,
@@ -44,6 +46,8 @@ pub struct Item<'a> {
     pub module: u32,
     /// 0-based line of the definition, when pytest knows it.
     pub line: Option<u32>,
+    /// Seconds from its `@pytest.mark.timeout(N)`, if it has one.
+    pub timeout: Option<f64>,
     markers: &'a str,
 }
 
@@ -96,7 +100,8 @@ impl TestTable {
         let domain = self.store(&item.domain);
         let markers = self.store(&item.markers.join("\n"));
         let line = item.line.and_then(|line| u32::try_from(line).ok()).unwrap_or(u32::MAX);
-        self.entries.push(Entry { nodeid, domain, markers, module, line });
+        let timeout = item.timeout.map_or(f32::NAN, |seconds| seconds as f32);
+        self.entries.push(Entry { nodeid, domain, markers, module, line, timeout });
         true
     }
 
@@ -139,6 +144,7 @@ impl TestTable {
             path: &self.modules[entry.module as usize],
             module: entry.module,
             line: (entry.line != u32::MAX).then_some(entry.line),
+            timeout: (!entry.timeout.is_nan()).then_some(f64::from(entry.timeout)),
             markers: self.text(entry.markers),
         }
     }
@@ -182,6 +188,7 @@ mod tests {
             line: Some(3),
             domain: "d".into(),
             markers: vec!["slow".into()],
+            timeout: None,
         }
     }
 

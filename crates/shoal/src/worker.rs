@@ -94,11 +94,19 @@ pub struct WorkerSpec {
     pub hash_seed: String,
     /// Total workers, for `SHOAL_WORKER_COUNT`.
     pub worker_count: usize,
+    /// `--worker-memory-limit`: a worker stops itself past this (KiB).
+    pub memory_limit_kib: Option<u64>,
+    /// pytest's capture is off (`-s`): echo workers' output live.
+    pub echo_output: bool,
     /// Identifies the run (`PYTEST_XDIST_TESTRUNUID`).
     pub run_id: String,
 }
 
 impl WorkerSpec {
+    fn echo(&self, echo: Echo) -> Echo {
+        if self.echo_output { echo } else { Echo::Off }
+    }
+
     fn basetemp(&self, slot: usize) -> PathBuf {
         self.basetemp_root.join(format!("gw{slot}"))
     }
@@ -125,6 +133,9 @@ impl WorkerSpec {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        if let Some(limit) = self.memory_limit_kib {
+            command.env("SHOAL_MEMORY_LIMIT_KIB", limit.to_string());
+        }
         command
     }
 }
@@ -180,12 +191,29 @@ impl ExitBoard {
     }
 }
 
-/// How a worker's end is learned.
-enum Reaper {
-    /// shoal's own child: wait for it.
-    Child(Child),
-    /// Forked by the zygote: the zygote reports its status.
-    Forked(Arc<ExitBoard>),
+/// Where a process's exit status will appear: a board filled by a waiter
+/// thread (shoal's own children) or by the zygote (forked workers), keyed
+/// by the pid (a forked worker's is learned from its `ready`).
+struct Reaper {
+    board: Arc<ExitBoard>,
+    pid: Option<u32>,
+}
+
+impl Reaper {
+    /// Waits for `child` on a thread of its own. When it ends, whatever it
+    /// left in its process group is killed: a leaked grandchild holding the
+    /// channel open must not keep shoal waiting for the channel's end.
+    fn wait_for(mut child: Child) -> std::io::Result<Self> {
+        let board = Arc::new(ExitBoard::default());
+        let pid = child.id();
+        let writer = Arc::clone(&board);
+        thread::Builder::new().name("shoal-waiter".to_owned()).spawn(move || {
+            let status = child.wait().map_or(0xff00, ExitStatusExt::into_raw);
+            signal_group(pid, Signal::SIGKILL);
+            writer.record(pid, status);
+        })?;
+        Ok(Self { board, pid: Some(pid) })
+    }
 }
 
 /// A running worker as the runner holds it.
@@ -219,10 +247,10 @@ impl WorkerHandle {
         let stdout = Arc::new(Mutex::new(OutputTail::default()));
         let stderr = Arc::new(Mutex::new(OutputTail::default()));
         let readers = [
-            spawn_output_reader(child.stdout.take(), Arc::clone(&stdout)),
-            spawn_output_reader(child.stderr.take(), Arc::clone(&stderr)),
+            spawn_output_reader(child.stdout.take(), Arc::clone(&stdout), spec.echo(Echo::Stdout(key.slot))),
+            spawn_output_reader(child.stderr.take(), Arc::clone(&stderr), spec.echo(Echo::Stderr(key.slot))),
         ];
-        start_channel_reader(key, ours.try_clone()?, Reaper::Child(child), readers, events, None)?;
+        start_channel_reader(key, ours.try_clone()?, Reaper::wait_for(child)?, readers, events, None)?;
         Ok(Self { key, pid: Some(pid), writer: ours, stdout, stderr })
     }
 
@@ -237,6 +265,14 @@ impl WorkerHandle {
     pub fn signal_group(&self, signal: Signal) {
         if let Some(pid) = self.pid {
             signal_group(pid, signal);
+        }
+    }
+
+    /// Asks the worker for a dump of every thread's stack (on its stderr),
+    /// from a signal handler that works even inside C code.
+    pub fn request_stack_dump(&self) {
+        if let Some(pid) = self.pid.and_then(|pid| i32::try_from(pid).ok()) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGUSR1);
         }
     }
 
@@ -278,14 +314,14 @@ impl Zygote {
         let stdout = Arc::new(Mutex::new(OutputTail::default()));
         let stderr = Arc::new(Mutex::new(OutputTail::default()));
         let readers = [
-            spawn_output_reader(child.stdout.take(), Arc::clone(&stdout)),
-            spawn_output_reader(child.stderr.take(), Arc::clone(&stderr)),
+            spawn_output_reader(child.stdout.take(), Arc::clone(&stdout), Echo::Off),
+            spawn_output_reader(child.stderr.take(), Arc::clone(&stderr), Echo::Off),
         ];
         let board = Arc::new(ExitBoard::default());
         start_channel_reader(
             Self::KEY,
             ours,
-            Reaper::Child(child),
+            Reaper::wait_for(child)?,
             readers,
             events,
             Some(Arc::clone(&board)),
@@ -323,10 +359,18 @@ impl Zygote {
         let stdout = Arc::new(Mutex::new(OutputTail::default()));
         let stderr = Arc::new(Mutex::new(OutputTail::default()));
         let readers = [
-            spawn_output_reader(Some(std::fs::File::from(stdout_read)), Arc::clone(&stdout)),
-            spawn_output_reader(Some(std::fs::File::from(stderr_read)), Arc::clone(&stderr)),
+            spawn_output_reader(
+                Some(std::fs::File::from(stdout_read)),
+                Arc::clone(&stdout),
+                spec.echo(Echo::Stdout(key.slot)),
+            ),
+            spawn_output_reader(
+                Some(std::fs::File::from(stderr_read)),
+                Arc::clone(&stderr),
+                spec.echo(Echo::Stderr(key.slot)),
+            ),
         ];
-        let reaper = Reaper::Forked(Arc::clone(&self.board));
+        let reaper = Reaper { board: Arc::clone(&self.board), pid: None };
         start_channel_reader(key, ours.try_clone()?, reaper, readers, events, None)?;
         Ok(WorkerHandle { key, pid: None, writer: ours, stdout, stderr })
     }
@@ -410,23 +454,66 @@ fn combine_tails(stdout: &Mutex<OutputTail>, stderr: &Mutex<OutputTail>) -> Stri
     text
 }
 
+/// Where a worker's own output goes besides its bounded tail: with pytest's
+/// `-s`, users expect test output live, so it is echoed line by line with
+/// the worker's name in front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Echo {
+    Off,
+    Stdout(usize),
+    Stderr(usize),
+}
+
 fn spawn_output_reader(
     stream: Option<impl Read + Send + 'static>,
     tail: Arc<Mutex<OutputTail>>,
+    echo: Echo,
 ) -> Option<thread::JoinHandle<()>> {
     let mut stream = stream?;
     thread::Builder::new()
         .name("shoal-output".to_owned())
         .spawn(move || {
             let mut buffer = [0u8; 16 * 1024];
+            let mut partial: Vec<u8> = Vec::new();
             loop {
-                match stream.read(&mut buffer) {
+                let n = match stream.read(&mut buffer) {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => tail.lock().expect("output tail lock").push(&buffer[..n]),
+                    Ok(n) => n,
+                };
+                tail.lock().expect("output tail lock").push(&buffer[..n]);
+                if echo != Echo::Off {
+                    partial.extend_from_slice(&buffer[..n]);
+                    echo_lines(&mut partial, echo, false);
                 }
             }
+            echo_lines(&mut partial, echo, true);
         })
         .ok()
+}
+
+/// Writes the complete lines of `partial` (all of it at the end) with the
+/// worker prefix; keeps an unfinished line for later, up to a bound.
+fn echo_lines(partial: &mut Vec<u8>, echo: Echo, at_end: bool) {
+    const LONGEST_HELD_LINE: usize = 64 * 1024;
+    let (slot, mut out): (usize, Box<dyn Write>) = match echo {
+        Echo::Off => return,
+        Echo::Stdout(slot) => (slot, Box::new(std::io::stdout().lock())),
+        Echo::Stderr(slot) => (slot, Box::new(std::io::stderr().lock())),
+    };
+    let cut = if at_end || partial.len() > LONGEST_HELD_LINE {
+        partial.len()
+    } else {
+        partial.iter().rposition(|&byte| byte == b'\n').map_or(0, |position| position + 1)
+    };
+    for line in partial[..cut].split_inclusive(|&byte| byte == b'\n') {
+        let text = String::from_utf8_lossy(line);
+        let _ = write!(out, "[gw{slot}] {}", text);
+        if !text.ends_with('\n') {
+            let _ = writeln!(out);
+        }
+    }
+    let _ = out.flush();
+    partial.drain(..cut);
 }
 
 fn start_channel_reader(
@@ -469,6 +556,9 @@ fn read_channel(
             }
             Ok(_) => match protocol::parse_message(&line) {
                 Ok(WorkerMessage::ChildExited { pid, status }) if zygote_board.is_some() => {
+                    // As for spawned workers: what the worker left in its
+                    // group dies with it.
+                    signal_group(pid, Signal::SIGKILL);
                     zygote_board.expect("checked").record(pid, status);
                     None
                 }
@@ -497,10 +587,7 @@ fn read_channel(
     if !batch.is_empty() {
         let _ = events.send(WorkerEvent::Messages(key, batch));
     }
-    let status = match reaper {
-        Reaper::Child(mut child) => child.wait().ok(),
-        Reaper::Forked(board) => forked_pid.and_then(|pid| board.wait(pid, EXIT_STATUS_WAIT)),
-    };
+    let status = reaper.pid.or(forked_pid).and_then(|pid| reaper.board.wait(pid, EXIT_STATUS_WAIT));
     // Output written just before the end belongs in the diagnostics.
     for reader in output_readers.into_iter().flatten() {
         let _ = reader.join();

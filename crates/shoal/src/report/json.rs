@@ -43,6 +43,7 @@ struct Document<'a> {
     summary: BTreeMap<&'static str, u64>,
     tests: Tests<'a>,
     collect_errors: Vec<CollectErrorEntry<'a>>,
+    notices: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -133,7 +134,7 @@ fn own_usage() -> (f64, u64) {
 /// how the worker died.
 fn failure_text(record: &TestRecord) -> Option<String> {
     if let Some(crash) = record.crash() {
-        return Some(format!("worker died: {}\n{}", crash.status, crash.output));
+        return Some(format!("{}\n{}", crash.description, crash.output));
     }
     let texts: Vec<&str> =
         record.failed_reports().iter().filter_map(|report| report.longrepr.as_deref()).collect();
@@ -168,6 +169,7 @@ fn document<'a>(header: &'a RunHeader, summary: &'a RunSummary<'a>) -> Document<
         },
         summary: counts,
         tests: Tests(summary),
+        notices: summary.notices,
         collect_errors: summary
             .collect_reports
             .iter()

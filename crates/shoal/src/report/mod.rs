@@ -104,16 +104,20 @@ pub struct TestRecord {
 pub struct TestDetails {
     /// pytest's reports that failed, in order (subtests included).
     pub failed_reports: Vec<PhaseReport>,
-    /// For a crash: how the worker ended and its last output.
+    /// For a crash or a timeout: how the worker ended and its last output.
     pub crash: Option<CrashDetails>,
 }
 
-/// How a worker died under a test.
+/// How a worker ended under a test (a crash, or a kill for a timeout).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrashDetails {
-    /// E.g. `signal 11 (SIGSEGV)`.
-    pub status: String,
-    /// The tail of the worker's stderr and stdout.
+    /// One line for the short summary, e.g. `worker gw0 died: signal 11
+    /// (SIGSEGV)` or `timed out after 2s`.
+    pub message: String,
+    /// The full account for the failures section.
+    pub description: String,
+    /// The tail of the worker's stderr and stdout (for a timeout, with
+    /// every thread's stack).
     pub output: String,
 }
 
@@ -164,7 +168,7 @@ impl TestRecord {
         self.details.as_ref().map_or(&[], |details| &details.failed_reports)
     }
 
-    /// How the worker died, for a crash.
+    /// How the worker ended, for a crash or a timeout.
     pub fn crash(&self) -> Option<&CrashDetails> {
         self.details.as_ref().and_then(|details| details.crash.as_ref())
     }
@@ -238,6 +242,9 @@ pub struct RunSummary<'a> {
     pub exit_code: u8,
     /// Efficiency figures.
     pub stats: RunStats,
+    /// Things the run had to deal with: workers replaced over the memory
+    /// limit, processes tests left running.
+    pub notices: &'a [String],
 }
 
 impl<'a> RunSummary<'a> {

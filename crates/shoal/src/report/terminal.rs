@@ -144,12 +144,7 @@ impl<W: Write> TerminalReporter<W> {
             }
             if let Some(crash) = test.record.crash() {
                 self.sep('_', test.item.domain);
-                self.line(&format!(
-                    "worker gw{} died while running {}: {}",
-                    test.record.worker.unwrap_or(0),
-                    test.nodeid(),
-                    crash.status
-                ));
+                self.line(&crash.description);
                 if !crash.output.trim().is_empty() {
                     self.sep('-', "worker output");
                     self.line(crash.output.trim_end_matches('\n'));
@@ -232,6 +227,9 @@ impl<W: Write> TerminalReporter<W> {
         let stats = &summary.stats;
         let workers = summary.header.workers;
         if self.verbosity < 0 || summary.records.is_empty() || stats.test_seconds <= 0.0 {
+            for notice in summary.notices {
+                self.line(&format!("shoal: {notice}"));
+            }
             return;
         }
         let wall = summary.wall_seconds.max(f64::EPSILON);
@@ -260,6 +258,9 @@ impl<W: Write> TerminalReporter<W> {
             format_kib(stats.peak_rss_largest_kib),
             format_kib(stats.peak_rss_total_kib)
         ));
+        for notice in summary.notices {
+            self.line(notice);
+        }
     }
 
     fn short_summary_line(&self, word: &str, nodeid: &str, message: Option<&str>) -> String {
@@ -286,8 +287,8 @@ impl<W: Write> TerminalReporter<W> {
                 lines.push(self.short_summary_line("FAILED", &nodeid, report.message.as_deref()));
             }
             if let Some(crash) = test.record.crash() {
-                let message = format!("worker gw{} died: {}", test.record.worker.unwrap_or(0), crash.status);
-                lines.push(self.short_summary_line("CRASHED", test.nodeid(), Some(&message)));
+                let word = if test.record.outcome == Outcome::Timeout { "TIMEOUT" } else { "CRASHED" };
+                lines.push(self.short_summary_line(word, test.nodeid(), Some(&crash.message)));
             }
         }
         for report in summary.collect_reports.iter().filter(|report| report.category == "error") {
@@ -404,6 +405,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
         if self.verbosity > 0 {
             let word = match test.record.outcome {
                 Outcome::Crashed => "CRASHED",
+                Outcome::Timeout => "TIMEOUT",
                 Outcome::NotRun => return,
                 _ => reports
                     .iter()
@@ -423,6 +425,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
         }
         let letters: String = match test.record.outcome {
             Outcome::Crashed => "C".to_owned(),
+            Outcome::Timeout => "T".to_owned(),
             Outcome::NotRun => String::new(),
             _ => reports.iter().map(|report| report.letter.as_str()).collect(),
         };

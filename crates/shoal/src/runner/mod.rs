@@ -41,6 +41,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 fn worker_spec(
     collect: &CollectSettings,
     worker_count: usize,
+    memory_limit_kib: Option<u64>,
     run_directory: &std::path::Path,
 ) -> Result<WorkerSpec, ShoalError> {
     let plugin_dir = crate::python::install_worker_plugin()?;
@@ -78,6 +79,8 @@ fn worker_spec(
         working_directory: collect.cwd.clone(),
         hash_seed,
         worker_count,
+        memory_limit_kib,
+        echo_output: capture_is_off(&collect.pytest_args),
         run_id: format!("{:x}{:x}", std::process::id(), now_nanos()),
     })
 }
@@ -86,6 +89,16 @@ fn now_nanos() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |elapsed| u64::try_from(elapsed.as_nanos() % u128::from(u64::MAX)).unwrap_or(0))
+}
+
+/// Whether pytest's arguments turn output capture off (`-s`,
+/// `--capture=no`), so test output should reach the terminal live.
+fn capture_is_off(arguments: &[String]) -> bool {
+    arguments.iter().enumerate().any(|(index, argument)| {
+        argument == "-s"
+            || argument == "--capture=no"
+            || (argument == "--capture" && arguments.get(index + 1).is_some_and(|value| value == "no"))
+    })
 }
 
 /// Removes a user's `--basetemp` from the pytest arguments: each worker gets
@@ -109,7 +122,7 @@ fn take_basetemp(arguments: &[String]) -> (Vec<String>, Option<PathBuf>) {
 /// `shoal list`: collect with one worker and print the node ids.
 pub fn list(settings: &CollectSettings, json: bool, out: &mut dyn std::io::Write) -> Result<u8, ShoalError> {
     let run_directory = run_directory()?;
-    let spec = worker_spec(settings, 1, run_directory.path())?;
+    let spec = worker_spec(settings, 1, None, run_directory.path())?;
     // Listing needs one collection and no workers: spawn a single process.
     let mut pool = Pool::new(spec, settings.interpreter.origin);
     let collected = match pool.start_and_collect(WorkerMode::Spawn, 1, settings)? {
@@ -174,9 +187,22 @@ struct Run<'a> {
     execution_order: Vec<(u16, u32)>,
     /// Latest CPU seconds and peak memory (KiB) of each worker process.
     usage: HashMap<WorkerKey, (f64, u64)>,
+    /// When the run started: the scheduler's clock counts from here.
+    clock: Instant,
+    /// `--timeout`, for tests without a marker of their own.
+    default_timeout: Option<f64>,
+    /// The last test each slot finished, with its memory after it (KiB).
+    last_finished: HashMap<usize, (TestId, u64)>,
+    /// What the summary should mention (replaced workers, leaked processes).
+    notices: Vec<String>,
 }
 
 impl Run<'_> {
+    /// Seconds since the run started, the scheduler's clock.
+    fn now(&self) -> f64 {
+        self.clock.elapsed().as_secs_f64()
+    }
+
     /// Gives a test its final record (once) and tells the reporters.
     fn record(&mut self, test: TestId, record: TestRecord, reports: &[PhaseReport]) {
         if self.is_final[test] {
@@ -189,6 +215,9 @@ impl Run<'_> {
         }
         if record.outcome == Outcome::Crashed {
             self.tally.add("crashed", 1);
+        }
+        if record.outcome == Outcome::Timeout {
+            self.tally.add("timeout", 1);
         }
         if record.outcome == Outcome::NotRun {
             self.tally.add("not run", 1);
@@ -206,7 +235,12 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     let started = Instant::now();
     let started_at = SystemTime::now();
     let run_directory = run_directory()?;
-    let spec = worker_spec(&settings.collect, settings.workers, run_directory.path())?;
+    let spec = worker_spec(
+        &settings.collect,
+        settings.workers,
+        settings.worker_memory_limit_kib,
+        run_directory.path(),
+    )?;
     let hash_seed = spec.hash_seed.clone();
     let mut pool = Pool::new(spec, settings.collect.interpreter.origin);
     let mut collected = match pool.start_and_collect(settings.mode, settings.workers, &settings.collect)? {
@@ -244,7 +278,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     };
     let history_paths = HistoryPaths::new(Path::new(&hello.rootdir), settings.durations_path.as_deref());
     let history = History::load(&history_paths);
-    let workload = plan::workload(&table, &history);
+    let workload = plan::workload(&table, &history, settings.timeout);
     let has_history = !history.is_empty();
     // The history is read again to merge this run in: no need to hold it.
     drop(history);
@@ -274,6 +308,10 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         reporters,
         execution_order: Vec::new(),
         usage: HashMap::new(),
+        clock: started,
+        default_timeout: settings.timeout,
+        last_finished: HashMap::new(),
+        notices: Vec::new(),
     };
 
     let mut stop = None;
@@ -336,6 +374,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         wall_seconds: started.elapsed().as_secs_f64(),
         exit_code: exit,
         stats,
+        notices: &run.notices,
     };
     let reported: Result<(), ShoalError> =
         run.reporters.iter_mut().try_for_each(|reporter| reporter.run_finished(&summary));
@@ -376,7 +415,7 @@ fn drive(
     // Spawned workers are ready once collected; forked ones say so.
     for slot in 0..pool.slots.len() {
         if pool.slots[slot].phase == SlotPhase::Running {
-            let actions = scheduler.handle(Event::WorkerReady { worker: slot });
+            let actions = scheduler.handle(run.now(), Event::WorkerReady { worker: slot });
             execute(pool, run, actions)?;
         }
     }
@@ -387,11 +426,21 @@ fn drive(
             // after the report.
             break;
         }
-        let deadline = interrupted_at.map(|at| at + INTERRUPT_GRACE);
+        let timeout_due =
+            scheduler.next_deadline().map(|at| run.clock + Duration::from_secs_f64(at.max(0.0)));
+        let deadline = [interrupted_at.map(|at| at + INTERRUPT_GRACE), timeout_due, pool.next_kill()]
+            .into_iter()
+            .flatten()
+            .min();
         let Some(event) = pool.receive(deadline) else {
-            // The grace after Ctrl-C ran out: end it by force.
-            pool.kill_all();
-            interrupted_at = None;
+            pool.run_due_kills();
+            if interrupted_at.is_some_and(|at| at.elapsed() >= INTERRUPT_GRACE) {
+                // The grace after Ctrl-C ran out: end it by force.
+                pool.kill_all();
+                interrupted_at = None;
+            }
+            let actions = scheduler.handle(run.now(), Event::Tick);
+            execute(pool, run, actions)?;
             continue;
         };
         let actions = match event {
@@ -400,7 +449,7 @@ fn drive(
                     pool.kill_all();
                 }
                 interrupted_at.get_or_insert_with(Instant::now);
-                scheduler.handle(Event::Interrupted)
+                scheduler.handle(run.now(), Event::Interrupted)
             }
             WorkerEvent::Messages(key, messages) => {
                 for message in messages {
@@ -435,7 +484,7 @@ fn drive(
                 state.exit = Some(description);
                 // Grandchildren a test left behind die with the worker's group.
                 state.handle.signal_group(Signal::SIGKILL);
-                scheduler.handle(Event::WorkerExited { worker: slot })
+                scheduler.handle(run.now(), Event::WorkerExited { worker: slot })
             }
         };
         execute(pool, run, actions)?;
@@ -473,7 +522,16 @@ fn handle_message(
                 u32::try_from(test).expect("fewer than 4 billion tests"),
             ));
             run.usage.insert(pool.slots[slot].handle.key, (finished.cpu_seconds, finished.max_rss_kib));
-            scheduler.handle(Event::TestFinished { worker: slot, test, failed: outcome.is_failure() })
+            run.last_finished.insert(slot, (test, finished.rss_kib));
+            for (nodeid, pids) in &finished.leaked {
+                run.notices.push(format!(
+                    "{nodeid} left {} process{} running (killed with worker gw{slot}'s process group)",
+                    pids.len(),
+                    if pids.len() == 1 { "" } else { "es" }
+                ));
+            }
+            scheduler
+                .handle(run.now(), Event::TestFinished { worker: slot, test, failed: outcome.is_failure() })
         }
         WorkerMessage::Warning(warning) => {
             if warning.when == "runtest" {
@@ -481,11 +539,19 @@ fn handle_message(
             }
             Vec::new()
         }
-        WorkerMessage::Stopped { dropped } => {
+        WorkerMessage::Stopped { dropped, over_memory } => {
+            if over_memory && let Some(&(test, rss_kib)) = run.last_finished.get(&slot) {
+                run.notices.push(format!(
+                    "worker gw{slot} was replaced: {} MiB resident after {} passed the worker memory limit",
+                    rss_kib / 1024,
+                    run.table.nodeid(test)
+                ));
+            }
             let dropped = dropped.iter().filter_map(|nodeid| run.table.find(nodeid)).collect();
-            scheduler.handle(Event::WorkerStopped { worker: slot, dropped })
+            scheduler.handle(run.now(), Event::WorkerStopped { worker: slot, dropped, over_memory })
         }
-        WorkerMessage::WantWork => scheduler.handle(Event::WorkerWantsWork { worker: slot }),
+
+        WorkerMessage::WantWork => scheduler.handle(run.now(), Event::WorkerWantsWork { worker: slot }),
         WorkerMessage::Hello(_)
         | WorkerMessage::CollectReport(_)
         | WorkerMessage::Collected { .. }
@@ -510,7 +576,7 @@ fn replacement_message(
     if let WorkerMessage::Ready { pid } = message {
         state.handle.pid = Some(pid);
         state.phase = SlotPhase::Running;
-        return Ok(scheduler.handle(Event::WorkerReady { worker: slot }));
+        return Ok(scheduler.handle(run.now(), Event::WorkerReady { worker: slot }));
     }
     state.collection.record(message)?;
     if !state.collection.finished {
@@ -523,7 +589,7 @@ fn replacement_message(
         return Ok(Vec::new());
     }
     state.phase = SlotPhase::Running;
-    Ok(scheduler.handle(Event::WorkerReady { worker: slot }))
+    Ok(scheduler.handle(run.now(), Event::WorkerReady { worker: slot }))
 }
 
 fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(), ShoalError> {
@@ -538,16 +604,34 @@ fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(
             Action::StartWorker { worker } => pool.replace(worker)?,
             Action::TestLost { test, worker } => {
                 let slot = &pool.slots[worker];
-                let mut record = TestRecord::new(Outcome::Crashed);
-                record.worker = u16::try_from(worker).ok();
-                record.details = Some(Box::new(TestDetails {
-                    failed_reports: Vec::new(),
-                    crash: Some(CrashDetails {
-                        status: slot.exit.clone().unwrap_or_else(|| "ended".to_owned()),
-                        output: slot.handle.output_tail(),
-                    }),
-                }));
-                run.record(test, record, &[]);
+                let status = slot.exit.clone().unwrap_or_else(|| "an unknown status".to_owned());
+                let crash = CrashDetails {
+                    message: format!("worker gw{worker} died: {status}"),
+                    description: format!(
+                        "worker gw{worker} died while running {}: {status}",
+                        run.table.nodeid(test)
+                    ),
+                    output: slot.handle.output_tail(),
+                };
+                run.record(test, ended_record(Outcome::Crashed, worker, crash), &[]);
+            }
+            Action::TimeOut { worker, .. } => pool.time_out(worker),
+            Action::TestTimedOut { test, worker } => {
+                let slot = &pool.slots[worker];
+                let seconds =
+                    run.table.item(test).timeout.filter(|seconds| *seconds > 0.0).or(run.default_timeout);
+                let limit = seconds.map_or_else(String::new, |seconds| format!(" after {seconds}s"));
+                let status = slot.exit.clone().unwrap_or_else(|| "an unknown status".to_owned());
+                let crash = CrashDetails {
+                    message: format!("timed out{limit}"),
+                    description: format!(
+                        "{} timed out{limit}: worker gw{worker}'s stacks were dumped and its process group \
+                         killed ({status}); a new worker took over",
+                        run.table.nodeid(test)
+                    ),
+                    output: slot.handle.output_tail(),
+                };
+                run.record(test, ended_record(Outcome::Timeout, worker, crash), &[]);
             }
             Action::NotRun { tests, reason } => {
                 for test in tests {
@@ -559,6 +643,14 @@ fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(
         }
     }
     Ok(())
+}
+
+/// The record of a test whose worker ended under it.
+fn ended_record(outcome: Outcome, worker: usize, crash: CrashDetails) -> TestRecord {
+    let mut record = TestRecord::new(outcome);
+    record.worker = u16::try_from(worker).ok();
+    record.details = Some(Box::new(TestDetails { failed_reports: Vec::new(), crash: Some(crash) }));
+    record
 }
 
 /// Gives workers that were told to end a moment to do so, then kills them.

@@ -16,6 +16,13 @@ use crate::worker::{WorkerEvent, WorkerHandle, WorkerKey, WorkerSpec, Zygote, de
 /// Between SIGTERM and SIGKILL when killing a worker's group.
 const TERMINATE_GRACE: Duration = Duration::from_millis(500);
 
+/// How long a timed-out worker gets to write its stack dump before SIGTERM.
+const STACK_DUMP_WAIT: Duration = Duration::from_millis(300);
+
+/// Between SIGTERM and SIGKILL for a timed-out worker (a test may ignore
+/// SIGTERM; it cannot ignore SIGKILL).
+const TIMEOUT_KILL_GRACE: Duration = Duration::from_secs(1);
+
 /// What a worker slot is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum SlotPhase {
@@ -114,6 +121,8 @@ pub(super) struct Pool {
     pub(super) zygote: Option<Zygote>,
     pub(super) zygote_exited: bool,
     pub(super) slots: Vec<Slot>,
+    /// Signals still to send to workers being killed, and when.
+    kills: Vec<(Instant, WorkerKey, Signal)>,
 }
 
 /// What the collection phase found.
@@ -138,7 +147,16 @@ impl Pool {
     pub(super) fn new(spec: WorkerSpec, origin: &'static str) -> Self {
         let (sender, events) = mpsc::channel();
         spawn_signal_listener(sender.clone());
-        Self { spec, origin, sender, events, zygote: None, zygote_exited: false, slots: Vec::new() }
+        Self {
+            spec,
+            origin,
+            sender,
+            events,
+            zygote: None,
+            zygote_exited: false,
+            slots: Vec::new(),
+            kills: Vec::new(),
+        }
     }
 
     /// Starts `count` workers and waits until they (or the zygote) have
@@ -310,6 +328,35 @@ impl Pool {
         }
     }
 
+    /// Ends a worker stuck past its timeout: a stack dump now, SIGTERM to its
+    /// process group a moment later, SIGKILL after a grace.
+    pub(super) fn time_out(&mut self, slot: usize) {
+        let handle = &self.slots[slot].handle;
+        handle.request_stack_dump();
+        let now = Instant::now();
+        self.kills.push((now + STACK_DUMP_WAIT, handle.key, Signal::SIGTERM));
+        self.kills.push((now + STACK_DUMP_WAIT + TIMEOUT_KILL_GRACE, handle.key, Signal::SIGKILL));
+    }
+
+    /// When the next pending kill step is due.
+    pub(super) fn next_kill(&self) -> Option<Instant> {
+        self.kills.iter().map(|(at, _, _)| *at).min()
+    }
+
+    /// Sends the kill steps that are due (to workers still in their slots).
+    pub(super) fn run_due_kills(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = self.kills.drain(..).partition(|(at, _, _)| *at <= now);
+        self.kills = later;
+        for (_, key, signal) in due {
+            if let Some(slot) = self.current(key)
+                && self.slots[slot].phase != SlotPhase::Exited
+            {
+                self.slots[slot].handle.signal_group(signal);
+            }
+        }
+    }
+
     /// Kills every process group of the run: SIGTERM, a short grace,
     /// SIGKILL. This also ends what tests left running in those groups.
     pub(super) fn kill_all(&self) {
@@ -432,6 +479,7 @@ mod tests {
                 line: None,
                 domain: (*nodeid).to_owned(),
                 markers: Vec::new(),
+                timeout: None,
             });
         }
         table

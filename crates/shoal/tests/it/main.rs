@@ -11,6 +11,7 @@ mod output_shape;
 mod parity;
 mod passthrough;
 mod report_json;
+mod robustness;
 mod selection;
 mod stopping;
 mod workers;
