@@ -404,6 +404,7 @@ class ShoalWorker:
 
         channel_fd, stdout_fd, stderr_fd = fds
         os.setpgid(0, 0)
+        _die_with_parent()
         config = self.config
         capture = config.pluginmanager.get_plugin("capturemanager")
         if capture is not None:
@@ -498,6 +499,21 @@ def _register_stack_dump():
         return
     _stack_dump_file = os.fdopen(os.dup(2), "w")
     faulthandler.register(signal.SIGUSR1, file=_stack_dump_file, all_threads=True)
+
+
+def _die_with_parent():
+    """Linux: a forked worker dies with its zygote (which dies with shoal),
+    so no worker outlives a shoal that was killed outright."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _current_rss_kib():

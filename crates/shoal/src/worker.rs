@@ -413,8 +413,9 @@ fn place_descriptors(command: &mut Command, placements: Vec<(OwnedFd, RawFd)>) -
         let high = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) };
         moved.push((high, target));
     }
-    // SAFETY: between fork and exec only dup2, which is async-signal-safe, is
-    // called, on descriptors that stay open in the child until exec.
+    // SAFETY: between fork and exec only dup2 and prctl, which are
+    // async-signal-safe, are called, on descriptors that stay open in the
+    // child until exec.
     #[expect(unsafe_code, reason = "placing descriptors at fixed numbers needs pre_exec")]
     unsafe {
         command.pre_exec(move || {
@@ -423,6 +424,9 @@ fn place_descriptors(command: &mut Command, placements: Vec<(OwnedFd, RawFd)>) -
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            // Should shoal itself be killed outright, its workers go too.
+            #[cfg(target_os = "linux")]
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
             Ok(())
         });
     }

@@ -155,6 +155,43 @@ fn ctrl_c_stops_the_run_reports_what_finished_and_leaves_no_process() {
     );
 }
 
+#[test]
+fn workers_do_not_outlive_a_shoal_that_is_killed_outright() {
+    let project = Project::empty();
+    project.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n");
+    project.write(
+        "test_sleepy.py",
+        "import time\n\ndef test_a():\n    time.sleep(30)\n\ndef test_b():\n    time.sleep(30)\n",
+    );
+    for mode in ["fork", "spawn"] {
+        let mut command = project.shoal_command(&["run", "-n", "2", "--mode", mode]);
+        let mut child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("shoal starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let workers = || {
+            processes_in(project.path())
+                .into_iter()
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|line| String::from_utf8_lossy(&line).contains("shoal_worker"))
+                })
+                .count()
+        };
+        // Fork mode: the zygote and two workers; spawn mode: two workers.
+        let expected = if mode == "fork" { 3 } else { 2 };
+        while workers() < expected && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(workers(), expected, "{mode}: the workers never started");
+        child.kill().expect("SIGKILL is sent");
+        child.wait().expect("shoal is reaped");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !processes_in(project.path()).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(processes_in(project.path()).is_empty(), "{mode}: workers outlived shoal");
+    }
+}
+
 /// Process ids whose working directory is `directory` (the workers of a
 /// run in a test project).
 fn processes_in(directory: &std::path::Path) -> Vec<u32> {
