@@ -83,6 +83,11 @@ fn a_leaked_child_process_is_killed_and_its_test_named() {
         "the summary names the test that leaked:\n{}",
         report.outcome.stdout
     );
+    // SIGKILL is sent as the worker ends; give the kernel a moment to finish it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_named(&marker).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
         processes_named(&marker).is_empty(),
         "the leaked process survived: {:?}",
