@@ -134,6 +134,8 @@ class ShoalWorker:
         self.config = config
         self.channel = channel
         self.zygote_fd = zygote_fd
+        global _capture_manager
+        _capture_manager = config.pluginmanager.get_plugin("capturemanager")
         limit = os.environ.get("SHOAL_MEMORY_LIMIT_KIB")
         self.memory_limit_kib = int(limit) if limit else 0
         self.children = _ChildWatch()
@@ -301,7 +303,8 @@ class ShoalWorker:
                 next_item.resolve()
             duration = time.perf_counter() - started
             usage = resource.getrusage(resource.RUSAGE_SELF)
-            rss_kib = _current_rss_kib()
+            # Reading the current size costs a system call: only with a limit.
+            rss_kib = _current_rss_kib() if self.memory_limit_kib else usage.ru_maxrss
             self.children.note(current)
             over_memory = bool(self.memory_limit_kib and rss_kib > self.memory_limit_kib)
             last = over_memory or (ended and not queue)
@@ -481,6 +484,9 @@ class ShoalWorker:
 
 _stack_dump_file = None
 
+# pytest's capture manager, for the output of a test that is being timed out.
+_capture_manager = None
+
 
 def _register_stack_dump():
     """On SIGUSR1, write every thread's Python stack to stderr.
@@ -498,7 +504,24 @@ def _register_stack_dump():
     if not hasattr(signal, "SIGUSR1"):
         return
     _stack_dump_file = os.fdopen(os.dup(2), "w")
-    faulthandler.register(signal.SIGUSR1, file=_stack_dump_file, all_threads=True)
+    # The Python handler runs only if the interpreter gets control back (a
+    # test in time.sleep, say): then the output captured so far is shown too.
+    signal.signal(signal.SIGUSR1, _dump_captured_output)
+    faulthandler.register(signal.SIGUSR1, file=_stack_dump_file, all_threads=True, chain=True)
+
+
+def _dump_captured_output(_signum, _frame):
+    capture = _capture_manager
+    if capture is None or _stack_dump_file is None:
+        return
+    try:
+        out, err = capture.read_global_capture()
+    except Exception:  # capture not active: nothing to show
+        return
+    for title, text in (("stdout", out), ("stderr", err)):
+        if text:
+            _stack_dump_file.write(f"----- captured {title} so far -----\n{_cut(text)}\n")
+    _stack_dump_file.flush()
 
 
 def _die_with_parent():
@@ -529,7 +552,7 @@ class _ChildWatch:
     """Which test started the child processes still alive at the end.
 
     After each test the worker's direct children are listed (one read of
-    /proc per thread) and new ones are charged to that test; with its last
+    /proc) and new ones are charged to that test; with its last
     test, the worker reports the ones still running to shoal, which kills
     them with the worker's process group and names the test that left them.
     """
@@ -539,14 +562,13 @@ class _ChildWatch:
 
     @staticmethod
     def _children():
-        pids = set()
+        # The main thread's children: tests start processes from it (one
+        # small read per test; other threads' children are not looked at).
         try:
-            for task in os.listdir("/proc/self/task"):
-                with open(f"/proc/self/task/{task}/children", "rb") as listing:
-                    pids.update(int(pid) for pid in listing.read().split())
+            with open(f"/proc/self/task/{os.getpid()}/children", "rb") as listing:
+                return {int(pid) for pid in listing.read().split()}
         except OSError:
-            pass
-        return pids
+            return set()
 
     def note(self, nodeid):
         for pid in self._children():

@@ -188,20 +188,7 @@ mod tests {
     use super::*;
 
     fn report(when: &str, outcome: &str, category: &str) -> PhaseReport {
-        PhaseReport {
-            when: when.into(),
-            outcome: outcome.into(),
-            category: category.into(),
-            letter: String::new(),
-            word: String::new(),
-            duration: 0.0,
-            subtest: None,
-            wasxfail: None,
-            head_line: None,
-            longrepr: None,
-            message: None,
-            sections: Vec::new(),
-        }
+        PhaseReport::bare(when, outcome, category, 0.0)
     }
 
     #[test]

@@ -144,20 +144,7 @@ mod tests {
     }
 
     fn phase(when: &str, duration: f64) -> PhaseReport {
-        PhaseReport {
-            when: when.into(),
-            outcome: "passed".into(),
-            category: String::new(),
-            letter: String::new(),
-            word: String::new(),
-            duration,
-            subtest: None,
-            wasxfail: None,
-            head_line: None,
-            longrepr: None,
-            message: None,
-            sections: Vec::new(),
-        }
+        PhaseReport::bare(when, "passed", "", duration)
     }
 
     fn record(setup: f64, call: f64) -> TestRecord {

@@ -207,6 +207,27 @@ pub struct PhaseReport {
     pub sections: Vec<(String, String)>,
 }
 
+#[cfg(test)]
+impl PhaseReport {
+    /// A bare report for unit tests: no texts, no letter.
+    pub(crate) fn bare(when: &str, outcome: &str, category: &str, duration: f64) -> Self {
+        Self {
+            when: when.into(),
+            outcome: outcome.into(),
+            category: category.into(),
+            letter: String::new(),
+            word: String::new(),
+            duration,
+            subtest: None,
+            wasxfail: None,
+            head_line: None,
+            longrepr: None,
+            message: None,
+            sections: Vec::new(),
+        }
+    }
+}
+
 /// A warning recorded by pytest.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WarningMessage {

@@ -244,12 +244,7 @@ impl WorkerHandle {
         // The child has its copies now; dropping the command closes ours.
         drop(command);
         let pid = child.id();
-        let stdout = Arc::new(Mutex::new(OutputTail::default()));
-        let stderr = Arc::new(Mutex::new(OutputTail::default()));
-        let readers = [
-            spawn_output_reader(child.stdout.take(), Arc::clone(&stdout), spec.echo(Echo::Stdout(key.slot))),
-            spawn_output_reader(child.stderr.take(), Arc::clone(&stderr), spec.echo(Echo::Stderr(key.slot))),
-        ];
+        let (stdout, stderr, readers) = read_output(&mut child, spec.echo(Echo::Stdout(key.slot)));
         start_channel_reader(key, ours.try_clone()?, Reaper::wait_for(child)?, readers, events, None)?;
         Ok(Self { key, pid: Some(pid), writer: ours, stdout, stderr })
     }
@@ -311,12 +306,7 @@ impl Zygote {
         let mut child = command.spawn()?;
         drop(command);
         let pid = child.id();
-        let stdout = Arc::new(Mutex::new(OutputTail::default()));
-        let stderr = Arc::new(Mutex::new(OutputTail::default()));
-        let readers = [
-            spawn_output_reader(child.stdout.take(), Arc::clone(&stdout), Echo::Off),
-            spawn_output_reader(child.stderr.take(), Arc::clone(&stderr), Echo::Off),
-        ];
+        let (stdout, stderr, readers) = read_output(&mut child, Echo::Off);
         let board = Arc::new(ExitBoard::default());
         start_channel_reader(
             Self::KEY,
@@ -467,6 +457,25 @@ enum Echo {
     Stdout(usize),
     Stderr(usize),
 }
+
+/// The shared tails of a child's stdout and stderr, and the threads that
+/// fill them (echoing too when `echo` is on; stderr to stderr).
+fn read_output(child: &mut Child, echo: Echo) -> OutputReaders {
+    let stdout = Arc::new(Mutex::new(OutputTail::default()));
+    let stderr = Arc::new(Mutex::new(OutputTail::default()));
+    let stderr_echo = match echo {
+        Echo::Stdout(slot) => Echo::Stderr(slot),
+        other => other,
+    };
+    let readers = [
+        spawn_output_reader(child.stdout.take(), Arc::clone(&stdout), echo),
+        spawn_output_reader(child.stderr.take(), Arc::clone(&stderr), stderr_echo),
+    ];
+    (stdout, stderr, readers)
+}
+
+/// What [`read_output`] returns: both tails and their reader threads.
+type OutputReaders = (Arc<Mutex<OutputTail>>, Arc<Mutex<OutputTail>>, [Option<thread::JoinHandle<()>>; 2]);
 
 fn spawn_output_reader(
     stream: Option<impl Read + Send + 'static>,

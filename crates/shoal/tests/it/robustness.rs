@@ -43,6 +43,7 @@ fn hangs_time_out_with_a_stack_dump_and_the_rest_still_runs() {
         failure.contains("test_hangs_in_python"),
         "the stack dump shows where the test was stuck:\n{failure}"
     );
+    assert!(failure.contains("about to hang"), "the output captured so far is kept:\n{failure}");
     let stuck = report.test("test_hostile.py::test_stuck_in_c_ignoring_sigterm")["failure"]
         .as_str()
         .unwrap_or_default();
