@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, IoSlice, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -42,6 +42,14 @@ const ZYGOTE_CONTROL_FD: RawFd = 4;
 
 /// How much of a worker's stdout and stderr is kept for diagnostics.
 const OUTPUT_TAIL_BYTES: usize = 64 * 1024;
+
+/// Results of tiny tests arrive thousands a second; waking the runner for
+/// each costs more than the test. A result waits this long for company
+/// before it is passed on (requests such as `want_work` never wait).
+const COALESCE_WAIT_MS: u16 = 1;
+
+/// The most results passed on together.
+const COALESCE_MOST: usize = 64;
 
 /// How long a forked worker's end waits for the zygote to report its status.
 const EXIT_STATUS_WAIT: Duration = Duration::from_secs(5);
@@ -586,8 +594,12 @@ fn read_channel(
             },
         };
         let more_buffered = reader.buffer().contains(&b'\n');
+        let worth_waking_for = failure.is_some()
+            || batch.len() >= COALESCE_MOST
+            || batch.last().is_some_and(|message| !matches!(message, WorkerMessage::Finished(_)))
+            || !(more_buffered || (reader.buffer().is_empty() && readable_soon(reader.get_ref())));
         if !batch.is_empty()
-            && (failure.is_some() || !more_buffered)
+            && worth_waking_for
             && events.send(WorkerEvent::Messages(key, std::mem::take(&mut batch))).is_err()
         {
             break;
@@ -606,6 +618,13 @@ fn read_channel(
         let _ = reader.join();
     }
     let _ = events.send(WorkerEvent::Exited(key, status));
+}
+
+/// Whether the channel has data within [`COALESCE_WAIT_MS`].
+fn readable_soon(stream: &UnixStream) -> bool {
+    let mut descriptors = [nix::poll::PollFd::new(stream.as_fd(), nix::poll::PollFlags::POLLIN)];
+    nix::poll::poll(&mut descriptors, nix::poll::PollTimeout::from(COALESCE_WAIT_MS))
+        .is_ok_and(|ready| ready > 0)
 }
 
 /// Describes how a process ended, e.g. `exit code 3` or `signal 11 (SIGSEGV)`.
