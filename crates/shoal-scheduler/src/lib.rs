@@ -96,6 +96,8 @@ pub enum NotRunReason {
     MaxFail,
     /// Workers kept dying and the restart budget ran out.
     WorkerRestartsExhausted,
+    /// The time budget (`--budget`) would not let them end in time.
+    Budget,
     /// The user interrupted the run.
     Interrupted,
 }
@@ -158,7 +160,7 @@ pub enum Action {
 }
 
 /// Limits the scheduler enforces.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SchedulerConfig {
     /// Number of worker slots.
     pub workers: usize,
@@ -166,6 +168,9 @@ pub struct SchedulerConfig {
     pub max_failures: Option<u64>,
     /// How many times in total a dead worker may be replaced.
     pub max_worker_restarts: u32,
+    /// `--budget`: the clock reading by which every test must have ended;
+    /// no test expected to end later is started.
+    pub budget: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,22 +277,20 @@ impl Scheduler {
             Event::TestFinished { worker, test, failed } => {
                 self.finish_test(worker, test, failed, &mut actions);
             }
-            Event::WorkerStopped { worker, dropped, over_memory } => {
-                let dropped: Vec<TestId> = dropped
-                    .into_iter()
-                    .filter(|&test| self.tests[test] == TestState::Assigned(slot(worker)))
-                    .collect();
-                self.workers[worker].assigned.retain(|test| !dropped.contains(test));
-                if self.workers[worker].assigned.is_empty() {
-                    self.workers[worker].running_since = None;
-                }
+            Event::WorkerStopped { worker, over_memory, .. } => {
+                // A worker says `stopped` between tests: nothing it was sent
+                // and has not finished will run on it, whether it listed it
+                // (its queue) or not (a batch still on its way).
+                let state = &mut self.workers[worker];
+                let held: Vec<TestId> = state.assigned.drain(..).collect();
+                state.running_since = None;
                 match self.stopping {
                     Some(reason) => {
-                        for &test in &dropped {
+                        for &test in &held {
                             self.tests[test] = TestState::Final;
                         }
-                        if !dropped.is_empty() {
-                            actions.push(Action::NotRun { tests: dropped, reason });
+                        if !held.is_empty() {
+                            actions.push(Action::NotRun { tests: held, reason });
                         }
                     }
                     None => {
@@ -295,12 +298,10 @@ impl Scheduler {
                         let state = &mut self.workers[worker];
                         state.retiring = over_memory;
                         state.phase = WorkerPhase::Ending;
-                        for &test in &dropped {
+                        for &test in &held {
                             self.tests[test] = TestState::Pending;
                         }
-                        let setup = self.queue.current_setup(worker);
-                        self.queue.release(worker);
-                        self.queue.requeue_front(&dropped, setup);
+                        self.queue.requeue_from(worker, &held);
                     }
                 }
             }
@@ -365,7 +366,7 @@ impl Scheduler {
                 for &test in &held {
                     self.tests[test] = TestState::Pending;
                 }
-                self.queue.requeue_front(&held, 0.0);
+                self.queue.requeue_from(worker, &held);
             }
         }
         if let Some((&running, queued)) = running {
@@ -387,9 +388,7 @@ impl Scheduler {
             for &test in queued {
                 self.tests[test] = TestState::Pending;
             }
-            let setup = self.queue.current_setup(worker);
-            self.queue.release(worker);
-            self.queue.requeue_front(queued, setup);
+            self.queue.requeue_from(worker, queued);
         } else {
             self.queue.release(worker);
         }
@@ -411,7 +410,11 @@ impl Scheduler {
 
     /// When the next running test passes its timeout, if any has one.
     pub fn next_deadline(&self) -> Option<f64> {
-        (0..self.workers.len()).filter_map(|worker| self.deadline_of(worker)).min_by(f64::total_cmp)
+        let budget = self.config.budget.filter(|_| self.stopping.is_none());
+        (0..self.workers.len())
+            .filter_map(|worker| self.deadline_of(worker))
+            .chain(budget)
+            .min_by(f64::total_cmp)
     }
 
     fn deadline_of(&self, worker: WorkerId) -> Option<f64> {
@@ -470,28 +473,40 @@ impl Scheduler {
     /// Tops up every active worker whose queue runs low; shuts workers down
     /// once nothing is left to send.
     fn dispatch(&mut self, actions: &mut Vec<Action>) {
+        if self.stopping.is_none() && self.budget_left().is_some_and(|left| left <= 0.0) {
+            self.stop(NotRunReason::Budget, actions);
+        }
         let active = self.workers.iter().filter(|state| state.phase == WorkerPhase::Active).count();
         for worker in 0..self.workers.len() {
             if self.workers[worker].phase != WorkerPhase::Active {
                 continue;
             }
             if self.queue.is_empty() {
-                self.workers[worker].phase = WorkerPhase::Ending;
-                actions.push(Action::Shutdown { worker });
+                self.end_worker(worker, actions);
                 continue;
             }
-            let budget = (self.queue.remaining_seconds() / (4 * active.max(1)) as f64).min(LOOKAHEAD_SECONDS);
+            if self.queue.only_serial_left() {
+                self.dispatch_serial(worker, actions);
+                continue;
+            }
+            let lookahead =
+                (self.queue.remaining_seconds() / (4 * active.max(1)) as f64).min(LOOKAHEAD_SECONDS);
             let state = &self.workers[worker];
             let mut held_seconds: f64 = state.assigned.iter().map(|&test| self.queue.expected(test)).sum();
             let mut count = state.assigned.len();
             let must = state.wants_work || count == 0;
-            let top_up = held_seconds < budget / 2.0 && count <= MAX_HELD / 2;
+            let top_up = held_seconds < lookahead / 2.0 && count <= MAX_HELD / 2;
             if !must && !top_up {
                 continue;
             }
+            // Under a budget, a test must be expected to end in time after
+            // what this worker already holds.
+            let limit = self.budget_left().map(|left| left - held_seconds);
             let mut tests = Vec::new();
-            while count < MAX_HELD && ((must && tests.is_empty()) || held_seconds < budget) {
-                let Some(test) = self.queue.take_for(worker) else { break };
+            while count < MAX_HELD && ((must && tests.is_empty()) || held_seconds < lookahead) {
+                let limit =
+                    limit.map(|limit| limit - tests.iter().map(|&t| self.queue.expected(t)).sum::<f64>());
+                let Some(test) = self.queue.take_for(worker, limit) else { break };
                 held_seconds += self.queue.expected(test);
                 count += 1;
                 tests.push(test);
@@ -499,28 +514,93 @@ impl Scheduler {
             if tests.is_empty() {
                 if must {
                     // What is left belongs to other workers' modules and is
-                    // not worth paying their set-up again here.
-                    self.workers[worker].phase = WorkerPhase::Ending;
-                    self.workers[worker].wants_work = false;
-                    actions.push(Action::Shutdown { worker });
+                    // not worth paying their set-up again here, or would not
+                    // end within the budget.
+                    self.end_worker(worker, actions);
+                    self.stop_if_nothing_fits(actions);
                 }
                 continue;
             }
-            self.workers[worker].wants_work = false;
-            for &test in &tests {
-                self.tests[test] = TestState::Assigned(slot(worker));
+            self.assign(worker, tests, actions);
+        }
+    }
+
+    /// The serial phase: one serial test at a time on one worker, while no
+    /// other worker holds any test; the other workers end.
+    fn dispatch_serial(&mut self, worker: WorkerId, actions: &mut Vec<Action>) {
+        let state = &self.workers[worker];
+        if !(state.wants_work || state.assigned.is_empty()) {
+            return;
+        }
+        let serial_runner = (0..self.workers.len()).find(|&candidate| {
+            let state = &self.workers[candidate];
+            state.phase == WorkerPhase::Active && (state.wants_work || state.assigned.is_empty())
+        });
+        if serial_runner != Some(worker) {
+            self.end_worker(worker, actions);
+            return;
+        }
+        let others_busy = self.workers.iter().enumerate().any(|(other, state)| {
+            other != worker && state.phase != WorkerPhase::Exited && !state.assigned.is_empty()
+        });
+        if others_busy || self.workers[worker].assigned.len() > 1 {
+            // It waits (blocked at its test's teardown, or idle) until the
+            // others are done: a serial test runs while nothing else runs.
+            return;
+        }
+        let limit = self.budget_left().map(|left| {
+            left - self.workers[worker].assigned.iter().map(|&test| self.queue.expected(test)).sum::<f64>()
+        });
+        match self.queue.take_serial(limit) {
+            Some(test) => self.assign(worker, vec![test], actions),
+            None => {
+                self.end_worker(worker, actions);
+                self.stop_if_nothing_fits(actions);
             }
-            if self.workers[worker].assigned.is_empty() {
-                self.workers[worker].running_since = Some(self.now);
-            }
-            self.workers[worker].assigned.extend(tests.iter().copied());
-            actions.push(Action::Run { worker, tests });
-            if self.queue.is_empty() {
-                // Saying so now lets the worker run its last test without
-                // waiting for another round trip.
-                self.workers[worker].phase = WorkerPhase::Ending;
-                actions.push(Action::Shutdown { worker });
-            }
+        }
+    }
+
+    fn assign(&mut self, worker: WorkerId, tests: Vec<TestId>, actions: &mut Vec<Action>) {
+        self.workers[worker].wants_work = false;
+        for &test in &tests {
+            self.tests[test] = TestState::Assigned(slot(worker));
+        }
+        if self.workers[worker].assigned.is_empty() {
+            self.workers[worker].running_since = Some(self.now);
+        }
+        self.workers[worker].assigned.extend(tests.iter().copied());
+        actions.push(Action::Run { worker, tests });
+        if self.queue.is_empty() {
+            // Saying so now lets the worker run its last test without
+            // waiting for another round trip.
+            self.workers[worker].phase = WorkerPhase::Ending;
+            actions.push(Action::Shutdown { worker });
+        }
+    }
+
+    fn end_worker(&mut self, worker: WorkerId, actions: &mut Vec<Action>) {
+        let state = &mut self.workers[worker];
+        state.phase = WorkerPhase::Ending;
+        state.wants_work = false;
+        actions.push(Action::Shutdown { worker });
+    }
+
+    /// Seconds left in the budget, if there is one.
+    fn budget_left(&self) -> Option<f64> {
+        self.config.budget.map(|end| end - self.now)
+    }
+
+    /// Under a budget: once no worker can take work and nothing is running,
+    /// what is left cannot end in time.
+    fn stop_if_nothing_fits(&mut self, actions: &mut Vec<Action>) {
+        if self.config.budget.is_some()
+            && !self.queue.is_empty()
+            && self
+                .workers
+                .iter()
+                .all(|state| state.phase != WorkerPhase::Active && state.assigned.is_empty())
+        {
+            self.stop(NotRunReason::Budget, actions);
         }
     }
 }

@@ -3,11 +3,17 @@
 //! Work is grouped into units: a module whose module-scoped set-up is worth
 //! paying once ([`LOCALITY_MIN_SETUP`] or more) stays one unit, in
 //! collection order, so one worker pays for its fixtures; every other test
-//! is a unit of its own. Units go out longest expected first (LPT), so a
-//! long test started last cannot make everyone wait. A worker drains its
-//! current unit before taking a new one. When no unit is left unstarted, an
-//! idle worker splits the unit with the most work left, if the half it takes
-//! is worth paying that module's set-up again.
+//! is a unit of its own. A test group (`xdist_group`) is one unit that is
+//! never split, so its tests run on one worker in collection order. Units
+//! go out longest expected first (LPT), so a long test started last cannot
+//! make everyone wait; tests that failed last time go before all others. A
+//! worker drains its current unit before taking a new one. When no unit is
+//! left unstarted, an idle worker splits the unit with the most work left,
+//! if the half it takes is worth paying that module's set-up again.
+//!
+//! Serial tests are kept apart, one unit each, for the serial phase the
+//! scheduler runs once everything else is done. Under a time budget only
+//! tests expected to end in time are taken.
 
 use std::collections::VecDeque;
 
@@ -18,7 +24,7 @@ use crate::{TestId, WorkerId};
 pub const LOCALITY_MIN_SETUP: f64 = 0.005;
 
 /// What the scheduler knows about the tests before the run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Workload {
     /// Expected seconds of each test (from history, or estimated).
     pub expected: Vec<f64>,
@@ -30,6 +36,14 @@ pub struct Workload {
     /// Seconds each test may run before it is stopped (`None`: no limit);
     /// empty when no test has a timeout.
     pub timeouts: Vec<Option<f64>>,
+    /// The test group of each test (tests of a group run on one worker, in
+    /// order); empty when there are no groups.
+    pub group: Vec<Option<u32>>,
+    /// Whether each test must run while nothing else runs; empty: none.
+    pub serial: Vec<bool>,
+    /// Whether each test goes before the others (it failed last time);
+    /// empty: none.
+    pub first: Vec<bool>,
 }
 
 impl Workload {
@@ -41,6 +55,9 @@ impl Workload {
             module: vec![0; count],
             module_setup: vec![0.0],
             timeouts: Vec::new(),
+            group: Vec::new(),
+            serial: Vec::new(),
+            first: Vec::new(),
         }
     }
 
@@ -71,6 +88,8 @@ struct Unit {
     remaining: f64,
     /// Set-up a new worker pays to run any of them.
     setup: f64,
+    /// May be shared between workers (not a test group).
+    splittable: bool,
 }
 
 impl Unit {
@@ -94,6 +113,8 @@ pub(crate) struct WorkQueue {
     units: Vec<Unit>,
     /// Units nobody has started, longest first.
     unstarted: VecDeque<usize>,
+    /// Serial tests' units, for the serial phase.
+    serial: VecDeque<usize>,
     /// The unit each worker is draining.
     current: Vec<Option<usize>>,
     remaining: f64,
@@ -102,12 +123,21 @@ pub(crate) struct WorkQueue {
 
 impl WorkQueue {
     pub(crate) fn new(workload: &Workload, workers: usize) -> Self {
-        // Tests of a module worth keeping together become one unit, in
-        // collection order; every other test is a unit of its own.
+        let flag = |flags: &[bool], test: TestId| flags.get(test).copied().unwrap_or(false);
+        let group_of = |test: TestId| workload.group.get(test).copied().flatten();
+        // Tests of a group, or of a module worth keeping together, become
+        // one unit each, in collection order; every other test is a unit of
+        // its own, serial ones apart.
+        let mut groups: std::collections::BTreeMap<u32, Vec<TestId>> = std::collections::BTreeMap::new();
         let mut members: Vec<Vec<TestId>> = vec![Vec::new(); workload.module_setup.len()];
         let mut singles: Vec<TestId> = Vec::new();
+        let mut serial_tests: Vec<TestId> = Vec::new();
         for (test, &module) in workload.module.iter().enumerate() {
-            if workload.module_setup[module] >= LOCALITY_MIN_SETUP {
+            if flag(&workload.serial, test) {
+                serial_tests.push(test);
+            } else if let Some(group) = group_of(test) {
+                groups.entry(group).or_default().push(test);
+            } else if workload.module_setup[module] >= LOCALITY_MIN_SETUP {
                 members[module].push(test);
             } else {
                 singles.push(test);
@@ -115,33 +145,51 @@ impl WorkQueue {
         }
         let mut order = Vec::with_capacity(workload.len());
         let mut units = Vec::new();
-        let mut push_unit = |tests: &[TestId], setup: f64, order: &mut Vec<TestId>| {
+        let mut push_unit = |tests: &[TestId], setup: f64, splittable: bool, order: &mut Vec<TestId>| {
             let start = position(order.len());
             order.extend_from_slice(tests);
             let remaining = tests.iter().map(|&test| workload.expected[test]).sum();
-            units.push(Unit { start, end: position(order.len()), remaining, setup });
+            units.push(Unit { start, end: position(order.len()), remaining, setup, splittable });
+            units.len() - 1
         };
+        let mut parallel = Vec::new();
+        for tests in groups.values() {
+            parallel.push(push_unit(tests, 0.0, false, &mut order));
+        }
         for (module, tests) in members.iter().enumerate().filter(|(_, tests)| !tests.is_empty()) {
-            push_unit(tests, workload.module_setup[module], &mut order);
+            parallel.push(push_unit(tests, workload.module_setup[module], true, &mut order));
         }
         for &test in &singles {
-            push_unit(&[test], 0.0, &mut order);
+            parallel.push(push_unit(&[test], 0.0, true, &mut order));
         }
-        let mut by_cost: Vec<usize> = (0..units.len()).collect();
-        // Longest first; ties keep collection order, so equal estimates
-        // (no history) dispatch in the order pytest collected.
-        by_cost.sort_by(|&a, &b| {
-            let cost = |unit: usize| units[unit].remaining + units[unit].setup;
-            let first = |unit: usize| order[units[unit].start as usize];
-            cost(b).total_cmp(&cost(a)).then(first(a).cmp(&first(b)))
-        });
+        let serial: Vec<usize> =
+            serial_tests.iter().map(|&test| push_unit(&[test], 0.0, false, &mut order)).collect();
+        // Failed last time first, then longest first; ties keep collection
+        // order, so equal estimates (no history) go in pytest's order.
+        let any_first = |unit: &Unit| {
+            order[unit.start as usize..unit.end as usize].iter().any(|&t| flag(&workload.first, t))
+        };
+        let sort = |list: &mut Vec<usize>| {
+            list.sort_by(|&a, &b| {
+                let cost = |unit: usize| units[unit].remaining + units[unit].setup;
+                let first_test = |unit: usize| order[units[unit].start as usize];
+                any_first(&units[b])
+                    .cmp(&any_first(&units[a]))
+                    .then(cost(b).total_cmp(&cost(a)))
+                    .then(first_test(a).cmp(&first_test(b)))
+            });
+        };
+        let (mut parallel, mut serial) = (parallel, serial);
+        sort(&mut parallel);
+        sort(&mut serial);
         Self {
             expected: workload.expected.clone(),
             remaining: units.iter().map(|unit| unit.remaining).sum(),
             count: workload.len(),
             order,
             units,
-            unstarted: by_cost.into(),
+            unstarted: parallel.into(),
+            serial: serial.into(),
             current: vec![None; workers],
         }
     }
@@ -159,34 +207,70 @@ impl WorkQueue {
         self.expected[test]
     }
 
-    /// The next test for `worker`, if any is worth giving it.
-    pub(crate) fn take_for(&mut self, worker: WorkerId) -> Option<TestId> {
-        let unit = match self.current[worker].filter(|&unit| self.units[unit].len() > 0) {
+    /// Whether only serial tests are left.
+    pub(crate) fn only_serial_left(&self) -> bool {
+        self.count > 0 && self.serial.iter().map(|&unit| self.units[unit].len()).sum::<usize>() == self.count
+    }
+
+    /// The next test for `worker`, if any is worth giving it and (with a
+    /// budget) is expected to take at most `limit` seconds.
+    pub(crate) fn take_for(&mut self, worker: WorkerId, limit: Option<f64>) -> Option<TestId> {
+        let fits = |queue: &Self, unit: usize| {
+            let unit = &queue.units[unit];
+            unit.len() > 0
+                && limit.is_none_or(|limit| {
+                    queue.expected[queue.order[unit.start as usize]] + unit.setup <= limit
+                })
+        };
+        let unit = match self.current[worker].filter(|&unit| fits(self, unit)) {
             Some(unit) => unit,
             None => {
-                let unit = loop {
-                    let candidate = self.unstarted.pop_front().or_else(|| self.split_for_thief())?;
-                    if self.units[candidate].len() > 0 {
-                        break candidate;
-                    }
+                // A group's rest stays with its worker even when its next
+                // test does not fit now: a group never spreads.
+                if let Some(unit) = self.current[worker]
+                    && self.units[unit].len() > 0
+                    && !self.units[unit].splittable
+                {
+                    return None;
+                }
+                self.release(worker);
+                let position = self.unstarted.iter().position(|&unit| fits(self, unit));
+                let unit = match position {
+                    Some(position) => self.unstarted.remove(position).expect("a found position"),
+                    None => self.split_for_thief().filter(|&unit| fits(self, unit))?,
                 };
                 self.current[worker] = Some(unit);
                 unit
             }
         };
+        Some(self.pop_front(unit))
+    }
+
+    /// The next serial test, if one fits `limit`.
+    pub(crate) fn take_serial(&mut self, limit: Option<f64>) -> Option<TestId> {
+        let position = self.serial.iter().position(|&unit| {
+            let unit = &self.units[unit];
+            unit.len() > 0
+                && limit.is_none_or(|limit| self.expected[self.order[unit.start as usize]] <= limit)
+        })?;
+        let unit = self.serial.remove(position).expect("a found position");
+        Some(self.pop_front(unit))
+    }
+
+    fn pop_front(&mut self, unit: usize) -> TestId {
         let test = self.order[self.units[unit].start as usize];
         self.units[unit].start += 1;
         self.units[unit].remaining -= self.expected[test];
         self.remaining -= self.expected[test];
         self.count -= 1;
-        Some(test)
+        test
     }
 
     /// Splits the started unit with the most work left when the half taken
     /// is worth its set-up; returns the new unit (the back of the old one).
     fn split_for_thief(&mut self) -> Option<usize> {
         let victim = (0..self.units.len())
-            .filter(|&unit| self.units[unit].len() >= 2)
+            .filter(|&unit| self.units[unit].splittable && self.units[unit].len() >= 2)
             .max_by(|&a, &b| self.units[a].remaining.total_cmp(&self.units[b].remaining))?;
         let unit = &self.units[victim];
         if unit.remaining < 2.0 * unit.setup {
@@ -197,7 +281,7 @@ impl WorkQueue {
             cut -= 1;
             taken += self.expected[self.order[cut as usize]];
         }
-        let new = Unit { start: cut, end: unit.end, remaining: taken, setup: unit.setup };
+        let new = Unit { start: cut, end: unit.end, remaining: taken, setup: unit.setup, splittable: true };
         let unit = &mut self.units[victim];
         unit.end = cut;
         unit.remaining -= taken;
@@ -205,18 +289,32 @@ impl WorkQueue {
         Some(self.units.len() - 1)
     }
 
-    /// Puts tests back (a dead worker's queue) to go out first.
-    pub(crate) fn requeue_front(&mut self, tests: &[TestId], setup: f64) {
-        if tests.is_empty() {
-            return;
-        }
+    /// A worker is gone (or retired) holding `held` tests it never started:
+    /// they go out first, together with the rest of its unit, as one unit
+    /// of the same shape (a group stays one group).
+    pub(crate) fn requeue_from(&mut self, worker: WorkerId, held: &[TestId]) {
+        let current = self.current[worker].take();
+        let (setup, splittable) =
+            current.map_or((0.0, true), |unit| (self.units[unit].setup, self.units[unit].splittable));
         let start = position(self.order.len());
-        self.order.extend_from_slice(tests);
-        let remaining: f64 = tests.iter().map(|&test| self.expected[test]).sum();
-        self.units.push(Unit { start, end: position(self.order.len()), remaining, setup });
-        self.unstarted.push_front(self.units.len() - 1);
+        self.order.extend_from_slice(held);
+        let mut remaining: f64 = held.iter().map(|&test| self.expected[test]).sum();
+        self.count += held.len();
         self.remaining += remaining;
-        self.count += tests.len();
+        if let Some(unit) = current {
+            // The rest of the unit moves along (it keeps being counted).
+            let rest = self.units[unit].range();
+            let rest_tests: Vec<TestId> = self.order[rest].to_vec();
+            self.order.extend_from_slice(&rest_tests);
+            remaining += self.units[unit].remaining;
+            let emptied = &mut self.units[unit];
+            emptied.start = emptied.end;
+            emptied.remaining = 0.0;
+        }
+        if position(self.order.len()) > start {
+            self.units.push(Unit { start, end: position(self.order.len()), remaining, setup, splittable });
+            self.unstarted.push_front(self.units.len() - 1);
+        }
     }
 
     /// A worker is gone: the rest of its unit goes to whoever comes next.
@@ -238,14 +336,10 @@ impl WorkQueue {
         }
         tests.sort_unstable();
         self.unstarted.clear();
+        self.serial.clear();
         self.remaining = 0.0;
         self.count = 0;
         tests
-    }
-
-    /// The set-up cost of the unit a worker is draining (0 when none).
-    pub(crate) fn current_setup(&self, worker: WorkerId) -> f64 {
-        self.current[worker].map_or(0.0, |unit| self.units[unit].setup)
     }
 }
 
@@ -265,9 +359,10 @@ mod tests {
             module: vec![0, 0, 0],
             module_setup: vec![0.0],
             timeouts: Vec::new(),
+            ..Workload::default()
         };
         let mut queue = WorkQueue::new(&workload, 1);
-        let order: Vec<TestId> = std::iter::from_fn(|| queue.take_for(0)).collect();
+        let order: Vec<TestId> = std::iter::from_fn(|| queue.take_for(0, None)).collect();
         assert_eq!(order, vec![1, 2, 0]);
     }
 
@@ -279,11 +374,12 @@ mod tests {
             module: vec![0, 0, 0, 0, 1, 1, 1, 1],
             module_setup: vec![0.4, 0.4],
             timeouts: Vec::new(),
+            ..Workload::default()
         };
         let mut queue = WorkQueue::new(&workload, 2);
-        let first: Vec<TestId> = (0..4).filter_map(|_| queue.take_for(0)).collect();
+        let first: Vec<TestId> = (0..4).filter_map(|_| queue.take_for(0, None)).collect();
         assert_eq!(first, vec![0, 1, 2, 3]);
-        let second: Vec<TestId> = (0..4).filter_map(|_| queue.take_for(1)).collect();
+        let second: Vec<TestId> = (0..4).filter_map(|_| queue.take_for(1, None)).collect();
         assert_eq!(second, vec![4, 5, 6, 7]);
         assert!(queue.is_empty());
     }
@@ -296,10 +392,11 @@ mod tests {
             module: vec![0; 10],
             module_setup: vec![0.1],
             timeouts: Vec::new(),
+            ..Workload::default()
         };
         let mut queue = WorkQueue::new(&workload, 2);
-        assert_eq!(queue.take_for(0), Some(0));
-        let stolen = queue.take_for(1).expect("worker 1 splits the module");
+        assert_eq!(queue.take_for(0, None), Some(0));
+        let stolen = queue.take_for(1, None).expect("worker 1 splits the module");
         assert!(stolen >= 5, "the thief takes from the back half, got {stolen}");
         // Not worth it: ten 0.01 s tests behind a 0.4 s set-up.
         let workload = Workload {
@@ -307,10 +404,11 @@ mod tests {
             module: vec![0; 10],
             module_setup: vec![0.4],
             timeouts: Vec::new(),
+            ..Workload::default()
         };
         let mut queue = WorkQueue::new(&workload, 2);
-        assert_eq!(queue.take_for(0), Some(0));
-        assert_eq!(queue.take_for(1), None);
+        assert_eq!(queue.take_for(0, None), Some(0));
+        assert_eq!(queue.take_for(1, None), None);
     }
 
     #[test]
@@ -320,6 +418,7 @@ mod tests {
             module: vec![0, 0, 0],
             module_setup: vec![0.0],
             timeouts: Vec::new(),
+            ..Workload::default()
         };
         assert_eq!(workload.lower_bound(2), 4.0);
         assert_eq!(workload.lower_bound(1), 6.0);

@@ -31,7 +31,7 @@ impl Ord for Instant {
 /// Expected seconds from the first worker being ready to the last test
 /// ending, on `workers` workers.
 pub fn simulate(workload: &Workload, workers: usize) -> f64 {
-    let config = SchedulerConfig { workers, max_failures: None, max_worker_restarts: 0 };
+    let config = SchedulerConfig { workers, max_failures: None, max_worker_restarts: 0, budget: None };
     let mut scheduler = Scheduler::new(config, workload);
     let mut queues: Vec<VecDeque<usize>> = vec![VecDeque::new(); workers];
     let mut last_module: Vec<Option<usize>> = vec![None; workers];
@@ -87,6 +87,7 @@ mod tests {
             module: vec![0; 6],
             module_setup: vec![0.0],
             timeouts: Vec::new(),
+            ..Workload::default()
         };
         // 10 s of work on two workers: 3+2 and 2+1+1+1.
         assert!((simulate(&workload, 2) - 5.0).abs() < 1e-9);
@@ -96,6 +97,7 @@ mod tests {
             module: vec![0; 6],
             module_setup: vec![0.0],
             timeouts: Vec::new(),
+            ..Workload::default()
         };
         assert!((simulate(&workload, 2) - 6.0).abs() < 1e-9, "{}", simulate(&workload, 2));
         assert!((simulate(&workload, 1) - 12.0).abs() < 1e-9);
@@ -108,6 +110,7 @@ mod tests {
             module: vec![0, 0, 1, 1],
             module_setup: vec![1.0, 1.0],
             timeouts: Vec::new(),
+            ..Workload::default()
         };
         // Each worker takes one module: 1 s set-up + 0.2 s of tests.
         assert!((simulate(&workload, 2) - 1.2).abs() < 1e-9);

@@ -4,7 +4,7 @@ use super::*;
 use proptest::prelude::*;
 
 fn config(workers: usize) -> SchedulerConfig {
-    SchedulerConfig { workers, max_failures: None, max_worker_restarts: 2 }
+    SchedulerConfig { workers, max_failures: None, max_worker_restarts: 2, budget: None }
 }
 
 /// `count` independent tests of 1 s each, dispatched in collection order.
@@ -30,6 +30,7 @@ fn long_tests_go_out_one_at_a_time_longest_first() {
         module: vec![0; 3],
         module_setup: vec![0.0],
         timeouts: Vec::new(),
+        ..Workload::default()
     };
     let mut scheduler = Scheduler::new(config(2), &workload);
     let actions = scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
@@ -77,7 +78,7 @@ fn tiny_tests_go_out_in_batches_long_ones_one_at_a_time() {
 #[test]
 fn max_fail_stops_dispatch_and_reports_the_rest_not_run() {
     let mut scheduler = Scheduler::new(
-        SchedulerConfig { workers: 1, max_failures: Some(1), max_worker_restarts: 0 },
+        SchedulerConfig { workers: 1, max_failures: Some(1), max_worker_restarts: 0, budget: None },
         &Workload::uniform(100, 0.001),
     );
     let sent = runs_for(&scheduler.handle(0.0, Event::WorkerReady { worker: 0 }), 0);
@@ -108,7 +109,7 @@ fn a_dead_worker_loses_its_running_test_and_is_replaced() {
 #[test]
 fn restarts_exhausted_reports_the_rest_not_run() {
     let mut scheduler = Scheduler::new(
-        SchedulerConfig { workers: 1, max_failures: None, max_worker_restarts: 0 },
+        SchedulerConfig { workers: 1, max_failures: None, max_worker_restarts: 0, budget: None },
         &uniform(3),
     );
     scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
@@ -160,7 +161,7 @@ fn the_clock_restarts_for_each_test_a_worker_runs() {
 #[test]
 fn a_worker_over_its_memory_limit_is_replaced_and_its_tests_run_elsewhere() {
     let mut scheduler = Scheduler::new(
-        SchedulerConfig { workers: 1, max_failures: None, max_worker_restarts: 0 },
+        SchedulerConfig { workers: 1, max_failures: None, max_worker_restarts: 0, budget: None },
         &Workload::uniform(10, 0.001),
     );
     let sent = runs_for(&scheduler.handle(0.0, Event::WorkerReady { worker: 0 }), 0);
@@ -223,6 +224,10 @@ proptest! {
         modules in proptest::collection::vec(0usize..6, 150),
         setups in proptest::collection::vec(prop_oneof![Just(0.0), 0.0f64..1.0], 6),
         timeouts in proptest::collection::vec(proptest::option::of(0.5f64..5.0), 150),
+        groups in proptest::collection::vec(proptest::option::of(0u32..4), 150),
+        serial in proptest::collection::vec(proptest::bool::weighted(0.1), 150),
+        first in proptest::collection::vec(any::<bool>(), 150),
+        budget in proptest::option::of(1.0f64..60.0),
         workers in 1usize..5,
         max_failures in proptest::option::of(1u64..6),
         restarts in 0u32..3,
@@ -233,9 +238,14 @@ proptest! {
             module: modules[..test_count].to_vec(),
             module_setup: setups,
             timeouts: timeouts[..test_count].to_vec(),
+            group: groups[..test_count].to_vec(),
+            serial: serial[..test_count].to_vec(),
+            first: first[..test_count].to_vec(),
         };
+        let is_serial = serial.clone();
+        let group_of = groups.clone();
         let mut scheduler = Scheduler::new(
-            SchedulerConfig { workers, max_failures, max_worker_restarts: restarts },
+            SchedulerConfig { workers, max_failures, max_worker_restarts: restarts, budget },
             &workload,
         );
         let mut final_count = vec![0u32; test_count];
@@ -250,6 +260,24 @@ proptest! {
                         // In flight while it stopped: never read, never run.
                     }
                     Action::Run { worker, tests } => {
+                        let others: Vec<TestId> = simulated
+                            .iter()
+                            .enumerate()
+                            .filter(|(other, state)| *other != worker && state.alive && !state.stopped_itself)
+                            .flat_map(|(_, state)| state.queue.iter().copied())
+                            .collect();
+                        if tests.iter().any(|&test| is_serial[test]) {
+                            prop_assert!(others.is_empty(), "a serial test overlaps {:?}", others);
+                            prop_assert!(simulated[worker].queue.is_empty() || simulated[worker].waiting, "a serial test queued behind others");
+                        }
+                        for &test in &tests {
+                            if let Some(group) = group_of[test] {
+                                prop_assert!(
+                                    !others.iter().any(|&other| group_of[other] == Some(group)),
+                                    "group {} is on two workers at once", group
+                                );
+                            }
+                        }
                         let state = &mut simulated[worker];
                         prop_assert!(state.alive && !state.ending, "work sent to an ending or dead worker");
                         state.queue.extend(tests);
@@ -297,8 +325,15 @@ proptest! {
             let mut progressed = false;
             for (worker, state) in simulated.iter_mut().enumerate() {
                 if state.alive && state.stop_requested {
+                    // As the plugin does: the running test (if any) ends,
+                    // then `stopped` lists the rest, which never started.
                     state.stop_requested = false;
-                    let dropped: Vec<TestId> = state.queue.drain(1..).collect();
+                    state.waiting = false;
+                    if let Some(test) = state.queue.pop_front() {
+                        final_count[test] += 1;
+                        inbox.push_back(Event::TestFinished { worker, test, failed: false });
+                    }
+                    let dropped: Vec<TestId> = state.queue.drain(..).collect();
                     inbox.push_back(Event::WorkerStopped { worker, dropped, over_memory: false });
                     progressed = true;
                 } else if state.alive && state.ending && state.queue.is_empty() {

@@ -186,6 +186,7 @@ class ShoalWorker:
                 "inifile": str(inifile) if inifile else None,
                 "plugins": sorted(plugins),
                 "maxfail": self.maxfail,
+                "cache_dir": _cache_dir(config),
                 "continue_on_collection_errors": bool(
                     config.getoption("continue_on_collection_errors", False)
                 ),
@@ -225,6 +226,7 @@ class ShoalWorker:
                     "domain": domain,
                     "markers": sorted({marker.name for marker in item.iter_markers()}),
                     "timeout": _timeout_marker(item),
+                    "group": _group_marker(item),
                 }
             )
             if len(chunk) >= COLLECTED_CHUNK:
@@ -584,6 +586,13 @@ class _ChildWatch:
         return leaked
 
 
+def _cache_dir(config):
+    """pytest's cache directory, or None when the cache plugin is off."""
+    cache = getattr(config, "cache", None)
+    directory = getattr(cache, "_cachedir", None)
+    return str(directory) if directory is not None else None
+
+
 def _fork_unsafe_reason():
     """Why forking this process would be unsafe, or None."""
     import threading
@@ -606,6 +615,20 @@ def _timeout_marker(item):
         return float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def _group_marker(item):
+    """The test group from ``xdist_group(name)`` or ``shoal_group(name)``.
+
+    Read from the marker, never from the node id (pytest 9.2 changed node
+    ids and broke xdist's own grouping that way).
+    """
+    for name in ("shoal_group", "xdist_group"):
+        marker = item.get_closest_marker(name)
+        if marker is not None:
+            value = marker.kwargs.get("name", marker.args[0] if marker.args else None)
+            return str(value) if value is not None else None
+    return None
 
 
 def _longrepr_text(report):
@@ -645,8 +668,18 @@ def pytest_configure(config):
     if os.environ.get("SHOAL_CHANNEL_FD") is None:
         return
     known = {line.split("(")[0].split(":")[0].strip() for line in config.getini("markers")}
-    if "timeout" not in known:
-        config.addinivalue_line("markers", "timeout(seconds): stop the test after this many seconds (shoal)")
+    ours = {
+        "timeout": "timeout(seconds): stop the test after this many seconds (shoal)",
+        "serial": "serial: run this test while nothing else runs (shoal)",
+        "xdist_group": "xdist_group(name): run tests of a group on one worker, in order (shoal)",
+        "shoal_group": "shoal_group(name): run tests of a group on one worker, in order (shoal)",
+    }
+    extra = os.environ.get("SHOAL_SERIAL_MARKERS", "")
+    for name in filter(None, extra.split(",")):
+        ours.setdefault(name, f"{name}: run this test while nothing else runs (shoal)")
+    for name, line in ours.items():
+        if name not in known:
+            config.addinivalue_line("markers", line)
 
 
 @pytest.hookimpl(hookwrapper=True)

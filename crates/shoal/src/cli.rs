@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the selected tests in parallel, with pytest's output and exit codes.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the collected node ids, one a line, without running anything.
     List(ListArgs),
 }
@@ -97,6 +97,21 @@ pub struct RunArgs {
     /// (e.g. `500M`, `2G`), before it runs another.
     #[arg(long, value_name = "SIZE")]
     pub worker_memory_limit: Option<String>,
+
+    /// Run only the tests that failed last time (pytest's cache; all tests
+    /// when none failed).
+    #[arg(long = "lf", alias = "last-failed")]
+    pub last_failed: bool,
+
+    /// Run the tests that failed last time first, then the rest.
+    #[arg(long = "ff", alias = "failed-first")]
+    pub failed_first: bool,
+
+    /// A time budget for the whole run (`4m30s`, `270`): no test is started
+    /// that history says cannot end within it; the rest are reported
+    /// `not run (budget)`.
+    #[arg(long, value_name = "DURATION")]
+    pub budget: Option<String>,
 
     /// How many times a dead worker may be replaced during the run.
     #[arg(long, value_name = "N")]

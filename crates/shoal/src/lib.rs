@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod errors;
 pub mod history;
+pub mod lastfailed;
 pub mod outcome;
 pub mod output;
 pub mod plan;
@@ -54,7 +55,7 @@ fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
         std::env::current_dir().map_err(|error| ShoalError::io("reading the current directory", error))?;
     match cli.command {
         Command::Run(args) => {
-            let settings = RunSettings::resolve(args, cwd)?;
+            let settings = RunSettings::resolve(*args, cwd)?;
             let full_messages = std::env::var_os("CI").is_some()
                 || std::env::var_os("BUILD_NUMBER").is_some()
                 || settings.collect.verbosity >= 2;

@@ -92,6 +92,8 @@ pub enum NotRunCause {
     WorkerRestartsExhausted,
     /// Collection errors stopped the run before any test.
     CollectionErrors,
+    /// `--budget`: it could not have ended in time.
+    Budget,
 }
 
 impl NotRunCause {
@@ -102,6 +104,7 @@ impl NotRunCause {
             Self::Interrupted => "interrupted",
             Self::WorkerRestartsExhausted => "worker restarts exhausted",
             Self::CollectionErrors => "collection errors",
+            Self::Budget => "budget",
         }
     }
 }
@@ -112,6 +115,7 @@ impl From<NotRunReason> for NotRunCause {
             NotRunReason::MaxFail => Self::MaxFail,
             NotRunReason::Interrupted => Self::Interrupted,
             NotRunReason::WorkerRestartsExhausted => Self::WorkerRestartsExhausted,
+            NotRunReason::Budget => Self::Budget,
         }
     }
 }

@@ -51,7 +51,21 @@ pub fn workload(table: &TestTable, history: &History, default_timeout: Option<f6
         })
         .collect();
     let timeouts = if timeouts.iter().any(Option::is_some) { timeouts } else { Vec::new() };
-    Workload { expected, module, module_setup, timeouts }
+    Workload { expected, module, module_setup, timeouts, ..Workload::default() }
+}
+
+/// Marks serial tests (any of `serial_markers`) and test groups.
+pub fn mark_serial_and_groups(workload: &mut Workload, table: &TestTable, serial_markers: &[String]) {
+    let serial: Vec<bool> = table
+        .items()
+        .map(|item| item.markers().any(|marker| serial_markers.iter().any(|name| name == marker)))
+        .collect();
+    if serial.iter().any(|&flag| flag) {
+        workload.serial = serial;
+    }
+    if table.items().any(|item| item.group.is_some()) {
+        workload.group = table.items().map(|item| item.group.map(|(index, _)| index)).collect();
+    }
 }
 
 fn median(mut values: Vec<f64>) -> Option<f64> {
@@ -138,6 +152,7 @@ mod tests {
                 domain: (*nodeid).into(),
                 markers: Vec::new(),
                 timeout: None,
+                group: None,
             });
         }
         table

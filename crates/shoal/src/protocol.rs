@@ -110,6 +110,10 @@ pub struct Hello {
     pub maxfail: u64,
     /// Whether `--continue-on-collection-errors` was given.
     pub continue_on_collection_errors: bool,
+    /// pytest's cache directory (`.pytest_cache`), unless the cache plugin
+    /// is off.
+    #[serde(default)]
+    pub cache_dir: Option<String>,
 }
 
 /// A collector report that did not pass.
@@ -143,6 +147,9 @@ pub struct CollectedItem {
     /// Seconds from `@pytest.mark.timeout(N)`, if the test has it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
+    /// Its test group, from `xdist_group(name)` or `shoal_group(name)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// A test whose protocol ended, with the facts pytest reported.

@@ -13,8 +13,31 @@ use crate::python::{Interpreter, locate_interpreter};
 use crate::selection::Selection;
 
 /// Keys `[tool.shoal]` understands.
-const KNOWN_KEYS: &[&str] =
-    &["workers", "python", "max-worker-restarts", "mode", "timeout", "worker-memory-limit"];
+const KNOWN_KEYS: &[&str] = &[
+    "workers",
+    "python",
+    "max-worker-restarts",
+    "mode",
+    "timeout",
+    "worker-memory-limit",
+    "serial-markers",
+    "budget",
+];
+
+/// Markers that make a test serial when `[tool.shoal] serial-markers` does
+/// not say otherwise.
+const DEFAULT_SERIAL_MARKERS: &[&str] = &["serial"];
+
+/// Which tests `--lf` / `--ff` put forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastFailedMode {
+    /// Neither flag.
+    Off,
+    /// `--lf`: only the tests that failed last time.
+    Only,
+    /// `--ff`: those first, then the rest.
+    First,
+}
 
 /// Default number of worker replacements per run.
 const DEFAULT_MAX_WORKER_RESTARTS: u32 = 8;
@@ -79,6 +102,12 @@ pub struct RunSettings {
     pub timeout: Option<f64>,
     /// Resident memory (KiB) past which a worker is replaced.
     pub worker_memory_limit_kib: Option<u64>,
+    /// Markers that make a test serial.
+    pub serial_markers: Vec<String>,
+    /// `--lf` / `--ff`.
+    pub last_failed: LastFailedMode,
+    /// `--budget`: seconds the whole run may take.
+    pub budget: Option<f64>,
     /// Where to write the JSON report.
     pub json_report: Option<PathBuf>,
     /// `--durations N`: how many slowest phases to list.
@@ -96,6 +125,8 @@ struct FileSettings {
     mode: Option<WorkerMode>,
     timeout: Option<f64>,
     worker_memory_limit_kib: Option<u64>,
+    serial_markers: Option<Vec<String>>,
+    budget: Option<f64>,
 }
 
 /// A worker count as typed.
@@ -148,6 +179,19 @@ impl RunSettings {
             })?),
             None => file.worker_memory_limit_kib,
         };
+        let budget = match &args.budget {
+            Some(text) => Some(parse_seconds(text).ok_or_else(|| {
+                ShoalError::Usage(format!(
+                    "--budget: expected a duration (e.g. `4m30s`, `270`), got `{text}`"
+                ))
+            })?),
+            None => file.budget,
+        };
+        let last_failed = match (args.last_failed, args.failed_first) {
+            (true, _) => LastFailedMode::Only,
+            (false, true) => LastFailedMode::First,
+            (false, false) => LastFailedMode::Off,
+        };
         let max_failures = match (args.maxfail, args.exit_first) {
             (Some(0), false) => None,
             (Some(n), _) => Some(if args.exit_first { 1 } else { n }),
@@ -169,6 +213,12 @@ impl RunSettings {
             json_report: args.json_report,
             timeout,
             worker_memory_limit_kib,
+            serial_markers: file
+                .serial_markers
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SERIAL_MARKERS.iter().map(|name| (*name).to_owned()).collect()),
+            last_failed,
+            budget,
             show_durations: args.durations,
             durations_path: args.durations_path.map(|path| cwd.join(path)),
         })
@@ -306,6 +356,29 @@ fn parse_file_settings(text: &str, path: &Path) -> Result<FileSettings, ShoalErr
                 settings.timeout = Some(seconds.ok_or_else(|| {
                     config_error(format!(
                         "[tool.shoal] timeout: expected seconds (e.g. 30 or \"2m\"), got {value}"
+                    ))
+                })?);
+            }
+            "serial-markers" => {
+                let names: Option<Vec<String>> = value
+                    .as_array()
+                    .and_then(|items| items.iter().map(|item| item.as_str().map(str::to_owned)).collect());
+                settings.serial_markers = Some(names.ok_or_else(|| {
+                    config_error(format!(
+                        "[tool.shoal] serial-markers: expected a list of marker names, got {value}"
+                    ))
+                })?);
+            }
+            "budget" => {
+                let seconds = match value {
+                    toml::Value::Integer(n) => Some(*n as f64).filter(|n| *n > 0.0),
+                    toml::Value::Float(n) => Some(*n).filter(|n| *n > 0.0),
+                    toml::Value::String(text) => parse_seconds(text),
+                    _ => None,
+                };
+                settings.budget = Some(seconds.ok_or_else(|| {
+                    config_error(format!(
+                        "[tool.shoal] budget: expected a duration (e.g. \"4m30s\"), got {value}"
                     ))
                 })?);
             }

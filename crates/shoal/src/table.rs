@@ -31,6 +31,8 @@ struct Entry {
     line: u32,
     /// Seconds from a `timeout` marker, or NaN when it has none.
     timeout: f32,
+    /// Index of its test group, or `u32::MAX` when it has none.
+    group: u32,
 }
 
 /// One collected test, as the rest of shoal reads it.
@@ -48,6 +50,8 @@ pub struct Item<'a> {
     pub line: Option<u32>,
     /// Seconds from its `@pytest.mark.timeout(N)`, if it has one.
     pub timeout: Option<f64>,
+    /// Its test group's index and name, if it has one.
+    pub group: Option<(u32, &'a str)>,
     markers: &'a str,
 }
 
@@ -66,6 +70,8 @@ pub struct TestTable {
     modules: Vec<Box<str>>,
     module_index: HashMap<Box<str>, u32>,
     by_hash: HashMap<u64, u32>,
+    groups: Vec<Box<str>>,
+    group_index: HashMap<Box<str>, u32>,
     /// Node ids whose hash another id already took (practically never).
     overflow: HashMap<Box<str>, u32>,
     hasher: std::hash::RandomState,
@@ -101,8 +107,19 @@ impl TestTable {
         let markers = self.store(&item.markers.join("\n"));
         let line = item.line.and_then(|line| u32::try_from(line).ok()).unwrap_or(u32::MAX);
         let timeout = item.timeout.map_or(f32::NAN, |seconds| seconds as f32);
-        self.entries.push(Entry { nodeid, domain, markers, module, line, timeout });
+        let group = item.group.map_or(u32::MAX, |name| self.intern_group(name));
+        self.entries.push(Entry { nodeid, domain, markers, module, line, timeout, group });
         true
+    }
+
+    fn intern_group(&mut self, name: String) -> u32 {
+        if let Some(&index) = self.group_index.get(name.as_str()) {
+            return index;
+        }
+        let index = u32::try_from(self.groups.len()).expect("fewer than 4 billion groups");
+        self.groups.push(name.clone().into_boxed_str());
+        self.group_index.insert(name.into_boxed_str(), index);
+        index
     }
 
     fn store(&mut self, text: &str) -> Span {
@@ -145,6 +162,7 @@ impl TestTable {
             module: entry.module,
             line: (entry.line != u32::MAX).then_some(entry.line),
             timeout: (!entry.timeout.is_nan()).then_some(f64::from(entry.timeout)),
+            group: (entry.group != u32::MAX).then(|| (entry.group, &*self.groups[entry.group as usize])),
             markers: self.text(entry.markers),
         }
     }
@@ -169,6 +187,30 @@ impl TestTable {
         self.modules.len()
     }
 
+    /// A table of the tests `keep` accepts, in the same order, and how many
+    /// it left out.
+    pub fn retain(&self, keep: impl Fn(TestId) -> bool) -> (TestTable, usize) {
+        let mut kept = TestTable::default();
+        let mut left_out = 0;
+        for test in 0..self.len() {
+            if !keep(test) {
+                left_out += 1;
+                continue;
+            }
+            let item = self.item(test);
+            kept.push(CollectedItem {
+                nodeid: item.nodeid.to_owned(),
+                path: item.path.to_owned(),
+                line: item.line.map(u64::from),
+                domain: item.domain.to_owned(),
+                markers: item.markers().map(str::to_owned).collect(),
+                timeout: item.timeout,
+                group: item.group.map(|(_, name)| name.to_owned()),
+            });
+        }
+        (kept, left_out)
+    }
+
     /// The first position at which two tables' node ids differ, if any.
     pub fn first_difference(&self, other: &TestTable) -> Option<usize> {
         (0..self.len().min(other.len()))
@@ -189,6 +231,7 @@ mod tests {
             domain: "d".into(),
             markers: vec!["slow".into()],
             timeout: None,
+            group: None,
         }
     }
 

@@ -106,6 +106,9 @@ pub struct WorkerSpec {
     pub memory_limit_kib: Option<u64>,
     /// pytest's capture is off (`-s`): echo workers' output live.
     pub echo_output: bool,
+    /// Marker names that make a test serial (registered in the workers so
+    /// `--strict-markers` accepts them).
+    pub serial_markers: Vec<String>,
     /// Identifies the run (`PYTEST_XDIST_TESTRUNUID`).
     pub run_id: String,
 }
@@ -143,6 +146,9 @@ impl WorkerSpec {
             .process_group(0);
         if let Some(limit) = self.memory_limit_kib {
             command.env("SHOAL_MEMORY_LIMIT_KIB", limit.to_string());
+        }
+        if !self.serial_markers.is_empty() {
+            command.env("SHOAL_SERIAL_MARKERS", self.serial_markers.join(","));
         }
         command
     }

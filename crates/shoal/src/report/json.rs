@@ -7,7 +7,8 @@
 //! peak_rss_total_kib, shoal_cpu_seconds, shoal_peak_rss_kib},
 //! summary: {outcome: count},
 //! tests: [{nodeid, outcome, reason?, duration, setup_duration,
-//! call_duration, teardown_duration, worker, path, line, failure?}],
+//! call_duration, teardown_duration, worker, path, line, group?, markers,
+//! failure?}],
 //! collect_errors: [{nodeid, message, longrepr}]}`.
 //! Written atomically (temp file, then rename) so a reader never sees half.
 
@@ -86,6 +87,8 @@ impl Serialize for Tests<'_> {
                 worker: record.worker.map(|slot| format!("gw{slot}")),
                 path: test.item.path,
                 line: test.item.line,
+                group: test.item.group.map(|(_, name)| name),
+                markers: test.item.markers().collect(),
                 failure: failure_text(record),
             }
         }))
@@ -105,6 +108,9 @@ struct TestEntry<'a> {
     worker: Option<String>,
     path: &'a str,
     line: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+    markers: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     failure: Option<String>,
 }

@@ -191,7 +191,7 @@ impl<'a> TestView<'a> {
 }
 
 /// Why the run ended early, in the words pytest prints between `!` rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum StopNotice {
     /// `-x` / `--maxfail`.
     MaxFail(u64),
@@ -201,6 +201,8 @@ pub enum StopNotice {
     Interrupted,
     /// Dead workers exhausted the restart budget.
     WorkerRestartsExhausted,
+    /// `--budget` ran out.
+    Budget(f64),
 }
 
 impl StopNotice {
@@ -214,6 +216,9 @@ impl StopNotice {
             Self::Interrupted => "KeyboardInterrupt".to_owned(),
             Self::WorkerRestartsExhausted => {
                 "stopping: workers kept dying and the restart budget ran out".to_owned()
+            }
+            Self::Budget(seconds) => {
+                format!("stopping: the rest would not end within the {seconds}s budget")
             }
         }
     }

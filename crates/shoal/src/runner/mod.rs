@@ -18,6 +18,7 @@ use shoal_scheduler::{Action, Event, NotRunReason, Scheduler, SchedulerConfig, T
 
 use crate::errors::{ShoalError, exit_code};
 use crate::history::{History, HistoryPaths};
+use crate::lastfailed::LastFailed;
 use crate::outcome::{NotRunCause, Outcome, Tally, outcome_from_reports};
 use crate::plan;
 use crate::protocol::{CollectReport, PhaseReport, WarningMessage, WorkerCommand, WorkerMessage};
@@ -25,7 +26,7 @@ use crate::report::{
     CrashDetails, Expectation, Reporter, RunHeader, RunStats, RunSummary, StopNotice, TestDetails,
     TestRecord, TestView,
 };
-use crate::settings::{CollectSettings, RunSettings, WorkerMode};
+use crate::settings::{CollectSettings, LastFailedMode, RunSettings, WorkerMode};
 use crate::table::TestTable;
 use crate::worker::{WorkerEvent, WorkerKey, WorkerSpec, Zygote, describe_exit};
 
@@ -42,6 +43,7 @@ fn worker_spec(
     collect: &CollectSettings,
     worker_count: usize,
     memory_limit_kib: Option<u64>,
+    serial_markers: &[String],
     run_directory: &std::path::Path,
 ) -> Result<WorkerSpec, ShoalError> {
     let plugin_dir = crate::python::install_worker_plugin()?;
@@ -81,6 +83,7 @@ fn worker_spec(
         worker_count,
         memory_limit_kib,
         echo_output: capture_is_off(&collect.pytest_args),
+        serial_markers: serial_markers.to_vec(),
         run_id: format!("{:x}{:x}", std::process::id(), now_nanos()),
     })
 }
@@ -122,7 +125,7 @@ fn take_basetemp(arguments: &[String]) -> (Vec<String>, Option<PathBuf>) {
 /// `shoal list`: collect with one worker and print the node ids.
 pub fn list(settings: &CollectSettings, json: bool, out: &mut dyn std::io::Write) -> Result<u8, ShoalError> {
     let run_directory = run_directory()?;
-    let spec = worker_spec(settings, 1, None, run_directory.path())?;
+    let spec = worker_spec(settings, 1, None, &[], run_directory.path())?;
     // Listing needs one collection and no workers: spawn a single process.
     let mut pool = Pool::new(spec, settings.interpreter.origin);
     let collected = match pool.start_and_collect(WorkerMode::Spawn, 1, settings)? {
@@ -239,6 +242,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         &settings.collect,
         settings.workers,
         settings.worker_memory_limit_kib,
+        &settings.serial_markers,
         run_directory.path(),
     )?;
     let hash_seed = spec.hash_seed.clone();
@@ -256,7 +260,53 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         settings.continue_on_collection_errors || hello.continue_on_collection_errors;
 
     // Node ids are opaque keys; the table stores a test collected twice once.
-    let table = std::mem::take(&mut collected.table);
+    let mut table = std::mem::take(&mut collected.table);
+    let last_failed = hello.cache_dir.as_deref().map(|directory| LastFailed::load(Path::new(directory)));
+    let mut deselected_by_last_failed = 0;
+    if settings.last_failed != LastFailedMode::Off {
+        match &last_failed {
+            None => crate::output::warn(
+                "--lf/--ff need pytest's cache plugin, which is off here; running everything",
+            ),
+            Some(record) if settings.last_failed == LastFailedMode::Only => {
+                let failed = (0..table.len()).filter(|&test| record.contains(table.nodeid(test))).count();
+                if failed == 0 {
+                    crate::output::notice(
+                        "run-last-failure: no previously failed tests, not deselecting items.",
+                    );
+                } else {
+                    // As pytest does: files without a failure are skipped
+                    // whole (not counted); other tests of files that had
+                    // one are deselected.
+                    let failing_files: HashSet<u32> = (0..table.len())
+                        .filter(|&test| record.contains(table.nodeid(test)))
+                        .map(|test| table.item(test).module)
+                        .collect();
+                    let skipped_files = table.module_count() - failing_files.len();
+                    deselected_by_last_failed = (0..table.len())
+                        .filter(|&test| {
+                            failing_files.contains(&table.item(test).module)
+                                && !record.contains(table.nodeid(test))
+                        })
+                        .count();
+                    let files = if skipped_files > 0 {
+                        format!(
+                            " (skipped {skipped_files} file{})",
+                            if skipped_files == 1 { "" } else { "s" }
+                        )
+                    } else {
+                        String::new()
+                    };
+                    crate::output::notice(&format!(
+                        "run-last-failure: rerun previous {failed} failure{}{files}",
+                        if failed == 1 { "" } else { "s" }
+                    ));
+                    table = table.retain(|test| record.contains(table.nodeid(test))).0;
+                }
+            }
+            Some(_) => {}
+        }
+    }
     let collect_errors = collected.collect_reports.iter().filter(|report| report.category == "error").count();
     let header = RunHeader {
         platform: hello.platform.clone(),
@@ -269,7 +319,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         workers: pool.slots.len(),
         mode: collected.mode,
         selected: table.len(),
-        deselected: collected.deselected.len() as u64,
+        deselected: (collected.deselected.len() + deselected_by_last_failed) as u64,
         collect_errors,
         collect_skipped: collected.collect_reports.len() - collect_errors,
         hash_seed,
@@ -278,7 +328,14 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     };
     let history_paths = HistoryPaths::new(Path::new(&hello.rootdir), settings.durations_path.as_deref());
     let history = History::load(&history_paths);
-    let workload = plan::workload(&table, &history, settings.timeout);
+    let mut workload = plan::workload(&table, &history, settings.timeout);
+    plan::mark_serial_and_groups(&mut workload, &table, &settings.serial_markers);
+    // --ff, and any budget, put last time's failures first.
+    if (settings.last_failed == LastFailedMode::First || settings.budget.is_some())
+        && let Some(record) = &last_failed
+    {
+        workload.first = (0..table.len()).map(|test| record.contains(table.nodeid(test))).collect();
+    }
     let has_history = !history.is_empty();
     // The history is read again to merge this run in: no need to hold it.
     drop(history);
@@ -290,6 +347,14 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         }),
         ..header
     };
+    if let (Some(budget), Some(expectation)) = (settings.budget, header.expectation)
+        && expectation.wall_seconds > budget
+    {
+        crate::output::warn(&format!(
+            "history expects {:.1}s, over the {budget}s budget: tests that cannot end in time will not be started",
+            expectation.wall_seconds
+        ));
+    }
     for reporter in reporters.iter_mut() {
         reporter.run_started(&header);
     }
@@ -332,11 +397,12 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
                 workers: pool.slots.len(),
                 max_failures,
                 max_worker_restarts: settings.max_worker_restarts,
+                budget: settings.budget,
             },
             &workload,
         );
         drop(workload);
-        stop = drive(&mut pool, &mut run, scheduler, max_failures)?.or(stop);
+        stop = drive(&mut pool, &mut run, scheduler, max_failures, settings.budget)?.or(stop);
     }
 
     let records = std::mem::take(&mut run.records);
@@ -351,6 +417,19 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         crate::output::warn(&format!("the durations history was not saved: {error}"));
     }
     drop(history);
+    if let Some(mut record) = last_failed {
+        record.update(
+            records.iter().enumerate().map(|(test, record)| (run.table.nodeid(test), record.outcome)),
+            collected
+                .collect_reports
+                .iter()
+                .filter(|report| report.category == "error")
+                .map(|report| report.nodeid.as_str()),
+        );
+        if let Err(error) = record.save() {
+            crate::output::warn(&format!("pytest's last-failed record was not saved: {error}"));
+        }
+    }
     let stats = run_stats(&records, &run, pool.slots.len(), startup_seconds);
     let mut tally = std::mem::take(&mut run.tally);
     tally.add("deselected", header.deselected);
@@ -359,7 +438,9 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     let exit = match &stop {
         Some(StopNotice::Interrupted | StopNotice::CollectionErrors(_)) => exit_code::INTERRUPTED,
         _ if any_failure => exit_code::TESTS_FAILED,
-        Some(StopNotice::MaxFail(_) | StopNotice::WorkerRestartsExhausted) => exit_code::TESTS_FAILED,
+        Some(StopNotice::MaxFail(_) | StopNotice::WorkerRestartsExhausted | StopNotice::Budget(_)) => {
+            exit_code::TESTS_FAILED
+        }
         None if test_count == 0 => exit_code::NO_TESTS_COLLECTED,
         None => exit_code::OK,
     };
@@ -410,6 +491,7 @@ fn drive(
     run: &mut Run<'_>,
     mut scheduler: Scheduler,
     max_failures: Option<u64>,
+    budget: Option<f64>,
 ) -> Result<Option<StopNotice>, ShoalError> {
     let mut interrupted_at: Option<Instant> = None;
     // Spawned workers are ready once collected; forked ones say so.
@@ -493,6 +575,7 @@ fn drive(
         NotRunReason::MaxFail => StopNotice::MaxFail(max_failures.unwrap_or(scheduler.failures())),
         NotRunReason::Interrupted => StopNotice::Interrupted,
         NotRunReason::WorkerRestartsExhausted => StopNotice::WorkerRestartsExhausted,
+        NotRunReason::Budget => StopNotice::Budget(budget.unwrap_or_default()),
     }))
 }
 

@@ -480,6 +480,7 @@ mod tests {
                 domain: (*nodeid).to_owned(),
                 markers: Vec::new(),
                 timeout: None,
+                group: None,
             });
         }
         table

@@ -3,6 +3,7 @@
 //! The interpreter comes from `SHOAL_TEST_PYTHON` (scripts/test.sh sets it
 //! once per supported pytest version); see [`harness`].
 
+mod control;
 mod crash;
 mod exit_codes;
 mod harness;

@@ -1,0 +1,155 @@
+//! CI control on `fixtures/control`: serial tests run while nothing else
+//! runs, a test group stays on one worker in collection order, `--lf` and
+//! `--ff` share pytest's own cache with pytest, and `--budget` stops cleanly.
+
+use std::collections::BTreeMap;
+
+use crate::harness::{Project, read_json_lines};
+
+/// One test's run: when and where.
+#[derive(Debug, Clone)]
+struct Ran {
+    nodeid: String,
+    start: f64,
+    end: f64,
+    worker: String,
+}
+
+fn runs(project: &Project) -> Vec<Ran> {
+    read_json_lines(&project.path().join("control.log"))
+        .into_iter()
+        .map(|line| Ran {
+            nodeid: line["nodeid"].as_str().expect("a nodeid").to_owned(),
+            start: line["start"].as_f64().expect("a start"),
+            end: line["end"].as_f64().expect("an end"),
+            worker: line["worker"].as_str().expect("a worker").to_owned(),
+        })
+        .collect()
+}
+
+fn log_env(project: &Project) -> String {
+    project.path().join("control.log").to_str().expect("a UTF-8 path").to_owned()
+}
+
+#[test]
+fn serial_tests_run_while_nothing_else_runs() {
+    let project = Project::fixture("control");
+    let log = log_env(&project);
+    let report = project.shoal_report(&[("SHOAL_CONTROL_LOG", &log)], &["-n", "2"]);
+    report.outcome.assert_code(0);
+    let ran = runs(&project);
+    assert_eq!(ran.len(), 20, "{}", report.outcome.stdout);
+    let serial: Vec<&Ran> = ran.iter().filter(|run| run.nodeid.contains("test_alone")).collect();
+    assert_eq!(serial.len(), 3);
+    for alone in &serial {
+        for other in ran.iter().filter(|other| other.nodeid != alone.nodeid) {
+            let overlap = other.start < alone.end && alone.start < other.end;
+            assert!(!overlap, "{} overlapped serial {}", other.nodeid, alone.nodeid);
+        }
+    }
+    let last_parallel_end = ran
+        .iter()
+        .filter(|run| !run.nodeid.contains("test_alone"))
+        .map(|run| run.end)
+        .fold(f64::MIN, f64::max);
+    assert!(serial.iter().all(|alone| alone.start >= last_parallel_end), "serial tests run after the rest");
+    let markers = report.test("test_serial.py::test_alone[0]")["markers"].clone();
+    assert!(markers.as_array().is_some_and(|names| names.iter().any(|name| name == "serial")), "{markers}");
+}
+
+#[test]
+fn a_group_runs_on_one_worker_in_collection_order() {
+    let project = Project::fixture("control");
+    let log = log_env(&project);
+    let report = project.shoal_report(&[("SHOAL_CONTROL_LOG", &log)], &["-n", "3"]);
+    report.outcome.assert_code(0);
+    let ran = runs(&project);
+    let mut groups: BTreeMap<&str, Vec<&Ran>> = BTreeMap::new();
+    for run in &ran {
+        if run.nodeid.contains("test_database") {
+            groups.entry("db").or_default().push(run);
+        } else if run.nodeid.contains("test_cache") {
+            groups.entry("cache").or_default().push(run);
+        }
+    }
+    for (group, members) in &groups {
+        let workers: Vec<&str> = members.iter().map(|run| run.worker.as_str()).collect();
+        assert!(workers.windows(2).all(|pair| pair[0] == pair[1]), "{group} spread over {workers:?}");
+        let mut by_start = members.clone();
+        by_start.sort_by(|a, b| a.start.total_cmp(&b.start));
+        let order: Vec<&str> = by_start.iter().map(|run| run.nodeid.as_str()).collect();
+        let mut collection_order = order.clone();
+        collection_order.sort_by_key(|nodeid| nodeid.rsplit('[').next().map(str::to_owned));
+        assert_eq!(order, collection_order, "{group} ran out of order");
+    }
+    assert_eq!(groups["db"].len(), 5);
+    assert_eq!(report.test("test_groups.py::test_database[0]")["group"], "db");
+    assert_eq!(report.test("test_groups.py::test_cache[2]")["group"], "cache");
+}
+
+#[test]
+fn last_failed_is_shared_with_pytest_both_ways() {
+    let project = Project::fixture("control");
+    let failing = "test_sometimes.py::test_fails_when_asked";
+    // shoal records the failure; pytest --lf reruns just that test.
+    project.shoal_with_env(&[("SHOAL_CONTROL_FAIL", "1")], &["run", "-n", "2"]).assert_code(1);
+    let pytest_lf = project.pytest_with_env(&[("SHOAL_CONTROL_FAIL", "1")], &["--lf", "-q"]);
+    assert_eq!(pytest_lf.closing_counts(), "1 failed", "{}", pytest_lf.stdout);
+    // Fixed: shoal --lf runs only it, passes, and clears the record.
+    let report = project.shoal_report(&[], &["-n", "2", "--lf"]);
+    report.outcome.assert_code(0);
+    assert_eq!(report.node_ids(), vec![failing], "--lf runs only last time's failure");
+    // Counted as pytest counts it: the files without a failure are skipped.
+    assert_eq!(report.outcome.closing_counts(), "1 passed");
+    assert!(report.outcome.stderr.contains("run-last-failure: rerun previous 1 failure (skipped 3 files)"));
+    let report = project.shoal_report(&[], &["-n", "2", "--lf"]);
+    assert_eq!(report.tests().len(), 20, "nothing failed last time: --lf runs everything");
+    // The other way round: pytest records, shoal --lf follows.
+    project.pytest_with_env(&[("SHOAL_CONTROL_FAIL", "1")], &["-q"]).assert_code(1);
+    let report = project.shoal_report(&[("SHOAL_CONTROL_FAIL", "1")], &["-n", "2", "--lf"]);
+    report.outcome.assert_code(1);
+    assert_eq!(report.node_ids(), vec![failing]);
+}
+
+#[test]
+fn failed_first_starts_with_last_times_failures() {
+    let project = Project::fixture("control");
+    let log = log_env(&project);
+    project.shoal_with_env(&[("SHOAL_CONTROL_FAIL", "1")], &["run", "-n", "1"]).assert_code(1);
+    std::fs::remove_file(project.path().join("control.log")).ok();
+    let report = project.shoal_report(&[("SHOAL_CONTROL_LOG", &log)], &["-n", "1", "--ff"]);
+    report.outcome.assert_code(0);
+    let mut ran = runs(&project);
+    ran.sort_by(|a, b| a.start.total_cmp(&b.start));
+    assert_eq!(ran[0].nodeid, "test_sometimes.py::test_fails_when_asked", "{ran:?}");
+    assert_eq!(ran.len(), 20);
+}
+
+#[test]
+fn a_budget_starts_only_what_can_end_in_time() {
+    let project = Project::empty();
+    project.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n");
+    let tests: String =
+        (0..12).map(|index| format!("\ndef test_{index:02}():\n    time.sleep(0.5)\n")).collect();
+    project.write("test_slow.py", format!("import time\n{tests}"));
+    // A first run gives the history the budget is planned with.
+    project.shoal(&["run", "-n", "2"]).assert_code(0);
+    let started = std::time::Instant::now();
+    let report = project.shoal_report(&[], &["-n", "2", "--budget", "2"]);
+    let elapsed = started.elapsed().as_secs_f64();
+    report.outcome.assert_code(1);
+    let counts = report.outcome_counts();
+    let passed = counts.get("passed").copied().unwrap_or(0);
+    let not_run = counts.get("not_run").copied().unwrap_or(0);
+    assert_eq!(passed + not_run, 12, "{counts:?}");
+    assert!(passed >= 2 && not_run >= 2, "{counts:?}\n{}", report.outcome.stdout);
+    assert!(
+        report
+            .tests()
+            .iter()
+            .filter(|test| test["outcome"] == "not_run")
+            .all(|test| test["reason"] == "budget")
+    );
+    assert!(elapsed < 3.5, "the run ended near its 2 s budget: {elapsed:.2}s");
+    assert!(report.outcome.stdout.contains("not run"), "{}", report.outcome.stdout);
+}
