@@ -102,6 +102,17 @@ pub enum NotRunReason {
     Interrupted,
 }
 
+/// How a retried attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryCause {
+    /// It failed (reported by pytest).
+    Failed,
+    /// Its worker died under it.
+    Crashed,
+    /// It ran past its timeout.
+    TimedOut,
+}
+
 /// What the runner must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -143,6 +154,18 @@ pub enum Action {
         /// The worker that was running it.
         worker: WorkerId,
     },
+    /// The test's attempt failed (or crashed, or timed out) and it has
+    /// reruns left: it is not final; it runs again on a fresh worker.
+    Retry {
+        /// The test.
+        test: TestId,
+        /// The worker the failed attempt ran on.
+        worker: WorkerId,
+        /// How the attempt ended.
+        cause: RetryCause,
+        /// The number of the attempt to come (2 for the first rerun).
+        next_attempt: u32,
+    },
     /// The worker died while running this test: its final outcome is a crash.
     TestLost {
         /// The test.
@@ -171,6 +194,8 @@ pub struct SchedulerConfig {
     /// `--budget`: the clock reading by which every test must have ended;
     /// no test expected to end later is started.
     pub budget: Option<f64>,
+    /// `--reruns-delay`: seconds between a failed attempt and its rerun.
+    pub rerun_delay: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +231,10 @@ struct WorkerState {
     timing_out: bool,
     /// It stopped itself over the memory limit and is to be replaced.
     retiring: bool,
+    /// It has run nothing since it started (a rerun needs such a worker).
+    fresh: bool,
+    /// It was shut down to be replaced by a fresh worker for a rerun.
+    recycling: bool,
 }
 
 /// The scheduling state machine. See the crate docs.
@@ -222,6 +251,13 @@ pub struct Scheduler {
     timeouts: Vec<Option<f64>>,
     /// The runner's clock, as of the event being handled.
     now: f64,
+    /// Reruns each test may have (empty: none).
+    reruns: Vec<u8>,
+    /// Attempts each test has made so far (failed ones, before a rerun).
+    attempts: Vec<u8>,
+    /// Tests waiting for a rerun, with the clock reading from which it may
+    /// start (`--reruns-delay`).
+    retries: VecDeque<(TestId, f64)>,
 }
 
 impl Scheduler {
@@ -242,6 +278,8 @@ impl Scheduler {
                 running_since: None,
                 timing_out: false,
                 retiring: false,
+                fresh: true,
+                recycling: false,
             })
             .collect();
         Self {
@@ -254,6 +292,9 @@ impl Scheduler {
             stopping: None,
             timeouts: workload.timeouts.clone(),
             now: 0.0,
+            reruns: workload.reruns.clone(),
+            attempts: if workload.reruns.is_empty() { Vec::new() } else { vec![0; workload.len()] },
+            retries: VecDeque::new(),
         }
     }
 
@@ -266,6 +307,7 @@ impl Scheduler {
             Event::WorkerReady { worker } => {
                 if self.workers[worker].phase == WorkerPhase::Starting {
                     self.workers[worker].phase = WorkerPhase::Active;
+                    self.workers[worker].fresh = true;
                 }
             }
             Event::WorkerWantsWork { worker } => {
@@ -332,11 +374,14 @@ impl Scheduler {
         if self.tests.get(test) != Some(&TestState::Assigned(slot(worker))) {
             return;
         }
-        self.tests[test] = TestState::Final;
         let state = &mut self.workers[worker];
         state.assigned.retain(|&held| held != test);
         // A worker runs what it holds back to back: the next test starts now.
         state.running_since = (!state.assigned.is_empty()).then_some(self.now);
+        if failed && self.retry(worker, test, RetryCause::Failed, actions) {
+            return;
+        }
+        self.tests[test] = TestState::Final;
         if failed {
             self.failures += 1;
             if self.config.max_failures.is_some_and(|limit| self.failures >= limit) {
@@ -345,37 +390,54 @@ impl Scheduler {
         }
     }
 
+    /// Queues a rerun of a failed attempt when the test has reruns left and
+    /// the run is not stopping; says whether it did.
+    fn retry(
+        &mut self,
+        worker: WorkerId,
+        test: TestId,
+        cause: RetryCause,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let allowed = self.reruns.get(test).copied().unwrap_or(0);
+        if self.stopping.is_some() || self.attempts.get(test).is_none_or(|&made| made >= allowed) {
+            return false;
+        }
+        self.attempts[test] += 1;
+        self.tests[test] = TestState::Pending;
+        self.retries.push_back((test, self.now + self.config.rerun_delay));
+        actions.push(Action::Retry { test, worker, cause, next_attempt: u32::from(self.attempts[test]) + 1 });
+        true
+    }
+
+    /// Whether nothing is left to send: no queued test and no rerun.
+    fn nothing_left(&self) -> bool {
+        self.queue.is_empty() && self.retries.is_empty()
+    }
+
     fn worker_exited(&mut self, worker: WorkerId, actions: &mut Vec<Action>) {
         let state = &mut self.workers[worker];
         state.phase = WorkerPhase::Exited;
         state.running_since = None;
-        let (timed_out, retiring) = (state.timing_out, state.retiring);
+        // Replacing a worker retired over its memory limit, or recycled
+        // for a rerun, does not count against the restart budget. (A
+        // retired worker's tests were taken back when it said `stopped`.)
+        let (timed_out, free_replacement) = (state.timing_out, state.retiring || state.recycling);
         state.timing_out = false;
         state.retiring = false;
+        state.recycling = false;
         let held: Vec<TestId> = state.assigned.drain(..).collect();
-        // A worker that stopped itself over its memory limit ran nothing of
-        // what it still holds (tests sent while its stop was on the way).
-        let running = if retiring { None } else { held.split_first() };
-        if retiring && !held.is_empty() {
-            if let Some(reason) = self.stopping {
-                for &test in &held {
-                    self.tests[test] = TestState::Final;
-                }
-                actions.push(Action::NotRun { tests: held.clone(), reason });
-            } else {
-                for &test in &held {
-                    self.tests[test] = TestState::Pending;
-                }
-                self.queue.requeue_from(worker, &held);
-            }
-        }
+        let running = held.split_first();
         if let Some((&running, queued)) = running {
-            self.tests[running] = TestState::Final;
-            actions.push(if timed_out {
-                Action::TestTimedOut { test: running, worker }
-            } else {
-                Action::TestLost { test: running, worker }
-            });
+            let cause = if timed_out { RetryCause::TimedOut } else { RetryCause::Crashed };
+            if !self.retry(worker, running, cause, actions) {
+                self.tests[running] = TestState::Final;
+                actions.push(if timed_out {
+                    Action::TestTimedOut { test: running, worker }
+                } else {
+                    Action::TestLost { test: running, worker }
+                });
+            }
             if let Some(reason) = self.stopping {
                 for &test in queued {
                     self.tests[test] = TestState::Final;
@@ -392,13 +454,11 @@ impl Scheduler {
         } else {
             self.queue.release(worker);
         }
-        if self.stopping.is_some() || self.queue.is_empty() {
+        if self.stopping.is_some() || self.nothing_left() {
             return;
         }
-        // A worker retired over its memory limit is replaced without
-        // counting as a failure of the run.
-        if retiring || self.restarts_used < self.config.max_worker_restarts {
-            if !retiring {
+        if free_replacement || self.restarts_used < self.config.max_worker_restarts {
+            if !free_replacement {
                 self.restarts_used += 1;
             }
             self.workers[worker].phase = WorkerPhase::Starting;
@@ -411,9 +471,11 @@ impl Scheduler {
     /// When the next running test passes its timeout, if any has one.
     pub fn next_deadline(&self) -> Option<f64> {
         let budget = self.config.budget.filter(|_| self.stopping.is_none());
+        let rerun = self.retries.iter().map(|&(_, ready)| ready).filter(|&ready| ready > self.now);
         (0..self.workers.len())
             .filter_map(|worker| self.deadline_of(worker))
             .chain(budget)
+            .chain(rerun)
             .min_by(f64::total_cmp)
     }
 
@@ -448,7 +510,9 @@ impl Scheduler {
             return;
         }
         self.stopping = Some(reason);
-        let unsent = self.queue.drain_all();
+        let mut unsent = self.queue.drain_all();
+        unsent.extend(self.retries.drain(..).map(|(test, _)| test));
+        unsent.sort_unstable();
         for &test in &unsent {
             self.tests[test] = TestState::Final;
         }
@@ -481,8 +545,15 @@ impl Scheduler {
             if self.workers[worker].phase != WorkerPhase::Active {
                 continue;
             }
-            if self.queue.is_empty() {
+            if self.nothing_left() {
                 self.end_worker(worker, actions);
+                continue;
+            }
+            if self.dispatch_rerun(worker, actions) {
+                continue;
+            }
+            if self.queue.is_empty() {
+                // Only reruns are left, and they wait for their delay.
                 continue;
             }
             if self.queue.only_serial_left() {
@@ -560,8 +631,39 @@ impl Scheduler {
         }
     }
 
+    /// Reruns go to fresh workers: a fresh worker that needs work gets one
+    /// (alone); when none is fresh or starting, a worker that needs work is
+    /// shut down to be replaced by one. Says whether it acted.
+    fn dispatch_rerun(&mut self, worker: WorkerId, actions: &mut Vec<Action>) -> bool {
+        let state = &self.workers[worker];
+        let must = state.wants_work || state.assigned.is_empty();
+        let Some(position) = self.retries.iter().position(|&(_, ready)| ready <= self.now) else {
+            return false;
+        };
+        if !must {
+            return false;
+        }
+        if state.fresh && state.assigned.is_empty() {
+            let (test, _) = self.retries.remove(position).expect("a found position");
+            self.assign(worker, vec![test], actions);
+            return true;
+        }
+        let fresh_coming = self.workers.iter().any(|other| {
+            other.phase == WorkerPhase::Starting
+                || other.recycling
+                || (other.phase == WorkerPhase::Active && other.fresh && other.assigned.is_empty())
+        });
+        if fresh_coming || !self.queue.is_empty() && !self.queue.only_serial_left() {
+            return false;
+        }
+        self.workers[worker].recycling = true;
+        self.end_worker(worker, actions);
+        true
+    }
+
     fn assign(&mut self, worker: WorkerId, tests: Vec<TestId>, actions: &mut Vec<Action>) {
         self.workers[worker].wants_work = false;
+        self.workers[worker].fresh = false;
         for &test in &tests {
             self.tests[test] = TestState::Assigned(slot(worker));
         }
@@ -570,7 +672,7 @@ impl Scheduler {
         }
         self.workers[worker].assigned.extend(tests.iter().copied());
         actions.push(Action::Run { worker, tests });
-        if self.queue.is_empty() {
+        if self.nothing_left() {
             // Saying so now lets the worker run its last test without
             // waiting for another round trip.
             self.workers[worker].phase = WorkerPhase::Ending;
@@ -594,7 +696,7 @@ impl Scheduler {
     /// what is left cannot end in time.
     fn stop_if_nothing_fits(&mut self, actions: &mut Vec<Action>) {
         if self.config.budget.is_some()
-            && !self.queue.is_empty()
+            && !self.nothing_left()
             && self
                 .workers
                 .iter()

@@ -44,6 +44,9 @@ pub struct Workload {
     /// Whether each test goes before the others (it failed last time);
     /// empty: none.
     pub first: Vec<bool>,
+    /// How many times each test may be rerun after a failed attempt;
+    /// empty: never.
+    pub reruns: Vec<u8>,
 }
 
 impl Workload {
@@ -58,6 +61,7 @@ impl Workload {
             group: Vec::new(),
             serial: Vec::new(),
             first: Vec::new(),
+            reruns: Vec::new(),
         }
     }
 

@@ -31,7 +31,13 @@ impl Ord for Instant {
 /// Expected seconds from the first worker being ready to the last test
 /// ending, on `workers` workers.
 pub fn simulate(workload: &Workload, workers: usize) -> f64 {
-    let config = SchedulerConfig { workers, max_failures: None, max_worker_restarts: 0, budget: None };
+    let config = SchedulerConfig {
+        workers,
+        max_failures: None,
+        max_worker_restarts: 0,
+        budget: None,
+        rerun_delay: 0.0,
+    };
     let mut scheduler = Scheduler::new(config, workload);
     let mut queues: Vec<VecDeque<usize>> = vec![VecDeque::new(); workers];
     let mut last_module: Vec<Option<usize>> = vec![None; workers];

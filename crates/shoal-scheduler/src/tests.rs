@@ -4,7 +4,7 @@ use super::*;
 use proptest::prelude::*;
 
 fn config(workers: usize) -> SchedulerConfig {
-    SchedulerConfig { workers, max_failures: None, max_worker_restarts: 2, budget: None }
+    SchedulerConfig { workers, max_failures: None, max_worker_restarts: 2, budget: None, rerun_delay: 0.0 }
 }
 
 /// `count` independent tests of 1 s each, dispatched in collection order.
@@ -78,7 +78,13 @@ fn tiny_tests_go_out_in_batches_long_ones_one_at_a_time() {
 #[test]
 fn max_fail_stops_dispatch_and_reports_the_rest_not_run() {
     let mut scheduler = Scheduler::new(
-        SchedulerConfig { workers: 1, max_failures: Some(1), max_worker_restarts: 0, budget: None },
+        SchedulerConfig {
+            workers: 1,
+            max_failures: Some(1),
+            max_worker_restarts: 0,
+            budget: None,
+            rerun_delay: 0.0,
+        },
         &Workload::uniform(100, 0.001),
     );
     let sent = runs_for(&scheduler.handle(0.0, Event::WorkerReady { worker: 0 }), 0);
@@ -109,7 +115,13 @@ fn a_dead_worker_loses_its_running_test_and_is_replaced() {
 #[test]
 fn restarts_exhausted_reports_the_rest_not_run() {
     let mut scheduler = Scheduler::new(
-        SchedulerConfig { workers: 1, max_failures: None, max_worker_restarts: 0, budget: None },
+        SchedulerConfig {
+            workers: 1,
+            max_failures: None,
+            max_worker_restarts: 0,
+            budget: None,
+            rerun_delay: 0.0,
+        },
         &uniform(3),
     );
     scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
@@ -161,7 +173,13 @@ fn the_clock_restarts_for_each_test_a_worker_runs() {
 #[test]
 fn a_worker_over_its_memory_limit_is_replaced_and_its_tests_run_elsewhere() {
     let mut scheduler = Scheduler::new(
-        SchedulerConfig { workers: 1, max_failures: None, max_worker_restarts: 0, budget: None },
+        SchedulerConfig {
+            workers: 1,
+            max_failures: None,
+            max_worker_restarts: 0,
+            budget: None,
+            rerun_delay: 0.0,
+        },
         &Workload::uniform(10, 0.001),
     );
     let sent = runs_for(&scheduler.handle(0.0, Event::WorkerReady { worker: 0 }), 0);
@@ -210,6 +228,8 @@ struct SimulatedWorker {
     waiting: bool,
     /// Stopped itself over its memory limit: reads no more commands.
     stopped_itself: bool,
+    /// It has been sent a test since it started.
+    ran_any: bool,
 }
 
 proptest! {
@@ -228,6 +248,7 @@ proptest! {
         serial in proptest::collection::vec(proptest::bool::weighted(0.1), 150),
         first in proptest::collection::vec(any::<bool>(), 150),
         budget in proptest::option::of(1.0f64..60.0),
+        reruns in proptest::collection::vec(0u8..3, 150),
         workers in 1usize..5,
         max_failures in proptest::option::of(1u64..6),
         restarts in 0u32..3,
@@ -241,11 +262,17 @@ proptest! {
             group: groups[..test_count].to_vec(),
             serial: serial[..test_count].to_vec(),
             first: first[..test_count].to_vec(),
+            // A group's or a serial test's rerun would break its contract
+            // (one worker, in order; nothing else running): they get none.
+            reruns: (0..test_count).map(|test| if groups[test].is_some() || serial[test] { 0 } else { reruns[test] }).collect(),
         };
+        let allowed_reruns = workload.reruns.clone();
+        let mut runs_of = vec![0u32; test_count];
+        let mut retried = vec![false; test_count];
         let is_serial = serial.clone();
         let group_of = groups.clone();
         let mut scheduler = Scheduler::new(
-            SchedulerConfig { workers, max_failures, max_worker_restarts: restarts, budget },
+            SchedulerConfig { workers, max_failures, max_worker_restarts: restarts, budget, rerun_delay: 0.0 },
             &workload,
         );
         let mut final_count = vec![0u32; test_count];
@@ -253,7 +280,7 @@ proptest! {
         let mut inbox: VecDeque<Event> = (0..workers).map(|worker| Event::WorkerReady { worker }).collect();
         for worker in &mut simulated { worker.ready = true; }
 
-        let apply = |actions: Vec<Action>, simulated: &mut Vec<SimulatedWorker>, final_count: &mut Vec<u32>, inbox: &mut VecDeque<Event>| {
+        let mut apply = |actions: Vec<Action>, simulated: &mut Vec<SimulatedWorker>, final_count: &mut Vec<u32>, inbox: &mut VecDeque<Event>| {
             for action in actions {
                 match action {
                     Action::Run { worker, .. } if simulated[worker].stopped_itself => {
@@ -278,8 +305,14 @@ proptest! {
                                 );
                             }
                         }
+                        for &test in &tests {
+                            if retried[test] {
+                                prop_assert!(!simulated[worker].ran_any, "a rerun went to a worker that ran tests before");
+                            }
+                        }
                         let state = &mut simulated[worker];
                         prop_assert!(state.alive && !state.ending, "work sent to an ending or dead worker");
+                        state.ran_any = true;
                         state.queue.extend(tests);
                         state.waiting = false;
                         prop_assert!(state.queue.len() <= MAX_HELD, "worker holds {} tests", state.queue.len());
@@ -298,6 +331,13 @@ proptest! {
                         inbox.push_back(Event::WorkerReady { worker });
                     }
                     Action::TestLost { test, .. } | Action::TestTimedOut { test, .. } => final_count[test] += 1,
+                    Action::Retry { test, cause, .. } => {
+                        retried[test] = true;
+                        // A failed attempt was counted when it finished; it is not final.
+                        if cause == RetryCause::Failed {
+                            final_count[test] -= 1;
+                        }
+                    }
                     Action::TimeOut { worker, test } => {
                         prop_assert_eq!(simulated[worker].queue.front().copied(), Some(test), "timed out a test it is not running");
                         // The runner kills the worker; its exit follows.
@@ -366,6 +406,8 @@ proptest! {
                     }
                     let test = state.queue.pop_front().expect("busy");
                     final_count[test] += 1;
+                    runs_of[test] += 1;
+                    prop_assert!(runs_of[test] <= 1 + u32::from(allowed_reruns[test]), "test {} ran {} times", test, runs_of[test]);
                     inbox.push_back(Event::TestFinished { worker, test, failed });
                 }
                 Step::Crash(index) => {

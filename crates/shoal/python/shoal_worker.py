@@ -227,6 +227,7 @@ class ShoalWorker:
                     "markers": sorted({marker.name for marker in item.iter_markers()}),
                     "timeout": _timeout_marker(item),
                     "group": _group_marker(item),
+                    "reruns": _reruns_marker(item),
                 }
             )
             if len(chunk) >= COLLECTED_CHUNK:
@@ -267,6 +268,7 @@ class ShoalWorker:
         """
         items = {item.nodeid: item for item in session.items}
         queue = collections.deque()
+        attempts = {}
         ended = False
 
         def take_commands(block):
@@ -276,6 +278,7 @@ class ShoalWorker:
                 kind = command["type"] if command else "shutdown"
                 if kind == "run":
                     queue.extend(command["nodeids"])
+                    attempts.update(command.get("attempts", {}))
                     block = False
                 else:
                     self.stopping = kind == "stop"
@@ -297,6 +300,8 @@ class ShoalWorker:
                 break
             current = queue.popleft()
             item = items[current]
+            # Tests see which attempt this is (1-based; reruns count up).
+            os.environ["SHOAL_ATTEMPT"] = str(attempts.pop(current, 1))
             next_item = items[queue[0]] if queue else _NextItem(ask_for_work)
             started = time.perf_counter()
             self.pending_reports = []
@@ -617,6 +622,18 @@ def _timeout_marker(item):
         return None
 
 
+def _reruns_marker(item):
+    """Reruns from pytest-rerunfailures' ``@pytest.mark.flaky(reruns=N)``."""
+    marker = item.get_closest_marker("flaky")
+    if marker is None:
+        return None
+    value = marker.kwargs.get("reruns", marker.args[0] if marker.args else 1)
+    try:
+        return max(0, min(int(value), 254))
+    except (TypeError, ValueError):
+        return None
+
+
 def _group_marker(item):
     """The test group from ``xdist_group(name)`` or ``shoal_group(name)``.
 
@@ -673,6 +690,7 @@ def pytest_configure(config):
         "serial": "serial: run this test while nothing else runs (shoal)",
         "xdist_group": "xdist_group(name): run tests of a group on one worker, in order (shoal)",
         "shoal_group": "shoal_group(name): run tests of a group on one worker, in order (shoal)",
+        "flaky": "flaky(reruns=N): rerun the test up to N times on a fresh worker (shoal)",
     }
     extra = os.environ.get("SHOAL_SERIAL_MARKERS", "")
     for name in filter(None, extra.split(",")):
@@ -703,6 +721,11 @@ def pytest_cmdline_main(config):
         )
         option.maxfail = 0
         option.xmlpath = None
+        # shoal reruns failed tests itself, each on a fresh worker.
+        option.reruns = 0
+        rerunfailures = config.pluginmanager.get_plugin("rerunfailures")
+        if rerunfailures is not None:
+            config.pluginmanager.unregister(rerunfailures)
         option.dist = "no"
         option.tx = []
         option.numprocesses = None

@@ -98,6 +98,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE")]
     pub worker_memory_limit: Option<String>,
 
+    /// Rerun a failed test up to N times, each time on a freshly started
+    /// worker; one that then passes is `flaky` (pytest-rerunfailures' flag;
+    /// `@pytest.mark.flaky(reruns=N)` sets it per test).
+    #[arg(long, value_name = "N")]
+    pub reruns: Option<u8>,
+
+    /// Seconds to wait before a rerun.
+    #[arg(long, value_name = "SECONDS")]
+    pub reruns_delay: Option<f64>,
+
+    /// Make flaky tests (failed, then passed on a rerun) fail the run.
+    #[arg(long)]
+    pub flaky_fails: bool,
+
     /// Run only the tests that failed last time (pytest's cache; all tests
     /// when none failed).
     #[arg(long = "lf", alias = "last-failed")]

@@ -62,7 +62,7 @@ impl LastFailed {
                 Outcome::Failed | Outcome::Error | Outcome::Crashed | Outcome::Timeout => {
                     self.entries.insert(nodeid.to_owned(), true);
                 }
-                Outcome::Passed | Outcome::Skipped | Outcome::Xfailed | Outcome::Xpassed => {
+                Outcome::Passed | Outcome::Flaky | Outcome::Skipped | Outcome::Xfailed | Outcome::Xpassed => {
                     self.entries.remove(nodeid);
                 }
                 Outcome::NotRun => {}

@@ -22,6 +22,8 @@ pub enum Outcome {
     Xfailed,
     /// Expected to fail, and passed (non-strict).
     Xpassed,
+    /// It failed, then passed on a rerun.
+    Flaky,
     /// It ran past its timeout and its worker was killed.
     Timeout,
     /// The worker died while running it.
@@ -40,6 +42,7 @@ impl Outcome {
             Self::Skipped => "skipped",
             Self::Xfailed => "xfailed",
             Self::Xpassed => "xpassed",
+            Self::Flaky => "flaky",
             Self::Timeout => "timeout",
             Self::Crashed => "crashed",
             Self::NotRun => "not_run",

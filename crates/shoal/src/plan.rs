@@ -54,6 +54,24 @@ pub fn workload(table: &TestTable, history: &History, default_timeout: Option<f6
     Workload { expected, module, module_setup, timeouts, ..Workload::default() }
 }
 
+/// Sets how often each test may be rerun: its `flaky(reruns=N)` marker, else
+/// `--reruns`. Tests in a group and serial tests are not rerun: a rerun runs
+/// on a fresh worker, which would break their contract (one worker, in
+/// order; nothing else running).
+pub fn set_reruns(workload: &mut Workload, table: &TestTable, default_reruns: u8) {
+    let reruns: Vec<u8> = table
+        .items()
+        .enumerate()
+        .map(|(test, item)| {
+            let serial = workload.serial.get(test).copied().unwrap_or(false);
+            if item.group.is_some() || serial { 0 } else { item.reruns.unwrap_or(default_reruns) }
+        })
+        .collect();
+    if reruns.iter().any(|&count| count > 0) {
+        workload.reruns = reruns;
+    }
+}
+
 /// Marks serial tests (any of `serial_markers`) and test groups.
 pub fn mark_serial_and_groups(workload: &mut Workload, table: &TestTable, serial_markers: &[String]) {
     let serial: Vec<bool> = table
@@ -153,6 +171,7 @@ mod tests {
                 markers: Vec::new(),
                 timeout: None,
                 group: None,
+                reruns: None,
             });
         }
         table

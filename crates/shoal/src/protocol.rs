@@ -150,6 +150,9 @@ pub struct CollectedItem {
     /// Its test group, from `xdist_group(name)` or `shoal_group(name)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Reruns from `@pytest.mark.flaky(reruns=N)`, if it has the marker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reruns: Option<u8>,
 }
 
 /// A test whose protocol ended, with the facts pytest reported.
@@ -254,6 +257,9 @@ pub enum WorkerCommand {
     Run {
         /// Node ids, run in this order.
         nodeids: Vec<String>,
+        /// `SHOAL_ATTEMPT` of reruns (every other test is attempt 1).
+        #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        attempts: std::collections::BTreeMap<String, usize>,
     },
     /// Drop the queue; finish after the running test and report the rest.
     Stop,
@@ -323,7 +329,7 @@ mod tests {
 
     #[test]
     fn encodes_commands_as_tagged_lines() {
-        let run = WorkerCommand::Run { nodeids: vec!["a.py::t".into()] };
+        let run = WorkerCommand::Run { nodeids: vec!["a.py::t".into()], attempts: Default::default() };
         assert_eq!(encode_command(&run), b"{\"type\":\"run\",\"nodeids\":[\"a.py::t\"]}\n");
         assert_eq!(encode_command(&WorkerCommand::Stop), b"{\"type\":\"stop\"}\n");
     }

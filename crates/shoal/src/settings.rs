@@ -22,6 +22,9 @@ const KNOWN_KEYS: &[&str] = &[
     "worker-memory-limit",
     "serial-markers",
     "budget",
+    "reruns",
+    "reruns-delay",
+    "flaky-fails",
 ];
 
 /// Markers that make a test serial when `[tool.shoal] serial-markers` does
@@ -108,6 +111,12 @@ pub struct RunSettings {
     pub last_failed: LastFailedMode,
     /// `--budget`: seconds the whole run may take.
     pub budget: Option<f64>,
+    /// `--reruns`: reruns of a failed test.
+    pub reruns: u8,
+    /// `--reruns-delay`: seconds before a rerun.
+    pub rerun_delay: f64,
+    /// `--flaky-fails`: flaky tests fail the run.
+    pub flaky_fails: bool,
     /// Where to write the JSON report.
     pub json_report: Option<PathBuf>,
     /// `--durations N`: how many slowest phases to list.
@@ -127,6 +136,9 @@ struct FileSettings {
     worker_memory_limit_kib: Option<u64>,
     serial_markers: Option<Vec<String>>,
     budget: Option<f64>,
+    reruns: Option<u8>,
+    rerun_delay: Option<f64>,
+    flaky_fails: Option<bool>,
 }
 
 /// A worker count as typed.
@@ -219,6 +231,9 @@ impl RunSettings {
                 .unwrap_or_else(|| DEFAULT_SERIAL_MARKERS.iter().map(|name| (*name).to_owned()).collect()),
             last_failed,
             budget,
+            reruns: args.reruns.or(file.reruns).unwrap_or(0),
+            rerun_delay: args.reruns_delay.or(file.rerun_delay).unwrap_or(0.0).max(0.0),
+            flaky_fails: args.flaky_fails || file.flaky_fails.unwrap_or(false),
             show_durations: args.durations,
             durations_path: args.durations_path.map(|path| cwd.join(path)),
         })
@@ -357,6 +372,26 @@ fn parse_file_settings(text: &str, path: &Path) -> Result<FileSettings, ShoalErr
                     config_error(format!(
                         "[tool.shoal] timeout: expected seconds (e.g. 30 or \"2m\"), got {value}"
                     ))
+                })?);
+            }
+            "reruns" => {
+                let count = value.as_integer().and_then(|n| u8::try_from(n).ok());
+                settings.reruns = Some(count.ok_or_else(|| {
+                    config_error(format!(
+                        "[tool.shoal] reruns: expected a number of reruns (0-255), got {value}"
+                    ))
+                })?);
+            }
+            "reruns-delay" => {
+                let seconds =
+                    value.as_float().or_else(|| value.as_integer().map(|n| n as f64)).filter(|n| *n >= 0.0);
+                settings.rerun_delay = Some(seconds.ok_or_else(|| {
+                    config_error(format!("[tool.shoal] reruns-delay: expected seconds, got {value}"))
+                })?);
+            }
+            "flaky-fails" => {
+                settings.flaky_fails = Some(value.as_bool().ok_or_else(|| {
+                    config_error(format!("[tool.shoal] flaky-fails: expected true or false, got {value}"))
                 })?);
             }
             "serial-markers" => {

@@ -33,6 +33,8 @@ struct Entry {
     timeout: f32,
     /// Index of its test group, or `u32::MAX` when it has none.
     group: u32,
+    /// Reruns from a `flaky` marker, or `u8::MAX` when it has none.
+    reruns: u8,
 }
 
 /// One collected test, as the rest of shoal reads it.
@@ -52,6 +54,8 @@ pub struct Item<'a> {
     pub timeout: Option<f64>,
     /// Its test group's index and name, if it has one.
     pub group: Option<(u32, &'a str)>,
+    /// Reruns from its `flaky(reruns=N)` marker, if it has one.
+    pub reruns: Option<u8>,
     markers: &'a str,
 }
 
@@ -108,7 +112,8 @@ impl TestTable {
         let line = item.line.and_then(|line| u32::try_from(line).ok()).unwrap_or(u32::MAX);
         let timeout = item.timeout.map_or(f32::NAN, |seconds| seconds as f32);
         let group = item.group.map_or(u32::MAX, |name| self.intern_group(name));
-        self.entries.push(Entry { nodeid, domain, markers, module, line, timeout, group });
+        let reruns = item.reruns.map_or(u8::MAX, |count| count.min(u8::MAX - 1));
+        self.entries.push(Entry { nodeid, domain, markers, module, line, timeout, group, reruns });
         true
     }
 
@@ -163,6 +168,7 @@ impl TestTable {
             line: (entry.line != u32::MAX).then_some(entry.line),
             timeout: (!entry.timeout.is_nan()).then_some(f64::from(entry.timeout)),
             group: (entry.group != u32::MAX).then(|| (entry.group, &*self.groups[entry.group as usize])),
+            reruns: (entry.reruns != u8::MAX).then_some(entry.reruns),
             markers: self.text(entry.markers),
         }
     }
@@ -206,6 +212,7 @@ impl TestTable {
                 markers: item.markers().map(str::to_owned).collect(),
                 timeout: item.timeout,
                 group: item.group.map(|(_, name)| name.to_owned()),
+                reruns: item.reruns,
             });
         }
         (kept, left_out)
@@ -232,6 +239,7 @@ mod tests {
             markers: vec!["slow".into()],
             timeout: None,
             group: None,
+            reruns: None,
         }
     }
 

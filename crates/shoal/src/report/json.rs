@@ -8,7 +8,7 @@
 //! summary: {outcome: count},
 //! tests: [{nodeid, outcome, reason?, duration, setup_duration,
 //! call_duration, teardown_duration, worker, path, line, group?, markers,
-//! failure?}],
+//! attempts? (each: attempt, outcome, duration, worker, failure?), failure?}],
 //! collect_errors: [{nodeid, message, longrepr}]}`.
 //! Written atomically (temp file, then rename) so a reader never sees half.
 
@@ -89,6 +89,7 @@ impl Serialize for Tests<'_> {
                 line: test.item.line,
                 group: test.item.group.map(|(_, name)| name),
                 markers: test.item.markers().collect(),
+                attempts: attempts_of(record),
                 failure: failure_text(record),
             }
         }))
@@ -111,8 +112,41 @@ struct TestEntry<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     group: Option<&'a str>,
     markers: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    attempts: Vec<AttemptEntry>,
     #[serde(skip_serializing_if = "Option::is_none")]
     failure: Option<String>,
+}
+
+/// One attempt of a rerun test.
+#[derive(Serialize)]
+struct AttemptEntry {
+    attempt: usize,
+    outcome: Outcome,
+    duration: f64,
+    worker: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure: Option<String>,
+}
+
+/// Every attempt of a test that was rerun (empty when it ran once).
+fn attempts_of(record: &TestRecord) -> Vec<AttemptEntry> {
+    let earlier = record.earlier_attempts();
+    if earlier.is_empty() {
+        return Vec::new();
+    }
+    earlier
+        .iter()
+        .chain(std::iter::once(record))
+        .enumerate()
+        .map(|(index, attempt)| AttemptEntry {
+            attempt: index + 1,
+            outcome: if attempt.outcome == Outcome::Flaky { Outcome::Passed } else { attempt.outcome },
+            duration: f64::from(attempt.duration),
+            worker: attempt.worker.map(|slot| format!("gw{slot}")),
+            failure: failure_text(attempt),
+        })
+        .collect()
 }
 
 #[derive(Serialize)]

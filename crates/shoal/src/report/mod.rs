@@ -106,6 +106,8 @@ pub struct TestDetails {
     pub failed_reports: Vec<PhaseReport>,
     /// For a crash or a timeout: how the worker ended and its last output.
     pub crash: Option<CrashDetails>,
+    /// Failed attempts before the last one (`--reruns`), oldest first.
+    pub earlier_attempts: Vec<TestRecord>,
 }
 
 /// How a worker ended under a test (a crash, or a kill for a timeout).
@@ -154,7 +156,7 @@ impl TestRecord {
             duration: duration as f32,
             phase_seconds,
             details: (!failed_reports.is_empty())
-                .then(|| Box::new(TestDetails { failed_reports, crash: None })),
+                .then(|| Box::new(TestDetails { failed_reports, crash: None, earlier_attempts: Vec::new() })),
         }
     }
 
@@ -166,6 +168,11 @@ impl TestRecord {
     /// The reports that failed.
     pub fn failed_reports(&self) -> &[PhaseReport] {
         self.details.as_ref().map_or(&[], |details| &details.failed_reports)
+    }
+
+    /// Failed attempts before the last one, oldest first.
+    pub fn earlier_attempts(&self) -> &[TestRecord] {
+        self.details.as_ref().map_or(&[], |details| &details.earlier_attempts)
     }
 
     /// How the worker ended, for a crash or a timeout.

@@ -290,6 +290,15 @@ impl<W: Write> TerminalReporter<W> {
                 let word = if test.record.outcome == Outcome::Timeout { "TIMEOUT" } else { "CRASHED" };
                 lines.push(self.short_summary_line(word, test.nodeid(), Some(&crash.message)));
             }
+            if test.record.outcome == Outcome::Flaky {
+                let failed = test.record.earlier_attempts().len();
+                let message = format!(
+                    "failed {failed} time{}, passed on attempt {}",
+                    if failed == 1 { "" } else { "s" },
+                    failed + 1
+                );
+                lines.push(self.short_summary_line("FLAKY", test.nodeid(), Some(&message)));
+            }
         }
         for report in summary.collect_reports.iter().filter(|report| report.category == "error") {
             lines.push(self.short_summary_line("ERROR", &report.nodeid, report.message.as_deref()));
@@ -406,6 +415,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             let word = match test.record.outcome {
                 Outcome::Crashed => "CRASHED",
                 Outcome::Timeout => "TIMEOUT",
+                Outcome::Flaky => "FLAKY",
                 Outcome::NotRun => return,
                 _ => reports
                     .iter()

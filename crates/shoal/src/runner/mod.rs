@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
-use shoal_scheduler::{Action, Event, NotRunReason, Scheduler, SchedulerConfig, TestId};
+use shoal_scheduler::{Action, Event, NotRunReason, RetryCause, Scheduler, SchedulerConfig, TestId};
 
 use crate::errors::{ShoalError, exit_code};
 use crate::history::{History, HistoryPaths};
@@ -198,6 +198,8 @@ struct Run<'a> {
     last_finished: HashMap<usize, (TestId, u64)>,
     /// What the summary should mention (replaced workers, leaked processes).
     notices: Vec<String>,
+    /// Failed attempts of tests waiting for a rerun, oldest first.
+    attempts: HashMap<TestId, Vec<TestRecord>>,
 }
 
 impl Run<'_> {
@@ -206,10 +208,30 @@ impl Run<'_> {
         self.clock.elapsed().as_secs_f64()
     }
 
-    /// Gives a test its final record (once) and tells the reporters.
-    fn record(&mut self, test: TestId, record: TestRecord, reports: &[PhaseReport]) {
+    /// Keeps a failed attempt of a test that will be rerun; pytest-
+    /// rerunfailures counts it as a `rerun` in the closing line.
+    fn keep_attempt(&mut self, test: TestId, record: TestRecord) {
+        self.tally.add("rerun", 1);
+        self.attempts.entry(test).or_default().push(record);
+    }
+
+    /// The number of the attempt a test is on (1 for its first run).
+    fn attempt_of(&self, test: TestId) -> usize {
+        1 + self.attempts.get(&test).map_or(0, Vec::len)
+    }
+
+    /// Gives a test its final record (once) and tells the reporters. A test
+    /// that passes after failed attempts is flaky; its attempts stay with it.
+    fn record(&mut self, test: TestId, mut record: TestRecord, reports: &[PhaseReport]) {
         if self.is_final[test] {
             return;
+        }
+        if let Some(earlier) = self.attempts.remove(&test) {
+            if record.outcome == Outcome::Passed {
+                record.outcome = Outcome::Flaky;
+                self.tally.add("flaky", 1);
+            }
+            record.details.get_or_insert_with(Default::default).earlier_attempts = earlier;
         }
         self.is_final[test] = true;
         self.done += 1;
@@ -330,6 +352,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     let history = History::load(&history_paths);
     let mut workload = plan::workload(&table, &history, settings.timeout);
     plan::mark_serial_and_groups(&mut workload, &table, &settings.serial_markers);
+    plan::set_reruns(&mut workload, &table, settings.reruns);
     // --ff, and any budget, put last time's failures first.
     if (settings.last_failed == LastFailedMode::First || settings.budget.is_some())
         && let Some(record) = &last_failed
@@ -377,6 +400,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         default_timeout: settings.timeout,
         last_finished: HashMap::new(),
         notices: Vec::new(),
+        attempts: HashMap::new(),
     };
 
     let mut stop = None;
@@ -398,6 +422,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
                 max_failures,
                 max_worker_restarts: settings.max_worker_restarts,
                 budget: settings.budget,
+                rerun_delay: settings.rerun_delay,
             },
             &workload,
         );
@@ -434,7 +459,9 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     let mut tally = std::mem::take(&mut run.tally);
     tally.add("deselected", header.deselected);
     tally.add("warnings", run.warnings.len() as u64);
-    let any_failure = records.iter().any(|record| record.outcome.is_failure()) || collect_errors > 0;
+    let any_failure = records.iter().any(|record| {
+        record.outcome.is_failure() || (settings.flaky_fails && record.outcome == Outcome::Flaky)
+    }) || collect_errors > 0;
     let exit = match &stop {
         Some(StopNotice::Interrupted | StopNotice::CollectionErrors(_)) => exit_code::INTERRUPTED,
         _ if any_failure => exit_code::TESTS_FAILED,
@@ -599,7 +626,16 @@ fn handle_message(
             };
             let outcome = outcome_from_reports(&finished.reports);
             let record = TestRecord::from_reports(outcome, slot, finished.duration, &finished.reports);
-            run.record(test, record, &finished.reports);
+            let actions = scheduler
+                .handle(run.now(), Event::TestFinished { worker: slot, test, failed: outcome.is_failure() });
+            let rerun = actions
+                .iter()
+                .any(|action| matches!(action, Action::Retry { test: retried, .. } if *retried == test));
+            if rerun {
+                run.keep_attempt(test, record);
+            } else {
+                run.record(test, record, &finished.reports);
+            }
             run.execution_order.push((
                 u16::try_from(slot).expect("fewer than 65536 workers"),
                 u32::try_from(test).expect("fewer than 4 billion tests"),
@@ -613,8 +649,7 @@ fn handle_message(
                     if pids.len() == 1 { "" } else { "es" }
                 ));
             }
-            scheduler
-                .handle(run.now(), Event::TestFinished { worker: slot, test, failed: outcome.is_failure() })
+            actions
         }
         WorkerMessage::Warning(warning) => {
             if warning.when == "runtest" {
@@ -679,41 +714,31 @@ fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(
     for action in actions {
         match action {
             Action::Run { worker, tests } => {
+                let attempts = tests
+                    .iter()
+                    .filter(|&&test| run.attempt_of(test) > 1)
+                    .map(|&test| (run.table.nodeid(test).to_owned(), run.attempt_of(test)))
+                    .collect();
                 let nodeids = tests.iter().map(|&test| run.table.nodeid(test).to_owned()).collect();
-                pool.send(worker, &WorkerCommand::Run { nodeids });
+                pool.send(worker, &WorkerCommand::Run { nodeids, attempts });
+            }
+            // A failed attempt reported by pytest was kept where it arrived.
+            Action::Retry { cause: RetryCause::Failed, .. } => {}
+            Action::Retry { test, worker, cause, .. } => {
+                let outcome = if cause == RetryCause::TimedOut { Outcome::Timeout } else { Outcome::Crashed };
+                let record = ended_record(outcome, worker, ending(pool, run, test, worker, outcome));
+                run.keep_attempt(test, record);
             }
             Action::Stop { worker } => pool.send(worker, &WorkerCommand::Stop),
             Action::Shutdown { worker } => pool.send(worker, &WorkerCommand::Shutdown),
             Action::StartWorker { worker } => pool.replace(worker)?,
             Action::TestLost { test, worker } => {
-                let slot = &pool.slots[worker];
-                let status = slot.exit.clone().unwrap_or_else(|| "an unknown status".to_owned());
-                let crash = CrashDetails {
-                    message: format!("worker gw{worker} died: {status}"),
-                    description: format!(
-                        "worker gw{worker} died while running {}: {status}",
-                        run.table.nodeid(test)
-                    ),
-                    output: slot.handle.output_tail(),
-                };
+                let crash = ending(pool, run, test, worker, Outcome::Crashed);
                 run.record(test, ended_record(Outcome::Crashed, worker, crash), &[]);
             }
             Action::TimeOut { worker, .. } => pool.time_out(worker),
             Action::TestTimedOut { test, worker } => {
-                let slot = &pool.slots[worker];
-                let seconds =
-                    run.table.item(test).timeout.filter(|seconds| *seconds > 0.0).or(run.default_timeout);
-                let limit = seconds.map_or_else(String::new, |seconds| format!(" after {seconds}s"));
-                let status = slot.exit.clone().unwrap_or_else(|| "an unknown status".to_owned());
-                let crash = CrashDetails {
-                    message: format!("timed out{limit}"),
-                    description: format!(
-                        "{} timed out{limit}: worker gw{worker}'s stacks were dumped and its process group \
-                         killed ({status}); a new worker took over",
-                        run.table.nodeid(test)
-                    ),
-                    output: slot.handle.output_tail(),
-                };
+                let crash = ending(pool, run, test, worker, Outcome::Timeout);
                 run.record(test, ended_record(Outcome::Timeout, worker, crash), &[]);
             }
             Action::NotRun { tests, reason } => {
@@ -728,11 +753,40 @@ fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(
     Ok(())
 }
 
+/// How a test's worker ended under it: a crash, or a kill for a timeout.
+fn ending(pool: &Pool, run: &Run<'_>, test: TestId, worker: usize, outcome: Outcome) -> CrashDetails {
+    let slot = &pool.slots[worker];
+    let status = slot.exit.clone().unwrap_or_else(|| "an unknown status".to_owned());
+    let nodeid = run.table.nodeid(test);
+    if outcome == Outcome::Timeout {
+        let seconds = run.table.item(test).timeout.filter(|seconds| *seconds > 0.0).or(run.default_timeout);
+        let limit = seconds.map_or_else(String::new, |seconds| format!(" after {seconds}s"));
+        CrashDetails {
+            message: format!("timed out{limit}"),
+            description: format!(
+                "{nodeid} timed out{limit}: worker gw{worker}'s stacks were dumped and its process group \
+                 killed ({status}); a new worker took over"
+            ),
+            output: slot.handle.output_tail(),
+        }
+    } else {
+        CrashDetails {
+            message: format!("worker gw{worker} died: {status}"),
+            description: format!("worker gw{worker} died while running {nodeid}: {status}"),
+            output: slot.handle.output_tail(),
+        }
+    }
+}
+
 /// The record of a test whose worker ended under it.
 fn ended_record(outcome: Outcome, worker: usize, crash: CrashDetails) -> TestRecord {
     let mut record = TestRecord::new(outcome);
     record.worker = u16::try_from(worker).ok();
-    record.details = Some(Box::new(TestDetails { failed_reports: Vec::new(), crash: Some(crash) }));
+    record.details = Some(Box::new(TestDetails {
+        failed_reports: Vec::new(),
+        crash: Some(crash),
+        earlier_attempts: Vec::new(),
+    }));
     record
 }
 

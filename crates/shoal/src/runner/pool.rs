@@ -481,6 +481,7 @@ mod tests {
                 markers: Vec::new(),
                 timeout: None,
                 group: None,
+                reruns: None,
             });
         }
         table

@@ -153,3 +153,57 @@ fn a_budget_starts_only_what_can_end_in_time() {
     assert!(elapsed < 3.5, "the run ended near its 2 s budget: {elapsed:.2}s");
     assert!(report.outcome.stdout.contains("not run"), "{}", report.outcome.stdout);
 }
+
+#[test]
+fn failed_tests_are_rerun_on_fresh_workers_and_flaky_ones_reported() {
+    let project = Project::fixture("reruns");
+    let log = project.path().join("attempts.log");
+    let log_arg = log.to_str().expect("a UTF-8 path");
+    let env = [("SHOAL_FIXTURE_FLAKY", "1"), ("SHOAL_ATTEMPT_LOG", log_arg)];
+    let report = project.shoal_report(&env, &["-n", "2", "--reruns", "2"]);
+    report.outcome.assert_code(1);
+    let outcomes = report.outcomes();
+    assert_eq!(outcomes["test_reruns.py::test_fails_on_first_attempt"], "flaky", "{}", report.outcome.stdout);
+    assert_eq!(outcomes["test_reruns.py::test_marked_flaky"], "flaky");
+    assert_eq!(outcomes["test_reruns.py::test_always_fails"], "failed");
+    assert_eq!(outcomes["test_reruns.py::test_steady"], "passed");
+    let always = &report.test("test_reruns.py::test_always_fails")["attempts"];
+    assert_eq!(always.as_array().map(Vec::len), Some(3), "1 + 2 reruns, each kept: {always}");
+    assert!(always.as_array().unwrap().iter().all(|attempt| attempt["failure"].is_string()));
+    // Every rerun ran in a process that had run nothing before it.
+    let attempts = read_json_lines(&log);
+    let mut pids_before: Vec<u64> = Vec::new();
+    for entry in &attempts {
+        let pid = entry["pid"].as_u64().expect("a pid");
+        if entry["attempt"].as_u64() > Some(1) {
+            assert!(!pids_before.contains(&pid), "a rerun reused a worker: {attempts:?}");
+        }
+        pids_before.push(pid);
+    }
+    let closing = report.outcome.closing_map();
+    assert_eq!(
+        closing.get("rerun"),
+        Some(&4),
+        "2 flaky reruns and 2 for the failing test: {}",
+        report.outcome.stdout
+    );
+    assert!(
+        report
+            .outcome
+            .stdout
+            .contains("FLAKY test_reruns.py::test_marked_flaky - failed 1 time, passed on attempt 2")
+    );
+}
+
+#[test]
+fn flaky_tests_pass_the_run_unless_flaky_fails() {
+    let project = Project::fixture("reruns");
+    let env = [("SHOAL_FIXTURE_FLAKY", "1")];
+    let select = ["-k", "not always", "-n", "2", "--reruns", "1"];
+    let report = project.shoal_report(&env, &select);
+    report.outcome.assert_code(0);
+    assert_eq!(report.outcome_counts().get("flaky"), Some(&2));
+    let mut strict = select.to_vec();
+    strict.push("--flaky-fails");
+    project.shoal_report(&env, &strict).outcome.assert_code(1);
+}
