@@ -32,6 +32,14 @@ fn run_workerenv(project: &Project, workers: usize, extra: &[&str]) -> Vec<serde
     let count = workers.to_string();
     let mut args = vec!["-n", &count];
     args.extend_from_slice(extra);
+    // Instant tests could all be run by the first worker before the others
+    // are ready; a few milliseconds each leaves room for every worker.
+    let spread = "import time\n\nimport pytest\n\n\n@pytest.fixture(autouse=True)\ndef spread():\n    time.sleep(0.05)\n";
+    if !std::fs::read_to_string(project.path().join("conftest.py")).unwrap_or_default().contains("def spread")
+    {
+        let existing = std::fs::read_to_string(project.path().join("conftest.py")).unwrap_or_default();
+        project.write("conftest.py", format!("{existing}\n{spread}"));
+    }
     let report = project.shoal_report(&[("SHOAL_ENV_LOG", log_arg)], &args);
     // The set-ordered parametrization collects alike in every worker: no
     // collection mismatch, everything ran.
