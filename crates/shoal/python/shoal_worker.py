@@ -187,6 +187,7 @@ class ShoalWorker:
                 "plugins": sorted(plugins),
                 "maxfail": self.maxfail,
                 "cache_dir": _cache_dir(config),
+                "junitxml": self.junitxml,
                 "continue_on_collection_errors": bool(
                     config.getoption("continue_on_collection_errors", False)
                 ),
@@ -719,6 +720,10 @@ def pytest_cmdline_main(config):
             maxfail=option.maxfail or 0,
             zygote_fd=int(zygote_fd) if zygote_fd else None,
         )
+        # A --junitxml in addopts (or after --) is written by shoal, for
+        # the whole run, instead of by every worker for its share.
+        xmlpath = getattr(option, "xmlpath", None)
+        worker.junitxml = os.path.abspath(os.path.expanduser(xmlpath)) if xmlpath else None
         option.maxfail = 0
         option.xmlpath = None
         # shoal reruns failed tests itself, each on a fresh worker.

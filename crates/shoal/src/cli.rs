@@ -148,6 +148,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub durations_path: Option<PathBuf>,
 
+    /// Write a JUnit XML report (pytest's flag; pytest's `--junitxml` in
+    /// addopts or after `--` is honoured too).
+    #[arg(long, alias = "junit-xml", value_name = "PATH")]
+    pub junitxml: Option<PathBuf>,
+
     /// Write a JSON report of the run to this file.
     #[arg(long, value_name = "PATH")]
     pub json_report: Option<PathBuf>,

@@ -29,6 +29,7 @@ use crate::cli::{Cli, Command};
 use crate::errors::{ShoalError, exit_code};
 use crate::report::Reporter;
 use crate::report::json::JsonReporter;
+use crate::report::junit::JunitReporter;
 use crate::report::terminal::TerminalReporter;
 use crate::settings::{CollectSettings, RunSettings};
 
@@ -69,6 +70,9 @@ fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
             let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(terminal)];
             if let Some(path) = &settings.json_report {
                 reporters.push(Box::new(JsonReporter::new(settings.collect.cwd.join(path))));
+            }
+            if let Some(path) = &settings.junitxml {
+                reporters.push(Box::new(JunitReporter::new(settings.collect.cwd.join(path))));
             }
             runner::run(&settings, &mut reporters)
         }

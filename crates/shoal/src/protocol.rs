@@ -114,6 +114,10 @@ pub struct Hello {
     /// is off.
     #[serde(default)]
     pub cache_dir: Option<String>,
+    /// An absolute `--junitxml` path from addopts or the arguments after
+    /// `--` (workers write none; shoal writes it for the run).
+    #[serde(default)]
+    pub junitxml: Option<String>,
 }
 
 /// A collector report that did not pass.

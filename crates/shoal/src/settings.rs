@@ -119,6 +119,8 @@ pub struct RunSettings {
     pub flaky_fails: bool,
     /// Where to write the JSON report.
     pub json_report: Option<PathBuf>,
+    /// Where to write the JUnit XML report.
+    pub junitxml: Option<PathBuf>,
     /// `--durations N`: how many slowest phases to list.
     pub show_durations: Option<usize>,
     /// `--durations-path`: where the history lives, if not at the rootdir.
@@ -223,6 +225,7 @@ impl RunSettings {
                 .or(file.max_worker_restarts)
                 .unwrap_or(DEFAULT_MAX_WORKER_RESTARTS),
             json_report: args.json_report,
+            junitxml: args.junitxml,
             timeout,
             worker_memory_limit_kib,
             serial_markers: file

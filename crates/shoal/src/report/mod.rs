@@ -6,6 +6,7 @@
 //! pytest's shape, the JSON report file.
 
 pub mod json;
+pub mod junit;
 pub mod terminal;
 
 use std::time::SystemTime;
@@ -108,6 +109,8 @@ pub struct TestDetails {
     pub crash: Option<CrashDetails>,
     /// Failed attempts before the last one (`--reruns`), oldest first.
     pub earlier_attempts: Vec<TestRecord>,
+    /// Why it was skipped, or why it was expected to fail.
+    pub skip_reason: Option<String>,
 }
 
 /// How a worker ended under a test (a crash, or a kill for a timeout).
@@ -149,14 +152,21 @@ impl TestRecord {
         }
         let failed_reports: Vec<PhaseReport> =
             reports.iter().filter(|report| report.outcome == "failed").cloned().collect();
+        let skip_reason = match outcome {
+            Outcome::Skipped => {
+                reports.iter().find(|report| report.outcome == "skipped").and_then(|r| r.message.clone())
+            }
+            Outcome::Xfailed => reports.iter().find_map(|report| report.wasxfail.clone()),
+            _ => None,
+        };
         Self {
             outcome,
             not_run_reason: None,
             worker: u16::try_from(worker).ok(),
             duration: duration as f32,
             phase_seconds,
-            details: (!failed_reports.is_empty())
-                .then(|| Box::new(TestDetails { failed_reports, crash: None, earlier_attempts: Vec::new() })),
+            details: (!failed_reports.is_empty() || skip_reason.is_some())
+                .then(|| Box::new(TestDetails { failed_reports, skip_reason, ..TestDetails::default() })),
         }
     }
 
@@ -173,6 +183,11 @@ impl TestRecord {
     /// Failed attempts before the last one, oldest first.
     pub fn earlier_attempts(&self) -> &[TestRecord] {
         self.details.as_ref().map_or(&[], |details| &details.earlier_attempts)
+    }
+
+    /// Why it was skipped, or why it was expected to fail.
+    pub fn skip_reason(&self) -> Option<&str> {
+        self.details.as_ref().and_then(|details| details.skip_reason.as_deref())
     }
 
     /// How the worker ended, for a crash or a timeout.

@@ -484,8 +484,14 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         stats,
         notices: &run.notices,
     };
-    let reported: Result<(), ShoalError> =
+    let mut reported: Result<(), ShoalError> =
         run.reporters.iter_mut().try_for_each(|reporter| reporter.run_finished(&summary));
+    if settings.junitxml.is_none()
+        && let Some(path) = &hello.junitxml
+    {
+        let junit = crate::report::junit::JunitReporter::new(PathBuf::from(path)).run_finished(&summary);
+        reported = reported.and(junit);
+    }
     // Workers the scheduler never needed (no tests, or fewer than workers)
     // may still wait for their first command.
     for slot in 0..pool.slots.len() {
@@ -782,11 +788,7 @@ fn ending(pool: &Pool, run: &Run<'_>, test: TestId, worker: usize, outcome: Outc
 fn ended_record(outcome: Outcome, worker: usize, crash: CrashDetails) -> TestRecord {
     let mut record = TestRecord::new(outcome);
     record.worker = u16::try_from(worker).ok();
-    record.details = Some(Box::new(TestDetails {
-        failed_reports: Vec::new(),
-        crash: Some(crash),
-        earlier_attempts: Vec::new(),
-    }));
+    record.details = Some(Box::new(TestDetails { crash: Some(crash), ..TestDetails::default() }));
     record
 }
 

@@ -7,6 +7,7 @@ mod control;
 mod crash;
 mod exit_codes;
 mod harness;
+mod junit;
 mod list;
 mod output_shape;
 mod parity;
