@@ -473,6 +473,10 @@ class ShoalWorker:
             facts["longrepr"] = _cut(_longrepr_text(report))
             facts["message"] = _cut(_crash_message(report))
             facts["sections"] = [[title, _cut(content)] for title, content in report.sections]
+            crash = getattr(report.longrepr, "reprcrash", None)
+            if crash is not None and getattr(crash, "path", None):
+                facts["crash_path"] = str(crash.path)
+                facts["crash_line"] = crash.lineno
         elif report.skipped and isinstance(report.longrepr, tuple):
             facts["message"] = _cut(report.longrepr[2])
         self.pending_reports.append(facts)

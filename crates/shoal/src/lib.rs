@@ -28,6 +28,7 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 use crate::errors::{ShoalError, exit_code};
 use crate::report::Reporter;
+use crate::report::github::GithubReporter;
 use crate::report::json::JsonReporter;
 use crate::report::junit::JunitReporter;
 use crate::report::terminal::TerminalReporter;
@@ -70,6 +71,9 @@ fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
             let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(terminal)];
             if let Some(path) = &settings.json_report {
                 reporters.push(Box::new(JsonReporter::new(settings.collect.cwd.join(path))));
+            }
+            if let Some(github) = GithubReporter::from_environment(std::io::stdout(), &settings.collect.cwd) {
+                reporters.push(Box::new(github));
             }
             if let Some(path) = &settings.junitxml {
                 reporters.push(Box::new(JunitReporter::new(settings.collect.cwd.join(path))));

@@ -219,6 +219,12 @@ pub struct PhaseReport {
     /// Captured output and log sections of a failure: `(title, content)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sections: Vec<(String, String)>,
+    /// Where a failure happened: the file of the failing line (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_path: Option<String>,
+    /// The failing line (1-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_line: Option<u64>,
 }
 
 #[cfg(test)]
@@ -238,6 +244,8 @@ impl PhaseReport {
             longrepr: None,
             message: None,
             sections: Vec::new(),
+            crash_path: None,
+            crash_line: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! ([`RunSummary`]). Each reporter renders them its own way: the terminal in
 //! pytest's shape, the JSON report file.
 
+pub mod github;
 pub mod json;
 pub mod junit;
 pub mod terminal;

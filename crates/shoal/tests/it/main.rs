@@ -6,6 +6,7 @@
 mod control;
 mod crash;
 mod exit_codes;
+mod github;
 mod harness;
 mod junit;
 mod list;
