@@ -153,6 +153,11 @@ pub struct RunArgs {
     #[arg(long, alias = "junit-xml", value_name = "PATH")]
     pub junitxml: Option<PathBuf>,
 
+    /// Stream the run as JSON lines to this file (`-` for stdout): run
+    /// started, test finished, attempt retried, worker replaced, run finished.
+    #[arg(long, value_name = "PATH")]
+    pub events: Option<PathBuf>,
+
     /// Write a JSON report of the run to this file.
     #[arg(long, value_name = "PATH")]
     pub json_report: Option<PathBuf>,

@@ -28,6 +28,7 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 use crate::errors::{ShoalError, exit_code};
 use crate::report::Reporter;
+use crate::report::events::EventsReporter;
 use crate::report::github::GithubReporter;
 use crate::report::json::JsonReporter;
 use crate::report::junit::JunitReporter;
@@ -71,6 +72,17 @@ fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
             let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(terminal)];
             if let Some(path) = &settings.json_report {
                 reporters.push(Box::new(JsonReporter::new(settings.collect.cwd.join(path))));
+            }
+            if let Some(path) = &settings.events {
+                let out: Box<dyn std::io::Write> = if path.as_os_str() == "-" {
+                    Box::new(std::io::stdout())
+                } else {
+                    let path = settings.collect.cwd.join(path);
+                    let file = std::fs::File::create(&path)
+                        .map_err(|error| ShoalError::io(format!("creating {}", path.display()), error))?;
+                    Box::new(std::io::BufWriter::new(file))
+                };
+                reporters.push(Box::new(EventsReporter::new(out)));
             }
             if let Some(github) = GithubReporter::from_environment(std::io::stdout(), &settings.collect.cwd) {
                 reporters.push(Box::new(github));

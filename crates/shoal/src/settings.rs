@@ -121,6 +121,8 @@ pub struct RunSettings {
     pub json_report: Option<PathBuf>,
     /// Where to write the JUnit XML report.
     pub junitxml: Option<PathBuf>,
+    /// Where to stream events (`-`: stdout).
+    pub events: Option<PathBuf>,
     /// `--durations N`: how many slowest phases to list.
     pub show_durations: Option<usize>,
     /// `--durations-path`: where the history lives, if not at the rootdir.
@@ -226,6 +228,7 @@ impl RunSettings {
                 .unwrap_or(DEFAULT_MAX_WORKER_RESTARTS),
             json_report: args.json_report,
             junitxml: args.junitxml,
+            events: args.events,
             timeout,
             worker_memory_limit_kib,
             serial_markers: file

@@ -5,6 +5,7 @@
 //! ([`RunSummary`]). Each reporter renders them its own way: the terminal in
 //! pytest's shape, the JSON report file.
 
+pub mod events;
 pub mod github;
 pub mod json;
 pub mod junit;
@@ -292,4 +293,11 @@ pub trait Reporter {
     fn test_finished(&mut self, test: TestView<'_>, reports: &[PhaseReport], done: usize, total: usize);
     /// The run is over.
     fn run_finished(&mut self, summary: &RunSummary<'_>) -> Result<(), crate::errors::ShoalError>;
+
+    /// A test attempt failed and the test will be rerun.
+    fn attempt_retried(&mut self, _nodeid: &str, _worker: usize, _next_attempt: u32) {}
+
+    /// A worker slot gets a new process (after a crash, a timeout, the
+    /// memory limit, or for a rerun).
+    fn worker_replaced(&mut self, _worker: usize) {}
 }

@@ -212,6 +212,11 @@ impl Run<'_> {
     /// rerunfailures counts it as a `rerun` in the closing line.
     fn keep_attempt(&mut self, test: TestId, record: TestRecord) {
         self.tally.add("rerun", 1);
+        let next_attempt = u32::try_from(self.attempt_of(test) + 1).unwrap_or(u32::MAX);
+        let worker = record.worker.map_or(0, usize::from);
+        for reporter in self.reporters.iter_mut() {
+            reporter.attempt_retried(self.table.nodeid(test), worker, next_attempt);
+        }
         self.attempts.entry(test).or_default().push(record);
     }
 
@@ -737,7 +742,12 @@ fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(
             }
             Action::Stop { worker } => pool.send(worker, &WorkerCommand::Stop),
             Action::Shutdown { worker } => pool.send(worker, &WorkerCommand::Shutdown),
-            Action::StartWorker { worker } => pool.replace(worker)?,
+            Action::StartWorker { worker } => {
+                for reporter in run.reporters.iter_mut() {
+                    reporter.worker_replaced(worker);
+                }
+                pool.replace(worker)?;
+            }
             Action::TestLost { test, worker } => {
                 let crash = ending(pool, run, test, worker, Outcome::Crashed);
                 run.record(test, ended_record(Outcome::Crashed, worker, crash), &[]);

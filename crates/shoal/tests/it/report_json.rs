@@ -143,3 +143,24 @@ fn collection_errors_are_recorded() {
     assert!(longrepr.contains("No module named 'shoal_fixture_module_that_does_not_exist'"), "{longrepr}");
     assert_eq!(report.json["summary"], serde_json::json!({"passed": 2}));
 }
+
+#[test]
+fn events_stream_the_run_as_json_lines() {
+    let project = crate::harness::Project::fixture("reruns");
+    let path = project.path().join("events.jsonl");
+    project
+        .shoal_with_env(
+            &[("SHOAL_FIXTURE_FLAKY", "1")],
+            &["run", "-n", "2", "--reruns", "1", "--events", path.to_str().expect("a UTF-8 path")],
+        )
+        .assert_code(1);
+    let events = crate::harness::read_json_lines(&path);
+    let kinds: Vec<&str> = events.iter().map(|event| event["event"].as_str().expect("an event")).collect();
+    assert_eq!(kinds.first(), Some(&"run_started"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"run_finished"), "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|kind| **kind == "test_finished").count(), 4, "one per test");
+    assert_eq!(kinds.iter().filter(|kind| **kind == "attempt_retried").count(), 3, "{kinds:?}");
+    assert!(kinds.contains(&"worker_replaced"), "reruns run on fresh workers: {kinds:?}");
+    let times: Vec<f64> = events.iter().map(|event| event["time"].as_f64().expect("a time")).collect();
+    assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "events come in order: {times:?}");
+}

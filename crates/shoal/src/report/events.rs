@@ -1,0 +1,84 @@
+//! `--events PATH` (or `-` for stdout): the run as it happens, one JSON
+//! object a line, flushed as each is written, so other tools can follow a
+//! run live: `run_started`, `test_finished`, `attempt_retried`,
+//! `worker_replaced`, `run_finished`. Each carries `event` and `time`
+//! (seconds since the run started).
+
+use std::io::Write;
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::errors::ShoalError;
+use crate::protocol::PhaseReport;
+use crate::report::{Reporter, RunHeader, RunSummary, TestView};
+
+/// Streams run events as JSON lines.
+pub struct EventsReporter {
+    out: Box<dyn Write>,
+    started: Instant,
+}
+
+impl EventsReporter {
+    /// Events to `out`.
+    pub fn new(out: Box<dyn Write>) -> Self {
+        Self { out, started: Instant::now() }
+    }
+
+    fn emit(&mut self, mut event: serde_json::Value) {
+        event["time"] = json!(self.started.elapsed().as_secs_f64());
+        let _ = writeln!(self.out, "{event}");
+        let _ = self.out.flush();
+    }
+}
+
+impl Reporter for EventsReporter {
+    fn run_started(&mut self, header: &RunHeader) {
+        self.emit(json!({
+            "event": "run_started",
+            "tests": header.selected,
+            "deselected": header.deselected,
+            "workers": header.workers,
+            "mode": header.mode,
+            "python": header.python,
+            "pytest": header.pytest,
+            "expected_seconds": header.expectation.map(|expectation| expectation.wall_seconds),
+        }));
+    }
+
+    fn test_finished(&mut self, test: TestView<'_>, _reports: &[PhaseReport], done: usize, total: usize) {
+        self.emit(json!({
+            "event": "test_finished",
+            "nodeid": test.nodeid(),
+            "outcome": test.record.outcome,
+            "reason": test.record.not_run_reason.map(|cause| cause.as_str()),
+            "duration": test.record.duration,
+            "worker": test.record.worker.map(|slot| format!("gw{slot}")),
+            "done": done,
+            "total": total,
+        }));
+    }
+
+    fn attempt_retried(&mut self, nodeid: &str, worker: usize, next_attempt: u32) {
+        self.emit(json!({
+            "event": "attempt_retried",
+            "nodeid": nodeid,
+            "worker": format!("gw{worker}"),
+            "next_attempt": next_attempt,
+        }));
+    }
+
+    fn worker_replaced(&mut self, worker: usize) {
+        self.emit(json!({"event": "worker_replaced", "worker": format!("gw{worker}")}));
+    }
+
+    fn run_finished(&mut self, summary: &RunSummary<'_>) -> Result<(), ShoalError> {
+        self.emit(json!({
+            "event": "run_finished",
+            "counts": summary.tally.parts(),
+            "wall_seconds": summary.wall_seconds,
+            "exit_code": summary.exit_code,
+        }));
+        Ok(())
+    }
+}
