@@ -158,6 +158,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub events: Option<PathBuf>,
 
+    /// Write a self-contained HTML timeline of the run: a lane per worker,
+    /// a bar per test attempt, the lower bound marked.
+    #[arg(long, value_name = "PATH.html")]
+    pub timeline: Option<PathBuf>,
+
     /// Write a JSON report of the run to this file.
     #[arg(long, value_name = "PATH")]
     pub json_report: Option<PathBuf>,

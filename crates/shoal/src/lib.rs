@@ -33,6 +33,7 @@ use crate::report::github::GithubReporter;
 use crate::report::json::JsonReporter;
 use crate::report::junit::JunitReporter;
 use crate::report::terminal::TerminalReporter;
+use crate::report::timeline::TimelineReporter;
 use crate::settings::{CollectSettings, RunSettings};
 
 /// Runs shoal with these command-line arguments and returns the exit code.
@@ -86,6 +87,9 @@ fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
             }
             if let Some(github) = GithubReporter::from_environment(std::io::stdout(), &settings.collect.cwd) {
                 reporters.push(Box::new(github));
+            }
+            if let Some(path) = &settings.timeline {
+                reporters.push(Box::new(TimelineReporter::new(settings.collect.cwd.join(path))));
             }
             if let Some(path) = &settings.junitxml {
                 reporters.push(Box::new(JunitReporter::new(settings.collect.cwd.join(path))));

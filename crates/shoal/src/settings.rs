@@ -123,6 +123,8 @@ pub struct RunSettings {
     pub junitxml: Option<PathBuf>,
     /// Where to stream events (`-`: stdout).
     pub events: Option<PathBuf>,
+    /// Where to write the HTML timeline.
+    pub timeline: Option<PathBuf>,
     /// `--durations N`: how many slowest phases to list.
     pub show_durations: Option<usize>,
     /// `--durations-path`: where the history lives, if not at the rootdir.
@@ -229,6 +231,7 @@ impl RunSettings {
             json_report: args.json_report,
             junitxml: args.junitxml,
             events: args.events,
+            timeline: args.timeline,
             timeout,
             worker_memory_limit_kib,
             serial_markers: file

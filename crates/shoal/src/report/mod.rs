@@ -10,6 +10,7 @@ pub mod github;
 pub mod json;
 pub mod junit;
 pub mod terminal;
+pub mod timeline;
 
 use std::time::SystemTime;
 
@@ -96,6 +97,9 @@ pub struct TestRecord {
     pub worker: Option<u16>,
     /// Wall seconds of its whole protocol (0 when it did not run).
     pub duration: f32,
+    /// When it started, in seconds since the run started (0 when it did
+    /// not run).
+    pub started: f32,
     /// Seconds of its setup, call and teardown phases.
     pub phase_seconds: [f32; 3],
     /// Failed reports and crash details, when there are any.
@@ -139,6 +143,7 @@ impl TestRecord {
             not_run_reason: None,
             worker: None,
             duration: 0.0,
+            started: 0.0,
             phase_seconds: [0.0; 3],
             details: None,
         }
@@ -166,6 +171,7 @@ impl TestRecord {
             not_run_reason: None,
             worker: u16::try_from(worker).ok(),
             duration: duration as f32,
+            started: 0.0,
             phase_seconds,
             details: (!failed_reports.is_empty() || skip_reason.is_some())
                 .then(|| Box::new(TestDetails { failed_reports, skip_reason, ..TestDetails::default() })),

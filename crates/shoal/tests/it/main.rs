@@ -17,4 +17,5 @@ mod report_json;
 mod robustness;
 mod selection;
 mod stopping;
+mod timeline;
 mod workers;
