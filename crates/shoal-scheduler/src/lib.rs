@@ -225,6 +225,9 @@ struct WorkerState {
     assigned: VecDeque<TestId>,
     /// The worker asked for its next test and has not been answered.
     wants_work: bool,
+    /// When it asked: the wait for an answer does not count towards the
+    /// running test's timeout (the test is done and waits to tear down).
+    wants_work_since: f64,
     /// When its running test started (seconds on the runner's clock).
     running_since: Option<f64>,
     /// It was told to die for a timeout.
@@ -275,6 +278,7 @@ impl Scheduler {
                 phase: WorkerPhase::Starting,
                 assigned: VecDeque::new(),
                 wants_work: false,
+                wants_work_since: 0.0,
                 running_since: None,
                 timing_out: false,
                 retiring: false,
@@ -315,6 +319,7 @@ impl Scheduler {
                 // With more than the running test held, a batch is already
                 // on its way and answers the request.
                 state.wants_work = state.assigned.len() <= 1;
+                state.wants_work_since = self.now;
             }
             Event::TestFinished { worker, test, failed } => {
                 self.finish_test(worker, test, failed, &mut actions);
@@ -468,6 +473,12 @@ impl Scheduler {
         }
     }
 
+    /// The test a worker is running and when it started (clock seconds).
+    pub fn running(&self, worker: WorkerId) -> Option<(TestId, f64)> {
+        let state = &self.workers[worker];
+        Some((*state.assigned.front()?, state.running_since?))
+    }
+
     /// When the next running test passes its timeout, if any has one.
     pub fn next_deadline(&self) -> Option<f64> {
         let budget = self.config.budget.filter(|_| self.stopping.is_none());
@@ -481,7 +492,7 @@ impl Scheduler {
 
     fn deadline_of(&self, worker: WorkerId) -> Option<f64> {
         let state = &self.workers[worker];
-        if state.timing_out || state.phase == WorkerPhase::Exited {
+        if state.timing_out || state.wants_work || state.phase == WorkerPhase::Exited {
             return None;
         }
         let running = *state.assigned.front()?;
@@ -519,7 +530,9 @@ impl Scheduler {
         if !unsent.is_empty() {
             actions.push(Action::NotRun { tests: unsent, reason });
         }
-        for (worker, state) in self.workers.iter_mut().enumerate() {
+        for worker in 0..self.workers.len() {
+            self.answer_wants_work(worker);
+            let state = &mut self.workers[worker];
             match state.phase {
                 WorkerPhase::Active | WorkerPhase::Ending if !state.assigned.is_empty() => {
                     state.phase = WorkerPhase::Ending;
@@ -640,7 +653,12 @@ impl Scheduler {
         let Some(position) = self.retries.iter().position(|&(_, ready)| ready <= self.now) else {
             return false;
         };
-        if !must {
+        // A rerun is parallel work: it never runs beside a serial test. (This
+        // worker's own serial test is done: it waits to tear down.)
+        let serial_running = self.workers.iter().enumerate().any(|(other, state)| {
+            other != worker && state.assigned.iter().any(|&test| self.queue.is_serial(test))
+        });
+        if !must || serial_running {
             return false;
         }
         if state.fresh && state.assigned.is_empty() {
@@ -653,7 +671,10 @@ impl Scheduler {
                 || other.recycling
                 || (other.phase == WorkerPhase::Active && other.fresh && other.assigned.is_empty())
         });
-        if fresh_coming || !self.queue.is_empty() && !self.queue.only_serial_left() {
+        // With nothing else left to send, a worker that is not fresh has no
+        // use: it is recycled even when a fresh one is coming (else it could
+        // hold a finished serial test's teardown while the rerun waits on it).
+        if !self.queue.is_empty() && (fresh_coming || !self.queue.only_serial_left()) {
             return false;
         }
         self.workers[worker].recycling = true;
@@ -661,8 +682,20 @@ impl Scheduler {
         true
     }
 
+    /// Clears a pending request for work, moving the running test's start
+    /// forward by the time the worker waited for the answer.
+    fn answer_wants_work(&mut self, worker: WorkerId) {
+        let state = &mut self.workers[worker];
+        if std::mem::take(&mut state.wants_work) {
+            let waited = self.now - state.wants_work_since;
+            if let Some(since) = state.running_since.as_mut() {
+                *since += waited;
+            }
+        }
+    }
+
     fn assign(&mut self, worker: WorkerId, tests: Vec<TestId>, actions: &mut Vec<Action>) {
-        self.workers[worker].wants_work = false;
+        self.answer_wants_work(worker);
         self.workers[worker].fresh = false;
         for &test in &tests {
             self.tests[test] = TestState::Assigned(slot(worker));
@@ -681,9 +714,8 @@ impl Scheduler {
     }
 
     fn end_worker(&mut self, worker: WorkerId, actions: &mut Vec<Action>) {
-        let state = &mut self.workers[worker];
-        state.phase = WorkerPhase::Ending;
-        state.wants_work = false;
+        self.answer_wants_work(worker);
+        self.workers[worker].phase = WorkerPhase::Ending;
         actions.push(Action::Shutdown { worker });
     }
 

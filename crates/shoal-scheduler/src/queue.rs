@@ -119,6 +119,8 @@ pub(crate) struct WorkQueue {
     unstarted: VecDeque<usize>,
     /// Serial tests' units, for the serial phase.
     serial: VecDeque<usize>,
+    /// Which tests are serial (empty when none is).
+    is_serial: Vec<bool>,
     /// The unit each worker is draining.
     current: Vec<Option<usize>>,
     remaining: f64,
@@ -194,6 +196,7 @@ impl WorkQueue {
             units,
             unstarted: parallel.into(),
             serial: serial.into(),
+            is_serial: workload.serial.clone(),
             current: vec![None; workers],
         }
     }
@@ -250,6 +253,11 @@ impl WorkQueue {
         Some(self.pop_front(unit))
     }
 
+    /// Whether a test runs in the serial phase.
+    pub(crate) fn is_serial(&self, test: TestId) -> bool {
+        self.is_serial.get(test).copied().unwrap_or(false)
+    }
+
     /// The next serial test, if one fits `limit`.
     pub(crate) fn take_serial(&mut self, limit: Option<f64>) -> Option<TestId> {
         let position = self.serial.iter().position(|&unit| {
@@ -295,8 +303,25 @@ impl WorkQueue {
 
     /// A worker is gone (or retired) holding `held` tests it never started:
     /// they go out first, together with the rest of its unit, as one unit
-    /// of the same shape (a group stays one group).
+    /// of the same shape (a group stays one group). Serial tests go back to
+    /// the serial phase.
     pub(crate) fn requeue_from(&mut self, worker: WorkerId, held: &[TestId]) {
+        let (serial, held): (Vec<TestId>, Vec<TestId>) = held.iter().partition(|&&test| self.is_serial(test));
+        for &test in serial.iter().rev() {
+            let start = position(self.order.len());
+            self.order.push(test);
+            self.units.push(Unit {
+                start,
+                end: start + 1,
+                remaining: self.expected[test],
+                setup: 0.0,
+                splittable: false,
+            });
+            self.serial.push_front(self.units.len() - 1);
+            self.count += 1;
+            self.remaining += self.expected[test];
+        }
+        let held = held.as_slice();
         let current = self.current[worker].take();
         let (setup, splittable) =
             current.map_or((0.0, true), |unit| (self.units[unit].setup, self.units[unit].splittable));

@@ -171,6 +171,31 @@ fn the_clock_restarts_for_each_test_a_worker_runs() {
 }
 
 #[test]
+fn waiting_for_the_next_instruction_does_not_count_towards_a_timeout() {
+    // Test 0 fails and its rerun waits 10 s; meanwhile both workers finish
+    // their tests' calls and ask for work that only the rerun can answer.
+    let mut workload = Workload::uniform(3, 0.5);
+    workload.timeouts = vec![Some(1.0); 3];
+    workload.reruns = vec![1, 0, 0];
+    let mut scheduler = Scheduler::new(SchedulerConfig { rerun_delay: 10.0, ..config(2) }, &workload);
+    scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
+    scheduler.handle(0.0, Event::WorkerReady { worker: 1 });
+    let actions = scheduler.handle(0.2, Event::TestFinished { worker: 0, test: 0, failed: true });
+    assert!(actions.contains(&Action::Run { worker: 0, tests: vec![2] }), "{actions:?}");
+    scheduler.handle(0.5, Event::WorkerWantsWork { worker: 1 });
+    scheduler.handle(0.6, Event::WorkerWantsWork { worker: 0 });
+    // Counting the wait, tests 1 and 2 would time out at 1.0 and 1.2.
+    assert_eq!(scheduler.next_deadline(), Some(10.2), "only the rerun's delay is due");
+    assert!(scheduler.handle(5.0, Event::Tick).is_empty(), "nothing times out while waiting");
+    // Both are answered (ended, for a fresh worker to take the rerun): test
+    // 1 used 0.5 s of its second before it asked, test 2 0.4 s.
+    let answers = scheduler.handle(10.2, Event::Tick);
+    assert_eq!(answers, vec![Action::Shutdown { worker: 0 }, Action::Shutdown { worker: 1 }]);
+    let deadline = scheduler.next_deadline().expect("the tests' clocks run again");
+    assert!((deadline - (10.2 + 0.5)).abs() < 1e-9, "{deadline}");
+}
+
+#[test]
 fn a_worker_over_its_memory_limit_is_replaced_and_its_tests_run_elsewhere() {
     let mut scheduler = Scheduler::new(
         SchedulerConfig {
