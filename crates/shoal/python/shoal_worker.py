@@ -272,23 +272,33 @@ class ShoalWorker:
         attempts = {}
         ended = False
 
+        closed = False
+        waited = 0.0
+
         def take_commands(block):
-            nonlocal ended
-            while not ended and (block or self.channel.has_pending_command()):
+            # After `shutdown`, pending commands are still read: a `stop`
+            # (from -x, Ctrl-C or the budget) overrides it.
+            nonlocal ended, closed
+            while not closed and ((block and not ended) or self.channel.has_pending_command()):
                 command = self.channel.receive()
+                closed = command is None
                 kind = command["type"] if command else "shutdown"
                 if kind == "run":
                     queue.extend(command["nodeids"])
                     attempts.update(command.get("attempts", {}))
                     block = False
                 else:
-                    self.stopping = kind == "stop"
+                    self.stopping = self.stopping or kind == "stop"
                     ended = True
 
         def ask_for_work():
+            # The wait for an answer is not the test's time.
+            nonlocal waited
             if not queue and not ended:
                 self.channel.send({"type": "want_work"})
+                asked = time.perf_counter()
                 take_commands(block=True)
+                waited = time.perf_counter() - asked
             return items[queue[0]] if queue else None
 
         take_commands(block=True)
@@ -305,11 +315,12 @@ class ShoalWorker:
             os.environ["SHOAL_ATTEMPT"] = str(attempts.pop(current, 1))
             next_item = items[queue[0]] if queue else _NextItem(ask_for_work)
             started = time.perf_counter()
+            waited = 0.0
             self.pending_reports = []
             item.config.hook.pytest_runtest_protocol(item=item, nextitem=next_item)
             if isinstance(next_item, _NextItem):
                 next_item.resolve()
-            duration = time.perf_counter() - started
+            duration = time.perf_counter() - started - waited
             usage = resource.getrusage(resource.RUSAGE_SELF)
             # Reading the current size costs a system call: only with a limit.
             rss_kib = _current_rss_kib() if self.memory_limit_kib else usage.ru_maxrss
@@ -609,6 +620,8 @@ def _fork_unsafe_reason():
 
     if not hasattr(os, "fork"):
         return "this platform has no fork"
+    if not hasattr(socket, "recv_fds"):
+        return "this Python has no socket.recv_fds (3.9+)"
     others = [thread.name for thread in threading.enumerate() if thread is not threading.main_thread()]
     if others:
         return f"another thread is alive in the collecting process ({', '.join(sorted(others))})"
@@ -732,9 +745,12 @@ def pytest_cmdline_main(config):
         option.xmlpath = None
         # shoal reruns failed tests itself, each on a fresh worker.
         option.reruns = 0
-        rerunfailures = config.pluginmanager.get_plugin("rerunfailures")
-        if rerunfailures is not None:
-            config.pluginmanager.unregister(rerunfailures)
+        # shoal also enforces @pytest.mark.timeout / --timeout itself, from
+        # outside (stack dump, then kill): pytest-timeout inside would race it.
+        for name in ("rerunfailures", "timeout"):
+            plugin = config.pluginmanager.get_plugin(name)
+            if plugin is not None:
+                config.pluginmanager.unregister(plugin)
         option.dist = "no"
         option.tx = []
         option.numprocesses = None
