@@ -178,6 +178,9 @@ fn run_directory() -> Result<tempfile::TempDir, ShoalError> {
 /// The state of a run once tests are known.
 struct Run<'a> {
     table: TestTable,
+    /// The whole collection when `--lf` runs part of it: what a
+    /// replacement worker's collection is checked against.
+    whole_collection: Option<TestTable>,
     /// Every test's record; a test is final once `is_final` says so.
     records: Vec<TestRecord>,
     is_final: Vec<bool>,
@@ -200,6 +203,8 @@ struct Run<'a> {
     notices: Vec<String>,
     /// Failed attempts of tests waiting for a rerun, oldest first.
     attempts: HashMap<TestId, Vec<TestRecord>>,
+    /// When the test a dead worker was running had started.
+    died_running_since: HashMap<usize, f64>,
 }
 
 impl Run<'_> {
@@ -288,6 +293,8 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
 
     // Node ids are opaque keys; the table stores a test collected twice once.
     let mut table = std::mem::take(&mut collected.table);
+    // What a replacement worker must collect, when --lf runs only part of it.
+    let mut whole_collection = None;
     let last_failed = hello.cache_dir.as_deref().map(|directory| LastFailed::load(Path::new(directory)));
     let mut deselected_by_last_failed = 0;
     if settings.last_failed != LastFailedMode::Off {
@@ -328,7 +335,8 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
                         "run-last-failure: rerun previous {failed} failure{}{files}",
                         if failed == 1 { "" } else { "s" }
                     ));
-                    table = table.retain(|test| record.contains(table.nodeid(test))).0;
+                    let (failed_only, _) = table.retain(|test| record.contains(table.nodeid(test)));
+                    whole_collection = Some(std::mem::replace(&mut table, failed_only));
                 }
             }
             Some(_) => {}
@@ -395,6 +403,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         records: vec![TestRecord::new(Outcome::NotRun); test_count],
         is_final: vec![false; test_count],
         table,
+        whole_collection,
         done: 0,
         tally,
         warnings: collected.warnings,
@@ -406,6 +415,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         last_finished: HashMap::new(),
         notices: Vec::new(),
         attempts: HashMap::new(),
+        died_running_since: HashMap::new(),
     };
 
     let mut stop = None;
@@ -595,6 +605,9 @@ fn drive(
             }
             WorkerEvent::Exited(key, status) => {
                 let Some(slot) = pool.current(key) else { continue };
+                if let Some((_, since)) = scheduler.running(slot) {
+                    run.died_running_since.insert(slot, since);
+                }
                 let state = &mut pool.slots[slot];
                 state.phase = SlotPhase::Exited;
                 let mut description = describe_exit(status);
@@ -636,7 +649,10 @@ fn handle_message(
                 )));
             };
             let outcome = outcome_from_reports(&finished.reports);
-            let record = TestRecord::from_reports(outcome, slot, finished.duration, &finished.reports);
+            let mut record = TestRecord::from_reports(outcome, slot, finished.duration, &finished.reports);
+            // The result arrives as the test ends, so the end is the precise
+            // instant; the scheduler's start mark can lag behind coalesced messages.
+            record.started = (run.now() - finished.duration).max(0.0) as f32;
             let actions = scheduler
                 .handle(run.now(), Event::TestFinished { worker: slot, test, failed: outcome.is_failure() });
             let rerun = actions
@@ -712,7 +728,8 @@ fn replacement_message(
         return Ok(Vec::new());
     }
     let fresh = std::mem::take(&mut state.collection.table);
-    if let Err(error) = check_same_collection(&run.table, &fresh, slot) {
+    let expected = run.whole_collection.as_ref().unwrap_or(&run.table);
+    if let Err(error) = check_same_collection(expected, &fresh, slot) {
         crate::output::warn(&format!("replacement {error}"));
         state.handle.signal_group(Signal::SIGKILL);
         return Ok(Vec::new());
@@ -737,7 +754,7 @@ fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(
             Action::Retry { cause: RetryCause::Failed, .. } => {}
             Action::Retry { test, worker, cause, .. } => {
                 let outcome = if cause == RetryCause::TimedOut { Outcome::Timeout } else { Outcome::Crashed };
-                let record = ended_record(outcome, worker, ending(pool, run, test, worker, outcome));
+                let record = ended_record(outcome, worker, ending(pool, run, test, worker, outcome), run);
                 run.keep_attempt(test, record);
             }
             Action::Stop { worker } => pool.send(worker, &WorkerCommand::Stop),
@@ -750,12 +767,14 @@ fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(
             }
             Action::TestLost { test, worker } => {
                 let crash = ending(pool, run, test, worker, Outcome::Crashed);
-                run.record(test, ended_record(Outcome::Crashed, worker, crash), &[]);
+                let record = ended_record(Outcome::Crashed, worker, crash, run);
+                run.record(test, record, &[]);
             }
             Action::TimeOut { worker, .. } => pool.time_out(worker),
             Action::TestTimedOut { test, worker } => {
                 let crash = ending(pool, run, test, worker, Outcome::Timeout);
-                run.record(test, ended_record(Outcome::Timeout, worker, crash), &[]);
+                let record = ended_record(Outcome::Timeout, worker, crash, run);
+                run.record(test, record, &[]);
             }
             Action::NotRun { tests, reason } => {
                 for test in tests {
@@ -795,9 +814,13 @@ fn ending(pool: &Pool, run: &Run<'_>, test: TestId, worker: usize, outcome: Outc
 }
 
 /// The record of a test whose worker ended under it.
-fn ended_record(outcome: Outcome, worker: usize, crash: CrashDetails) -> TestRecord {
+fn ended_record(outcome: Outcome, worker: usize, crash: CrashDetails, run: &Run<'_>) -> TestRecord {
     let mut record = TestRecord::new(outcome);
     record.worker = u16::try_from(worker).ok();
+    if let Some(&since) = run.died_running_since.get(&worker) {
+        record.started = since as f32;
+        record.duration = (run.now() - since).max(0.0) as f32;
+    }
     record.details = Some(Box::new(TestDetails { crash: Some(crash), ..TestDetails::default() }));
     record
 }

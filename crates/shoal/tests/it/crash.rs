@@ -94,3 +94,22 @@ fn without_restarts_the_tests_left_are_not_run_and_none_is_lost() {
         report.outcome.stdout
     );
 }
+
+#[test]
+fn under_lf_spawned_replacements_are_accepted_and_the_crashes_run_again() {
+    // A replacement collects the whole suite, while --lf runs three tests:
+    // it is checked against the whole collection, not the three.
+    let project = Project::fixture("crash");
+    project.write("pytest.ini", "[pytest]\n"); // with the cache, for --lf
+    let env = [("SHOAL_FIXTURE_ALLOW_CRASH", "1")];
+    project.shoal_with_env(&env, &["run", "-n", "2", "--mode", "spawn"]).assert_code(1);
+    let report = project.shoal_report(&env, &["-n", "2", "--mode", "spawn", "--lf"]);
+    report.outcome.assert_code(1);
+    let outcomes = report.outcomes();
+    assert_eq!(outcomes.len(), 3, "only the last failures run: {outcomes:?}");
+    for nodeid in CRASHING {
+        assert_eq!(outcomes.get(nodeid), Some(&"crashed"), "{nodeid}\n{}", report.outcome.stdout);
+    }
+    assert!(!report.outcome.stderr.contains("collected different tests"), "{}", report.outcome.stderr);
+    assert_eq!(report.outcome.closing_map().get("crashed"), Some(&3), "{}", report.outcome.stdout);
+}
