@@ -158,6 +158,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub events: Option<PathBuf>,
 
+    /// Colour the terminal report: `auto` (on a terminal, unless `NO_COLOR`
+    /// is set), `always` (or `yes`) or `never` (or `no`).
+    #[arg(long = "color", value_name = "auto|always|never")]
+    pub color: Option<String>,
+
+    /// When failures are shown: `final` (after the run, as pytest does) or
+    /// `immediate` (as each test fails; not repeated at the end).
+    #[arg(long = "failure-output", value_name = "immediate|final")]
+    pub failure_output: Option<String>,
+
     /// Write a self-contained HTML timeline of the run: a lane per worker,
     /// a bar per test attempt, the lower bound marked.
     #[arg(long, value_name = "PATH.html")]

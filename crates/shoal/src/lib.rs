@@ -69,7 +69,9 @@ fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
                 settings.collect.verbosity,
                 full_messages,
             )
-            .with_durations(settings.show_durations);
+            .with_durations(settings.show_durations)
+            .with_colour(settings.colour)
+            .with_immediate_failures(settings.immediate_failures);
             let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(terminal)];
             if let Some(path) = &settings.json_report {
                 reporters.push(Box::new(JsonReporter::new(settings.collect.cwd.join(path))));

@@ -163,6 +163,11 @@ impl Tally {
         self.counts.iter().find(|(name, _)| name == category).map_or(0, |(_, count)| *count)
     }
 
+    /// The categories counted, in the order first seen.
+    pub fn categories(&self) -> impl Iterator<Item = &str> {
+        self.counts.iter().map(|(name, _)| name.as_str())
+    }
+
     /// The closing line's parts in pytest's order, e.g. `["1 failed", "3 passed"]`.
     pub fn parts(&self) -> Vec<String> {
         let known = PYTEST_CATEGORY_ORDER.iter().map(|name| (*name).to_owned());

@@ -5,6 +5,7 @@
 //! `pyproject.toml` (the current directory or its ancestors), then defaults.
 //! The engine only ever sees the resolved settings, never clap.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use crate::cli::{RunArgs, SelectionArgs};
@@ -125,6 +126,10 @@ pub struct RunSettings {
     pub events: Option<PathBuf>,
     /// Where to write the HTML timeline.
     pub timeline: Option<PathBuf>,
+    /// `--color`: whether the terminal report is coloured.
+    pub colour: bool,
+    /// `--failure-output immediate`: failures print as they happen.
+    pub immediate_failures: bool,
     /// `--durations N`: how many slowest phases to list.
     pub show_durations: Option<usize>,
     /// `--durations-path`: where the history lives, if not at the rootdir.
@@ -232,6 +237,20 @@ impl RunSettings {
             junitxml: args.junitxml,
             events: args.events,
             timeline: args.timeline,
+            colour: colour_wanted(
+                args.color.as_deref(),
+                |name| std::env::var_os(name),
+                std::io::stdout().is_terminal(),
+            )?,
+            immediate_failures: match args.failure_output.as_deref() {
+                None | Some("final") => false,
+                Some("immediate") => true,
+                Some(other) => {
+                    return Err(ShoalError::Usage(format!(
+                        "--failure-output: expected `immediate` or `final`, got `{other}`"
+                    )));
+                }
+            },
             timeout,
             worker_memory_limit_kib,
             serial_markers: file
@@ -444,6 +463,37 @@ fn parse_file_settings(text: &str, path: &Path) -> Result<FileSettings, ShoalErr
     Ok(settings)
 }
 
+/// Whether to colour the terminal report: `--color`, else pytest's and the
+/// wider world's variables (`PY_COLORS`, `NO_COLOR`, `FORCE_COLOR`), else
+/// whether stdout is a terminal (`TERM=dumb` is not).
+fn colour_wanted(
+    choice: Option<&str>,
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+    stdout_is_terminal: bool,
+) -> Result<bool, ShoalError> {
+    let set = |name: &str| var(name).is_some_and(|value| !value.is_empty());
+    match choice {
+        Some("always" | "yes") => return Ok(true),
+        Some("never" | "no") => return Ok(false),
+        Some("auto") | None => {}
+        Some(other) => {
+            return Err(ShoalError::Usage(format!(
+                "--color: expected `auto`, `always` or `never`, got `{other}`"
+            )));
+        }
+    }
+    if let Some(value) = var("PY_COLORS") {
+        return Ok(value == "1");
+    }
+    if set("NO_COLOR") {
+        return Ok(false);
+    }
+    if set("FORCE_COLOR") {
+        return Ok(true);
+    }
+    Ok(stdout_is_terminal && var("TERM").is_none_or(|term| term != "dumb"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,5 +549,23 @@ mod tests {
         assert_eq!(parse_worker_count("12"), Some(WorkerCount::Fixed(12)));
         assert_eq!(parse_worker_count("0"), None);
         assert_eq!(parse_worker_count("-2"), None);
+    }
+
+    #[test]
+    fn colour_follows_the_flag_then_the_environment_then_the_terminal() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(key, _)| *key == name).map(|(_, value)| (*value).into())
+        };
+        assert!(colour_wanted(Some("always"), env(&[("NO_COLOR", "1")]), false).unwrap());
+        assert!(!colour_wanted(Some("no"), env(&[]), true).unwrap());
+        assert!(colour_wanted(None, env(&[]), true).unwrap());
+        assert!(!colour_wanted(None, env(&[]), false).unwrap());
+        assert!(!colour_wanted(None, env(&[("NO_COLOR", "1")]), true).unwrap());
+        assert!(colour_wanted(None, env(&[("NO_COLOR", "")]), true).unwrap(), "an empty NO_COLOR is unset");
+        assert!(colour_wanted(Some("auto"), env(&[("FORCE_COLOR", "1")]), false).unwrap());
+        assert!(!colour_wanted(None, env(&[("PY_COLORS", "0"), ("FORCE_COLOR", "1")]), true).unwrap());
+        assert!(!colour_wanted(None, env(&[("TERM", "dumb")]), true).unwrap());
+        let error = colour_wanted(Some("sometimes"), env(&[]), true).unwrap_err();
+        assert!(error.to_string().contains("--color"), "{error}");
     }
 }

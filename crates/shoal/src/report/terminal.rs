@@ -5,6 +5,11 @@
 //! Progress is printed as tests end, in completion order: a letter per
 //! report (`.`, `F`, `E`, `s`, `x`, `X`) wrapped with a percentage, as
 //! pytest-xdist prints it, or with `-v` one line per test naming its worker.
+//!
+//! With colour on, the marks are pytest's: green for passes, red for
+//! failures, yellow for skips and the like, and the closing rule in the
+//! run's colour. With `--failure-output immediate`, each failure's text is
+//! printed as the test ends, and not again at the end.
 
 use std::io::Write;
 
@@ -34,6 +39,38 @@ pub struct TerminalReporter<W: Write> {
     /// When progress was last flushed: flushing per test would cost a
     /// system call per test.
     last_flush: std::time::Instant,
+    /// Whether to mark output with ANSI colours.
+    colour: bool,
+    /// Whether failures are printed as they happen (then not at the end).
+    immediate_failures: bool,
+}
+
+/// pytest's colours for outcomes and rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Colour {
+    Green,
+    Red,
+    Yellow,
+}
+
+impl Colour {
+    /// The colour pytest gives a progress letter or a `-v` outcome word.
+    fn of_mark(mark: &str) -> Option<Self> {
+        match mark {
+            "." | "PASSED" => Some(Self::Green),
+            "F" | "E" | "C" | "T" | "FAILED" | "ERROR" | "CRASHED" | "TIMEOUT" => Some(Self::Red),
+            "s" | "x" | "X" | "SKIPPED" | "XFAIL" | "XPASS" | "FLAKY" => Some(Self::Yellow),
+            _ => None,
+        }
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            Self::Green => "32",
+            Self::Red => "31",
+            Self::Yellow => "33",
+        }
+    }
 }
 
 impl<W: Write> TerminalReporter<W> {
@@ -48,6 +85,32 @@ impl<W: Write> TerminalReporter<W> {
             line_length: 0,
             printed_progress: false,
             last_flush: std::time::Instant::now(),
+            colour: false,
+            immediate_failures: false,
+        }
+    }
+
+    /// Mark output with ANSI colours.
+    #[must_use]
+    pub fn with_colour(mut self, colour: bool) -> Self {
+        self.colour = colour;
+        self
+    }
+
+    /// Print each failure as its test ends (`--failure-output immediate`).
+    #[must_use]
+    pub fn with_immediate_failures(mut self, immediate: bool) -> Self {
+        self.immediate_failures = immediate;
+        self
+    }
+
+    /// `text` in `colour` (bold when `bold`), when colour is on.
+    fn paint(&self, text: &str, colour: Option<Colour>, bold: bool) -> String {
+        match colour {
+            Some(colour) if self.colour => {
+                format!("\x1b[{}{}m{text}\x1b[0m", if bold { "1;" } else { "" }, colour.code())
+            }
+            _ => text.to_owned(),
         }
     }
 
@@ -76,6 +139,12 @@ impl<W: Write> TerminalReporter<W> {
     /// pytest's `TerminalWriter.sep`: a title centred in a rule.
     fn sep(&mut self, character: char, title: &str) {
         let _ = writeln!(self.out, "{}", rule(character, title, self.width));
+    }
+
+    /// A rule in a colour, bold, as pytest marks a failure's heading.
+    fn coloured_sep(&mut self, character: char, title: &str, colour: Colour) {
+        let line = self.paint(&rule(character, title, self.width), Some(colour), true);
+        self.line(&line);
     }
 
     fn line(&mut self, text: &str) {
@@ -108,6 +177,14 @@ impl<W: Write> TerminalReporter<W> {
         }
     }
 
+    /// Only collection errors (their tests' errors were printed as they came).
+    fn print_collect_error_section(&mut self, summary: &RunSummary<'_>) {
+        if summary.collect_reports.iter().any(|report| report.category == "error") {
+            self.sep('=', "ERRORS");
+            self.print_collect_errors(summary);
+        }
+    }
+
     fn print_errors(&mut self, summary: &RunSummary<'_>) {
         let is_error = |report: &&PhaseReport| report.when != "call";
         let has_test_errors =
@@ -121,36 +198,62 @@ impl<W: Write> TerminalReporter<W> {
         for test in summary.tests() {
             for report in test.record.failed_reports().iter().filter(is_error) {
                 let name = report.head_line.as_deref().unwrap_or(test.item.domain);
-                self.sep('_', &format!("ERROR at {} of {name}", report.when));
+                self.coloured_sep('_', &format!("ERROR at {} of {name}", report.when), Colour::Red);
                 self.print_report_body(report);
             }
         }
     }
 
     fn print_failures(&mut self, summary: &RunSummary<'_>) {
-        let is_failure = |report: &&PhaseReport| report.when == "call";
         let any = summary.tests().any(|test| {
-            test.record.crash().is_some() || test.record.failed_reports().iter().any(|r| is_failure(&r))
+            test.record.crash().is_some() || test.record.failed_reports().iter().any(|r| r.when == "call")
         });
         if !any {
             return;
         }
         self.sep('=', "FAILURES");
         for test in summary.tests() {
-            for report in test.record.failed_reports().iter().filter(is_failure) {
-                let name = report.head_line.as_deref().unwrap_or(test.item.domain);
-                self.sep('_', name);
-                self.print_report_body(report);
-            }
-            if let Some(crash) = test.record.crash() {
-                self.sep('_', test.item.domain);
-                self.line(&crash.description);
-                if !crash.output.trim().is_empty() {
-                    self.sep('-', "worker output");
-                    self.line(crash.output.trim_end_matches('\n'));
-                }
+            self.print_failure_of(test);
+        }
+    }
+
+    /// A test's failed calls and its crash, if any, each under its heading.
+    fn print_failure_of(&mut self, test: TestView<'_>) {
+        for report in test.record.failed_reports().iter().filter(|report| report.when == "call") {
+            let name = report.head_line.as_deref().unwrap_or(test.item.domain);
+            self.coloured_sep('_', name, Colour::Red);
+            self.print_report_body(report);
+        }
+        if let Some(crash) = test.record.crash() {
+            self.coloured_sep('_', test.item.domain, Colour::Red);
+            self.line(&crash.description);
+            if !crash.output.trim().is_empty() {
+                self.sep('-', "worker output");
+                self.line(crash.output.trim_end_matches('\n'));
             }
         }
+    }
+
+    /// `--failure-output immediate`: a test's errors and failures as it
+    /// ends, between progress lines.
+    fn print_failure_now(&mut self, test: TestView<'_>) {
+        let errors: Vec<&PhaseReport> =
+            test.record.failed_reports().iter().filter(|report| report.when != "call").collect();
+        let fails = test.record.crash().is_some() || test.record.failed_reports().len() > errors.len();
+        if errors.is_empty() && !fails {
+            return;
+        }
+        if self.line_length > 0 {
+            let _ = writeln!(self.out);
+            self.line_length = 0;
+        }
+        for report in errors {
+            let name = report.head_line.as_deref().unwrap_or(test.item.domain);
+            self.coloured_sep('_', &format!("ERROR at {} of {name}", report.when), Colour::Red);
+            self.print_report_body(report);
+        }
+        self.print_failure_of(test);
+        let _ = self.out.flush();
     }
 
     fn print_warnings(&mut self, summary: &RunSummary<'_>) {
@@ -265,14 +368,15 @@ impl<W: Write> TerminalReporter<W> {
 
     fn short_summary_line(&self, word: &str, nodeid: &str, message: Option<&str>) -> String {
         let line = format!("{word} {nodeid}");
-        let Some(message) = message else { return line };
+        let shown = format!("{} {nodeid}", self.paint(word, Colour::of_mark(word), false));
+        let Some(message) = message else { return shown };
         if self.full_messages {
-            return format!("{line} - {message}");
+            return format!("{shown} - {message}");
         }
         let available = self.width.saturating_sub(line.chars().count());
         match trim_message(message, available) {
-            Some(trimmed) => format!("{line}{trimmed}"),
-            None => line,
+            Some(trimmed) => format!("{shown}{trimmed}"),
+            None => shown,
         }
     }
 
@@ -426,8 +530,12 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             };
             let percent = done * 100 / total.max(1);
             let worker = test.record.worker.map_or_else(String::new, |slot| format!("[gw{slot}] "));
+            let word = self.paint(word, Colour::of_mark(word), false);
             self.line(&format!("{worker}[{percent:>3}%] {word} {}", test.nodeid()));
             self.printed_progress = true;
+            if self.immediate_failures {
+                self.print_failure_now(test);
+            }
             return;
         }
         if self.verbosity < -1 {
@@ -443,9 +551,14 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             if self.line_length + 1 > self.width.saturating_sub(PROGRESS_WIDTH + 1) {
                 self.end_progress_line(done, total);
             }
-            let _ = write!(self.out, "{letter}");
+            let letter = letter.to_string();
+            let mark = self.paint(&letter, Colour::of_mark(&letter), false);
+            let _ = write!(self.out, "{mark}");
             self.line_length += 1;
             self.printed_progress = true;
+        }
+        if self.immediate_failures {
+            self.print_failure_now(test);
         }
         if done == total && self.line_length > 0 {
             self.end_progress_line(done, total);
@@ -466,8 +579,12 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             if self.verbosity >= 0 && self.printed_progress {
                 self.line("");
             }
-            self.print_errors(summary);
-            self.print_failures(summary);
+            if self.immediate_failures {
+                self.print_collect_error_section(summary);
+            } else {
+                self.print_errors(summary);
+                self.print_failures(summary);
+            }
             self.print_warnings(summary);
             self.print_slowest(summary);
             self.print_stats(summary);
@@ -478,13 +595,30 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             let parts = summary.tally.parts();
             let counts = if parts.is_empty() { "no tests ran".to_owned() } else { parts.join(", ") };
             let closing = format!("{counts} in {}", format_session_duration(summary.wall_seconds));
-            if self.verbosity >= 0 {
-                self.sep('=', &closing);
-            } else {
-                self.line(&closing);
-            }
+            let colour = main_colour(summary.tally);
+            let closing = if self.verbosity >= 0 { rule('=', &closing, self.width) } else { closing };
+            let closing = self.paint(&closing, Some(colour), true);
+            self.line(&closing);
         }
         self.out.flush().map_err(|error| crate::errors::ShoalError::io("writing the terminal report", error))
+    }
+}
+
+/// pytest's main colour for the closing rule: red with failures, yellow
+/// with warnings, xpasses or categories pytest does not know, else green
+/// when anything passed.
+fn main_colour(tally: &crate::outcome::Tally) -> Colour {
+    const KNOWN: [&str; 8] =
+        ["failed", "passed", "skipped", "deselected", "xfailed", "xpassed", "warnings", "error"];
+    let has = |category: &str| tally.get(category) > 0;
+    if ["failed", "error", "crashed", "timeout"].into_iter().any(has) {
+        Colour::Red
+    } else if has("warnings") || has("xpassed") || tally.categories().any(|name| !KNOWN.contains(&name)) {
+        Colour::Yellow
+    } else if has("passed") {
+        Colour::Green
+    } else {
+        Colour::Yellow
     }
 }
 

@@ -17,5 +17,6 @@ mod report_json;
 mod robustness;
 mod selection;
 mod stopping;
+mod terminal;
 mod timeline;
 mod workers;

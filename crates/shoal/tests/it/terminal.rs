@@ -1,0 +1,61 @@
+//! The terminal report's options beyond pytest's shape: `--color` (and
+//! `NO_COLOR`) and `--failure-output immediate`.
+
+use crate::harness::Project;
+
+const RED: &str = "\x1b[31m";
+const GREEN: &str = "\x1b[32m";
+
+#[test]
+fn colour_marks_outcomes_only_when_asked() {
+    let project = Project::fixture("outcomes");
+    let coloured = project.shoal(&["run", "-n", "2", "--color", "always"]);
+    coloured.assert_code(1);
+    assert!(coloured.stdout.contains(&format!("{GREEN}.\x1b[0m")), "a green pass:\n{}", coloured.stdout);
+    assert!(
+        coloured.stdout.contains(&format!("{RED}FAILED\x1b[0m test_outcomes.py::test_fail")),
+        "{}",
+        coloured.stdout
+    );
+    let closing = coloured.stdout.lines().last().expect("a closing line");
+    assert!(
+        closing.starts_with("\x1b[1;31m=") && closing.ends_with("\x1b[0m"),
+        "a bold red closing rule: {closing:?}"
+    );
+
+    // Piped output is plain by default, and NO_COLOR wins over `auto`.
+    for outcome in [
+        project.shoal(&["run", "-n", "2"]),
+        project.shoal_with_env(
+            &[("NO_COLOR", "1"), ("FORCE_COLOR", "1")],
+            &["run", "-n", "2", "--color", "auto"],
+        ),
+    ] {
+        assert!(!outcome.stdout.contains('\x1b'), "no control codes:\n{}", outcome.stdout);
+    }
+    let forced = project.shoal_with_env(&[("FORCE_COLOR", "1")], &["run", "-n", "2"]);
+    assert!(forced.stdout.contains(RED), "FORCE_COLOR colours piped output:\n{}", forced.stdout);
+
+    let wrong = project.shoal(&["run", "--color", "sometimes"]);
+    wrong.assert_code(4);
+    assert!(wrong.stderr.contains("--color"), "{}", wrong.stderr);
+}
+
+#[test]
+fn immediate_failures_print_as_they_happen_and_not_again() {
+    let project = Project::fixture("outcomes");
+    let outcome = project.shoal(&["run", "-n", "1", "--failure-output", "immediate"]);
+    outcome.assert_code(1);
+    let stdout = &outcome.stdout;
+    let failure = stdout.find("_ test_fail _").unwrap_or_else(|| panic!("the failure is shown:\n{stdout}"));
+    let last_progress = stdout.rfind("%]").expect("progress");
+    assert!(failure < last_progress, "shown before the run ends:\n{stdout}");
+    assert_eq!(stdout.matches("E       assert 2 == 3").count(), 1, "shown once:\n{stdout}");
+    assert!(!stdout.contains("= FAILURES ="), "no final section:\n{stdout}");
+    assert!(stdout.contains("ERROR at setup of test_setup_error"), "errors too:\n{stdout}");
+    assert!(stdout.contains("short test summary info"), "{stdout}");
+
+    let wrong = project.shoal(&["run", "--failure-output", "later"]);
+    wrong.assert_code(4);
+    assert!(wrong.stderr.contains("--failure-output"), "{}", wrong.stderr);
+}
