@@ -1,10 +1,61 @@
 //! `--json-report`: a versioned record of the run in which every collected
-//! test appears exactly once with its outcome, timings and worker.
+//! test appears exactly once with its outcome, timings and worker, in the
+//! shape `docs/json-report.schema.json` documents.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::harness::{Project, parse_rfc3339_utc, python_output};
+
+/// Validates the report file `argv[2]` against the JSON Schema `argv[1]`,
+/// printing every error (not only the first); exits 1 if there are any.
+const VALIDATE_AGAINST_SCHEMA: &str = r#"
+import json, sys, jsonschema
+schema_path, report_path = sys.argv[1:]
+with open(schema_path, encoding="utf-8") as schema_file:
+    schema = json.load(schema_file)
+with open(report_path, encoding="utf-8") as report_file:
+    report = json.load(report_file)
+jsonschema.Draft202012Validator.check_schema(schema)
+errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(report), key=lambda error: error.json_path)
+for error in errors:
+    print(f"{error.json_path}: {error.message}")
+sys.exit(1 if errors else 0)
+"#;
+
+/// One `shoal run --json-report` whose report is checked against the schema.
+struct SchemaCase {
+    fixture: &'static str,
+    env: &'static [(&'static str, &'static str)],
+    args: &'static [&'static str],
+    expected_code: i32,
+}
+
+/// Runs that between them write every part of the report: every outcome but
+/// `timeout`, not-run reasons, rerun attempts, crashes and collection errors.
+const SCHEMA_CASES: &[SchemaCase] = &[
+    SchemaCase { fixture: "outcomes", env: &[], args: &["-n", "2"], expected_code: 1 },
+    SchemaCase { fixture: "outcomes", env: &[], args: &["-n", "1", "-x"], expected_code: 1 },
+    SchemaCase {
+        fixture: "reruns",
+        env: &[("SHOAL_FIXTURE_FLAKY", "1")],
+        args: &["-n", "2", "--reruns", "1"],
+        expected_code: 1,
+    },
+    SchemaCase {
+        fixture: "collect_error",
+        env: &[],
+        args: &["-n", "2", "--continue-on-collection-errors"],
+        expected_code: 1,
+    },
+    SchemaCase { fixture: "collect_error", env: &[], args: &["-n", "2"], expected_code: 2 },
+    SchemaCase {
+        fixture: "crash",
+        env: &[("SHOAL_FIXTURE_ALLOW_CRASH", "1")],
+        args: &["-n", "2"],
+        expected_code: 1,
+    },
+];
 
 /// Each test of `fixtures/outcomes` and its one final outcome (README).
 const OUTCOMES: &[(&str, &str)] = &[
@@ -163,4 +214,32 @@ fn events_stream_the_run_as_json_lines() {
     assert!(kinds.contains(&"worker_replaced"), "reruns run on fresh workers: {kinds:?}");
     let times: Vec<f64> = events.iter().map(|event| event["time"].as_f64().expect("a time")).collect();
     assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "events come in order: {times:?}");
+}
+
+#[test]
+fn reports_match_the_documented_schema() {
+    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/json-report.schema.json");
+    let mut mismatches = Vec::new();
+    for SchemaCase { fixture, env, args, expected_code } in SCHEMA_CASES {
+        let project = Project::fixture(fixture);
+        let report = project.shoal_report(env, args);
+        report.outcome.assert_code(*expected_code);
+        let report_copy = project.path().join("report-to-validate.json");
+        std::fs::write(&report_copy, report.json.to_string()).expect("write the report copy");
+        let validation = project
+            .python_command()
+            .args(["-c", VALIDATE_AGAINST_SCHEMA])
+            .arg(&schema)
+            .arg(&report_copy)
+            .output()
+            .expect("python starts");
+        if !validation.status.success() {
+            mismatches.push(format!(
+                "{fixture} {args:?}:\n{}{}",
+                String::from_utf8_lossy(&validation.stdout),
+                String::from_utf8_lossy(&validation.stderr)
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "reports do not match {}:\n{}", schema.display(), mismatches.join("\n"));
 }
