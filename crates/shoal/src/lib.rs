@@ -71,7 +71,8 @@ fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
             )
             .with_durations(settings.show_durations)
             .with_colour(settings.colour)
-            .with_immediate_failures(settings.immediate_failures);
+            .with_immediate_failures(settings.immediate_failures)
+            .with_live_display(settings.live_display);
             let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(terminal)];
             if let Some(path) = &settings.json_report {
                 reporters.push(Box::new(JsonReporter::new(settings.collect.cwd.join(path))));

@@ -130,6 +130,9 @@ pub struct RunSettings {
     pub colour: bool,
     /// `--failure-output immediate`: failures print as they happen.
     pub immediate_failures: bool,
+    /// A live footer (progress bar, ETA, running tests) instead of letters:
+    /// on a terminal, outside CI, at default verbosity.
+    pub live_display: bool,
     /// `--durations N`: how many slowest phases to list.
     pub show_durations: Option<usize>,
     /// `--durations-path`: where the history lives, if not at the rootdir.
@@ -221,6 +224,7 @@ impl RunSettings {
             (None, true) => Some(1),
             (None, false) => None,
         };
+        let events_to_stdout = args.events.as_deref() == Some(Path::new("-"));
         let verbosity =
             i8::try_from(args.verbose).unwrap_or(i8::MAX) - i8::try_from(args.quiet).unwrap_or(i8::MAX);
         Ok(Self {
@@ -237,6 +241,11 @@ impl RunSettings {
             junitxml: args.junitxml,
             events: args.events,
             timeline: args.timeline,
+            live_display: std::io::stdout().is_terminal()
+                && std::env::var_os("CI").is_none()
+                && std::env::var_os("TERM").is_none_or(|term| term != "dumb")
+                && verbosity == 0
+                && !events_to_stdout,
             colour: colour_wanted(
                 args.color.as_deref(),
                 |name| std::env::var_os(name),

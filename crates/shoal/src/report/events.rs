@@ -59,6 +59,10 @@ impl Reporter for EventsReporter {
         }));
     }
 
+    fn test_started(&mut self, nodeid: &str, worker: usize, _elapsed: f64) {
+        self.emit(json!({"event": "test_started", "nodeid": nodeid, "worker": format!("gw{worker}")}));
+    }
+
     fn attempt_retried(&mut self, nodeid: &str, worker: usize, next_attempt: u32) {
         self.emit(json!({
             "event": "attempt_retried",

@@ -306,4 +306,15 @@ pub trait Reporter {
     /// A worker slot gets a new process (after a crash, a timeout, the
     /// memory limit, or for a rerun).
     fn worker_replaced(&mut self, _worker: usize) {}
+
+    /// A worker began a test (`elapsed`: seconds since the run started).
+    fn test_started(&mut self, _nodeid: &str, _worker: usize, _elapsed: f64) {}
+
+    /// How often this reporter wants [`Reporter::tick`] while tests run.
+    fn refresh_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Time passes (for live displays); `elapsed` as in `test_started`.
+    fn tick(&mut self, _elapsed: f64) {}
 }

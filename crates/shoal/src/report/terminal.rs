@@ -10,6 +10,11 @@
 //! failures, yellow for skips and the like, and the closing rule in the
 //! run's colour. With `--failure-output immediate`, each failure's text is
 //! printed as the test ends, and not again at the end.
+//!
+//! Live (on a terminal, outside CI, at default verbosity), progress letters
+//! give way to a footer redrawn a few times a second: a progress bar with
+//! counts, elapsed time and an ETA, and what each worker runs now; each
+//! failure is printed above it as it happens.
 
 use std::io::Write;
 
@@ -43,6 +48,72 @@ pub struct TerminalReporter<W: Write> {
     colour: bool,
     /// Whether failures are printed as they happen (then not at the end).
     immediate_failures: bool,
+    /// The live footer's state, when the display is live.
+    live: Option<LiveFooter>,
+}
+
+/// How often the live footer is redrawn.
+const LIVE_REFRESH: std::time::Duration = std::time::Duration::from_millis(150);
+
+/// Width of the live progress bar, in cells.
+const BAR_CELLS: usize = 24;
+
+/// What the live footer shows, and how many lines of it are on screen.
+#[derive(Debug, Default)]
+struct LiveFooter {
+    /// Per worker: the test it runs and when it began (run seconds).
+    running: Vec<Option<(String, f64)>>,
+    passed: usize,
+    failed: usize,
+    skipped: usize,
+    done: usize,
+    total: usize,
+    elapsed: f64,
+    /// The plan's expected wall time, from the durations history.
+    expected_wall: Option<f64>,
+    /// Lines drawn below the output, to erase before the next write.
+    drawn: usize,
+}
+
+impl LiveFooter {
+    /// Seconds left: the plan's when there is history, else the pace so far.
+    fn eta(&self) -> Option<f64> {
+        match self.expected_wall {
+            Some(wall) => Some((wall - self.elapsed).max(0.0)),
+            None if self.done > 0 => Some(self.elapsed / self.done as f64 * (self.total - self.done) as f64),
+            None => None,
+        }
+    }
+
+    /// The footer's lines, each at most `width - 1` characters.
+    fn lines(&self, width: usize) -> Vec<String> {
+        let filled = (self.done * BAR_CELLS).checked_div(self.total).unwrap_or(BAR_CELLS);
+        let mut head = format!(
+            "[{}{}] {}/{}  {} passed, {} failed, {} skipped  {:.1}s",
+            "#".repeat(filled),
+            "-".repeat(BAR_CELLS - filled),
+            self.done,
+            self.total,
+            self.passed,
+            self.failed,
+            self.skipped,
+            self.elapsed
+        );
+        if let Some(eta) = self.eta() {
+            head.push_str(&format!("  ETA {eta:.0}s"));
+        }
+        let mut lines = vec![head];
+        for (worker, running) in self.running.iter().enumerate() {
+            lines.push(match running {
+                Some((nodeid, since)) => {
+                    format!("  gw{worker} {:>6.1}s  {nodeid}", (self.elapsed - since).max(0.0))
+                }
+                None => format!("  gw{worker}    idle"),
+            });
+        }
+        let keep = width.saturating_sub(1).max(1);
+        lines.into_iter().map(|line| line.chars().take(keep).collect()).collect()
+    }
 }
 
 /// pytest's colours for outcomes and rules.
@@ -87,7 +158,72 @@ impl<W: Write> TerminalReporter<W> {
             last_flush: std::time::Instant::now(),
             colour: false,
             immediate_failures: false,
+            live: None,
         }
+    }
+
+    /// Show a live footer instead of progress letters (for a terminal).
+    #[must_use]
+    pub fn with_live_display(mut self, live: bool) -> Self {
+        self.live = live.then(LiveFooter::default);
+        self
+    }
+
+    /// Removes the live footer from the screen, so output can go above it.
+    fn erase_footer(&mut self) {
+        if let Some(footer) = self.live.as_mut().filter(|footer| footer.drawn > 0) {
+            let _ = write!(self.out, "\x1b[{}A\x1b[J", footer.drawn);
+            footer.drawn = 0;
+        }
+    }
+
+    /// Draws the live footer below the output.
+    fn draw_footer(&mut self) {
+        let Some(footer) = self.live.as_ref() else { return };
+        let lines = footer.lines(self.width);
+        for line in &lines {
+            let _ = writeln!(self.out, "{line}");
+        }
+        if let Some(footer) = self.live.as_mut() {
+            footer.drawn = lines.len();
+        }
+        let _ = self.out.flush();
+    }
+
+    /// Live: counts the test, prints its failure above the footer, redraws.
+    fn live_test_finished(&mut self, test: TestView<'_>, done: usize, total: usize) {
+        let Some(footer) = self.live.as_mut() else { return };
+        footer.done = done;
+        footer.total = total;
+        match test.record.outcome {
+            Outcome::Passed | Outcome::Flaky | Outcome::Xpassed => footer.passed += 1,
+            Outcome::Skipped | Outcome::Xfailed => footer.skipped += 1,
+            Outcome::NotRun => {}
+            _ => footer.failed += 1,
+        }
+        if let Some(slot) = test.record.worker.map(usize::from)
+            && footer
+                .running
+                .get(slot)
+                .is_some_and(|running| running.as_ref().is_some_and(|(id, _)| id == test.nodeid()))
+        {
+            footer.running[slot] = None;
+        }
+        self.erase_footer();
+        let failed = test.record.outcome.is_failure();
+        if failed && self.immediate_failures {
+            self.print_failure_now(test);
+        } else if failed {
+            let word = match test.record.outcome {
+                Outcome::Crashed => "CRASHED",
+                Outcome::Timeout => "TIMEOUT",
+                _ if test.record.failed_reports().iter().all(|report| report.when != "call") => "ERROR",
+                _ => "FAILED",
+            };
+            let line = format!("{} {}", self.paint(word, Some(Colour::Red), false), test.nodeid());
+            self.line(&line);
+        }
+        self.draw_footer();
     }
 
     /// Mark output with ANSI colours.
@@ -463,6 +599,11 @@ pub fn rule(character: char, title: &str, width: usize) -> String {
 
 impl<W: Write> Reporter for TerminalReporter<W> {
     fn run_started(&mut self, header: &RunHeader) {
+        if let Some(footer) = self.live.as_mut() {
+            footer.running = vec![None; header.workers];
+            footer.total = header.selected;
+            footer.expected_wall = header.expectation.map(|expectation| expectation.wall_seconds);
+        }
         if self.verbosity < 0 {
             return;
         }
@@ -515,6 +656,10 @@ impl<W: Write> Reporter for TerminalReporter<W> {
     }
 
     fn test_finished(&mut self, test: TestView<'_>, reports: &[PhaseReport], done: usize, total: usize) {
+        if self.live.is_some() {
+            self.live_test_finished(test, done, total);
+            return;
+        }
         if self.verbosity > 0 {
             let word = match test.record.outcome {
                 Outcome::Crashed => "CRASHED",
@@ -569,7 +714,30 @@ impl<W: Write> Reporter for TerminalReporter<W> {
         }
     }
 
+    fn test_started(&mut self, nodeid: &str, worker: usize, elapsed: f64) {
+        if let Some(footer) = self.live.as_mut() {
+            if footer.running.len() <= worker {
+                footer.running.resize(worker + 1, None);
+            }
+            footer.running[worker] = Some((nodeid.to_owned(), elapsed));
+        }
+    }
+
+    fn refresh_interval(&self) -> Option<std::time::Duration> {
+        self.live.as_ref().map(|_| LIVE_REFRESH)
+    }
+
+    fn tick(&mut self, elapsed: f64) {
+        if let Some(footer) = self.live.as_mut() {
+            footer.elapsed = elapsed;
+            self.erase_footer();
+            self.draw_footer();
+        }
+    }
+
     fn run_finished(&mut self, summary: &RunSummary<'_>) -> Result<(), crate::errors::ShoalError> {
+        self.erase_footer();
+        self.live = None;
         if self.line_length > 0 {
             let total = summary.records.len();
             let done = summary.records.iter().filter(|record| record.outcome != Outcome::NotRun).count();

@@ -205,6 +205,8 @@ struct Run<'a> {
     attempts: HashMap<TestId, Vec<TestRecord>>,
     /// When the test a dead worker was running had started.
     died_running_since: HashMap<usize, f64>,
+    /// The test each slot was last announced as running.
+    announced_running: Vec<Option<TestId>>,
 }
 
 impl Run<'_> {
@@ -223,6 +225,33 @@ impl Run<'_> {
             reporter.attempt_retried(self.table.nodeid(test), worker, next_attempt);
         }
         self.attempts.entry(test).or_default().push(record);
+    }
+
+    /// Tells the reporters of tests workers have begun since last asked.
+    fn announce_starts(&mut self, scheduler: &Scheduler, workers: usize) {
+        self.announced_running.resize(workers, None);
+        let elapsed = self.now();
+        for worker in 0..workers {
+            let running = scheduler.running(worker).map(|(test, _)| test);
+            if running == self.announced_running[worker] {
+                continue;
+            }
+            self.announced_running[worker] = running;
+            if let Some(test) = running {
+                for reporter in self.reporters.iter_mut() {
+                    reporter.test_started(self.table.nodeid(test), worker, elapsed);
+                }
+            }
+        }
+    }
+
+    /// Ticks the reporters that asked for it, when due.
+    fn refresh(&mut self, last: &mut Instant, interval: Option<Duration>) {
+        if interval.is_some_and(|interval| last.elapsed() >= interval) {
+            *last = Instant::now();
+            let elapsed = self.now();
+            self.reporters.iter_mut().for_each(|reporter| reporter.tick(elapsed));
+        }
     }
 
     /// The number of the attempt a test is on (1 for its first run).
@@ -416,6 +445,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         notices: Vec::new(),
         attempts: HashMap::new(),
         died_running_since: HashMap::new(),
+        announced_running: Vec::new(),
     };
 
     let mut stop = None;
@@ -549,6 +579,8 @@ fn drive(
             execute(pool, run, actions)?;
         }
     }
+    let refresh_interval = run.reporters.iter().filter_map(|reporter| reporter.refresh_interval()).min();
+    let mut last_refresh = Instant::now();
     loop {
         if scheduler.all_tests_final() {
             // Every result is in (a worker's last test ends with its session
@@ -556,12 +588,16 @@ fn drive(
             // after the report.
             break;
         }
+        run.announce_starts(&scheduler, pool.slots.len());
+        run.refresh(&mut last_refresh, refresh_interval);
         let timeout_due =
             scheduler.next_deadline().map(|at| run.clock + Duration::from_secs_f64(at.max(0.0)));
-        let deadline = [interrupted_at.map(|at| at + INTERRUPT_GRACE), timeout_due, pool.next_kill()]
-            .into_iter()
-            .flatten()
-            .min();
+        let refresh_due = refresh_interval.map(|interval| last_refresh + interval);
+        let deadline =
+            [interrupted_at.map(|at| at + INTERRUPT_GRACE), timeout_due, pool.next_kill(), refresh_due]
+                .into_iter()
+                .flatten()
+                .min();
         let Some(event) = pool.receive(deadline) else {
             pool.run_due_kills();
             if interrupted_at.is_some_and(|at| at.elapsed() >= INTERRUPT_GRACE) {
@@ -589,6 +625,7 @@ fn drive(
                     let Some(slot) = pool.current(key) else { break };
                     let actions = handle_message(pool, run, &mut scheduler, slot, message)?;
                     execute(pool, run, actions)?;
+                    run.announce_starts(&scheduler, pool.slots.len());
                 }
                 continue;
             }

@@ -212,6 +212,13 @@ fn events_stream_the_run_as_json_lines() {
     assert_eq!(kinds.iter().filter(|kind| **kind == "test_finished").count(), 4, "one per test");
     assert_eq!(kinds.iter().filter(|kind| **kind == "attempt_retried").count(), 3, "{kinds:?}");
     assert!(kinds.contains(&"worker_replaced"), "reruns run on fresh workers: {kinds:?}");
+    assert_eq!(kinds.iter().filter(|kind| **kind == "test_started").count(), 7, "one per attempt: {kinds:?}");
+    for (index, event) in events.iter().enumerate().filter(|(_, event)| event["event"] == "test_finished") {
+        let started = events[..index]
+            .iter()
+            .any(|earlier| earlier["event"] == "test_started" && earlier["nodeid"] == event["nodeid"]);
+        assert!(started, "{} finished before it started: {kinds:?}", event["nodeid"]);
+    }
     let times: Vec<f64> = events.iter().map(|event| event["time"].as_f64().expect("a time")).collect();
     assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "events come in order: {times:?}");
 }

@@ -59,3 +59,52 @@ fn immediate_failures_print_as_they_happen_and_not_again() {
     wrong.assert_code(4);
     assert!(wrong.stderr.contains("--failure-output"), "{}", wrong.stderr);
 }
+
+/// Runs `shoal <args>` with its stdout on a pseudo-terminal; returns what
+/// it wrote there and its exit code.
+fn shoal_on_a_terminal(project: &Project, env: &[(&str, &str)], args: &[&str]) -> (String, Option<i32>) {
+    const ON_A_PTY: &str = "import os, pty, subprocess, sys
+main, side = pty.openpty()
+child = subprocess.Popen(sys.argv[1:], stdout=side, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+os.close(side)
+chunks = []
+while True:
+    try:
+        data = os.read(main, 65536)
+    except OSError:
+        break
+    if not data:
+        break
+    chunks.append(data)
+sys.stdout.buffer.write(b''.join(chunks))
+sys.exit(child.wait())
+";
+    let shoal = project.shoal_command(args);
+    let mut command = project.python_command();
+    command.arg("-c").arg(ON_A_PTY).arg(shoal.get_program()).args(shoal.get_args());
+    command.envs(env.iter().copied());
+    let output = command.output().expect("python starts");
+    (String::from_utf8_lossy(&output.stdout).into_owned(), output.status.code())
+}
+
+#[test]
+fn on_a_terminal_a_live_footer_replaces_the_letters() {
+    let project = Project::fixture("outcomes");
+    let (screen, code) = shoal_on_a_terminal(&project, &[], &["run", "-n", "2"]);
+    assert_eq!(code, Some(1), "{screen}");
+    assert!(screen.contains("\x1b[3A\x1b[J"), "the footer (bar and two workers) is redrawn:\n{screen}");
+    assert!(screen.contains("] 11/11  "), "the bar counts every test:\n{screen}");
+    assert!(
+        screen.contains("\x1b[31mFAILED\x1b[0m test_outcomes.py::test_fail"),
+        "a failure as it happens:\n{screen}"
+    );
+    assert!(screen.contains("  gw1 "), "a line per worker:\n{screen}");
+    assert!(screen.contains("short test summary info"), "the usual report follows:\n{screen}");
+
+    // Under CI the terminal gets plain lines: pytest's letters, no redraws.
+    let (plain, code) =
+        shoal_on_a_terminal(&project, &[("CI", "true")], &["run", "-n", "2", "--color", "never"]);
+    assert_eq!(code, Some(1), "{plain}");
+    assert!(!plain.contains('\x1b'), "no control codes under CI:\n{plain}");
+    assert!(plain.contains("test_outcomes.py ") || plain.contains("[100%]"), "{plain}");
+}
