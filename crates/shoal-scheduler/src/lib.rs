@@ -15,13 +15,14 @@
 //! One central queue ([`queue`]), longest expected first and keeping a
 //! module with costly set-up on one worker, pulled dynamically: a worker is
 //! topped up whenever its queue runs low, so no worker idles while tests
-//! wait. pytest tears fixtures down according to the *next* test, so a worker
-//! always holds its next test before it finishes the current one: a worker
-//! with work holds at least two tests until the queue is empty, and is then
-//! told to shut down, which runs its last test with no successor. Beyond
-//! those two, a worker holds up to [`LOOKAHEAD_SECONDS`] of expected work
-//! (fewer round trips for tiny tests), less as the queue drains so the
-//! workers finish together.
+//! wait. pytest tears fixtures down according to the *next* test: a worker
+//! that reaches the teardown of its last known test asks (`want_work`) and
+//! waits, so its next test is decided at the last moment, knowing what every
+//! other worker is doing; once nothing is left it is told to shut down,
+//! which runs its last test with no successor. A worker may also hold up to
+//! [`LOOKAHEAD_SECONDS`] of expected work (fewer round trips for tiny
+//! tests), less as the queue drains so the workers finish together. The wait
+//! for an answer does not count towards a test's timeout.
 
 mod queue;
 mod simulate;
@@ -435,13 +436,23 @@ impl Scheduler {
         let running = held.split_first();
         if let Some((&running, queued)) = running {
             let cause = if timed_out { RetryCause::TimedOut } else { RetryCause::Crashed };
-            if !self.retry(worker, running, cause, actions) {
+            if self.stopping == Some(NotRunReason::Interrupted) && !timed_out {
+                // Killed when the grace after Ctrl-C ran out: interrupted,
+                // not failed.
+                self.tests[running] = TestState::Final;
+                actions.push(Action::NotRun { tests: vec![running], reason: NotRunReason::Interrupted });
+            } else if !self.retry(worker, running, cause, actions) {
                 self.tests[running] = TestState::Final;
                 actions.push(if timed_out {
                     Action::TestTimedOut { test: running, worker }
                 } else {
                     Action::TestLost { test: running, worker }
                 });
+                // A crash or a timeout is a failure, for -x and --maxfail too.
+                self.failures += 1;
+                if self.config.max_failures.is_some_and(|limit| self.failures >= limit) {
+                    self.stop(NotRunReason::MaxFail, actions);
+                }
             }
             if let Some(reason) = self.stopping {
                 for &test in queued {

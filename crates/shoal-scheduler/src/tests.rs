@@ -196,6 +196,30 @@ fn waiting_for_the_next_instruction_does_not_count_towards_a_timeout() {
 }
 
 #[test]
+fn a_crash_counts_towards_maxfail() {
+    let mut scheduler = Scheduler::new(SchedulerConfig { max_failures: Some(1), ..config(2) }, &uniform(4));
+    scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
+    scheduler.handle(0.0, Event::WorkerReady { worker: 1 });
+    let actions = scheduler.handle(1.0, Event::WorkerExited { worker: 0 });
+    assert_eq!(actions[0], Action::TestLost { test: 0, worker: 0 });
+    assert!(
+        actions.iter().any(|action| matches!(action, Action::NotRun { reason: NotRunReason::MaxFail, .. })),
+        "-x stops the run: {actions:?}"
+    );
+    assert!(!actions.iter().any(|action| matches!(action, Action::StartWorker { .. })), "{actions:?}");
+}
+
+#[test]
+fn a_test_killed_when_the_interrupt_grace_runs_out_is_not_run_not_crashed() {
+    let mut scheduler = Scheduler::new(config(1), &uniform(2));
+    scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
+    scheduler.handle(1.0, Event::Interrupted);
+    let actions = scheduler.handle(6.0, Event::WorkerExited { worker: 0 });
+    assert_eq!(actions, vec![Action::NotRun { tests: vec![0], reason: NotRunReason::Interrupted }]);
+    assert!(scheduler.all_tests_final());
+}
+
+#[test]
 fn a_worker_over_its_memory_limit_is_replaced_and_its_tests_run_elsewhere() {
     let mut scheduler = Scheduler::new(
         SchedulerConfig {
