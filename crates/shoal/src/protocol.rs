@@ -10,8 +10,9 @@
 //! ran (carrying that test's phase reports) interleaved with `warning`s,
 //! `want_work` when it reaches the teardown of its last known test, and a
 //! `stopped` when told to stop early. shoal to worker: `run` (append node ids to
-//! the worker's queue), `stop` (drop the queue and end after the current test)
-//! and `shutdown` (run what is queued, then end).
+//! the worker's queue), `stop` (drop the queue and end after the current test;
+//! it overrides an earlier `shutdown`) and `shutdown` (run what is queued,
+//! then end).
 //!
 //! Fork mode adds a zygote: a worker that collects, says `zygote_ready`, and
 //! then forks a worker for every [`ZygoteCommand::Fork`] it receives on a

@@ -185,13 +185,21 @@ impl OutputTail {
 /// threads that wait on those workers' ends.
 #[derive(Debug, Default)]
 pub struct ExitBoard {
-    statuses: Mutex<HashMap<u32, i32>>,
+    /// Statuses not yet collected, by pid; `closed` once no more will come.
+    statuses: Mutex<(HashMap<u32, i32>, bool)>,
     changed: Condvar,
 }
 
 impl ExitBoard {
     fn record(&self, pid: u32, status: i32) {
-        self.statuses.lock().expect("exit board lock").insert(pid, status);
+        self.statuses.lock().expect("exit board lock").0.insert(pid, status);
+        self.changed.notify_all();
+    }
+
+    /// No status will be recorded any more (the zygote is gone): waiters
+    /// stop waiting.
+    fn close(&self) {
+        self.statuses.lock().expect("exit board lock").1 = true;
         self.changed.notify_all();
     }
 
@@ -199,9 +207,11 @@ impl ExitBoard {
         let statuses = self.statuses.lock().expect("exit board lock");
         let (mut statuses, _) = self
             .changed
-            .wait_timeout_while(statuses, timeout, |statuses| !statuses.contains_key(&pid))
+            .wait_timeout_while(statuses, timeout, |(statuses, closed)| {
+                !*closed && !statuses.contains_key(&pid)
+            })
             .expect("exit board lock");
-        statuses.remove(&pid).map(ExitStatus::from_raw)
+        statuses.0.remove(&pid).map(ExitStatus::from_raw)
     }
 }
 
@@ -618,6 +628,10 @@ fn read_channel(
     if !batch.is_empty() {
         let _ = events.send(WorkerEvent::Messages(key, batch));
     }
+    if let Some(board) = zygote_board {
+        // The zygote is gone: its workers' statuses will never be reported.
+        board.close();
+    }
     let status = reaper.pid.or(forked_pid).and_then(|pid| reaper.board.wait(pid, EXIT_STATUS_WAIT));
     // Output written just before the end belongs in the diagnostics.
     for reader in output_readers.into_iter().flatten() {
@@ -680,5 +694,9 @@ mod tests {
         assert_eq!(board.wait(42, Duration::from_secs(5)).and_then(|status| status.code()), Some(7));
         handle.join().unwrap();
         assert_eq!(board.wait(43, Duration::from_millis(10)), None);
+        board.close();
+        let started = std::time::Instant::now();
+        assert_eq!(board.wait(44, Duration::from_secs(5)), None);
+        assert!(started.elapsed() < Duration::from_secs(1), "a closed board does not keep anyone waiting");
     }
 }

@@ -862,7 +862,8 @@ fn ended_record(outcome: Outcome, worker: usize, crash: CrashDetails, run: &Run<
     record
 }
 
-/// Gives workers that were told to end a moment to do so, then kills them.
+/// Gives workers that were told to end a moment to do so, then kills them
+/// (at once on Ctrl-C: the report is written by now).
 fn wait_for_exit(pool: &mut Pool) {
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while !pool.all_exited() {
@@ -873,11 +874,13 @@ fn wait_for_exit(pool: &mut Pool) {
                     pool.slots[slot].phase = SlotPhase::Exited;
                 }
             }
-            Some(_) => {}
-            None => {
+            // Ctrl-C while workers end (tearing down session fixtures):
+            // as during the run's grace, a further one kills them at once.
+            Some(WorkerEvent::Interrupt) | None => {
                 pool.kill_all();
                 return;
             }
+            Some(_) => {}
         }
     }
 }

@@ -286,14 +286,21 @@ impl Pool {
 
     /// Starts a worker process for `key`: forked when a zygote is alive,
     /// else spawned.
-    fn start_worker(&self, key: WorkerKey) -> Result<WorkerHandle, ShoalError> {
-        match &self.zygote {
-            Some(zygote) if !self.zygote_exited => zygote
-                .fork(&self.spec, key, self.sender.clone())
-                .map_err(|error| ShoalError::io("asking the zygote for a worker", error)),
-            _ => WorkerHandle::spawn(&self.spec, key, self.sender.clone())
-                .map_err(|source| self.not_startable(source)),
+    fn start_worker(&mut self, key: WorkerKey) -> Result<WorkerHandle, ShoalError> {
+        if let Some(zygote) = self.zygote.as_ref().filter(|_| !self.zygote_exited) {
+            match zygote.fork(&self.spec, key, self.sender.clone()) {
+                Ok(handle) => return Ok(handle),
+                Err(error) => {
+                    // It died (the OOM killer likes it: it holds the whole
+                    // collected suite) before its exit was seen.
+                    crate::output::warn(&format!(
+                        "the zygote could not fork a worker ({error}); spawning workers from now on"
+                    ));
+                    self.zygote_exited = true;
+                }
+            }
         }
+        WorkerHandle::spawn(&self.spec, key, self.sender.clone()).map_err(|source| self.not_startable(source))
     }
 
     /// Replaces a dead worker; a spawned replacement collects again.

@@ -208,3 +208,32 @@ fn processes_in(directory: &std::path::Path) -> Vec<u32> {
         .filter(|pid| std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == directory))
         .collect()
 }
+
+#[test]
+fn when_the_zygote_dies_replacements_are_spawned_and_the_run_goes_on() {
+    // The first test kills the zygote (its worker's parent) and then its own
+    // worker: the replacement can no longer be forked.
+    let project = Project::empty();
+    project.write(
+        "test_zygote.py",
+        "import os, signal\n\n\
+         def test_a_kills_the_zygote_then_itself():\n    \
+             os.kill(os.getppid(), signal.SIGKILL)\n    \
+             os._exit(3)\n\n\
+         def test_b_runs_on_a_spawned_replacement():\n    \
+             assert True\n",
+    );
+    let report = project.shoal_report(&[], &["-n", "1", "--mode", "fork"]);
+    report.outcome.assert_code(1);
+    let outcomes = report.outcomes();
+    assert_eq!(
+        outcomes["test_zygote.py::test_a_kills_the_zygote_then_itself"], "crashed",
+        "{}",
+        report.outcome.stderr
+    );
+    assert_eq!(
+        outcomes["test_zygote.py::test_b_runs_on_a_spawned_replacement"], "passed",
+        "{}",
+        report.outcome.stderr
+    );
+}
