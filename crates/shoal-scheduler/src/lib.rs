@@ -147,6 +147,12 @@ pub enum Action {
         /// The test it is stuck in.
         test: TestId,
     },
+    /// The test a worker was being timed out for finished before the kill
+    /// landed: call the kill off; the worker goes on.
+    CancelTimeOut {
+        /// The worker.
+        worker: WorkerId,
+    },
     /// The test's worker was killed for running past its timeout: its final
     /// outcome is a timeout.
     TestTimedOut {
@@ -381,6 +387,15 @@ impl Scheduler {
             return;
         }
         let state = &mut self.workers[worker];
+        if state.timing_out && state.assigned.front() == Some(&test) {
+            // It made it after all (between the stack dump and the kill):
+            // the kill must not land on the next test.
+            state.timing_out = false;
+            if self.stopping.is_none() {
+                state.phase = WorkerPhase::Active;
+            }
+            actions.push(Action::CancelTimeOut { worker });
+        }
         state.assigned.retain(|&held| held != test);
         // A worker runs what it holds back to back: the next test starts now.
         state.running_since = (!state.assigned.is_empty()).then_some(self.now);

@@ -161,6 +161,21 @@ fn a_test_past_its_timeout_is_timed_out_and_its_worker_replaced() {
 }
 
 #[test]
+fn a_test_that_finishes_before_its_timeout_kill_lands_is_not_blamed_nor_is_the_next() {
+    let mut workload = uniform(3);
+    workload.timeouts = vec![Some(2.0), Some(2.0), None];
+    let mut scheduler = Scheduler::new(config(1), &workload);
+    scheduler.handle(10.0, Event::WorkerReady { worker: 0 });
+    assert_eq!(scheduler.handle(12.0, Event::Tick), vec![Action::TimeOut { worker: 0, test: 0 }]);
+    let actions = scheduler.handle(12.1, Event::TestFinished { worker: 0, test: 0, failed: false });
+    assert_eq!(actions.first(), Some(&Action::CancelTimeOut { worker: 0 }), "{actions:?}");
+    scheduler.handle(12.1, Event::WorkerWantsWork { worker: 0 });
+    let next = scheduler.running(0).map(|(test, _)| test);
+    assert!(next.is_some(), "the worker goes on with the next test");
+    assert!(scheduler.next_deadline().is_some_and(|deadline| deadline > 12.1), "its own clock");
+}
+
+#[test]
 fn the_clock_restarts_for_each_test_a_worker_runs() {
     let mut workload = Workload::uniform(3, 0.001);
     workload.timeouts = vec![Some(1.0); 3];
@@ -387,6 +402,8 @@ proptest! {
                             final_count[test] -= 1;
                         }
                     }
+                    // The simulated kill is immediate: no test finishes after it.
+                    Action::CancelTimeOut { .. } => prop_assert!(false, "nothing to cancel"),
                     Action::TimeOut { worker, test } => {
                         prop_assert_eq!(simulated[worker].queue.front().copied(), Some(test), "timed out a test it is not running");
                         // The runner kills the worker; its exit follows.

@@ -808,6 +808,7 @@ fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(
                 run.record(test, record, &[]);
             }
             Action::TimeOut { worker, .. } => pool.time_out(worker),
+            Action::CancelTimeOut { worker } => pool.cancel_time_out(worker),
             Action::TestTimedOut { test, worker } => {
                 let crash = ending(pool, run, test, worker, Outcome::Timeout);
                 let record = ended_record(Outcome::Timeout, worker, crash, run);

@@ -345,6 +345,12 @@ impl Pool {
         self.kills.push((now + STACK_DUMP_WAIT + TIMEOUT_KILL_GRACE, handle.key, Signal::SIGKILL));
     }
 
+    /// Calls off a timeout's pending kill steps (the test finished first).
+    pub(super) fn cancel_time_out(&mut self, slot: usize) {
+        let key = self.slots[slot].handle.key;
+        self.kills.retain(|(_, target, _)| *target != key);
+    }
+
     /// When the next pending kill step is due.
     pub(super) fn next_kill(&self) -> Option<Instant> {
         self.kills.iter().map(|(at, _, _)| *at).min()
