@@ -313,7 +313,11 @@ class ShoalWorker:
             item = items[current]
             # Tests see which attempt this is (1-based; reruns count up).
             os.environ["SHOAL_ATTEMPT"] = str(attempts.pop(current, 1))
-            next_item = items[queue[0]] if queue else _NextItem(ask_for_work)
+            if queue:
+                next_item = items[queue[0]]
+            else:
+                # Known to be the last: plugins see pytest's own None.
+                next_item = None if ended else _NextItem(ask_for_work)
             started = time.perf_counter()
             waited = 0.0
             self.pending_reports = []
@@ -455,9 +459,14 @@ class ShoalWorker:
         os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(command["worker_count"])
         random.seed()
         config.option.basetemp = command["basetemp"]
-        from _pytest.tmpdir import TempPathFactory
+        try:
+            # pytest's own factory, made again so tmp_path lives under this
+            # worker's basetemp (private API, stable from pytest 7 to 9).
+            from _pytest.tmpdir import TempPathFactory
 
-        config._tmp_path_factory = TempPathFactory.from_config(config, _ispytest=True)
+            config._tmp_path_factory = TempPathFactory.from_config(config, _ispytest=True)
+        except (ImportError, AttributeError, TypeError):
+            pass
         self.zygote_fd = None
         self.channel.send({"type": "ready", "pid": os.getpid()})
 
@@ -476,7 +485,8 @@ class ShoalWorker:
             "duration": report.duration,
         }
         if type(report).__name__ == "SubtestReport":
-            facts["subtest"] = _cut(report._sub_test_description())
+            describe = getattr(report, "_sub_test_description", None)
+            facts["subtest"] = _cut(describe() if callable(describe) else "")
         if hasattr(report, "wasxfail"):
             facts["wasxfail"] = _cut(report.wasxfail)
         if report.failed:
