@@ -12,7 +12,8 @@
 //! not run this time keep their entries; skipped and crashed runs are not
 //! recorded; entries of tests no longer collected are pruned: a test whose
 //! file was collected this run but which is not in it any more, or whose
-//! file is gone. Writes are atomic; a corrupt file is a warning and an empty
+//! file is gone. (The runner counts as collected what `-k`, `-m` and `--lf`
+//! left out, and every test of a file named by node id.) Writes are atomic; a corrupt file is a warning and an empty
 //! history, never a crash.
 
 use std::collections::{BTreeMap, HashSet};

@@ -478,10 +478,29 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     let records = std::mem::take(&mut run.records);
     let mut history = History::load(&history_paths);
     let deselected: HashSet<&str> = collected.deselected.iter().map(String::as_str).collect();
+    // Files named by node id (`test_pay.py::test_visa`) were collected in
+    // part: their other tests keep their entries.
+    let files_named_in_part: HashSet<PathBuf> = settings
+        .collect
+        .selection
+        .entries
+        .iter()
+        .filter_map(|entry| entry.argument.split_once("::"))
+        .filter_map(|(file, _)| settings.collect.cwd.join(file).canonicalize().ok())
+        .collect();
+    let whole_collection = run.whole_collection.as_ref().unwrap_or(&run.table);
+    let rootdir = Path::new(&hello.rootdir);
     history.merge(
         &plan::measurements(&records, &run.execution_order, &run.table),
-        |nodeid| run.table.find(nodeid).is_some() || deselected.contains(nodeid),
-        |file| Path::new(&hello.rootdir).join(file).exists(),
+        |nodeid| {
+            whole_collection.find(nodeid).is_some()
+                || deselected.contains(nodeid)
+                || rootdir
+                    .join(crate::history::file_of(nodeid))
+                    .canonicalize()
+                    .is_ok_and(|file| files_named_in_part.contains(&file))
+        },
+        |file| rootdir.join(file).exists(),
     );
     if let Err(error) = history.save(&history_paths) {
         crate::output::warn(&format!("the durations history was not saved: {error}"));

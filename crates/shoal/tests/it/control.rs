@@ -207,3 +207,29 @@ fn flaky_tests_pass_the_run_unless_flaky_fails() {
     strict.push("--flaky-fails");
     project.shoal_report(&env, &strict).outcome.assert_code(1);
 }
+
+#[test]
+fn the_durations_history_keeps_tests_a_run_left_out_by_node_id_or_lf() {
+    let project = crate::harness::Project::empty();
+    project.write("pytest.ini", "[pytest]\n");
+    project.write(
+        "test_pay.py",
+        "import os\n\ndef test_visa():\n    pass\n\ndef test_cash():\n    assert os.environ.get('FAIL_CASH') != '1'\n",
+    );
+    let recorded = || -> Vec<String> {
+        let text = std::fs::read_to_string(project.path().join(".test_durations")).expect("a history");
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).expect("JSON");
+        map.keys().cloned().collect()
+    };
+    project.shoal(&["run", "-n", "1"]).assert_code(0);
+    assert_eq!(recorded(), ["test_pay.py::test_cash", "test_pay.py::test_visa"]);
+    project.shoal(&["run", "-n", "1", "test_pay.py::test_cash"]).assert_code(0);
+    assert_eq!(
+        recorded(),
+        ["test_pay.py::test_cash", "test_pay.py::test_visa"],
+        "node-id selection keeps test_visa"
+    );
+    project.shoal_with_env(&[("FAIL_CASH", "1")], &["run", "-n", "1"]).assert_code(1);
+    project.shoal(&["run", "-n", "1", "--lf"]).assert_code(0);
+    assert_eq!(recorded(), ["test_pay.py::test_cash", "test_pay.py::test_visa"], "--lf keeps test_visa");
+}
