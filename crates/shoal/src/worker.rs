@@ -268,7 +268,8 @@ impl WorkerHandle {
         // The child has its copies now; dropping the command closes ours.
         drop(command);
         let pid = child.id();
-        let (stdout, stderr, readers) = read_output(&mut child, spec.echo(Echo::Stdout(key.slot)));
+        let (stdout, stderr, readers) =
+            read_output(child.stdout.take(), child.stderr.take(), spec.echo(Echo::Stdout(key.slot)));
         start_channel_reader(key, ours.try_clone()?, Reaper::wait_for(child)?, readers, events, None)?;
         Ok(Self { key, pid: Some(pid), writer: ours, stdout, stderr })
     }
@@ -330,7 +331,7 @@ impl Zygote {
         let mut child = command.spawn()?;
         drop(command);
         let pid = child.id();
-        let (stdout, stderr, readers) = read_output(&mut child, Echo::Off);
+        let (stdout, stderr, readers) = read_output(child.stdout.take(), child.stderr.take(), Echo::Off);
         let board = Arc::new(ExitBoard::default());
         start_channel_reader(
             Self::KEY,
@@ -370,20 +371,11 @@ impl Zygote {
         )?;
         // The zygote holds its own copies now.
         drop((theirs, stdout_write, stderr_write));
-        let stdout = Arc::new(Mutex::new(OutputTail::default()));
-        let stderr = Arc::new(Mutex::new(OutputTail::default()));
-        let readers = [
-            spawn_output_reader(
-                Some(std::fs::File::from(stdout_read)),
-                Arc::clone(&stdout),
-                spec.echo(Echo::Stdout(key.slot)),
-            ),
-            spawn_output_reader(
-                Some(std::fs::File::from(stderr_read)),
-                Arc::clone(&stderr),
-                spec.echo(Echo::Stderr(key.slot)),
-            ),
-        ];
+        let (stdout, stderr, readers) = read_output(
+            Some(std::fs::File::from(stdout_read)),
+            Some(std::fs::File::from(stderr_read)),
+            spec.echo(Echo::Stdout(key.slot)),
+        );
         let reaper = Reaper { board: Arc::clone(&self.board), pid: None };
         start_channel_reader(key, ours.try_clone()?, reaper, readers, events, None)?;
         Ok(WorkerHandle { key, pid: None, writer: ours, stdout, stderr })
@@ -482,9 +474,13 @@ enum Echo {
     Stderr(usize),
 }
 
-/// The shared tails of a child's stdout and stderr, and the threads that
+/// The shared tails of a worker's stdout and stderr, and the threads that
 /// fill them (echoing too when `echo` is on; stderr to stderr).
-fn read_output(child: &mut Child, echo: Echo) -> OutputReaders {
+fn read_output(
+    stdout_stream: Option<impl Read + Send + 'static>,
+    stderr_stream: Option<impl Read + Send + 'static>,
+    echo: Echo,
+) -> OutputReaders {
     let stdout = Arc::new(Mutex::new(OutputTail::default()));
     let stderr = Arc::new(Mutex::new(OutputTail::default()));
     let stderr_echo = match echo {
@@ -492,8 +488,8 @@ fn read_output(child: &mut Child, echo: Echo) -> OutputReaders {
         other => other,
     };
     let readers = [
-        spawn_output_reader(child.stdout.take(), Arc::clone(&stdout), echo),
-        spawn_output_reader(child.stderr.take(), Arc::clone(&stderr), stderr_echo),
+        spawn_output_reader(stdout_stream, Arc::clone(&stdout), echo),
+        spawn_output_reader(stderr_stream, Arc::clone(&stderr), stderr_echo),
     ];
     (stdout, stderr, readers)
 }

@@ -217,9 +217,8 @@ impl Run<'_> {
 
     /// Keeps a failed attempt of a test that will be rerun; pytest-
     /// rerunfailures counts it as a `rerun` in the closing line.
-    fn keep_attempt(&mut self, test: TestId, record: TestRecord) {
+    fn keep_attempt(&mut self, test: TestId, record: TestRecord, next_attempt: u32) {
         self.tally.add("rerun", 1);
-        let next_attempt = u32::try_from(self.attempt_of(test) + 1).unwrap_or(u32::MAX);
         let worker = record.worker.map_or(0, usize::from);
         for reporter in self.reporters.iter_mut() {
             reporter.attempt_retried(self.table.nodeid(test), worker, next_attempt);
@@ -332,7 +331,9 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
                 "--lf/--ff need pytest's cache plugin, which is off here; running everything",
             ),
             Some(record) if settings.last_failed == LastFailedMode::Only => {
-                let failed = (0..table.len()).filter(|&test| record.contains(table.nodeid(test))).count();
+                let failed_tests: Vec<TestId> =
+                    (0..table.len()).filter(|&test| record.contains(table.nodeid(test))).collect();
+                let failed = failed_tests.len();
                 if failed == 0 {
                     crate::output::notice(
                         "run-last-failure: no previously failed tests, not deselecting items.",
@@ -341,10 +342,8 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
                     // As pytest does: files without a failure are skipped
                     // whole (not counted); other tests of files that had
                     // one are deselected.
-                    let failing_files: HashSet<u32> = (0..table.len())
-                        .filter(|&test| record.contains(table.nodeid(test)))
-                        .map(|test| table.item(test).module)
-                        .collect();
+                    let failing_files: HashSet<u32> =
+                        failed_tests.iter().map(|&test| table.item(test).module).collect();
                     let skipped_files = table.module_count() - failing_files.len();
                     deselected_by_last_failed = (0..table.len())
                         .filter(|&test| {
@@ -711,11 +710,12 @@ fn handle_message(
             record.started = (run.now() - finished.duration).max(0.0) as f32;
             let actions = scheduler
                 .handle(run.now(), Event::TestFinished { worker: slot, test, failed: outcome.is_failure() });
-            let rerun = actions
-                .iter()
-                .any(|action| matches!(action, Action::Retry { test: retried, .. } if *retried == test));
-            if rerun {
-                run.keep_attempt(test, record);
+            let rerun = actions.iter().find_map(|action| match action {
+                Action::Retry { test: retried, next_attempt, .. } if *retried == test => Some(*next_attempt),
+                _ => None,
+            });
+            if let Some(next_attempt) = rerun {
+                run.keep_attempt(test, record, next_attempt);
             } else {
                 run.record(test, record, &finished.reports);
             }
@@ -808,10 +808,10 @@ fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(
             }
             // A failed attempt reported by pytest was kept where it arrived.
             Action::Retry { cause: RetryCause::Failed, .. } => {}
-            Action::Retry { test, worker, cause, .. } => {
+            Action::Retry { test, worker, cause, next_attempt } => {
                 let outcome = if cause == RetryCause::TimedOut { Outcome::Timeout } else { Outcome::Crashed };
                 let record = ended_record(outcome, worker, ending(pool, run, test, worker, outcome), run);
-                run.keep_attempt(test, record);
+                run.keep_attempt(test, record, next_attempt);
             }
             Action::Stop { worker } => pool.send(worker, &WorkerCommand::Stop),
             Action::Shutdown { worker } => pool.send(worker, &WorkerCommand::Shutdown),
