@@ -224,7 +224,9 @@ impl RunSettings {
             (None, true) => Some(1),
             (None, false) => None,
         };
-        let events_to_stdout = args.events.as_deref() == Some(Path::new("-"));
+        // Workers' own output (`-s`) and events on stdout would tear a live footer.
+        let stdout_shared = args.events.as_deref() == Some(Path::new("-"))
+            || crate::runner::capture_is_off(&args.selection.pytest_args);
         let verbosity =
             i8::try_from(args.verbose).unwrap_or(i8::MAX) - i8::try_from(args.quiet).unwrap_or(i8::MAX);
         Ok(Self {
@@ -245,7 +247,7 @@ impl RunSettings {
                 && std::env::var_os("CI").is_none()
                 && std::env::var_os("TERM").is_none_or(|term| term != "dumb")
                 && verbosity == 0
-                && !events_to_stdout,
+                && !stdout_shared,
             colour: colour_wanted(
                 args.color.as_deref(),
                 |name| std::env::var_os(name),

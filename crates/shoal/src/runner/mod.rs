@@ -96,7 +96,7 @@ fn now_nanos() -> u64 {
 
 /// Whether pytest's arguments turn output capture off (`-s`,
 /// `--capture=no`), so test output should reach the terminal live.
-fn capture_is_off(arguments: &[String]) -> bool {
+pub(crate) fn capture_is_off(arguments: &[String]) -> bool {
     arguments.iter().enumerate().any(|(index, argument)| {
         argument == "-s"
             || argument == "--capture=no"
