@@ -86,3 +86,45 @@ impl Reporter for EventsReporter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// A writer whose bytes the test can still read after the reporter
+    /// took it.
+    #[derive(Clone, Default)]
+    struct Shared(Rc<RefCell<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.borrow_mut().write(bytes)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn sample_run_snapshot() {
+        let run = crate::report::sample::SampleRun::new();
+        let out = Shared::default();
+        run.drive(&mut EventsReporter::new(Box::new(out.clone())));
+        let text = String::from_utf8(out.0.borrow().clone()).expect("UTF-8 output");
+        // `time` is wall-clock: check it is there and a number, then redact it.
+        let lines: Vec<String> = text
+            .lines()
+            .map(|line| {
+                let mut event: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+                assert!(event["time"].is_f64(), "time is a number in {line}");
+                event["time"] = json!("[time]");
+                event.to_string()
+            })
+            .collect();
+        insta::assert_snapshot!(lines.join("\n"));
+    }
+}

@@ -158,7 +158,13 @@ fn step_summary(summary: &RunSummary<'_>) -> String {
     list(&mut text, "Flaky", &[Outcome::Flaky]);
     let mut slowest: Vec<(f64, &str)> = summary
         .tests()
-        .map(|test| (PHASES.iter().map(|when| test.record.phase_duration(when)).sum::<f64>(), test.nodeid()))
+        .map(|test| {
+            // A timed-out or crashed test has no phase reports: its record's
+            // duration is how long it ran.
+            let phases: f64 = PHASES.iter().map(|when| test.record.phase_duration(when)).sum();
+            (phases.max(f64::from(test.record.duration)), test.nodeid())
+        })
+        .filter(|(seconds, _)| *seconds >= 0.005)
         .collect();
     slowest.sort_by(|a, b| b.0.total_cmp(&a.0));
     if slowest.first().is_some_and(|(seconds, _)| *seconds > 0.0) {
@@ -179,5 +185,23 @@ mod tests {
     fn workflow_commands_are_escaped() {
         assert_eq!(escape_data("50% off\nnext"), "50%25 off%0Anext");
         assert_eq!(escape_property("a.py::t[1,2]"), "a.py%3A%3At[1%2C2]");
+    }
+
+    #[test]
+    fn sample_run_snapshot() {
+        let run = crate::report::sample::SampleRun::new();
+        let directory = tempfile::tempdir().expect("a temp dir");
+        let summary_path = directory.path().join("step_summary.md");
+        let mut annotations = Vec::new();
+        let mut reporter =
+            GithubReporter::new(&mut annotations, PathBuf::from("/home/ci"), Some(summary_path.clone()));
+        run.drive(&mut reporter);
+        drop(reporter);
+        let annotations = String::from_utf8(annotations).expect("UTF-8 output");
+        let markdown = std::fs::read_to_string(&summary_path).expect("the summary was written");
+        assert_eq!(markdown, step_summary(&run.summary()));
+        insta::assert_snapshot!(format!(
+            "--- annotations ---\n{annotations}--- step summary ---\n{markdown}"
+        ));
     }
 }

@@ -72,7 +72,7 @@ fn status_of(record: &TestRecord) -> TestCaseStatus {
     let failed_fixture = record.failed_reports().iter().find(|report| report.when != "call");
     // pytest writes the failure text without the terminal's leading blank
     // line and indentation.
-    let text = |report: &PhaseReport| report.longrepr.as_deref().unwrap_or_default().trim_start().to_owned();
+    let text = |report: &PhaseReport| report.longrepr.as_deref().unwrap_or_default().to_owned();
     match record.outcome {
         Outcome::Passed | Outcome::Xpassed | Outcome::Flaky => TestCaseStatus::success(),
         Outcome::Failed if failed_call.is_some() => {
@@ -160,7 +160,7 @@ fn report(summary: &RunSummary<'_>) -> Report {
         let (classname, name) = classname_and_name(&collect.nodeid);
         let status = if collect.category == "error" {
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
-            let text = collect.longrepr.as_deref().unwrap_or_default().trim_start().to_owned();
+            let text = collect.longrepr.as_deref().unwrap_or_default().to_owned();
             status.set_message("collection failure").set_description(text);
             status
         } else {
@@ -218,5 +218,14 @@ mod tests {
             ("test_y".to_owned(), "test_plain".to_owned())
         );
         assert_eq!(classname_and_name("test_z.py"), (String::new(), "test_z".to_owned()));
+    }
+
+    #[test]
+    fn sample_run_snapshot() {
+        let run = crate::report::sample::SampleRun::new();
+        let directory = tempfile::tempdir().expect("a temp dir");
+        let path = directory.path().join("junit.xml");
+        run.drive(&mut JunitReporter::new(path.clone()));
+        insta::assert_snapshot!(std::fs::read_to_string(&path).expect("the report was written"));
     }
 }

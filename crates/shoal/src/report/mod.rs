@@ -9,6 +9,8 @@ pub mod events;
 pub mod github;
 pub mod json;
 pub mod junit;
+#[cfg(test)]
+pub(crate) mod sample;
 pub mod terminal;
 pub mod timeline;
 

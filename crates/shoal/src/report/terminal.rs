@@ -834,4 +834,23 @@ mod tests {
         assert_eq!(trim_message("abcdefghij", 10).as_deref(), Some(" - abcd..."));
         assert_eq!(trim_message("abc", 5), None);
     }
+
+    /// The terminal's output for the sample run, the version redacted.
+    fn sample_output(colour: bool) -> String {
+        let run = crate::report::sample::SampleRun::new();
+        let mut reporter = TerminalReporter::new(Vec::new(), 80, 0, false).with_colour(colour);
+        run.drive(&mut reporter);
+        let text = String::from_utf8(reporter.into_inner()).expect("UTF-8 output");
+        text.replace(env!("CARGO_PKG_VERSION"), "[version]")
+    }
+
+    #[test]
+    fn sample_run_snapshot() {
+        insta::assert_snapshot!(sample_output(false));
+    }
+
+    #[test]
+    fn sample_run_snapshot_in_colour() {
+        insta::assert_snapshot!(sample_output(true));
+    }
 }

@@ -143,3 +143,19 @@ impl Reporter for TimelineReporter {
         write_atomically_with(&self.path, |writer| writer.write_all(page.as_bytes()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_run_snapshot() {
+        let run = crate::report::sample::SampleRun::new();
+        let directory = tempfile::tempdir().expect("a temp dir");
+        let path = directory.path().join("timeline.html");
+        run.drive(&mut TimelineReporter::new(path.clone()));
+        let page = std::fs::read_to_string(&path).expect("the timeline was written");
+        assert_eq!(page, render(&run.summary()));
+        insta::assert_snapshot!(page);
+    }
+}
