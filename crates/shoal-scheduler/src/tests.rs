@@ -78,13 +78,7 @@ fn tiny_tests_go_out_in_batches_long_ones_one_at_a_time() {
 #[test]
 fn max_fail_stops_dispatch_and_reports_the_rest_not_run() {
     let mut scheduler = Scheduler::new(
-        SchedulerConfig {
-            workers: 1,
-            max_failures: Some(1),
-            max_worker_restarts: 0,
-            budget: None,
-            rerun_delay: 0.0,
-        },
+        SchedulerConfig { max_failures: Some(1), max_worker_restarts: 0, ..config(1) },
         &Workload::uniform(100, 0.001),
     );
     let sent = runs_for(&scheduler.handle(0.0, Event::WorkerReady { worker: 0 }), 0);
@@ -114,16 +108,7 @@ fn a_dead_worker_loses_its_running_test_and_is_replaced() {
 
 #[test]
 fn restarts_exhausted_reports_the_rest_not_run() {
-    let mut scheduler = Scheduler::new(
-        SchedulerConfig {
-            workers: 1,
-            max_failures: None,
-            max_worker_restarts: 0,
-            budget: None,
-            rerun_delay: 0.0,
-        },
-        &uniform(3),
-    );
+    let mut scheduler = Scheduler::new(SchedulerConfig { max_worker_restarts: 0, ..config(1) }, &uniform(3));
     scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
     let actions = scheduler.handle(0.0, Event::WorkerExited { worker: 0 });
     assert_eq!(
@@ -237,13 +222,7 @@ fn a_test_killed_when_the_interrupt_grace_runs_out_is_not_run_not_crashed() {
 #[test]
 fn a_worker_over_its_memory_limit_is_replaced_and_its_tests_run_elsewhere() {
     let mut scheduler = Scheduler::new(
-        SchedulerConfig {
-            workers: 1,
-            max_failures: None,
-            max_worker_restarts: 0,
-            budget: None,
-            rerun_delay: 0.0,
-        },
+        SchedulerConfig { max_worker_restarts: 0, ..config(1) },
         &Workload::uniform(10, 0.001),
     );
     let sent = runs_for(&scheduler.handle(0.0, Event::WorkerReady { worker: 0 }), 0);

@@ -275,10 +275,7 @@ mod tests {
     #[test]
     fn sample_run_snapshot() {
         let run = crate::report::sample::SampleRun::new();
-        let directory = tempfile::tempdir().expect("a temp dir");
-        let path = directory.path().join("report.json");
-        run.drive(&mut JsonReporter::new(path.clone()));
-        let text = std::fs::read_to_string(&path).expect("the report was written");
+        let text = run.written_by(JsonReporter::new);
         let mut document: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
         // shoal's own version and usage vary from build to build and run to run.
         for key in ["shoal", "shoal_cpu_seconds", "shoal_peak_rss_kib"] {

@@ -31,20 +31,9 @@ pub(crate) struct SampleRun {
 
 fn report(when: &str, outcome: &str, category: &str, letter: &str, word: &str, duration: f64) -> PhaseReport {
     PhaseReport {
-        when: when.into(),
-        outcome: outcome.into(),
-        category: category.into(),
         letter: letter.into(),
         word: word.into(),
-        duration,
-        subtest: None,
-        wasxfail: None,
-        head_line: None,
-        longrepr: None,
-        message: None,
-        sections: Vec::new(),
-        crash_path: None,
-        crash_line: None,
+        ..PhaseReport::bare(when, outcome, category, duration)
     }
 }
 
@@ -225,6 +214,15 @@ impl SampleRun {
             },
             notices: &self.notices,
         }
+    }
+
+    /// Drives a file-writing reporter, made for a path in a fresh temp
+    /// directory, through the run; returns what it wrote there.
+    pub(crate) fn written_by<R: Reporter>(&self, make: impl FnOnce(std::path::PathBuf) -> R) -> String {
+        let directory = tempfile::tempdir().expect("a temp dir");
+        let path = directory.path().join("written");
+        self.drive(&mut make(path.clone()));
+        std::fs::read_to_string(&path).expect("the reporter wrote its file")
     }
 
     /// Drives a reporter through the whole run, in the order the runner

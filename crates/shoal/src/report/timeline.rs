@@ -151,10 +151,7 @@ mod tests {
     #[test]
     fn sample_run_snapshot() {
         let run = crate::report::sample::SampleRun::new();
-        let directory = tempfile::tempdir().expect("a temp dir");
-        let path = directory.path().join("timeline.html");
-        run.drive(&mut TimelineReporter::new(path.clone()));
-        let page = std::fs::read_to_string(&path).expect("the timeline was written");
+        let page = run.written_by(TimelineReporter::new);
         assert_eq!(page, render(&run.summary()));
         insta::assert_snapshot!(page);
     }
