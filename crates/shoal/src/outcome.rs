@@ -49,6 +49,17 @@ impl Outcome {
         }
     }
 
+    /// The word shoal prints for outcomes pytest has no word for
+    /// (`CRASHED`, `TIMEOUT`, `FLAKY`), as pytest prints `FAILED`.
+    pub fn shoal_word(self) -> Option<&'static str> {
+        match self {
+            Self::Crashed => Some("CRASHED"),
+            Self::Timeout => Some("TIMEOUT"),
+            Self::Flaky => Some("FLAKY"),
+            _ => None,
+        }
+    }
+
     /// Whether this outcome makes the run fail (and counts for `--maxfail`).
     pub fn is_failure(self) -> bool {
         matches!(self, Self::Failed | Self::Error | Self::Timeout | Self::Crashed)

@@ -95,7 +95,7 @@ impl<W: Write> Reporter for GithubReporter<W> {
             }
             if let Some(crash) = test.record.crash() {
                 let file = self.relative(&rootdir, test.item.path);
-                let word = if test.record.outcome == Outcome::Timeout { "TIMEOUT" } else { "CRASHED" };
+                let word = test.record.outcome.shoal_word().unwrap_or("CRASHED");
                 let title = format!("{word} {}", test.nodeid());
                 self.annotate(
                     &file,

@@ -214,12 +214,9 @@ impl<W: Write> TerminalReporter<W> {
         if failed && self.immediate_failures {
             self.print_failure_now(test);
         } else if failed {
-            let word = match test.record.outcome {
-                Outcome::Crashed => "CRASHED",
-                Outcome::Timeout => "TIMEOUT",
-                _ if test.record.failed_reports().iter().all(|report| report.when != "call") => "ERROR",
-                _ => "FAILED",
-            };
+            let only_errors = test.record.failed_reports().iter().all(|report| report.when != "call");
+            let word =
+                test.record.outcome.shoal_word().unwrap_or(if only_errors { "ERROR" } else { "FAILED" });
             let line = format!("{} {}", self.paint(word, Some(Colour::Red), false), test.nodeid());
             self.line(&line);
         }
@@ -332,11 +329,16 @@ impl<W: Write> TerminalReporter<W> {
         self.sep('=', "ERRORS");
         self.print_collect_errors(summary);
         for test in summary.tests() {
-            for report in test.record.failed_reports().iter().filter(is_error) {
-                let name = report.head_line.as_deref().unwrap_or(test.item.domain);
-                self.coloured_sep('_', &format!("ERROR at {} of {name}", report.when), Colour::Red);
-                self.print_report_body(report);
-            }
+            self.print_errors_of(test);
+        }
+    }
+
+    /// A test's setup and teardown errors, each under its heading.
+    fn print_errors_of(&mut self, test: TestView<'_>) {
+        for report in test.record.failed_reports().iter().filter(|report| report.when != "call") {
+            let name = report.head_line.as_deref().unwrap_or(test.item.domain);
+            self.coloured_sep('_', &format!("ERROR at {} of {name}", report.when), Colour::Red);
+            self.print_report_body(report);
         }
     }
 
@@ -373,21 +375,14 @@ impl<W: Write> TerminalReporter<W> {
     /// `--failure-output immediate`: a test's errors and failures as it
     /// ends, between progress lines.
     fn print_failure_now(&mut self, test: TestView<'_>) {
-        let errors: Vec<&PhaseReport> =
-            test.record.failed_reports().iter().filter(|report| report.when != "call").collect();
-        let fails = test.record.crash().is_some() || test.record.failed_reports().len() > errors.len();
-        if errors.is_empty() && !fails {
+        if test.record.crash().is_none() && test.record.failed_reports().is_empty() {
             return;
         }
         if self.line_length > 0 {
             let _ = writeln!(self.out);
             self.line_length = 0;
         }
-        for report in errors {
-            let name = report.head_line.as_deref().unwrap_or(test.item.domain);
-            self.coloured_sep('_', &format!("ERROR at {} of {name}", report.when), Colour::Red);
-            self.print_report_body(report);
-        }
+        self.print_errors_of(test);
         self.print_failure_of(test);
         let _ = self.out.flush();
     }
@@ -527,7 +522,7 @@ impl<W: Write> TerminalReporter<W> {
                 lines.push(self.short_summary_line("FAILED", &nodeid, report.message.as_deref()));
             }
             if let Some(crash) = test.record.crash() {
-                let word = if test.record.outcome == Outcome::Timeout { "TIMEOUT" } else { "CRASHED" };
+                let word = test.record.outcome.shoal_word().unwrap_or("CRASHED");
                 lines.push(self.short_summary_line(word, test.nodeid(), Some(&crash.message)));
             }
             if test.record.outcome == Outcome::Flaky {
@@ -661,12 +656,12 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             return;
         }
         if self.verbosity > 0 {
-            let word = match test.record.outcome {
-                Outcome::Crashed => "CRASHED",
-                Outcome::Timeout => "TIMEOUT",
-                Outcome::Flaky => "FLAKY",
-                Outcome::NotRun => return,
-                _ => reports
+            if test.record.outcome == Outcome::NotRun {
+                return;
+            }
+            let word = match test.record.outcome.shoal_word() {
+                Some(word) => word,
+                None => reports
                     .iter()
                     .filter(|report| !report.word.is_empty() && report.subtest.is_none())
                     .map(|report| report.word.as_str())
