@@ -65,6 +65,18 @@ impl Workload {
         }
     }
 
+    /// Tests of one module with these estimates, behind `setup` seconds of
+    /// module set-up (for unit tests).
+    #[cfg(test)]
+    pub(crate) fn one_module(expected: &[f64], setup: f64) -> Self {
+        Self {
+            expected: expected.to_vec(),
+            module: vec![0; expected.len()],
+            module_setup: vec![setup],
+            ..Self::default()
+        }
+    }
+
     /// Number of tests.
     pub fn len(&self) -> usize {
         self.expected.len()
@@ -416,25 +428,13 @@ mod tests {
     #[test]
     fn an_idle_worker_splits_a_long_module_when_it_pays() {
         // One module, 0.1 s set-up, ten 1 s tests: worth splitting.
-        let workload = Workload {
-            expected: vec![1.0; 10],
-            module: vec![0; 10],
-            module_setup: vec![0.1],
-            timeouts: Vec::new(),
-            ..Workload::default()
-        };
+        let workload = Workload::one_module(&[1.0; 10], 0.1);
         let mut queue = WorkQueue::new(&workload, 2);
         assert_eq!(queue.take_for(0, None), Some(0));
         let stolen = queue.take_for(1, None).expect("worker 1 splits the module");
         assert!(stolen >= 5, "the thief takes from the back half, got {stolen}");
         // Not worth it: ten 0.01 s tests behind a 0.4 s set-up.
-        let workload = Workload {
-            expected: vec![0.01; 10],
-            module: vec![0; 10],
-            module_setup: vec![0.4],
-            timeouts: Vec::new(),
-            ..Workload::default()
-        };
+        let workload = Workload::one_module(&[0.01; 10], 0.4);
         let mut queue = WorkQueue::new(&workload, 2);
         assert_eq!(queue.take_for(0, None), Some(0));
         assert_eq!(queue.take_for(1, None), None);

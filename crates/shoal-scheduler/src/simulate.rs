@@ -88,23 +88,11 @@ mod tests {
 
     #[test]
     fn longest_first_reaches_the_lower_bound_when_it_can() {
-        let workload = Workload {
-            expected: vec![1.0, 1.0, 1.0, 3.0, 2.0, 2.0],
-            module: vec![0; 6],
-            module_setup: vec![0.0],
-            timeouts: Vec::new(),
-            ..Workload::default()
-        };
+        let workload = Workload::one_module(&[1.0, 1.0, 1.0, 3.0, 2.0, 2.0], 0.0);
         // 10 s of work on two workers: 3+2 and 2+1+1+1.
         assert!((simulate(&workload, 2) - 5.0).abs() < 1e-9);
         // The two longest tests never end up on one worker.
-        let workload = Workload {
-            expected: vec![4.0, 3.0, 2.0, 1.0, 1.0, 1.0],
-            module: vec![0; 6],
-            module_setup: vec![0.0],
-            timeouts: Vec::new(),
-            ..Workload::default()
-        };
+        let workload = Workload::one_module(&[4.0, 3.0, 2.0, 1.0, 1.0, 1.0], 0.0);
         assert!((simulate(&workload, 2) - 6.0).abs() < 1e-9, "{}", simulate(&workload, 2));
         assert!((simulate(&workload, 1) - 12.0).abs() < 1e-9);
     }

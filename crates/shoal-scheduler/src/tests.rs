@@ -25,13 +25,7 @@ fn runs_for(actions: &[Action], worker: WorkerId) -> Vec<TestId> {
 
 #[test]
 fn long_tests_go_out_one_at_a_time_longest_first() {
-    let workload = Workload {
-        expected: vec![1.0, 2.0, 3.0],
-        module: vec![0; 3],
-        module_setup: vec![0.0],
-        timeouts: Vec::new(),
-        ..Workload::default()
-    };
+    let workload = Workload::one_module(&[1.0, 2.0, 3.0], 0.0);
     let mut scheduler = Scheduler::new(config(2), &workload);
     let actions = scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
     assert_eq!(actions, vec![Action::Run { worker: 0, tests: vec![2] }]);
