@@ -225,8 +225,8 @@ impl RunSettings {
             (None, false) => None,
         };
         // Workers' own output (`-s`) and events on stdout would tear a live footer.
-        let stdout_shared = args.events.as_deref() == Some(Path::new("-"))
-            || crate::runner::capture_is_off(&args.selection.pytest_args);
+        let stdout_shared =
+            args.events.as_deref() == Some(Path::new("-")) || capture_is_off(&args.selection.pytest_args);
         let verbosity =
             i8::try_from(args.verbose).unwrap_or(i8::MAX) - i8::try_from(args.quiet).unwrap_or(i8::MAX);
         Ok(Self {
@@ -472,6 +472,16 @@ fn parse_file_settings(text: &str, path: &Path) -> Result<FileSettings, ShoalErr
         }
     }
     Ok(settings)
+}
+
+/// Whether pytest's arguments turn output capture off (`-s`,
+/// `--capture=no`), so test output should reach the terminal live.
+pub fn capture_is_off(arguments: &[String]) -> bool {
+    arguments.iter().enumerate().any(|(index, argument)| {
+        argument == "-s"
+            || argument == "--capture=no"
+            || (argument == "--capture" && arguments.get(index + 1).is_some_and(|value| value == "no"))
+    })
 }
 
 /// Whether to colour the terminal report: `--color`, else pytest's and the

@@ -82,7 +82,7 @@ fn worker_spec(
         hash_seed,
         worker_count,
         memory_limit_kib,
-        echo_output: capture_is_off(&collect.pytest_args),
+        echo_output: crate::settings::capture_is_off(&collect.pytest_args),
         serial_markers: serial_markers.to_vec(),
         run_id: format!("{:x}{:x}", std::process::id(), now_nanos()),
     })
@@ -92,16 +92,6 @@ fn now_nanos() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |elapsed| u64::try_from(elapsed.as_nanos() % u128::from(u64::MAX)).unwrap_or(0))
-}
-
-/// Whether pytest's arguments turn output capture off (`-s`,
-/// `--capture=no`), so test output should reach the terminal live.
-pub(crate) fn capture_is_off(arguments: &[String]) -> bool {
-    arguments.iter().enumerate().any(|(index, argument)| {
-        argument == "-s"
-            || argument == "--capture=no"
-            || (argument == "--capture" && arguments.get(index + 1).is_some_and(|value| value == "no"))
-    })
 }
 
 /// Removes a user's `--basetemp` from the pytest arguments: each worker gets
