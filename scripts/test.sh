@@ -15,14 +15,18 @@ python="${PYTHON:-python3}"
 setup_venv() {
     local version="$1" venv=".venv-test/pytest-$1"
     # junitparser reads shoal's and pytest's JUnit files in the tests;
-    # jsonschema checks shoal's JSON reports against docs/json-report.schema.json.
-    local packages=("pytest==$version" "junitparser==4.0.2" "jsonschema==4.23.0")
+    # jsonschema checks shoal's JSON reports against docs/json-report.schema.json;
+    # pytest-cov (with a pinned coverage.py) is measured by the --cov tests.
+    local packages=("pytest==$version" "junitparser==4.0.2" "jsonschema==4.23.0"
+        "pytest-cov==7.1.0" "coverage==7.17.5")
     # pytest-xdist rides along with the newest pytest: tests check that a
     # user's `-n auto` in addopts does not start xdist inside shoal's workers.
     [[ "$version" == 9.* ]] && packages+=("pytest-xdist==3.8.0")
     if ! "$venv/bin/python" - "$version" <<'PY' 2>/dev/null; then
 import sys, importlib.metadata, pytest, junitparser
-sys.exit(pytest.__version__ != sys.argv[1] or importlib.metadata.version("jsonschema") != "4.23.0")
+version = importlib.metadata.version
+sys.exit(pytest.__version__ != sys.argv[1] or version("jsonschema") != "4.23.0"
+         or version("pytest-cov") != "7.1.0" or version("coverage") != "7.17.5")
 PY
         echo "setting up $venv (${packages[*]})" >&2
         rm -rf "$venv"

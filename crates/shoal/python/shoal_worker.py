@@ -144,6 +144,8 @@ class ShoalWorker:
         self.deselected = []
         self.pending_reports = []
         self.stopping = False
+        # (measurement, options) when --cov is measured; see shoal_coverage.
+        self.coverage = _coverage
 
     # Configuration -----------------------------------------------------------
 
@@ -184,13 +186,14 @@ class ShoalWorker:
                 "pluggy": pluggy.__version__,
                 "rootdir": str(config.rootpath),
                 "inifile": str(inifile) if inifile else None,
-                "plugins": sorted(plugins),
+                "plugins": plugins,
                 "maxfail": self.maxfail,
                 "cache_dir": _cache_dir(config),
                 "junitxml": self.junitxml,
                 "continue_on_collection_errors": bool(
                     config.getoption("continue_on_collection_errors", False)
                 ),
+                "coverage": self.coverage[1] if self.coverage else None,
             }
         )
 
@@ -255,7 +258,11 @@ class ShoalWorker:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(0)
-        self.run_assigned(session)
+        try:
+            self.run_assigned(session)
+        finally:
+            if self.coverage:
+                self.coverage[0].finish()
         return True
 
     def run_assigned(self, session):
@@ -345,6 +352,10 @@ class ShoalWorker:
                 message["leaked"] = self.children.leaked()
             self.channel.send(message)
             self.pending_reports = []
+            if self.coverage:
+                # A safe point: if this worker is killed later, only the
+                # coverage of the test it is then running is lost.
+                self.coverage[0].save()
             if over_memory:
                 # Over the limit: run nothing more here; shoal starts a fresh
                 # worker and gives it what this one held.
@@ -371,6 +382,10 @@ class ShoalWorker:
         # garbage collector off it, so the children neither copy its pages
         # (a collection writes to every object it visits) nor spend their
         # final collections walking the whole suite again.
+        if self.coverage:
+            # What collecting ran is saved here, once; each child's data
+            # file then holds only what that child ran.
+            self.coverage[0].save()
         gc.collect()
         gc.freeze()
         self.channel.send({"type": "zygote_ready", "fork_safe": unsafe is None, "reason": unsafe})
@@ -726,6 +741,23 @@ def pytest_configure(config):
     for name, line in ours.items():
         if name not in known:
             config.addinivalue_line("markers", line)
+
+
+# (measurement, options) when this process measures coverage.
+_coverage = None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    """Starts coverage where pytest-cov would, before any conftest.py is
+    imported, and keeps pytest-cov's own controller out (see shoal_coverage)."""
+    global _coverage
+    directory = os.environ.get("SHOAL_COVERAGE_DIR")
+    if os.environ.get("SHOAL_CHANNEL_FD") is not None and directory:
+        import shoal_coverage
+
+        _coverage = shoal_coverage.start(early_config, directory, os.path.dirname(os.path.abspath(__file__)))
+    yield
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -8,6 +8,7 @@
 //! render the results. [`main`] maps everything to pytest's exit codes.
 
 pub mod cli;
+pub mod coverage;
 pub mod errors;
 pub mod history;
 pub mod lastfailed;

@@ -104,7 +104,7 @@ pub struct Hello {
     pub rootdir: String,
     /// The ini file pytest read, if any.
     pub inifile: Option<String>,
-    /// Installed pytest plugins as `name-version`.
+    /// Installed pytest plugins as `name-version`, in the order pytest lists them.
     pub plugins: Vec<String>,
     /// `--maxfail` (or `-x`) as pytest parsed it, from the command line or
     /// addopts; 0 when unset. Workers themselves never stop on it.
@@ -119,6 +119,10 @@ pub struct Hello {
     /// `--` (workers write none; shoal writes it for the run).
     #[serde(default)]
     pub junitxml: Option<String>,
+    /// pytest-cov's options, when the worker measures coverage (`--cov`);
+    /// see `python/shoal_coverage.py`.
+    #[serde(default)]
+    pub coverage: Option<crate::coverage::CoverageOptions>,
 }
 
 /// A collector report that did not pass.

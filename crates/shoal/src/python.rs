@@ -1,19 +1,26 @@
 //! Finding the Python interpreter and installing the embedded worker plugin.
 //!
-//! The plugin (`python/shoal_worker.py`) is compiled into the binary, so a
-//! `pip install` and a `cargo install` carry a worker that matches the
-//! binary's protocol. At start it is written, once per content, to a cache
-//! directory that goes on the workers' `PYTHONPATH`.
+//! The plugin (`python/shoal_worker.py`, with `python/shoal_coverage.py` for
+//! `--cov`) is compiled into the binary, so a `pip install` and a
+//! `cargo install` carry a worker that matches the binary's protocol. At
+//! start it is written, once per content, to a cache directory that goes on
+//! the workers' `PYTHONPATH`.
 
 use std::path::{Path, PathBuf};
 
 use crate::errors::ShoalError;
 
-/// The worker plugin's source.
-pub const WORKER_PLUGIN_SOURCE: &str = include_str!("../python/shoal_worker.py");
-
 /// The module name workers load with `-p`.
 pub const WORKER_PLUGIN_MODULE: &str = "shoal_worker";
+
+/// The module that measures and reports coverage (`python -m` after a run).
+pub const COVERAGE_MODULE: &str = "shoal_coverage";
+
+/// The plugin's files: module name and source.
+const PLUGIN_FILES: [(&str, &str); 2] = [
+    (WORKER_PLUGIN_MODULE, include_str!("../python/shoal_worker.py")),
+    (COVERAGE_MODULE, include_str!("../python/shoal_coverage.py")),
+];
 
 /// An interpreter and how shoal chose it (for error messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,25 +61,27 @@ fn venv_python(venv: &Path) -> PathBuf {
     venv.join("bin").join("python")
 }
 
-/// Writes the plugin to the cache (if not already there) and returns the
-/// directory to put on `PYTHONPATH`.
+/// Writes the plugin's files to the cache (if not already there) and
+/// returns the directory to put on `PYTHONPATH`.
 pub fn install_worker_plugin() -> Result<PathBuf, ShoalError> {
-    let digest = fnv1a64(WORKER_PLUGIN_SOURCE.as_bytes());
+    let digest = fnv1a64(PLUGIN_FILES.map(|(_, source)| source).concat().as_bytes());
     let directory = cache_root().join(format!("plugin-{}-{digest:016x}", env!("CARGO_PKG_VERSION")));
-    let target = directory.join(format!("{WORKER_PLUGIN_MODULE}.py"));
-    if std::fs::read_to_string(&target).is_ok_and(|existing| existing == WORKER_PLUGIN_SOURCE) {
-        return Ok(directory);
-    }
     let context = |what: &str| format!("{what} {}", directory.display());
-    std::fs::create_dir_all(&directory)
-        .map_err(|error| ShoalError::io(context("creating the plugin directory"), error))?;
-    let mut temporary = tempfile::NamedTempFile::new_in(&directory)
-        .map_err(|error| ShoalError::io(context("writing the worker plugin to"), error))?;
-    std::io::Write::write_all(&mut temporary, WORKER_PLUGIN_SOURCE.as_bytes())
-        .map_err(|error| ShoalError::io(context("writing the worker plugin to"), error))?;
-    temporary
-        .persist(&target)
-        .map_err(|error| ShoalError::io(context("writing the worker plugin to"), error.error))?;
+    for (module, source) in PLUGIN_FILES {
+        let target = directory.join(format!("{module}.py"));
+        if std::fs::read_to_string(&target).is_ok_and(|existing| existing == source) {
+            continue;
+        }
+        std::fs::create_dir_all(&directory)
+            .map_err(|error| ShoalError::io(context("creating the plugin directory"), error))?;
+        let mut temporary = tempfile::NamedTempFile::new_in(&directory)
+            .map_err(|error| ShoalError::io(context("writing the worker plugin to"), error))?;
+        std::io::Write::write_all(&mut temporary, source.as_bytes())
+            .map_err(|error| ShoalError::io(context("writing the worker plugin to"), error))?;
+        temporary
+            .persist(&target)
+            .map_err(|error| ShoalError::io(context("writing the worker plugin to"), error.error))?;
+    }
     Ok(directory)
 }
 
@@ -109,7 +118,9 @@ mod tests {
         let first = install_worker_plugin().unwrap();
         let second = install_worker_plugin().unwrap();
         assert_eq!(first, second);
-        let text = std::fs::read_to_string(first.join("shoal_worker.py")).unwrap();
-        assert_eq!(text, WORKER_PLUGIN_SOURCE);
+        for (module, source) in PLUGIN_FILES {
+            let text = std::fs::read_to_string(first.join(format!("{module}.py"))).unwrap();
+            assert_eq!(text, source);
+        }
     }
 }

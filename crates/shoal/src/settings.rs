@@ -8,7 +8,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{RunArgs, SelectionArgs};
+use crate::cli::{CoverageArgs, RunArgs, SelectionArgs};
 use crate::errors::ShoalError;
 use crate::python::{Interpreter, locate_interpreter};
 use crate::selection::Selection;
@@ -229,8 +229,10 @@ impl RunSettings {
             args.events.as_deref() == Some(Path::new("-")) || capture_is_off(&args.selection.pytest_args);
         let verbosity =
             i8::try_from(args.verbose).unwrap_or(i8::MAX) - i8::try_from(args.quiet).unwrap_or(i8::MAX);
+        let mut collect = CollectSettings::resolve(args.selection, verbosity, &file, cwd.clone())?;
+        collect.pytest_args.extend(coverage_arguments(&args.coverage));
         Ok(Self {
-            collect: CollectSettings::resolve(args.selection, verbosity, &file, cwd.clone())?,
+            collect,
             workers,
             mode,
             max_failures,
@@ -305,6 +307,38 @@ impl CollectSettings {
             verbosity,
         })
     }
+}
+
+/// pytest-cov's options spelled for pytest. A bare `--cov` comes last: it
+/// would take a following word as its source.
+fn coverage_arguments(coverage: &CoverageArgs) -> Vec<String> {
+    let mut arguments: Vec<String> = coverage
+        .sources
+        .iter()
+        .filter(|source| !source.is_empty())
+        .map(|source| format!("--cov={source}"))
+        .collect();
+    arguments.extend(coverage.reports.iter().map(|report| format!("--cov-report={report}")));
+    let valued = [
+        ("--cov-config", &coverage.config),
+        ("--cov-fail-under", &coverage.fail_under),
+        ("--cov-context", &coverage.context),
+        ("--cov-precision", &coverage.precision),
+    ];
+    arguments.extend(
+        valued.into_iter().filter_map(|(flag, value)| value.as_ref().map(|value| format!("{flag}={value}"))),
+    );
+    let switches = [
+        ("--cov-branch", coverage.branch),
+        ("--cov-append", coverage.append),
+        ("--no-cov-on-fail", coverage.no_cov_on_fail),
+        ("--no-cov", coverage.no_cov),
+    ];
+    arguments.extend(switches.into_iter().filter(|(_, given)| *given).map(|(flag, _)| flag.to_owned()));
+    if coverage.sources.iter().any(String::is_empty) {
+        arguments.push("--cov".to_owned());
+    }
+    arguments
 }
 
 /// Seconds from `30`, `2.5` or a duration such as `2m` / `1m30s`.

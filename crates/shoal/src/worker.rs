@@ -111,6 +111,9 @@ pub struct WorkerSpec {
     pub serial_markers: Vec<String>,
     /// Identifies the run (`PYTEST_XDIST_TESTRUNUID`).
     pub run_id: String,
+    /// Where workers write their coverage data when `--cov` is given
+    /// (`SHOAL_COVERAGE_DIR`).
+    pub coverage_directory: PathBuf,
 }
 
 impl WorkerSpec {
@@ -140,6 +143,7 @@ impl WorkerSpec {
             .env("SHOAL_WORKER_COUNT", self.worker_count.to_string())
             .env("PYTEST_XDIST_WORKER_COUNT", self.worker_count.to_string())
             .env("PYTEST_XDIST_TESTRUNUID", &self.run_id)
+            .env("SHOAL_COVERAGE_DIR", &self.coverage_directory)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -439,7 +443,7 @@ fn place_descriptors(command: &mut Command, placements: Vec<(OwnedFd, RawFd)>) -
     Ok(())
 }
 
-fn python_path(plugin_dir: &std::path::Path) -> std::ffi::OsString {
+pub(crate) fn python_path(plugin_dir: &std::path::Path) -> std::ffi::OsString {
     let mut value = plugin_dir.as_os_str().to_owned();
     if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|value| !value.is_empty()) {
         value.push(":");

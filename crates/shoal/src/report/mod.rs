@@ -282,6 +282,8 @@ pub struct RunSummary<'a> {
     /// Things the run had to deal with: workers replaced over the memory
     /// limit, processes tests left running.
     pub notices: &'a [String],
+    /// pytest-cov's report, with `--cov`.
+    pub coverage: Option<&'a crate::coverage::CoverageReport>,
 }
 
 impl<'a> RunSummary<'a> {

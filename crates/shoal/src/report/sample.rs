@@ -213,6 +213,7 @@ impl SampleRun {
                 peak_rss_total_kib: 131_072,
             },
             notices: &self.notices,
+            coverage: None,
         }
     }
 

@@ -387,6 +387,35 @@ impl<W: Write> TerminalReporter<W> {
         let _ = self.out.flush();
     }
 
+    /// pytest-cov's complaints, printed where it prints them: as the test
+    /// loop ends, before the failures.
+    fn print_coverage_error(&mut self, summary: &RunSummary<'_>) {
+        let Some(coverage) = summary.coverage else { return };
+        if let Some(warning) = &coverage.warning {
+            let line = self.paint(&format!("WARNING: {warning}"), Some(Colour::Red), true);
+            self.line(&line);
+        }
+        if let Some(error) = &coverage.error {
+            let line = self.paint(&format!("ERROR: {error}"), Some(Colour::Red), true);
+            self.line(&line);
+        }
+    }
+
+    /// pytest-cov's `tests coverage` section.
+    fn print_coverage(&mut self, summary: &RunSummary<'_>) {
+        let Some(coverage) = summary.coverage else { return };
+        if coverage.text.is_empty() && coverage.fail_under.is_none() {
+            return;
+        }
+        self.sep('=', "tests coverage");
+        let _ = write!(self.out, "{}", coverage.text);
+        if let Some(line) = &coverage.fail_under {
+            let colour = if coverage.fail_under_missed { Colour::Red } else { Colour::Green };
+            let line = self.paint(line, Some(colour), coverage.fail_under_missed);
+            self.line(&line);
+        }
+    }
+
     fn print_warnings(&mut self, summary: &RunSummary<'_>) {
         if summary.warnings.is_empty() {
             return;
@@ -742,6 +771,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             if self.verbosity >= 0 && self.printed_progress {
                 self.line("");
             }
+            self.print_coverage_error(summary);
             if self.immediate_failures {
                 self.print_collect_error_section(summary);
             } else {
@@ -749,6 +779,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
                 self.print_failures(summary);
             }
             self.print_warnings(summary);
+            self.print_coverage(summary);
             self.print_slowest(summary);
             self.print_stats(summary);
             self.print_short_summary(summary);

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::Signal;
 use shoal_scheduler::{Action, Event, NotRunReason, RetryCause, Scheduler, SchedulerConfig, TestId};
 
+use crate::coverage::{CoverageReport, CoverageRun};
 use crate::errors::{ShoalError, exit_code};
 use crate::history::{History, HistoryPaths};
 use crate::lastfailed::LastFailed;
@@ -67,8 +68,10 @@ fn worker_spec(
     if let Some(markers) = &collect.markers {
         pytest_args.extend(["-m".to_owned(), markers.clone()]);
     }
-    pytest_args.extend(user_args);
+    // The user's arguments last: an option there that takes an optional
+    // value (pytest-cov's bare `--cov`) must not swallow a selected path.
     pytest_args.extend(collect.selection.arguments());
+    pytest_args.extend(user_args);
     let hash_seed = std::env::var("PYTHONHASHSEED")
         .ok()
         .filter(|value| !value.is_empty() && value != "random")
@@ -85,6 +88,7 @@ fn worker_spec(
         echo_output: crate::settings::capture_is_off(&collect.pytest_args),
         serial_markers: serial_markers.to_vec(),
         run_id: format!("{:x}{:x}", std::process::id(), now_nanos()),
+        coverage_directory: run_directory.join("coverage"),
     })
 }
 
@@ -296,6 +300,13 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         run_directory.path(),
     )?;
     let hash_seed = spec.hash_seed.clone();
+    let coverage = CoverageRun::new(
+        spec.python.clone(),
+        spec.plugin_dir.clone(),
+        spec.working_directory.clone(),
+        spec.coverage_directory.clone(),
+    );
+    coverage.prepare()?;
     let mut pool = Pool::new(spec, settings.collect.interpreter.origin);
     let mut collected = match pool.start_and_collect(settings.mode, settings.workers, &settings.collect)? {
         CollectionEnd::Done(collected) => collected,
@@ -515,7 +526,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     let any_failure = records.iter().any(|record| {
         record.outcome.is_failure() || (settings.flaky_fails && record.outcome == Outcome::Flaky)
     }) || collect_errors > 0;
-    let exit = match &stop {
+    let mut exit = match &stop {
         Some(StopNotice::Interrupted | StopNotice::CollectionErrors(_)) => exit_code::INTERRUPTED,
         _ if any_failure => exit_code::TESTS_FAILED,
         Some(StopNotice::MaxFail(_) | StopNotice::WorkerRestartsExhausted | StopNotice::Budget(_)) => {
@@ -524,6 +535,19 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         None if test_count == 0 => exit_code::NO_TESTS_COLLECTED,
         None => exit_code::OK,
     };
+    let mut coverage_report = None;
+    if let Some(options) = &hello.coverage {
+        // Every worker must have written its last data file before they are
+        // combined; without coverage, reports come first and workers end after.
+        shut_down(&mut pool);
+        coverage_report = report_coverage(&coverage, options, &stop, any_failure)?;
+        if coverage_report.as_ref().is_some_and(|report| report.fail_under_missed)
+            && matches!(exit, exit_code::OK | exit_code::NO_TESTS_COLLECTED)
+        {
+            // pytest-cov counts a missed --cov-fail-under as a failed test.
+            exit = exit_code::TESTS_FAILED;
+        }
+    }
     let summary = RunSummary {
         header: &header,
         table: &run.table,
@@ -536,6 +560,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         exit_code: exit,
         stats,
         notices: &run.notices,
+        coverage: coverage_report.as_ref(),
     };
     let mut reported: Result<(), ShoalError> =
         run.reporters.iter_mut().try_for_each(|reporter| reporter.run_finished(&summary));
@@ -545,14 +570,37 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         let junit = crate::report::junit::JunitReporter::new(PathBuf::from(path)).run_finished(&summary);
         reported = reported.and(junit);
     }
-    // Workers the scheduler never needed (no tests, or fewer than workers)
-    // may still wait for their first command.
+    shut_down(&mut pool);
+    reported.map(|()| exit)
+}
+
+/// Ends the workers and the zygote and waits for them. Workers the
+/// scheduler never needed (no tests, or fewer than workers) may still wait
+/// for their first command.
+fn shut_down(pool: &mut Pool) {
     for slot in 0..pool.slots.len() {
         pool.send(slot, &WorkerCommand::Shutdown);
     }
     pool.shutdown_zygote();
-    wait_for_exit(&mut pool);
-    reported.map(|()| exit)
+    wait_for_exit(pool);
+}
+
+/// Combines the workers' coverage and writes pytest-cov's reports, as
+/// pytest-cov would at the end of this run: nothing after an interrupt or
+/// collection errors (pytest's test loop never ended normally), data but no
+/// report after a failure with `--no-cov-on-fail`.
+fn report_coverage(
+    coverage: &CoverageRun,
+    options: &crate::coverage::CoverageOptions,
+    stop: &Option<StopNotice>,
+    any_failure: bool,
+) -> Result<Option<CoverageReport>, ShoalError> {
+    if matches!(stop, Some(StopNotice::Interrupted | StopNotice::CollectionErrors(_))) {
+        return Ok(None);
+    }
+    let skip_on_failure = options.get("no_cov_on_fail").and_then(serde_json::Value::as_bool).unwrap_or(false);
+    let width = crate::report::terminal::TerminalReporter::<std::io::Stdout>::detect_width();
+    coverage.combine_and_report(options, !(any_failure && skip_on_failure), width).map(Some)
 }
 
 /// The run's figures against the physical limit.

@@ -448,6 +448,17 @@ fn collection_exit_error(
         };
     }
     let _ = std::io::Write::write_all(&mut std::io::stderr(), output.as_bytes());
+    let unrecognized =
+        output.lines().filter_map(|line| line.split_once("unrecognized arguments:")).map(|(_, rest)| rest);
+    if unrecognized
+        .flat_map(str::split_whitespace)
+        .any(|argument| argument.starts_with("--cov") || argument.starts_with("--no-cov"))
+    {
+        crate::output::notice(&format!(
+            "--cov and its options need pytest-cov: install it with `{} -m pip install pytest-cov`",
+            collect.interpreter.path.display()
+        ));
+    }
     match status.and_then(|status| status.code()).and_then(|code| u8::try_from(code).ok()) {
         Some(code) if code != 0 => ShoalError::PytestRefused { code },
         _ => ShoalError::Internal(format!("{who} ended before collecting ({})", describe_exit(status))),

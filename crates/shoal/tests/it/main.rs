@@ -4,6 +4,7 @@
 //! once per supported pytest version); see [`harness`].
 
 mod control;
+mod coverage;
 mod crash;
 mod exit_codes;
 mod github;
