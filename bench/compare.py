@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -71,13 +72,13 @@ class Runner:
 
 
 RUNNERS = [
-    Runner("pytest", lambda c, n: [c.python, "-m", "pytest", "-q", *c.paths], sequential=True),
-    Runner("xdist", lambda c, n: [c.python, "-m", "pytest", "-q", "-n", str(n), *c.paths], needs=["xdist"]),
-    Runner("xdist-worksteal", lambda c, n: [c.python, "-m", "pytest", "-q", "-n", str(n), "--dist", "worksteal", *c.paths], needs=["xdist"]),
-    Runner("xdist-loadscope", lambda c, n: [c.python, "-m", "pytest", "-q", "-n", str(n), "--dist", "loadscope", *c.paths], needs=["xdist"]),
-    Runner("shoal", lambda c, n: [*shoal_run(c, n)], needs=["shoal"]),
-    Runner("shoal-fork", lambda c, n: [*shoal_run(c, n), "--mode", "fork"], needs=["shoal"]),
-    Runner("shoal-spawn", lambda c, n: [*shoal_run(c, n), "--mode", "spawn"], needs=["shoal"]),
+    Runner("pytest", lambda c, n: [c.python, "-m", "pytest", "-q", *c.paths, *c.extra], sequential=True),
+    Runner("xdist", lambda c, n: [c.python, "-m", "pytest", "-q", "-n", str(n), *c.paths, *c.extra], needs=["xdist"]),
+    Runner("xdist-worksteal", lambda c, n: [c.python, "-m", "pytest", "-q", "-n", str(n), "--dist", "worksteal", *c.paths, *c.extra], needs=["xdist"]),
+    Runner("xdist-loadscope", lambda c, n: [c.python, "-m", "pytest", "-q", "-n", str(n), "--dist", "loadscope", *c.paths, *c.extra], needs=["xdist"]),
+    Runner("shoal", lambda c, n: [*shoal_run(c, n), *shoal_extra(c)], needs=["shoal"]),
+    Runner("shoal-fork", lambda c, n: [*shoal_run(c, n), "--mode", "fork", *shoal_extra(c)], needs=["shoal"]),
+    Runner("shoal-spawn", lambda c, n: [*shoal_run(c, n), "--mode", "spawn", *shoal_extra(c)], needs=["shoal"]),
 ]
 RUNNERS_BY_NAME = {r.name: r for r in RUNNERS}
 
@@ -89,6 +90,11 @@ SHOAL_REPORT = ".shoal-bench-report.json"
 def shoal_run(c, n):
     return [c.shoal, "run", "--select", c.select, "-n", str(n), "--python", c.python, "-q",
             "--json-report", SHOAL_REPORT]
+
+
+def shoal_extra(c):
+    """--extra-args for shoal: after `--`, so they reach pytest unchanged."""
+    return ["--", *c.extra] if c.extra else []
 
 
 def shoal_own_cpu(sdir):
@@ -107,11 +113,12 @@ def shoal_own_cpu(sdir):
 class Ctx:
     """What a runner's argv builder may use."""
 
-    def __init__(self, python, shoal, paths, select="selected.txt"):
+    def __init__(self, python, shoal, paths, select="selected.txt", extra=()):
         self.python = python
         self.shoal = shoal
         self.paths = paths
         self.select = select
+        self.extra = list(extra)  # --extra-args, given to every runner's pytest
 
 
 # ---------------------------------------------------------------------------
@@ -132,7 +139,7 @@ def read_selection(path):
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 SUMMARY_BANNER = re.compile(r"^=+ (.*) =+$")
 SUMMARY_BODY = re.compile(r"^(.*?),? in [0-9.]+s\b")
-SUMMARY_PART = re.compile(r"^(\d+) ([a-z_]+)$")
+SUMMARY_PART = re.compile(r"^(\d+) ([a-z_]+(?: [a-z_]+)*)$")  # "3 passed", "2 subtests passed"
 NORMALISE = {"errors": "error", "warnings": "warning", "tests": "test"}
 
 
@@ -520,7 +527,7 @@ def lower_bound(bound, n):
 
 
 def bench_suite(suite, sdir, runners, args, python, shoal, env, runs):
-    ctx = Ctx(python, shoal, read_selection(os.path.join(sdir, "selected.txt")))
+    ctx = Ctx(python, shoal, read_selection(os.path.join(sdir, "selected.txt")), extra=args.extra_args)
     if not ctx.paths:
         raise BenchError(f"{sdir}/selected.txt selects nothing")
     bound = calibrate(suite, sdir, ctx, env, args)
@@ -668,7 +675,7 @@ def bench_memory(args, runners, python, shoal, env, runs):
     sdir = make_big_suite(args.big)
     suite = f"big-{args.big}"
     log(f"generated {os.path.relpath(sdir)} ({args.big} tests)")
-    ctx = Ctx(python, shoal, read_selection(os.path.join(sdir, "selected.txt")))
+    ctx = Ctx(python, shoal, read_selection(os.path.join(sdir, "selected.txt")), extra=args.extra_args)
     if not args.no_warmup:
         log(f"[{suite}] warm-up: pytest --collect-only ...")
         run_command([python, "-m", "pytest", "-q", "--collect-only", *ctx.paths], sdir, args.timeout, env)
@@ -721,6 +728,8 @@ def parse_args(argv):
     p.add_argument("--big", type=int, default=None, metavar="N",
                    help="memory mode: number of trivial tests in the synthetic suite (default: 100000); implies --mode memory")
     p.add_argument("--json", help="also write every raw timing and the summary rows to this JSON file")
+    p.add_argument("--extra-args", type=shlex.split, default=[], metavar="ARGS",
+                   help="pytest arguments for every runner, e.g. \"--cov=pkg --cov-report=\" (shoal gets them after --)")
     args = p.parse_args(argv)
     if args.mode is None:
         args.mode = "memory" if args.big is not None else "time"

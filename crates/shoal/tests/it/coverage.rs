@@ -100,7 +100,7 @@ fn the_terminal_report_and_fail_under_are_pytest_covs() {
         assert!(pytest.stdout.contains(expected), "pytest says no {expected:?}:\n{}", pytest.stdout);
         assert!(shoal.stdout.contains(expected), "shoal says no {expected:?}:\n{}", shoal.stdout);
     }
-    assert!(shoal.stdout.contains("9 passed"), "{}", shoal.stdout);
+    assert!(shoal.stdout.contains("11 passed"), "{}", shoal.stdout);
 
     // The same options after `--` and a threshold that is met.
     let met = project.shoal(&["run", "-n", "2", "--", "--cov=covpkg", "--cov-fail-under=50"]);
