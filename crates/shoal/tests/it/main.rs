@@ -16,6 +16,7 @@ mod passthrough;
 mod report_json;
 mod robustness;
 mod selection;
+mod shards;
 mod stopping;
 mod terminal;
 mod timeline;
