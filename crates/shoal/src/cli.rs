@@ -24,6 +24,12 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the collected node ids, one a line, without running anything.
     List(ListArgs),
+    /// Show how `--shard K/N` would split the tests over N machines
+    /// (collects, runs nothing).
+    Plan(PlanArgs),
+    /// Combine the JSON reports of a sharded run's shards into one JSON
+    /// report, one JUnit file and one durations history.
+    Merge(MergeArgs),
 }
 
 /// Which tests, and with which Python: shared by `run` and `list`.
@@ -177,6 +183,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub json_report: Option<PathBuf>,
 
+    /// Run only shard K of N (1-based), split by expected duration; `auto`
+    /// reads the CI's own variables (GitLab, CircleCI, Buildkite, Bazel,
+    /// Kubernetes).
+    #[arg(long, value_name = "K/N|auto")]
+    pub shard: Option<String>,
+
+    /// The number of shards, for `--shard auto` where the CI does not say
+    /// (a Kubernetes Indexed Job's completions).
+    #[arg(long, value_name = "N")]
+    pub shard_total: Option<usize>,
+
     /// pytest-cov's options.
     #[command(flatten)]
     pub coverage: CoverageArgs,
@@ -241,6 +258,44 @@ pub struct ListArgs {
     /// Print JSON lines with markers and locations instead of bare node ids.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `shoal plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// What to collect.
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+
+    /// The number of shards to plan for.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub shards: u32,
+
+    /// Where the durations history lives (default: `.test_durations` at
+    /// the rootdir).
+    #[arg(long, value_name = "PATH")]
+    pub durations_path: Option<PathBuf>,
+}
+
+/// `shoal merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The shards' `--json-report` files, one per shard.
+    #[arg(value_name = "REPORT.json", required = true)]
+    pub reports: Vec<PathBuf>,
+
+    /// Write the merged JUnit XML file here.
+    #[arg(long, alias = "junit-xml", value_name = "PATH")]
+    pub junitxml: Option<PathBuf>,
+
+    /// Write the merged JSON report here.
+    #[arg(long, value_name = "PATH")]
+    pub json_report: Option<PathBuf>,
+
+    /// Fold the shards' measured durations into this history (created when
+    /// missing), as a run does.
+    #[arg(long, value_name = "PATH")]
+    pub durations_path: Option<PathBuf>,
 }
 
 #[cfg(test)]

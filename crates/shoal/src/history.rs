@@ -163,6 +163,10 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
             return None;
         }
     };
+    // An empty file (a CI step that made sure one exists) is no history yet.
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
     match serde_json::from_slice(&text) {
         Ok(value) => Some(value),
         Err(error) => {
@@ -221,6 +225,8 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let paths = HistoryPaths::new(directory.path(), None);
         std::fs::write(&paths.durations, "{not json").unwrap();
+        assert!(History::load(&paths).is_empty());
+        std::fs::write(&paths.durations, "").unwrap();
         assert!(History::load(&paths).is_empty());
     }
 

@@ -5,13 +5,16 @@
 //! [`python`] finds the interpreter and installs the worker plugin;
 //! [`runner`] starts [`worker`]s, checks their collections and drives the
 //! pure scheduler (`shoal-scheduler`) over the [`protocol`]; [`report`]ers
-//! render the results. [`main`] maps everything to pytest's exit codes.
+//! render the results. [`shard`] splits a suite over CI machines and
+//! [`merge`] combines their reports. [`main`] maps everything to pytest's
+//! exit codes.
 
 pub mod cli;
 pub mod coverage;
 pub mod errors;
 pub mod history;
 pub mod lastfailed;
+pub mod merge;
 pub mod outcome;
 pub mod output;
 pub mod plan;
@@ -21,6 +24,7 @@ pub mod report;
 pub mod runner;
 pub mod selection;
 pub mod settings;
+pub mod shard;
 pub mod table;
 pub mod worker;
 
@@ -100,6 +104,19 @@ fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
             }
             runner::run(&settings, &mut reporters)
         }
+        Command::Plan(args) => {
+            let durations_path = args.durations_path.as_ref().map(|path| cwd.join(path));
+            let shards = args.shards as usize;
+            let (settings, serial_markers) = CollectSettings::resolve_for_plan(args.selection, cwd)?;
+            shard::plan_command(
+                &settings,
+                shards,
+                durations_path.as_deref(),
+                &serial_markers,
+                &mut std::io::stdout().lock(),
+            )
+        }
+        Command::Merge(args) => merge::merge_command(&args, &cwd),
         Command::List(args) => {
             let json = args.json;
             let settings = CollectSettings::resolve_for_list(args.selection, cwd)?;

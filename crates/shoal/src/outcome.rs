@@ -1,13 +1,13 @@
 //! Test outcomes: one final outcome per test, computed from pytest's phase
 //! reports, and the closing-line tally counted the way pytest counts it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shoal_scheduler::NotRunReason;
 
 use crate::protocol::PhaseReport;
 
 /// The one final outcome of a test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Every phase passed.
@@ -120,6 +120,19 @@ impl NotRunCause {
             Self::CollectionErrors => "collection errors",
             Self::Budget => "budget",
         }
+    }
+
+    /// The cause [`NotRunCause::as_str`] names (as read back from a report).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::MaxFail,
+            Self::Interrupted,
+            Self::WorkerRestartsExhausted,
+            Self::CollectionErrors,
+            Self::Budget,
+        ]
+        .into_iter()
+        .find(|cause| cause.as_str() == name)
     }
 }
 

@@ -137,6 +137,8 @@ pub struct RunSettings {
     pub show_durations: Option<usize>,
     /// `--durations-path`: where the history lives, if not at the rootdir.
     pub durations_path: Option<PathBuf>,
+    /// `--shard`: the one shard of N this run is.
+    pub shard: Option<crate::shard::ShardRequest>,
 }
 
 /// `[tool.shoal]`, as found.
@@ -266,10 +268,7 @@ impl RunSettings {
             },
             timeout,
             worker_memory_limit_kib,
-            serial_markers: file
-                .serial_markers
-                .clone()
-                .unwrap_or_else(|| DEFAULT_SERIAL_MARKERS.iter().map(|name| (*name).to_owned()).collect()),
+            serial_markers: serial_markers(&file),
             last_failed,
             budget,
             reruns: args.reruns.or(file.reruns).unwrap_or(0),
@@ -277,11 +276,29 @@ impl RunSettings {
             flaky_fails: args.flaky_fails || file.flaky_fails.unwrap_or(false),
             show_durations: args.durations,
             durations_path: args.durations_path.map(|path| cwd.join(path)),
+            shard: crate::shard::ci::resolve(args.shard.as_deref(), args.shard_total, |name| {
+                std::env::var(name).ok()
+            })?,
         })
     }
 }
 
+/// The markers that make a test serial: `[tool.shoal] serial-markers`, else the default.
+fn serial_markers(file: &FileSettings) -> Vec<String> {
+    file.serial_markers
+        .clone()
+        .unwrap_or_else(|| DEFAULT_SERIAL_MARKERS.iter().map(|name| (*name).to_owned()).collect())
+}
+
 impl CollectSettings {
+    /// Resolves `shoal plan`'s settings: what to collect, and the serial
+    /// markers, which shape the partition as they shape a run's.
+    pub fn resolve_for_plan(args: SelectionArgs, cwd: PathBuf) -> Result<(Self, Vec<String>), ShoalError> {
+        let file = load_file_settings(&cwd)?;
+        let markers = serial_markers(&file);
+        Ok((Self::resolve(args, 0, &file, cwd)?, markers))
+    }
+
     /// Resolves `shoal list`'s settings.
     pub fn resolve_for_list(args: SelectionArgs, cwd: PathBuf) -> Result<Self, ShoalError> {
         let file = load_file_settings(&cwd)?;

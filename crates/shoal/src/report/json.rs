@@ -4,9 +4,10 @@
 //! `{format_version, run: {shoal, python, pytest, workers, mode, started_at,
 //! wall_seconds, exit_code, hash_seed, test_seconds, lower_bound_seconds,
 //! startup_seconds, workers_cpu_seconds, peak_rss_largest_kib,
-//! peak_rss_total_kib, shoal_cpu_seconds, shoal_peak_rss_kib},
+//! peak_rss_total_kib, shoal_cpu_seconds, shoal_peak_rss_kib, shard? {index,
+//! total, collection, collected}},
 //! summary: {outcome: count},
-//! tests: [{nodeid, outcome, reason?, duration, setup_duration,
+//! tests: [{nodeid, outcome, reason?, duration, started, setup_duration,
 //! call_duration, teardown_duration, worker, path, line, group?, markers,
 //! attempts? (each: attempt, outcome, duration, worker, failure?), failure?}],
 //! collect_errors: [{nodeid, message, longrepr}]}`.
@@ -66,6 +67,8 @@ struct RunSection<'a> {
     peak_rss_total_kib: u64,
     shoal_cpu_seconds: f64,
     shoal_peak_rss_kib: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shard: Option<&'a crate::shard::ShardInfo>,
 }
 
 /// The tests, serialized one by one as the file is written (a list of
@@ -81,6 +84,7 @@ impl Serialize for Tests<'_> {
                 outcome: record.outcome,
                 reason: record.not_run_reason.map(NotRunCause::as_str),
                 duration: f64::from(record.duration),
+                started: f64::from(record.started),
                 setup_duration: record.phase_duration("setup"),
                 call_duration: record.phase_duration("call"),
                 teardown_duration: record.phase_duration("teardown"),
@@ -103,6 +107,7 @@ struct TestEntry<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
     duration: f64,
+    started: f64,
     setup_duration: f64,
     call_duration: f64,
     teardown_duration: f64,
@@ -206,6 +211,7 @@ fn document<'a>(header: &'a RunHeader, summary: &'a RunSummary<'a>) -> Document<
             peak_rss_total_kib: summary.stats.peak_rss_total_kib,
             shoal_cpu_seconds: own_usage().0,
             shoal_peak_rss_kib: own_usage().1,
+            shard: header.shard.as_ref(),
         },
         summary: counts,
         tests: Tests(summary),

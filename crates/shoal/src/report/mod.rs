@@ -55,6 +55,8 @@ pub struct RunHeader {
     pub started_at: SystemTime,
     /// What the history predicts, when there is history.
     pub expectation: Option<Expectation>,
+    /// The shard this run is, with `--shard`.
+    pub shard: Option<crate::shard::ShardInfo>,
 }
 
 /// The history's prediction for a run, in wall seconds from shoal's start.

@@ -101,6 +101,7 @@ impl SampleRun {
             hash_seed: "1234".into(),
             started_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             expectation: Some(Expectation { wall_seconds: 3.5, lower_bound_seconds: 2.5 }),
+            shard: None,
         };
 
         // A pass on gw0.

@@ -116,17 +116,49 @@ fn take_basetemp(arguments: &[String]) -> (Vec<String>, Option<PathBuf>) {
     (kept, basetemp)
 }
 
-/// `shoal list`: collect with one worker and print the node ids.
-pub fn list(settings: &CollectSettings, json: bool, out: &mut dyn std::io::Write) -> Result<u8, ShoalError> {
+/// One collection and nothing run: what `shoal list` and `shoal plan` see.
+pub struct CollectedOnly {
+    /// The collected tests.
+    pub table: TestTable,
+    /// pytest's rootdir.
+    pub rootdir: PathBuf,
+    /// How many collectors failed (each is reported on stderr).
+    pub errors: usize,
+}
+
+/// Collects with one spawned process and runs nothing; `None` on Ctrl-C.
+/// Collection errors are reported on stderr.
+pub fn collect_only(settings: &CollectSettings) -> Result<Option<CollectedOnly>, ShoalError> {
     let run_directory = run_directory()?;
     let spec = worker_spec(settings, 1, None, &[], run_directory.path())?;
-    // Listing needs one collection and no workers: spawn a single process.
+    // One collection and no workers: spawn a single process.
     let mut pool = Pool::new(spec, settings.interpreter.origin);
     let collected = match pool.start_and_collect(WorkerMode::Spawn, 1, settings)? {
         CollectionEnd::Done(collected) => collected,
-        CollectionEnd::Interrupted => return Ok(exit_code::INTERRUPTED),
+        CollectionEnd::Interrupted => return Ok(None),
     };
     pool.send(0, &WorkerCommand::Shutdown);
+    let errors: Vec<&CollectReport> =
+        collected.collect_reports.iter().filter(|report| report.category == "error").collect();
+    for report in &errors {
+        crate::output::error(&format!(
+            "collecting {}: {}",
+            report.nodeid,
+            report.message.as_deref().unwrap_or("failed")
+        ));
+    }
+    let errors = errors.len();
+    let collected = *collected;
+    Ok(Some(CollectedOnly {
+        table: collected.table,
+        rootdir: PathBuf::from(collected.hello.rootdir),
+        errors,
+    }))
+}
+
+/// `shoal list`: collect with one worker and print the node ids.
+pub fn list(settings: &CollectSettings, json: bool, out: &mut dyn std::io::Write) -> Result<u8, ShoalError> {
+    let Some(collected) = collect_only(settings)? else { return Ok(exit_code::INTERRUPTED) };
     let write_error = |error| ShoalError::io("writing the list", error);
     let table = &collected.table;
     for item in table.items() {
@@ -144,16 +176,7 @@ pub fn list(settings: &CollectSettings, json: bool, out: &mut dyn std::io::Write
             writeln!(out, "{}", item.nodeid).map_err(write_error)?;
         }
     }
-    let errors: Vec<&CollectReport> =
-        collected.collect_reports.iter().filter(|report| report.category == "error").collect();
-    for report in &errors {
-        crate::output::error(&format!(
-            "collecting {}: {}",
-            report.nodeid,
-            report.message.as_deref().unwrap_or("failed")
-        ));
-    }
-    Ok(if !errors.is_empty() {
+    Ok(if collected.errors > 0 {
         exit_code::INTERRUPTED
     } else if collected.table.is_empty() {
         exit_code::NO_TESTS_COLLECTED
@@ -371,6 +394,19 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
             Some(_) => {}
         }
     }
+    let history_paths = HistoryPaths::new(Path::new(&hello.rootdir), settings.durations_path.as_deref());
+    let history = History::load(&history_paths);
+    let shard = match &settings.shard {
+        Some(request) => Some(crate::shard::narrow(
+            request,
+            &mut table,
+            &mut whole_collection,
+            &history,
+            &settings.serial_markers,
+        )?),
+        None => None,
+    };
+    let deselected_by_shard = shard.as_ref().map_or(0, |narrowed| narrowed.left_out);
     let collect_errors = collected.collect_reports.iter().filter(|report| report.category == "error").count();
     let header = RunHeader {
         platform: hello.platform.clone(),
@@ -383,15 +419,14 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         workers: pool.slots.len(),
         mode: collected.mode,
         selected: table.len(),
-        deselected: (collected.deselected.len() + deselected_by_last_failed) as u64,
+        deselected: (collected.deselected.len() + deselected_by_last_failed + deselected_by_shard) as u64,
         collect_errors,
         collect_skipped: collected.collect_reports.len() - collect_errors,
         hash_seed,
         started_at,
         expectation: None,
+        shard: shard.map(|narrowed| narrowed.info),
     };
-    let history_paths = HistoryPaths::new(Path::new(&hello.rootdir), settings.durations_path.as_deref());
-    let history = History::load(&history_paths);
     let mut workload = plan::workload(&table, &history, settings.timeout);
     plan::mark_serial_and_groups(&mut workload, &table, &settings.serial_markers);
     plan::set_reruns(&mut workload, &table, settings.reruns);
@@ -502,7 +537,11 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         },
         |file| rootdir.join(file).exists(),
     );
-    if let Err(error) = history.save(&history_paths) {
+    // Every shard must partition from the same history: a sharded run
+    // leaves it as it was, and `shoal merge` folds the shards' measurements in.
+    if settings.shard.is_none()
+        && let Err(error) = history.save(&history_paths)
+    {
         crate::output::warn(&format!("the durations history was not saved: {error}"));
     }
     drop(history);
@@ -532,7 +571,10 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         Some(StopNotice::MaxFail(_) | StopNotice::WorkerRestartsExhausted | StopNotice::Budget(_)) => {
             exit_code::TESTS_FAILED
         }
-        None if test_count == 0 => exit_code::NO_TESTS_COLLECTED,
+        // A shard left empty while other shards have tests is no failure.
+        None if test_count == 0 && header.shard.as_ref().is_none_or(|shard| shard.collected == 0) => {
+            exit_code::NO_TESTS_COLLECTED
+        }
         None => exit_code::OK,
     };
     let mut coverage_report = None;

@@ -92,7 +92,7 @@ impl Project {
         self
     }
 
-    /// `shoal <args>` in the project; for `run` and `list`, `--python` is
+    /// `shoal <args>` in the project; for `run`, `list` and `plan`, `--python` is
     /// added after the subcommand.
     pub(crate) fn shoal(&self, args: &[&str]) -> Outcome {
         self.shoal_with_env(&[], args)
@@ -112,7 +112,7 @@ impl Project {
         let mut args = args.iter();
         if let Some(subcommand) = args.next() {
             command.arg(subcommand);
-            if matches!(*subcommand, "run" | "list") {
+            if matches!(*subcommand, "run" | "list" | "plan") {
                 command.arg("--python").arg(python());
             }
         }
@@ -168,6 +168,14 @@ impl Project {
         Outcome::of(command.output().expect("python starts"))
     }
 
+    /// An isolated command in the project (shoal's test environment), not
+    /// yet started.
+    pub(crate) fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        self.isolate(&mut command);
+        command
+    }
+
     /// An isolated `python` command in the project, not yet started.
     pub(crate) fn python_command(&self) -> Command {
         let mut command = Command::new(python());
@@ -211,8 +219,26 @@ impl Project {
             .env_remove("SHOAL_ENV_LOG")
             .env_remove("SHOAL_FIXTURE_LOG_DIR")
             .env_remove("SHOAL_FIXTURE_ALLOW_CRASH");
+        // CI shard variables would make `--shard auto` read the developer's CI.
+        for name in SHARD_VARIABLES {
+            command.env_remove(name);
+        }
     }
 }
+
+/// The variables `--shard auto` reads.
+pub(crate) const SHARD_VARIABLES: &[&str] = &[
+    "TEST_SHARD_INDEX",
+    "TEST_TOTAL_SHARDS",
+    "TEST_SHARD_STATUS_FILE",
+    "CI_NODE_INDEX",
+    "CI_NODE_TOTAL",
+    "CIRCLE_NODE_INDEX",
+    "CIRCLE_NODE_TOTAL",
+    "BUILDKITE_PARALLEL_JOB",
+    "BUILDKITE_PARALLEL_JOB_COUNT",
+    "JOB_COMPLETION_INDEX",
+];
 
 fn copy_tree(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap_or_else(|error| panic!("reading {}: {error}", from.display()))
@@ -244,7 +270,8 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
-    fn of(output: Output) -> Self {
+    /// The outcome of a finished process.
+    pub(crate) fn of(output: Output) -> Self {
         Self {
             code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

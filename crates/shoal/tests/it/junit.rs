@@ -8,7 +8,7 @@ use crate::harness::{Project, pytest_major, python};
 
 /// `(classname, name, result)` of every test case, read with junitparser,
 /// plus the suite's counts, as one JSON value.
-fn parse(path: &std::path::Path) -> serde_json::Value {
+pub(crate) fn parse(path: &std::path::Path) -> serde_json::Value {
     let script = r#"
 import json, sys
 from junitparser import JUnitXml, Failure, Error, Skipped

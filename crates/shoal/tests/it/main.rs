@@ -17,6 +17,7 @@ mod passthrough;
 mod report_json;
 mod robustness;
 mod selection;
+mod shards;
 mod stopping;
 mod terminal;
 mod timeline;

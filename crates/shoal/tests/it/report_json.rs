@@ -32,7 +32,8 @@ struct SchemaCase {
 }
 
 /// Runs that between them write every part of the report: every outcome but
-/// `timeout`, not-run reasons, rerun attempts, crashes and collection errors.
+/// `timeout`, not-run reasons, rerun attempts, crashes, collection errors
+/// and a shard.
 const SCHEMA_CASES: &[SchemaCase] = &[
     SchemaCase { fixture: "outcomes", env: &[], args: &["-n", "2"], expected_code: 1 },
     SchemaCase { fixture: "outcomes", env: &[], args: &["-n", "1", "-x"], expected_code: 1 },
@@ -49,6 +50,7 @@ const SCHEMA_CASES: &[SchemaCase] = &[
         expected_code: 1,
     },
     SchemaCase { fixture: "collect_error", env: &[], args: &["-n", "2"], expected_code: 2 },
+    SchemaCase { fixture: "allpass", env: &[], args: &["-n", "2", "--shard", "2/3"], expected_code: 0 },
     SchemaCase {
         fixture: "crash",
         env: &[("SHOAL_FIXTURE_ALLOW_CRASH", "1")],
@@ -223,9 +225,32 @@ fn events_stream_the_run_as_json_lines() {
     assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "events come in order: {times:?}");
 }
 
+/// The schema.
+fn schema_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/json-report.schema.json")
+}
+
+/// What is wrong with a report file against the schema, if anything.
+pub(crate) fn schema_mismatches(project: &Project, report: &std::path::Path) -> Option<String> {
+    let validation = project
+        .python_command()
+        .args(["-c", VALIDATE_AGAINST_SCHEMA])
+        .arg(schema_path())
+        .arg(report)
+        .output()
+        .expect("python starts");
+    (!validation.status.success()).then(|| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&validation.stdout),
+            String::from_utf8_lossy(&validation.stderr)
+        )
+    })
+}
+
 #[test]
 fn reports_match_the_documented_schema() {
-    let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/json-report.schema.json");
+    let schema = schema_path();
     let mut mismatches = Vec::new();
     for SchemaCase { fixture, env, args, expected_code } in SCHEMA_CASES {
         let project = Project::fixture(fixture);
@@ -233,19 +258,8 @@ fn reports_match_the_documented_schema() {
         report.outcome.assert_code(*expected_code);
         let report_copy = project.path().join("report-to-validate.json");
         std::fs::write(&report_copy, report.json.to_string()).expect("write the report copy");
-        let validation = project
-            .python_command()
-            .args(["-c", VALIDATE_AGAINST_SCHEMA])
-            .arg(&schema)
-            .arg(&report_copy)
-            .output()
-            .expect("python starts");
-        if !validation.status.success() {
-            mismatches.push(format!(
-                "{fixture} {args:?}:\n{}{}",
-                String::from_utf8_lossy(&validation.stdout),
-                String::from_utf8_lossy(&validation.stderr)
-            ));
+        if let Some(errors) = schema_mismatches(&project, &report_copy) {
+            mismatches.push(format!("{fixture} {args:?}:\n{errors}"));
         }
     }
     assert!(mismatches.is_empty(), "reports do not match {}:\n{}", schema.display(), mismatches.join("\n"));
