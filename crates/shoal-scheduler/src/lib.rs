@@ -123,6 +123,9 @@ pub enum Action {
         worker: WorkerId,
         /// Tests, in the order it runs them.
         tests: Vec<TestId>,
+        /// Split collection: test files (indexes into the workload's
+        /// `file_load`) the worker must import and collect first.
+        load: Vec<usize>,
     },
     /// Tell the worker to drop its queue and end after its current test.
     Stop {
@@ -437,6 +440,7 @@ impl Scheduler {
     }
 
     fn worker_exited(&mut self, worker: WorkerId, actions: &mut Vec<Action>) {
+        self.queue.forget_imports(worker);
         let state = &mut self.workers[worker];
         state.phase = WorkerPhase::Exited;
         state.running_since = None;
@@ -730,7 +734,8 @@ impl Scheduler {
             self.workers[worker].running_since = Some(self.now);
         }
         self.workers[worker].assigned.extend(tests.iter().copied());
-        actions.push(Action::Run { worker, tests });
+        let load = self.queue.take_loads(worker, &tests);
+        actions.push(Action::Run { worker, tests, load });
         if self.nothing_left() {
             // Saying so now lets the worker run its last test without
             // waiting for another round trip.

@@ -14,6 +14,14 @@
 //! Serial tests are kept apart, one unit each, for the serial phase the
 //! scheduler runs once everything else is done. Under a time budget only
 //! tests expected to end in time are taken.
+//!
+//! With split collection, a worker has imported only some test modules (its
+//! share, then whatever it took since); running a test of another module
+//! costs that module's import first. A worker takes, longest first, the
+//! units it can start at little cost ([`CHEAP_LOAD_FRACTION`] of the unit);
+//! when none is left it takes on the module whose pending work gains most
+//! from one more worker, if that gain exceeds the import (a module nobody
+//! alive has imported always qualifies); otherwise it gets nothing.
 
 use std::collections::VecDeque;
 
@@ -22,6 +30,10 @@ use crate::{TestId, WorkerId};
 /// Module-scoped set-up below this many seconds is not worth keeping a
 /// module together for.
 pub const LOCALITY_MIN_SETUP: f64 = 0.005;
+
+/// With split collection, a unit whose modules cost at most this fraction
+/// of its own expected time to import is taken as if they were imported.
+pub(crate) const CHEAP_LOAD_FRACTION: f64 = 0.1;
 
 /// What the scheduler knows about the tests before the run.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -47,6 +59,17 @@ pub struct Workload {
     /// How many times each test may be rerun after a failed attempt;
     /// empty: never.
     pub reruns: Vec<u8>,
+    /// Split collection: the test file that collects each test, an index
+    /// into `file_load` (usually its module; another file for a test it
+    /// inherits). Empty with full collection.
+    pub file: Vec<usize>,
+    /// Split collection: seconds each test file costs to import and
+    /// collect in a worker that has not yet. Empty: every worker has
+    /// collected every file (full collection).
+    pub file_load: Vec<f64>,
+    /// Split collection: the files each worker slot collected before the
+    /// run (its share). Replacements start with none.
+    pub initially_loaded: Vec<Vec<usize>>,
 }
 
 impl Workload {
@@ -62,6 +85,9 @@ impl Workload {
             serial: Vec::new(),
             first: Vec::new(),
             reruns: Vec::new(),
+            file: Vec::new(),
+            file_load: Vec::new(),
+            initially_loaded: Vec::new(),
         }
     }
 
@@ -137,6 +163,67 @@ pub(crate) struct WorkQueue {
     current: Vec<Option<usize>>,
     remaining: f64,
     count: usize,
+    /// Split collection (see the module docs); `None` with full collection.
+    split: Option<SplitCollection>,
+}
+
+/// Which worker has imported which module, with split collection.
+#[derive(Debug, Clone)]
+struct SplitCollection {
+    /// The test file of each test.
+    file: Vec<u32>,
+    /// Import seconds of each module.
+    load: Vec<f64>,
+    /// Per worker, per module: imported.
+    loaded: Vec<Vec<bool>>,
+    /// Per worker: modules marked imported but not yet sent as a load.
+    unsent: Vec<Vec<usize>>,
+    /// Expected seconds of each module's tests not yet taken.
+    pending: Vec<f64>,
+}
+
+impl SplitCollection {
+    /// Seconds `worker` must spend importing before it can run `tests`.
+    fn load_for(&self, worker: WorkerId, tests: &[TestId]) -> f64 {
+        let mut modules: Vec<u32> = tests.iter().map(|&test| self.file[test]).collect();
+        modules.sort_unstable();
+        modules.dedup();
+        modules
+            .iter()
+            .filter(|&&module| !self.loaded[worker][module as usize])
+            .map(|&m| self.load[m as usize])
+            .sum()
+    }
+
+    /// Marks the modules of `tests` imported by `worker`; the new ones are
+    /// remembered for the next [`WorkQueue::take_loads`].
+    fn mark(&mut self, worker: WorkerId, tests: &[TestId]) {
+        for &test in tests {
+            let module = self.file[test] as usize;
+            if !self.loaded[worker][module] {
+                self.loaded[worker][module] = true;
+                self.unsent[worker].push(module);
+            }
+        }
+    }
+
+    /// The module whose pending work gains most from `worker` importing it,
+    /// if that gain exceeds the import: with `k` workers holding it, its
+    /// pending work `p` takes about `p / k`, and `p / (k + 1)` plus the
+    /// import with one more. A module no worker holds always qualifies.
+    fn worth_importing(&self, worker: WorkerId) -> Option<usize> {
+        let holders = |module: usize| self.loaded.iter().filter(|loaded| loaded[module]).count();
+        let gain = |module: usize| match holders(module) {
+            0 => f64::INFINITY,
+            k => self.pending[module] / k as f64 - self.pending[module] / (k + 1) as f64 - self.load[module],
+        };
+        (0..self.load.len())
+            .filter(|&module| self.pending[module] > 0.0 && !self.loaded[worker][module])
+            .map(|module| (module, gain(module)))
+            .filter(|&(_, gain)| gain > 0.0)
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+            .map(|(module, _)| module)
+    }
 }
 
 impl WorkQueue {
@@ -200,6 +287,25 @@ impl WorkQueue {
         let (mut parallel, mut serial) = (parallel, serial);
         sort(&mut parallel);
         sort(&mut serial);
+        let split = (!workload.file_load.is_empty()).then(|| {
+            let mut loaded = vec![vec![false; workload.file_load.len()]; workers];
+            for (worker, modules) in workload.initially_loaded.iter().enumerate().take(workers) {
+                for &module in modules {
+                    loaded[worker][module] = true;
+                }
+            }
+            let mut pending = vec![0.0; workload.file_load.len()];
+            for (test, &file) in workload.file.iter().enumerate() {
+                pending[file] += workload.expected[test];
+            }
+            SplitCollection {
+                file: workload.file.iter().map(|&file| position(file)).collect(),
+                load: workload.file_load.clone(),
+                loaded,
+                unsent: vec![Vec::new(); workers],
+                pending,
+            }
+        });
         Self {
             expected: workload.expected.clone(),
             remaining: units.iter().map(|unit| unit.remaining).sum(),
@@ -210,7 +316,54 @@ impl WorkQueue {
             serial: serial.into(),
             is_serial: workload.serial.clone(),
             current: vec![None; workers],
+            split,
         }
+    }
+
+    /// The modules `worker` must import before it runs `tests` (now marked
+    /// imported), with those marked earlier by [`Self::take_for`] and not
+    /// yet sent. Always empty with full collection.
+    pub(crate) fn take_loads(&mut self, worker: WorkerId, tests: &[TestId]) -> Vec<usize> {
+        let Some(split) = self.split.as_mut() else { return Vec::new() };
+        split.mark(worker, tests);
+        std::mem::take(&mut split.unsent[worker])
+    }
+
+    /// A worker process ended: its replacement has imported nothing.
+    pub(crate) fn forget_imports(&mut self, worker: WorkerId) {
+        if let Some(split) = self.split.as_mut() {
+            split.loaded[worker].iter_mut().for_each(|loaded| *loaded = false);
+            split.unsent[worker].clear();
+        }
+    }
+
+    /// Seconds of imports `worker` needs before it can start `unit`.
+    fn load_for(&self, worker: WorkerId, unit: usize) -> f64 {
+        self.split.as_ref().map_or(0.0, |split| split.load_for(worker, &self.order[self.units[unit].range()]))
+    }
+
+    /// Whether `worker` can start `unit` at little import cost.
+    fn cheap_for(&self, worker: WorkerId, unit: usize) -> bool {
+        let cost = self.units[unit].remaining + self.units[unit].setup;
+        self.split.is_none() || self.load_for(worker, unit) <= CHEAP_LOAD_FRACTION * cost
+    }
+
+    /// The first unstarted unit (longest first) that fits and that `worker`
+    /// should take: one it can start cheaply, else one of the module most
+    /// worth importing. See the module docs.
+    fn choose_unstarted(&self, worker: WorkerId, fits: impl Fn(usize) -> bool) -> Option<usize> {
+        let position = self.unstarted.iter().position(|&unit| fits(unit) && self.cheap_for(worker, unit));
+        if position.is_some() || self.split.is_none() {
+            return position;
+        }
+        let split = self.split.as_ref().expect("split collection");
+        let module = split.worth_importing(worker)?;
+        self.unstarted.iter().position(|&unit| {
+            fits(unit)
+                && self.order[self.units[unit].range()]
+                    .iter()
+                    .any(|&test| split.file[test] as usize == module)
+        })
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -253,16 +406,19 @@ impl WorkQueue {
                     return None;
                 }
                 self.release(worker);
-                let position = self.unstarted.iter().position(|&unit| fits(self, unit));
-                let unit = match position {
+                let unit = match self.choose_unstarted(worker, |unit| fits(self, unit)) {
                     Some(position) => self.unstarted.remove(position).expect("a found position"),
-                    None => self.split_for_thief().filter(|&unit| fits(self, unit))?,
+                    None => self.split_for_thief(worker).filter(|&unit| fits(self, unit))?,
                 };
                 self.current[worker] = Some(unit);
                 unit
             }
         };
-        Some(self.pop_front(unit))
+        let test = self.pop_front(unit);
+        if let Some(split) = self.split.as_mut() {
+            split.mark(worker, &[test]);
+        }
+        Some(test)
     }
 
     /// Whether a test runs in the serial phase.
@@ -287,17 +443,31 @@ impl WorkQueue {
         self.units[unit].remaining -= self.expected[test];
         self.remaining -= self.expected[test];
         self.count -= 1;
+        if let Some(split) = self.split.as_mut() {
+            split.pending[split.file[test] as usize] -= self.expected[test];
+        }
         test
     }
 
+    /// Counts tests back into their modules' pending work.
+    fn add_pending(&mut self, tests: &[TestId]) {
+        if let Some(split) = self.split.as_mut() {
+            for &test in tests {
+                split.pending[split.file[test] as usize] += self.expected[test];
+            }
+        }
+    }
+
     /// Splits the started unit with the most work left when the half taken
-    /// is worth its set-up; returns the new unit (the back of the old one).
-    fn split_for_thief(&mut self) -> Option<usize> {
+    /// is worth its set-up (and its import, for `thief`); returns the new
+    /// unit (the back of the old one).
+    fn split_for_thief(&mut self, thief: WorkerId) -> Option<usize> {
         let victim = (0..self.units.len())
             .filter(|&unit| self.units[unit].splittable && self.units[unit].len() >= 2)
             .max_by(|&a, &b| self.units[a].remaining.total_cmp(&self.units[b].remaining))?;
+        let load = self.load_for(thief, victim);
         let unit = &self.units[victim];
-        if unit.remaining < 2.0 * unit.setup {
+        if unit.remaining < 2.0 * (unit.setup + load) {
             return None;
         }
         let (mut cut, mut taken) = (unit.end, 0.0);
@@ -319,6 +489,8 @@ impl WorkQueue {
     /// the serial phase.
     pub(crate) fn requeue_from(&mut self, worker: WorkerId, held: &[TestId]) {
         let (serial, held): (Vec<TestId>, Vec<TestId>) = held.iter().partition(|&&test| self.is_serial(test));
+        self.add_pending(&serial);
+        self.add_pending(&held);
         for &test in serial.iter().rev() {
             let start = position(self.order.len());
             self.order.push(test);
@@ -376,6 +548,9 @@ impl WorkQueue {
             unit.remaining = 0.0;
         }
         tests.sort_unstable();
+        if let Some(split) = self.split.as_mut() {
+            split.pending.iter_mut().for_each(|pending| *pending = 0.0);
+        }
         self.unstarted.clear();
         self.serial.clear();
         self.remaining = 0.0;
@@ -392,6 +567,63 @@ fn position(index: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two modules of ten tests each, worker `m` having imported module `m`.
+    fn split_workload(expected: [f64; 2], load: [f64; 2]) -> Workload {
+        Workload {
+            expected: [vec![expected[0]; 10], vec![expected[1]; 10]].concat(),
+            module: [vec![0; 10], vec![1; 10]].concat(),
+            module_setup: vec![0.0, 0.0],
+            file: [vec![0; 10], vec![1; 10]].concat(),
+            file_load: load.to_vec(),
+            initially_loaded: vec![vec![0], vec![1]],
+            ..Workload::default()
+        }
+    }
+
+    #[test]
+    fn with_split_collection_a_worker_keeps_to_its_modules_when_imports_cost_more_than_they_save() {
+        // Ten 1 ms tests per module behind a 0.25 s import: never worth it.
+        let mut queue = WorkQueue::new(&split_workload([0.001, 0.001], [0.25, 0.25]), 2);
+        let own: Vec<TestId> = std::iter::from_fn(|| queue.take_for(0, None)).collect();
+        assert_eq!(own, (0..10).collect::<Vec<_>>());
+        assert_eq!(queue.take_loads(0, &own), Vec::<usize>::new(), "its own module needs no import");
+        assert_eq!(queue.take_for(1, None), Some(10));
+    }
+
+    #[test]
+    fn a_backlog_worth_an_import_is_shared_and_the_import_is_sent_once() {
+        // Module 1 holds 10 s of work behind a 0.5 s import; worker 0 has
+        // none of its own: importing pays (10/1 - 10/2 > 0.5).
+        let mut queue = WorkQueue::new(&split_workload([0.001, 1.0], [0.5, 0.5]), 2);
+        let own: Vec<TestId> = (0..10).filter_map(|_| queue.take_for(0, None)).collect();
+        assert_eq!(own.len(), 10);
+        let stolen = queue.take_for(0, None).expect("worker 0 takes module 1's work");
+        assert!(stolen >= 10);
+        assert_eq!(queue.take_loads(0, &[stolen]), vec![1]);
+        let next = queue.take_for(0, None).expect("more of module 1");
+        assert_eq!(queue.take_loads(0, &[next]), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn a_cheap_import_does_not_change_longest_first() {
+        // Module 1's tests are long, its import 1 ms: worker 0 starts the
+        // longest test first, as with full collection.
+        let mut queue = WorkQueue::new(&split_workload([0.01, 2.0], [0.001, 0.001]), 2);
+        let first = queue.take_for(0, None).expect("a test");
+        assert!(first >= 10, "worker 0 took {first}, not one of the longest");
+    }
+
+    #[test]
+    fn a_module_no_live_worker_holds_goes_to_whoever_asks() {
+        let mut queue = WorkQueue::new(&split_workload([0.001, 0.001], [0.25, 0.25]), 2);
+        let own: Vec<TestId> = (0..10).filter_map(|_| queue.take_for(0, None)).collect();
+        assert_eq!(own.len(), 10);
+        assert_eq!(queue.take_for(0, None), None, "module 1 is worker 1's");
+        queue.forget_imports(1);
+        let orphan = queue.take_for(0, None).expect("nobody holds module 1 now");
+        assert_eq!(queue.take_loads(0, &[orphan]), vec![1]);
+    }
 
     #[test]
     fn tests_without_shared_setup_go_out_longest_first() {

@@ -48,7 +48,7 @@ pub fn simulate(workload: &Workload, workers: usize) -> f64 {
         (0..workers).flat_map(|worker| scheduler.handle(0.0, Event::WorkerReady { worker })).collect();
     loop {
         for action in actions.drain(..) {
-            if let Action::Run { worker, tests } = action {
+            if let Action::Run { worker, tests, .. } = action {
                 queues[worker].extend(tests);
             }
         }
@@ -71,7 +71,7 @@ pub fn simulate(workload: &Workload, workers: usize) -> f64 {
         if queues[worker].len() == 1 {
             actions = scheduler.handle(now, Event::WorkerWantsWork { worker });
             for action in actions.drain(..) {
-                if let Action::Run { worker, tests } = action {
+                if let Action::Run { worker, tests, .. } = action {
                     queues[worker].extend(tests);
                 }
             }

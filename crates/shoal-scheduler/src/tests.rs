@@ -16,7 +16,7 @@ fn runs_for(actions: &[Action], worker: WorkerId) -> Vec<TestId> {
     actions
         .iter()
         .filter_map(|action| match action {
-            Action::Run { worker: to, tests } if *to == worker => Some(tests.clone()),
+            Action::Run { worker: to, tests, .. } if *to == worker => Some(tests.clone()),
             _ => None,
         })
         .flatten()
@@ -28,9 +28,9 @@ fn long_tests_go_out_one_at_a_time_longest_first() {
     let workload = Workload::one_module(&[1.0, 2.0, 3.0], 0.0);
     let mut scheduler = Scheduler::new(config(2), &workload);
     let actions = scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
-    assert_eq!(actions, vec![Action::Run { worker: 0, tests: vec![2] }]);
+    assert_eq!(actions, vec![Action::Run { worker: 0, tests: vec![2], load: vec![] }]);
     let actions = scheduler.handle(0.0, Event::WorkerWantsWork { worker: 0 });
-    assert_eq!(actions, vec![Action::Run { worker: 0, tests: vec![1] }]);
+    assert_eq!(actions, vec![Action::Run { worker: 0, tests: vec![1], load: vec![] }]);
 }
 
 #[test]
@@ -38,11 +38,11 @@ fn the_last_test_is_followed_by_a_shutdown() {
     let mut scheduler = Scheduler::new(config(1), &uniform(2));
     assert_eq!(
         scheduler.handle(0.0, Event::WorkerReady { worker: 0 }),
-        vec![Action::Run { worker: 0, tests: vec![0] }]
+        vec![Action::Run { worker: 0, tests: vec![0], load: vec![] }]
     );
     assert_eq!(
         scheduler.handle(0.0, Event::WorkerWantsWork { worker: 0 }),
-        vec![Action::Run { worker: 0, tests: vec![1] }, Action::Shutdown { worker: 0 }]
+        vec![Action::Run { worker: 0, tests: vec![1], load: vec![] }, Action::Shutdown { worker: 0 }]
     );
     let actions = scheduler.handle(0.0, Event::TestFinished { worker: 0, test: 0, failed: false });
     assert!(actions.is_empty());
@@ -175,7 +175,7 @@ fn waiting_for_the_next_instruction_does_not_count_towards_a_timeout() {
     scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
     scheduler.handle(0.0, Event::WorkerReady { worker: 1 });
     let actions = scheduler.handle(0.2, Event::TestFinished { worker: 0, test: 0, failed: true });
-    assert!(actions.contains(&Action::Run { worker: 0, tests: vec![2] }), "{actions:?}");
+    assert!(actions.contains(&Action::Run { worker: 0, tests: vec![2], load: vec![] }), "{actions:?}");
     scheduler.handle(0.5, Event::WorkerWantsWork { worker: 1 });
     scheduler.handle(0.6, Event::WorkerWantsWork { worker: 0 });
     // Counting the wait, tests 1 and 2 would time out at 1.0 and 1.2.
@@ -267,6 +267,8 @@ struct SimulatedWorker {
     stopped_itself: bool,
     /// It has been sent a test since it started.
     ran_any: bool,
+    /// Split collection: the modules this process has imported.
+    imported: Vec<usize>,
 }
 
 proptest! {
@@ -290,6 +292,8 @@ proptest! {
         max_failures in proptest::option::of(1u64..6),
         restarts in 0u32..3,
         steps in proptest::collection::vec(step_strategy(), 0..400),
+        split in any::<bool>(),
+        loads in proptest::collection::vec(0.0f64..2.0, 6),
     ) {
         let workload = Workload {
             expected: durations[..test_count].to_vec(),
@@ -302,6 +306,14 @@ proptest! {
             // A group's or a serial test's rerun would break its contract
             // (one worker, in order; nothing else running): they get none.
             reruns: (0..test_count).map(|test| if groups[test].is_some() || serial[test] { 0 } else { reruns[test] }).collect(),
+            // Split collection: module m is first imported by worker m % workers.
+            file: if split { modules[..test_count].to_vec() } else { Vec::new() },
+            file_load: if split { loads.clone() } else { Vec::new() },
+            initially_loaded: if split {
+                (0..workers).map(|worker| (0..6).filter(|module| module % workers == worker).collect()).collect()
+            } else {
+                Vec::new()
+            },
         };
         let allowed_reruns = workload.reruns.clone();
         let mut runs_of = vec![0u32; test_count];
@@ -313,7 +325,14 @@ proptest! {
             &workload,
         );
         let mut final_count = vec![0u32; test_count];
-        let mut simulated = vec![SimulatedWorker { alive: true, ..Default::default() }; workers];
+        let mut simulated: Vec<SimulatedWorker> = workload
+            .initially_loaded
+            .iter()
+            .cloned()
+            .chain(std::iter::repeat(Vec::new()))
+            .take(workers)
+            .map(|imported| SimulatedWorker { alive: true, imported, ..Default::default() })
+            .collect();
         let mut inbox: VecDeque<Event> = (0..workers).map(|worker| Event::WorkerReady { worker }).collect();
         for worker in &mut simulated { worker.ready = true; }
 
@@ -323,7 +342,19 @@ proptest! {
                     Action::Run { worker, .. } if simulated[worker].stopped_itself => {
                         // In flight while it stopped: never read, never run.
                     }
-                    Action::Run { worker, tests } => {
+                    Action::Run { worker, tests, load } => {
+                        if split {
+                            let imported = &mut simulated[worker].imported;
+                            for module in load {
+                                prop_assert!(!imported.contains(&module), "module {} imported twice", module);
+                                imported.push(module);
+                            }
+                            for &test in &tests {
+                                prop_assert!(imported.contains(&modules[test]), "test {} runs before its module is imported", test);
+                            }
+                        } else {
+                            prop_assert!(load.is_empty(), "an import with full collection");
+                        }
                         let others: Vec<TestId> = simulated
                             .iter()
                             .enumerate()

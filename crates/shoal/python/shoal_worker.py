@@ -146,11 +146,23 @@ class ShoalWorker:
         self.stopping = False
         # (measurement, options) when --cov is measured; see shoal_coverage.
         self.coverage = _coverage
+        self.session = None
+        # Split collection (shoal says so after `hello`): the zygote records
+        # each test file's collectors (by node id: a module and its doctests
+        # share one) instead of importing them; each child then collects the
+        # files shoal gives it. See collect_files.
+        self.split = False
+        self.files = {}
+        # Seconds each test file took to import and collect here.
+        self.file_seconds = {}
+        # The collected items this process can run, by node id.
+        self.items = {}
 
     # Configuration -----------------------------------------------------------
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self, session):
+        self.session = session
         config = self.config
         # Nobody reads a worker's own terminal report: shoal renders one from
         # the facts. Writing it would cost a system call per test.
@@ -196,8 +208,53 @@ class ShoalWorker:
                 "coverage": self.coverage[1] if self.coverage else None,
             }
         )
+        if self.zygote_fd is not None:
+            # shoal decides how the zygote collects, knowing the plugins.
+            command = self.channel.receive() or {}
+            self.split = bool(command.get("split"))
 
     # Collection --------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_make_collect_report(self, collector):
+        """Split collection, in the zygote: a test file is recorded, not
+        imported; its (empty) report lets collection walk on."""
+        if self.split and _is_test_file(collector):
+            self.files.setdefault(collector.nodeid, []).append(collector)
+            return pytest.CollectReport(collector.nodeid, "passed", None, [])
+        return None
+
+    def collect_files(self, nodeids):
+        """Imports and collects these test files (recorded by the zygote
+        before forking) and returns their items, in order."""
+        items = []
+        for nodeid in nodeids:
+            for collector in self.files.pop(nodeid, ()):
+                items.extend(self.session.genitems(collector))
+        # pytest 8+ caches collection results for its own argument walk.
+        if hasattr(self.session, "_collection_cache"):
+            self.session._collection_cache = {}
+        return items
+
+    def collect_share(self, nodeids):
+        """A forked child's collection: its share of the test files, through
+        pytest's own hooks (deselection included), reported as a whole
+        collection is."""
+        session, config = self.session, self.config
+        items = self.collect_files(nodeids)
+        session.items = items
+        config.hook.pytest_collection_modifyitems(session=session, config=config, items=items)
+        session.testscollected = len(items)
+        config.hook.pytest_collection_finish(session=session)
+
+    def load_files(self, nodeids):
+        """Collects test files shoal sends tests of, when this worker has
+        not collected them yet."""
+        items = self.collect_files(nodeids)
+        if items:
+            self.config.hook.pytest_collection_modifyitems(session=self.session, config=self.config, items=items)
+        self.deselected = []
+        self.items.update((item.nodeid, item) for item in items)
 
     @pytest.hookimpl(trylast=True)
     def pytest_deselected(self, items):
@@ -232,6 +289,7 @@ class ShoalWorker:
                     "timeout": _timeout_marker(item),
                     "group": _group_marker(item),
                     "reruns": _reruns_marker(item),
+                    "module": _file_of(item),
                 }
             )
             if len(chunk) >= COLLECTED_CHUNK:
@@ -239,8 +297,24 @@ class ShoalWorker:
                 chunk = []
         if chunk:
             self.channel.send({"type": "collected", "items": chunk})
-        self.channel.send({"type": "collection_finished", "deselected": self.deselected})
+        self.items = {item.nodeid: item for item in session.items}
+        if self.split:
+            self.channel.send(
+                {"type": "test_files", "nodeids": list(self.files), "same_name": _prime_sys_path(self.config, self.files)}
+            )
+            # shoal answers with the files to collect here before forking:
+            # none, or all of them (fewer files than workers).
+            here = (self.channel.receive() or {}).get("nodeids", ())
+            if here:
+                # Collecting them runs this hook again, which reports it all.
+                self.split = False
+                self.collect_share(here)
+                return
+        self.channel.send(
+            {"type": "collection_finished", "deselected": self.deselected, "file_seconds": self.file_seconds}
+        )
         self.deselected = []
+        self.file_seconds = {}
 
     # Running -----------------------------------------------------------------
 
@@ -274,7 +348,7 @@ class ShoalWorker:
         pytest needs it, at teardown. So shoal decides what a worker runs
         next at the last moment, knowing what every other worker is doing.
         """
-        items = {item.nodeid: item for item in session.items}
+        items = self.items
         queue = collections.deque()
         attempts = {}
         ended = False
@@ -291,6 +365,7 @@ class ShoalWorker:
                 closed = command is None
                 kind = command["type"] if command else "shutdown"
                 if kind == "run":
+                    self.load_files(command.get("load", ()))
                     queue.extend(command["nodeids"])
                     attempts.update(command.get("attempts", {}))
                     block = False
@@ -483,6 +558,12 @@ class ShoalWorker:
         except (ImportError, AttributeError, TypeError):
             pass
         self.zygote_fd = None
+        if self.split:
+            self.split = False
+            if command.get("collect"):
+                # The first command is this worker's share of the test files.
+                share = self.channel.receive() or {}
+                self.collect_share(share.get("nodeids", ()))
         self.channel.send({"type": "ready", "pid": os.getpid()})
 
     def pytest_runtest_logreport(self, report):
@@ -630,6 +711,87 @@ class _ChildWatch:
             if pid in alive:
                 leaked.setdefault(nodeid, []).append(pid)
         return leaked
+
+
+class _FileTimer:
+    """Times each test file's import and collection (history for split
+    collection's shares). Registered beside the worker plugin."""
+
+    def __init__(self, worker):
+        self.worker = worker
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_make_collect_report(self, collector):
+        started = time.perf_counter()
+        yield
+        if _is_test_file(collector) and not self.worker.split:
+            seconds = time.perf_counter() - started
+            # A module and its doctests share a node id: one file, one cost.
+            self.worker.file_seconds[collector.nodeid] = self.worker.file_seconds.get(collector.nodeid, 0.0) + seconds
+
+
+def _import_root_and_name(path, config):
+    """Where pytest's prepend/append import modes put a test module's root on
+    ``sys.path``, and the name it imports the module as (as
+    ``_pytest.pathlib.import_path`` decides)."""
+    try:
+        from _pytest.pathlib import CouldNotResolvePathError, resolve_pkg_root_and_module_name
+    except ImportError:  # pytest < 8.1
+        from _pytest.pathlib import resolve_package_path
+
+        package = resolve_package_path(path)
+        if package is None:
+            return str(path.parent), path.stem
+        names = list(path.with_suffix("").relative_to(package.parent).parts)
+        if names[-1] == "__init__":
+            names.pop()
+        return str(package.parent), ".".join(names)
+    try:
+        try:
+            namespaces = config.getini("consider_namespace_packages")
+        except ValueError:
+            namespaces = False
+        root, name = resolve_pkg_root_and_module_name(path, consider_namespace_packages=namespaces)
+    except CouldNotResolvePathError:
+        root, name = path.parent, path.stem
+    return str(root), name
+
+
+def _prime_sys_path(config, files):
+    """Split collection, in the zygote before forking: puts the test modules'
+    roots on ``sys.path`` as importing them in order would have (so a test
+    importing a helper beside another test file finds it, as in sequential
+    pytest). Returns groups of file indexes that import under one module
+    name from different paths: one worker must import them in order, so
+    pytest's "import file mismatch" error still shows."""
+    mode = str(config.getoption("importmode"))
+    if mode.endswith("importlib"):
+        return []
+    names = {}
+    for index, collectors in enumerate(files.values()):
+        module = next((c for c in collectors if isinstance(c, pytest.Module)), None)
+        if module is None:
+            continue
+        root, name = _import_root_and_name(module.path, config)
+        names.setdefault(name, []).append((index, str(module.path)))
+        if mode.endswith("prepend"):
+            if sys.path[0] != root:
+                sys.path.insert(0, root)
+        elif root not in sys.path:
+            sys.path.append(root)
+    return [[index for index, _ in group] for group in names.values() if len({path for _, path in group}) > 1]
+
+
+def _is_test_file(collector):
+    """A test file's collector (a module, a doctest file, a plugin's file),
+    not a package, whose collection imports ``__init__.py`` and walks on."""
+    return isinstance(collector, pytest.File) and not isinstance(collector, pytest.Package)
+
+
+def _file_of(item):
+    """The node id of the test file that collected an item."""
+    file = item.getparent(pytest.File)
+    return file.nodeid if file is not None else None
 
 
 def _cache_dir(config):
@@ -797,4 +959,5 @@ def pytest_cmdline_main(config):
         option.tx = []
         option.numprocesses = None
         config.pluginmanager.register(worker, "shoal_worker_session")
+        config.pluginmanager.register(_FileTimer(worker), "shoal_file_timer")
     yield

@@ -81,6 +81,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "fork|spawn|auto")]
     pub mode: Option<String>,
 
+    /// How fork mode collects: `split` (default: the collecting process
+    /// stops at the test files and each worker imports its share of them)
+    /// or `full` (everything is imported before forking; for plugins that
+    /// need the whole collection at once).
+    #[arg(long, value_name = "split|full")]
+    pub collect: Option<String>,
+
     /// Stop after the first failure (same as --maxfail 1).
     #[arg(short = 'x', long = "exitfirst")]
     pub exit_first: bool,

@@ -43,12 +43,17 @@ pub struct History {
     pub durations: BTreeMap<String, f64>,
     /// Smoothed seconds of module-scoped set-up per module path.
     pub module_setup: BTreeMap<String, f64>,
+    /// Smoothed seconds each test file took to import and collect, by its
+    /// node id (what split collection balances the workers' shares by).
+    pub file_collect: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Extras {
     format_version: u32,
     module_setup: BTreeMap<String, f64>,
+    #[serde(default)]
+    file_collect: BTreeMap<String, f64>,
 }
 
 /// What one run measured (borrowing the run's own strings: a run of
@@ -60,6 +65,8 @@ pub struct RunMeasurements<'a> {
     pub durations: Vec<(&'a str, f64)>,
     /// Module set-up cost samples, per module path.
     pub module_setup: Vec<(&'a str, f64)>,
+    /// Import and collection seconds, per test file node id.
+    pub file_collect: Vec<(&'a str, f64)>,
     /// The files (relative to the rootdir) collection walked this run.
     pub collected_files: HashSet<&'a str>,
 }
@@ -87,11 +94,11 @@ impl History {
     /// warning and an empty history.
     pub fn load(paths: &HistoryPaths) -> Self {
         let durations = read_json::<BTreeMap<String, f64>>(&paths.durations).unwrap_or_default();
-        let module_setup = read_json::<Extras>(&paths.extras)
+        let (module_setup, file_collect) = read_json::<Extras>(&paths.extras)
             .filter(|extras| extras.format_version == EXTRAS_FORMAT_VERSION)
-            .map(|extras| extras.module_setup)
+            .map(|extras| (extras.module_setup, extras.file_collect))
             .unwrap_or_default();
-        Self { durations, module_setup }
+        Self { durations, module_setup, file_collect }
     }
 
     /// Whether anything is known.
@@ -120,6 +127,10 @@ impl History {
         for (module, seconds) in &run.module_setup {
             smooth_into(&mut self.module_setup, module, *seconds);
         }
+        self.file_collect.retain(|file, _| file_exists(file_of(file)));
+        for (file, seconds) in &run.file_collect {
+            smooth_into(&mut self.file_collect, file, *seconds);
+        }
     }
 
     /// Writes both files atomically.
@@ -128,8 +139,11 @@ impl History {
             serde_json::to_writer_pretty(&mut *writer, &self.durations)?;
             writer.write_all(b"\n")
         })?;
-        let extras =
-            Extras { format_version: EXTRAS_FORMAT_VERSION, module_setup: self.module_setup.clone() };
+        let extras = Extras {
+            format_version: EXTRAS_FORMAT_VERSION,
+            module_setup: self.module_setup.clone(),
+            file_collect: self.file_collect.clone(),
+        };
         let mut bytes = serde_json::to_vec_pretty(&extras).expect("extras serialize");
         bytes.push(b'\n');
         write_atomically(&paths.extras, &bytes)
@@ -187,6 +201,7 @@ mod tests {
         RunMeasurements {
             durations: durations.to_vec(),
             module_setup: Vec::new(),
+            file_collect: Vec::new(),
             collected_files: files.iter().copied().collect(),
         }
     }

@@ -283,6 +283,7 @@ impl Merged {
                 timeout: None,
                 group: test.group.clone(),
                 reruns: None,
+                module: None,
             });
             let index = u32::try_from(records.len()).expect("fewer than 4 billion tests");
             if let Some(worker) = slot(test.worker.as_deref())

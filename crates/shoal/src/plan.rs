@@ -54,6 +54,108 @@ pub fn workload(table: &TestTable, history: &History, default_timeout: Option<f6
     Workload { expected, module, module_setup, timeouts, ..Workload::default() }
 }
 
+/// Seconds assumed for importing and collecting a test file nothing is
+/// known about, when no file's cost is known either.
+pub const DEFAULT_FILE_COLLECT: f64 = 0.05;
+
+/// Split collection's shares: which worker imports and collects which test
+/// files (node ids, in collection order), balanced by each file's import
+/// cost plus its tests' expected time, from history (unknown files: the
+/// median file). Files of one `together` group go to one worker. Heaviest
+/// first to the least loaded worker; ties by collection order, then by
+/// worker. Each share keeps collection order.
+pub fn file_shares(
+    files: &[String],
+    together: &[Vec<usize>],
+    history: &History,
+    workers: usize,
+) -> Vec<Vec<usize>> {
+    let mut tests_seconds: HashMap<&str, f64> = HashMap::new();
+    for (nodeid, seconds) in &history.durations {
+        *tests_seconds.entry(crate::history::file_of(nodeid)).or_default() += seconds;
+    }
+    let known: Vec<f64> = files.iter().filter_map(|file| history.file_collect.get(file).copied()).collect();
+    let typical_collect = median(known).unwrap_or(DEFAULT_FILE_COLLECT);
+    let known_tests: Vec<f64> =
+        files.iter().filter_map(|file| tests_seconds.get(file.as_str()).copied()).collect();
+    let typical_tests = median(known_tests).unwrap_or(0.0);
+    let weight = |file: usize| {
+        let name = files[file].as_str();
+        history.file_collect.get(name).copied().unwrap_or(typical_collect)
+            + tests_seconds.get(name).copied().unwrap_or(typical_tests)
+    };
+    // Bundles of files that go to one worker: a group, or a file alone.
+    let mut bundle_of: Vec<Option<usize>> = vec![None; files.len()];
+    let mut bundles: Vec<Vec<usize>> = Vec::new();
+    for group in together {
+        let members: Vec<usize> =
+            group.iter().copied().filter(|&file| file < files.len() && bundle_of[file].is_none()).collect();
+        for &file in &members {
+            bundle_of[file] = Some(bundles.len());
+        }
+        bundles.push(members);
+    }
+    for (file, bundle) in bundle_of.iter_mut().enumerate() {
+        if bundle.is_none() {
+            *bundle = Some(bundles.len());
+            bundles.push(vec![file]);
+        }
+    }
+    let bundle_weight: Vec<f64> =
+        bundles.iter().map(|bundle| bundle.iter().map(|&file| weight(file)).sum()).collect();
+    let first_file = |bundle: usize| bundles[bundle].iter().copied().min().unwrap_or(usize::MAX);
+    let mut order: Vec<usize> = (0..bundles.len()).collect();
+    order.sort_by(|&a, &b| {
+        bundle_weight[b].total_cmp(&bundle_weight[a]).then(first_file(a).cmp(&first_file(b)))
+    });
+    let workers = workers.max(1);
+    let mut load = vec![0.0_f64; workers];
+    let mut shares = vec![Vec::new(); workers];
+    for bundle in order {
+        let worker =
+            (0..workers).min_by(|&a, &b| load[a].total_cmp(&load[b]).then(a.cmp(&b))).expect("a worker");
+        load[worker] += bundle_weight[bundle];
+        shares[worker].extend_from_slice(&bundles[bundle]);
+    }
+    shares.iter_mut().for_each(|share| share.sort_unstable());
+    shares
+}
+
+/// Split collection: tells the scheduler which file collects each test,
+/// what each file costs a worker to import (as measured while collecting),
+/// and which files each worker has already. With more workers than CPUs,
+/// an import also slows the others: its cost counts `workers / cpus` times.
+pub fn set_split_collection(
+    workload: &mut Workload,
+    table: &TestTable,
+    split: &crate::runner::SplitCollection,
+    file_seconds: &BTreeMap<String, f64>,
+    oversubscription: f64,
+) -> Result<(), crate::errors::ShoalError> {
+    let index: HashMap<&str, usize> =
+        split.files.iter().enumerate().map(|(position, file)| (file.as_str(), position)).collect();
+    workload.file = table
+        .items()
+        .map(|item| {
+            item.file.and_then(|file| index.get(file).copied()).ok_or_else(|| {
+                crate::errors::ShoalError::Internal(format!(
+                    "split collection: no test file collected {}",
+                    item.nodeid
+                ))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    workload.file_load = split
+        .files
+        .iter()
+        .map(|file| {
+            oversubscription.max(1.0) * file_seconds.get(file).copied().unwrap_or(DEFAULT_FILE_COLLECT)
+        })
+        .collect();
+    workload.initially_loaded = split.shares.clone();
+    Ok(())
+}
+
 /// Sets how often each test may be rerun: its `flaky(reruns=N)` marker, else
 /// `--reruns`. Tests in a group and serial tests are not rerun: a rerun runs
 /// on a fresh worker, which would break their contract (one worker, in
@@ -142,6 +244,7 @@ pub fn measurements<'a>(
     RunMeasurements {
         durations,
         module_setup,
+        file_collect: Vec::new(),
         collected_files: (0..table.module_count())
             .map(|module| table.module_path(u32::try_from(module).expect("module indexes fit in u32")))
             .collect(),
@@ -160,6 +263,27 @@ mod tests {
     use super::*;
     use crate::protocol::PhaseReport;
 
+    #[test]
+    fn file_shares_balance_import_and_test_time_and_keep_collection_order() {
+        let files: Vec<String> = ["a.py", "b.py", "c.py", "d.py"].map(str::to_owned).to_vec();
+        let mut history = History::default();
+        // a: 3 s of tests; b, c, d: 1 s of import each.
+        history.durations.insert("a.py::test".into(), 3.0);
+        for file in ["b.py", "c.py", "d.py"] {
+            history.file_collect.insert(file.into(), 1.0);
+            history.durations.insert(format!("{file}::test"), 0.0);
+        }
+        history.file_collect.insert("a.py".into(), 0.0);
+        let shares = file_shares(&files, &[], &history, 2);
+        assert_eq!(shares, vec![vec![0], vec![1, 2, 3]]);
+        // Nothing known: round robin by collection order.
+        assert_eq!(file_shares(&files, &[], &History::default(), 2), vec![vec![0, 2], vec![1, 3]]);
+        // Files imported under one name stay together.
+        assert_eq!(file_shares(&files, &[vec![1, 3]], &History::default(), 2), vec![vec![1, 3], vec![0, 2]]);
+        // More workers than files: some shares are empty.
+        assert_eq!(file_shares(&files[..1], &[], &History::default(), 2), vec![vec![0], vec![]]);
+    }
+
     fn table(tests: &[(&str, &str)]) -> TestTable {
         let mut table = TestTable::default();
         for (nodeid, path) in tests {
@@ -172,6 +296,7 @@ mod tests {
                 timeout: None,
                 group: None,
                 reruns: None,
+                module: None,
             });
         }
         table

@@ -46,6 +46,19 @@ pub enum WorkerMessage {
     CollectionFinished {
         /// Node ids that `-k`, `-m` or plugins deselected.
         deselected: Vec<String>,
+        /// Seconds each test file took to import and collect, by its node id.
+        #[serde(default)]
+        file_seconds: std::collections::BTreeMap<String, f64>,
+    },
+    /// Split collection: the test files the zygote found and did not
+    /// import, in collection order (node ids).
+    TestFiles {
+        /// Their node ids.
+        nodeids: Vec<String>,
+        /// Groups of files (indexes into `nodeids`) that pytest imports
+        /// under one module name: one worker must collect them, in order.
+        #[serde(default)]
+        same_name: Vec<Vec<usize>>,
     },
     /// A test's protocol (setup, call, teardown) completed.
     Finished(Finished),
@@ -162,6 +175,10 @@ pub struct CollectedItem {
     /// Reruns from `@pytest.mark.flaky(reruns=N)`, if it has the marker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reruns: Option<u8>,
+    /// The node id of the test file that collected it (which may differ
+    /// from `path`, for a test inherited from another file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
 }
 
 /// A test whose protocol ended, with the facts pytest reported.
@@ -277,6 +294,23 @@ pub enum WorkerCommand {
         /// `SHOAL_ATTEMPT` of reruns (every other test is attempt 1).
         #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
         attempts: std::collections::BTreeMap<String, usize>,
+        /// Split collection: test files (node ids) to import and collect
+        /// before running these tests.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        load: Vec<String>,
+    },
+    /// To the zygote, after its `hello`: how to collect.
+    CollectMode {
+        /// Record the test files without importing them: forked workers
+        /// collect them, each its share.
+        split: bool,
+    },
+    /// Split collection: to a worker forked for it, first, its share of the
+    /// test files; to the zygote, once it has listed them, those to collect
+    /// itself before forking (none, or all).
+    Share {
+        /// Node ids of the test files.
+        nodeids: Vec<String>,
     },
     /// Drop the queue; finish after the running test and report the rest.
     Stop,
@@ -297,6 +331,9 @@ pub enum ZygoteCommand {
         worker_count: usize,
         /// The worker's own basetemp.
         basetemp: String,
+        /// Split collection: the worker's first command is its share.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        collect: bool,
     },
     /// Fork no more; end once every child has been reaped.
     Shutdown,
@@ -346,7 +383,11 @@ mod tests {
 
     #[test]
     fn encodes_commands_as_tagged_lines() {
-        let run = WorkerCommand::Run { nodeids: vec!["a.py::t".into()], attempts: Default::default() };
+        let run = WorkerCommand::Run {
+            nodeids: vec!["a.py::t".into()],
+            attempts: Default::default(),
+            load: Vec::new(),
+        };
         assert_eq!(encode_command(&run), b"{\"type\":\"run\",\"nodeids\":[\"a.py::t\"]}\n");
         assert_eq!(encode_command(&WorkerCommand::Stop), b"{\"type\":\"stop\"}\n");
     }

@@ -19,6 +19,7 @@ const KNOWN_KEYS: &[&str] = &[
     "python",
     "max-worker-restarts",
     "mode",
+    "collect",
     "timeout",
     "worker-memory-limit",
     "serial-markers",
@@ -76,6 +77,26 @@ pub enum WorkerMode {
     Auto,
 }
 
+/// How fork mode collects (see [`crate::runner`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CollectionMode {
+    /// The zygote stops at the test files; each worker imports and collects
+    /// its share of them (the default).
+    Split,
+    /// The zygote imports and collects everything before forking.
+    Full,
+}
+
+impl CollectionMode {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "split" => Some(Self::Split),
+            "full" => Some(Self::Full),
+            _ => None,
+        }
+    }
+}
+
 impl WorkerMode {
     fn parse(text: &str) -> Option<Self> {
         match text {
@@ -96,6 +117,8 @@ pub struct RunSettings {
     pub workers: usize,
     /// How workers come to be.
     pub mode: WorkerMode,
+    /// How fork mode collects.
+    pub collection: CollectionMode,
     /// `-x` / `--maxfail`: stop after this many failures.
     pub max_failures: Option<u64>,
     /// Run the rest when some files fail to collect.
@@ -148,6 +171,7 @@ struct FileSettings {
     python: Option<PathBuf>,
     max_worker_restarts: Option<u32>,
     mode: Option<WorkerMode>,
+    collection: Option<CollectionMode>,
     timeout: Option<f64>,
     worker_memory_limit_kib: Option<u64>,
     serial_markers: Option<Vec<String>>,
@@ -190,6 +214,12 @@ impl RunSettings {
                 ShoalError::Usage(format!("--mode: expected `fork`, `spawn` or `auto`, got `{text}`"))
             })?,
             None => file.mode.unwrap_or(WorkerMode::Auto),
+        };
+        let collection = match &args.collect {
+            Some(text) => CollectionMode::parse(text).ok_or_else(|| {
+                ShoalError::Usage(format!("--collect: expected `split` or `full`, got `{text}`"))
+            })?,
+            None => file.collection.unwrap_or(CollectionMode::Split),
         };
         let timeout = match &args.timeout {
             Some(text) => Some(parse_seconds(text).ok_or_else(|| {
@@ -237,6 +267,7 @@ impl RunSettings {
             collect,
             workers,
             mode,
+            collection,
             max_failures,
             continue_on_collection_errors: args.continue_on_collection_errors,
             max_worker_restarts: args
@@ -441,6 +472,12 @@ fn parse_file_settings(text: &str, path: &Path) -> Result<FileSettings, ShoalErr
                     config_error(format!(
                         "[tool.shoal] max-worker-restarts: expected a number of restarts, got {value}"
                     ))
+                })?);
+            }
+            "collect" => {
+                let collection = value.as_str().and_then(CollectionMode::parse);
+                settings.collection = Some(collection.ok_or_else(|| {
+                    config_error(format!("[tool.shoal] collect: expected \"split\" or \"full\", got {value}"))
                 })?);
             }
             "mode" => {

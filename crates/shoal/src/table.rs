@@ -35,6 +35,8 @@ struct Entry {
     group: u32,
     /// Reruns from a `flaky` marker, or `u8::MAX` when it has none.
     reruns: u8,
+    /// Index of the test file that collected it, or `u32::MAX` when unknown.
+    file: u32,
 }
 
 /// One collected test, as the rest of shoal reads it.
@@ -56,6 +58,9 @@ pub struct Item<'a> {
     pub group: Option<(u32, &'a str)>,
     /// Reruns from its `flaky(reruns=N)` marker, if it has one.
     pub reruns: Option<u8>,
+    /// The node id of the test file that collected it, when the worker
+    /// said (usually `path`; another file for an inherited test).
+    pub file: Option<&'a str>,
     markers: &'a str,
 }
 
@@ -63,6 +68,21 @@ impl<'a> Item<'a> {
     /// Names of its markers.
     pub fn markers(&self) -> impl Iterator<Item = &'a str> + 'a {
         self.markers.split('\n').filter(|name| !name.is_empty())
+    }
+
+    /// The item as a worker reports it, to store in another table.
+    pub fn to_collected(&self) -> CollectedItem {
+        CollectedItem {
+            nodeid: self.nodeid.to_owned(),
+            path: self.path.to_owned(),
+            line: self.line.map(u64::from),
+            domain: self.domain.to_owned(),
+            markers: self.markers().map(str::to_owned).collect(),
+            timeout: self.timeout,
+            group: self.group.map(|(_, name)| name.to_owned()),
+            reruns: self.reruns,
+            module: self.file.map(str::to_owned),
+        }
     }
 }
 
@@ -76,6 +96,8 @@ pub struct TestTable {
     by_hash: HashMap<u64, u32>,
     groups: Vec<Box<str>>,
     group_index: HashMap<Box<str>, u32>,
+    files: Vec<Box<str>>,
+    file_index: HashMap<Box<str>, u32>,
     /// Node ids whose hash another id already took (practically never).
     overflow: HashMap<Box<str>, u32>,
     hasher: std::hash::RandomState,
@@ -113,18 +135,17 @@ impl TestTable {
         let timeout = item.timeout.map_or(f32::NAN, |seconds| seconds as f32);
         let group = item.group.map_or(u32::MAX, |name| self.intern_group(name));
         let reruns = item.reruns.map_or(u8::MAX, |count| count.min(u8::MAX - 1));
-        self.entries.push(Entry { nodeid, domain, markers, module, line, timeout, group, reruns });
+        let file = item.module.map_or(u32::MAX, |name| self.intern_file(name));
+        self.entries.push(Entry { nodeid, domain, markers, module, line, timeout, group, reruns, file });
         true
     }
 
+    fn intern_file(&mut self, name: String) -> u32 {
+        intern(&mut self.files, &mut self.file_index, name)
+    }
+
     fn intern_group(&mut self, name: String) -> u32 {
-        if let Some(&index) = self.group_index.get(name.as_str()) {
-            return index;
-        }
-        let index = u32::try_from(self.groups.len()).expect("fewer than 4 billion groups");
-        self.groups.push(name.clone().into_boxed_str());
-        self.group_index.insert(name.into_boxed_str(), index);
-        index
+        intern(&mut self.groups, &mut self.group_index, name)
     }
 
     fn store(&mut self, text: &str) -> Span {
@@ -169,6 +190,7 @@ impl TestTable {
             timeout: (!entry.timeout.is_nan()).then_some(f64::from(entry.timeout)),
             group: (entry.group != u32::MAX).then(|| (entry.group, &*self.groups[entry.group as usize])),
             reruns: (entry.reruns != u8::MAX).then_some(entry.reruns),
+            file: (entry.file != u32::MAX).then(|| &*self.files[entry.file as usize]),
             markers: self.text(entry.markers),
         }
     }
@@ -203,17 +225,7 @@ impl TestTable {
                 left_out += 1;
                 continue;
             }
-            let item = self.item(test);
-            kept.push(CollectedItem {
-                nodeid: item.nodeid.to_owned(),
-                path: item.path.to_owned(),
-                line: item.line.map(u64::from),
-                domain: item.domain.to_owned(),
-                markers: item.markers().map(str::to_owned).collect(),
-                timeout: item.timeout,
-                group: item.group.map(|(_, name)| name.to_owned()),
-                reruns: item.reruns,
-            });
+            kept.push(self.item(test).to_collected());
         }
         (kept, left_out)
     }
@@ -224,6 +236,17 @@ impl TestTable {
             .find(|&test| self.nodeid(test) != other.nodeid(test))
             .or_else(|| (self.len() != other.len()).then(|| self.len().min(other.len())))
     }
+}
+
+/// The index of `name` in `names`, added if new.
+fn intern(names: &mut Vec<Box<str>>, index: &mut HashMap<Box<str>, u32>, name: String) -> u32 {
+    if let Some(&found) = index.get(name.as_str()) {
+        return found;
+    }
+    let found = u32::try_from(names.len()).expect("fewer than 4 billion names");
+    names.push(name.clone().into_boxed_str());
+    index.insert(name.into_boxed_str(), found);
+    found
 }
 
 #[cfg(test)]
@@ -240,6 +263,7 @@ mod tests {
             timeout: None,
             group: None,
             reruns: None,
+            module: None,
         }
     }
 

@@ -312,6 +312,8 @@ pub struct Zygote {
     /// The zygote's process id (and process group id).
     pub pid: u32,
     control: OwnedFd,
+    /// The zygote's channel, for the commands it takes before forking.
+    writer: UnixStream,
     board: Arc<ExitBoard>,
     stdout: Arc<Mutex<OutputTail>>,
     stderr: Arc<Mutex<OutputTail>>,
@@ -337,6 +339,7 @@ impl Zygote {
         let pid = child.id();
         let (stdout, stderr, readers) = read_output(child.stdout.take(), child.stderr.take(), Echo::Off);
         let board = Arc::new(ExitBoard::default());
+        let writer = ours.try_clone()?;
         start_channel_reader(
             Self::KEY,
             ours,
@@ -345,15 +348,23 @@ impl Zygote {
             events,
             Some(Arc::clone(&board)),
         )?;
-        Ok(Self { pid, control, board, stdout, stderr })
+        Ok(Self { pid, control, writer, board, stdout, stderr })
+    }
+
+    /// Sends the zygote a command on its channel (before it forks).
+    pub fn send(&mut self, command: &WorkerCommand) {
+        let _ = self.writer.write_all(&protocol::encode_command(command));
     }
 
     /// Asks the zygote to fork a worker for `key`; the worker says `ready`
-    /// with its pid once it is set up.
+    /// with its pid once it is set up. With `collect`, the worker's first
+    /// command is its share of the test files, which it collects and
+    /// reports before `ready` (split collection).
     pub fn fork(
         &self,
         spec: &WorkerSpec,
         key: WorkerKey,
+        collect: bool,
         events: Sender<WorkerEvent>,
     ) -> std::io::Result<WorkerHandle> {
         let (ours, theirs) = UnixStream::pair()?;
@@ -363,6 +374,7 @@ impl Zygote {
             slot: key.slot,
             worker_count: spec.worker_count,
             basetemp: spec.basetemp(key.slot).display().to_string(),
+            collect,
         };
         let payload = serde_json::to_vec(&request).expect("requests serialize");
         let descriptors = [theirs.as_raw_fd(), stdout_write.as_raw_fd(), stderr_write.as_raw_fd()];

@@ -62,6 +62,7 @@ fn item(
         timeout,
         group: None,
         reruns,
+        module: None,
     }
 }
 

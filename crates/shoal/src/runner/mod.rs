@@ -9,6 +9,8 @@
 
 mod pool;
 
+pub use self::pool::SplitCollection;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -22,16 +24,16 @@ use crate::history::{History, HistoryPaths};
 use crate::lastfailed::LastFailed;
 use crate::outcome::{NotRunCause, Outcome, Tally, outcome_from_reports};
 use crate::plan;
-use crate::protocol::{CollectReport, PhaseReport, WarningMessage, WorkerCommand, WorkerMessage};
+use crate::protocol::{CollectReport, Hello, PhaseReport, WarningMessage, WorkerCommand, WorkerMessage};
 use crate::report::{
     CrashDetails, Expectation, Reporter, RunHeader, RunStats, RunSummary, StopNotice, TestDetails,
     TestRecord, TestView,
 };
-use crate::settings::{CollectSettings, LastFailedMode, RunSettings, WorkerMode};
+use crate::settings::{CollectSettings, CollectionMode, LastFailedMode, RunSettings, WorkerMode};
 use crate::table::TestTable;
 use crate::worker::{WorkerEvent, WorkerKey, WorkerSpec, Zygote, describe_exit};
 
-use self::pool::{CollectionEnd, Pool, SlotPhase, check_same_collection};
+use self::pool::{CollectionEnd, CollectionPlan, Pool, SlotPhase, check_same_collection};
 
 /// How long running tests get to finish after the first Ctrl-C.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
@@ -133,7 +135,8 @@ pub fn collect_only(settings: &CollectSettings) -> Result<Option<CollectedOnly>,
     let spec = worker_spec(settings, 1, None, &[], run_directory.path())?;
     // One collection and no workers: spawn a single process.
     let mut pool = Pool::new(spec, settings.interpreter.origin);
-    let collected = match pool.start_and_collect(WorkerMode::Spawn, 1, settings)? {
+    let plan = CollectionPlan { split: &|_| false, shares: &|_, _, _, _| Vec::new() };
+    let collected = match pool.start_and_collect(WorkerMode::Spawn, 1, settings, &plan)? {
         CollectionEnd::Done(collected) => collected,
         CollectionEnd::Interrupted => return Ok(None),
     };
@@ -224,6 +227,9 @@ struct Run<'a> {
     died_running_since: HashMap<usize, f64>,
     /// The test each slot was last announced as running.
     announced_running: Vec<Option<TestId>>,
+    /// Split collection: the test files (node ids) the scheduler's loads
+    /// index; empty with full collection.
+    test_files: Vec<String>,
 }
 
 impl Run<'_> {
@@ -310,6 +316,38 @@ impl Run<'_> {
     }
 }
 
+/// Whether the selection names tests inside files (`file.py::test`): split
+/// collection hands whole files to the workers, so such a run collects in
+/// full.
+fn names_tests(collect: &CollectSettings) -> bool {
+    // `--deselect ID` names a test too, but to leave it out: split
+    // collection applies it in the workers.
+    let deselected =
+        collect.pytest_args.windows(2).filter(|pair| pair[0] == "--deselect").map(|pair| &pair[1]);
+    let deselected: HashSet<&String> = deselected.collect();
+    collect.selection.entries.iter().any(|entry| entry.argument.contains("::"))
+        || collect.pytest_args.iter().any(|argument| {
+            !argument.starts_with('-') && argument.contains("::") && !deselected.contains(argument)
+        })
+}
+
+/// pytest plugins whose `pytest_collection_modifyitems` works on the whole
+/// collection at once (selecting a part of it, or ordering tests across
+/// files): under split collection each worker would apply them to its share.
+const WHOLE_COLLECTION_PLUGINS: &[&str] = &["split", "test-groups", "order", "ordering", "depends"];
+
+/// pytest flags that work on the whole collection (stepwise skips by
+/// position in it).
+const WHOLE_COLLECTION_FLAGS: &[&str] = &["--sw", "--stepwise", "--sw-skip", "--stepwise-skip"];
+
+/// The first active plugin (as `name-version`) that needs the whole
+/// collection, if any.
+fn plugin_needing_whole_collection(plugins: &[String]) -> Option<&str> {
+    plugins.iter().map(String::as_str).find(|plugin| {
+        plugin.rsplit_once('-').is_some_and(|(name, _)| WHOLE_COLLECTION_PLUGINS.contains(&name))
+    })
+}
+
 /// `shoal run`: the whole run; returns the exit code.
 pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8, ShoalError> {
     let started = Instant::now();
@@ -331,13 +369,40 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     );
     coverage.prepare()?;
     let mut pool = Pool::new(spec, settings.collect.interpreter.origin);
-    let mut collected = match pool.start_and_collect(settings.mode, settings.workers, &settings.collect)? {
-        CollectionEnd::Done(collected) => collected,
-        CollectionEnd::Interrupted => {
-            pool.kill_all();
-            return Ok(exit_code::INTERRUPTED);
+    let split_wanted = settings.collection == CollectionMode::Split
+        && !names_tests(&settings.collect)
+        && !settings
+            .collect
+            .pytest_args
+            .iter()
+            .any(|argument| WHOLE_COLLECTION_FLAGS.contains(&argument.as_str()));
+    let split = |hello: &Hello| {
+        if !split_wanted {
+            return false;
+        }
+        match plugin_needing_whole_collection(&hello.plugins) {
+            Some(plugin) => {
+                crate::output::notice(&format!(
+                    "collecting every test file before forking: {plugin} works on the whole collection"
+                ));
+                false
+            }
+            None => true,
         }
     };
+    let shares = |hello: &Hello, files: &[String], together: &[Vec<usize>], workers: usize| {
+        let paths = HistoryPaths::new(Path::new(&hello.rootdir), settings.durations_path.as_deref());
+        plan::file_shares(files, together, &History::load(&paths), workers)
+    };
+    let plan = CollectionPlan { split: &split, shares: &shares };
+    let mut collected =
+        match pool.start_and_collect(settings.mode, settings.workers, &settings.collect, &plan)? {
+            CollectionEnd::Done(collected) => collected,
+            CollectionEnd::Interrupted => {
+                pool.kill_all();
+                return Ok(exit_code::INTERRUPTED);
+            }
+        };
     let hello = &collected.hello;
     let max_failures = settings.max_failures.or((hello.maxfail > 0).then_some(hello.maxfail));
     let continue_on_collection_errors =
@@ -428,6 +493,20 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         shard: shard.map(|narrowed| narrowed.info),
     };
     let mut workload = plan::workload(&table, &history, settings.timeout);
+    let test_files = match &collected.split {
+        Some(split) => {
+            let oversubscription = pool.slots.len() as f64 / crate::settings::usable_cpus() as f64;
+            plan::set_split_collection(
+                &mut workload,
+                &table,
+                split,
+                &collected.file_seconds,
+                oversubscription,
+            )?;
+            split.files.clone()
+        }
+        None => Vec::new(),
+    };
     plan::mark_serial_and_groups(&mut workload, &table, &settings.serial_markers);
     plan::set_reruns(&mut workload, &table, settings.reruns);
     // --ff, and any budget, put last time's failures first.
@@ -481,6 +560,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         attempts: HashMap::new(),
         died_running_since: HashMap::new(),
         announced_running: Vec::new(),
+        test_files,
     };
 
     let mut stop = None;
@@ -525,8 +605,11 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         .collect();
     let whole_collection = run.whole_collection.as_ref().unwrap_or(&run.table);
     let rootdir = Path::new(&hello.rootdir);
+    let mut measured = plan::measurements(&records, &run.execution_order, &run.table);
+    measured.file_collect =
+        collected.file_seconds.iter().map(|(file, seconds)| (file.as_str(), *seconds)).collect();
     history.merge(
-        &plan::measurements(&records, &run.execution_order, &run.table),
+        &measured,
         |nodeid| {
             whole_collection.find(nodeid).is_some()
                 || deselected.contains(nodeid)
@@ -838,6 +921,7 @@ fn handle_message(
         | WorkerMessage::Collected { .. }
         | WorkerMessage::CollectionFinished { .. }
         | WorkerMessage::ZygoteReady { .. }
+        | WorkerMessage::TestFiles { .. }
         | WorkerMessage::Ready { .. }
         | WorkerMessage::ChildExited { .. } => Vec::new(),
     })
@@ -877,14 +961,15 @@ fn replacement_message(
 fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(), ShoalError> {
     for action in actions {
         match action {
-            Action::Run { worker, tests } => {
+            Action::Run { worker, tests, load } => {
                 let attempts = tests
                     .iter()
                     .filter(|&&test| run.attempt_of(test) > 1)
                     .map(|&test| (run.table.nodeid(test).to_owned(), run.attempt_of(test)))
                     .collect();
                 let nodeids = tests.iter().map(|&test| run.table.nodeid(test).to_owned()).collect();
-                pool.send(worker, &WorkerCommand::Run { nodeids, attempts });
+                let load = load.iter().map(|&file| run.test_files[file].clone()).collect();
+                pool.send(worker, &WorkerCommand::Run { nodeids, attempts, load });
             }
             // A failed attempt reported by pytest was kept where it arrived.
             Action::Retry { cause: RetryCause::Failed, .. } => {}
@@ -988,6 +1073,17 @@ fn wait_for_exit(pool: &mut Pool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugins_that_need_the_whole_collection_are_recognised_by_name() {
+        let plugins = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            plugin_needing_whole_collection(&plugins(&["xdist-3.8.0", "split-0.10.0"])),
+            Some("split-0.10.0")
+        );
+        assert_eq!(plugin_needing_whole_collection(&plugins(&["order-1.3.0"])), Some("order-1.3.0"));
+        assert_eq!(plugin_needing_whole_collection(&plugins(&["cov-7.1.0", "randomly-3.16.0"])), None);
+    }
 
     #[test]
     fn a_user_basetemp_becomes_the_root_of_per_worker_ones() {

@@ -1,17 +1,23 @@
 //! The worker processes of one run and the queue their events arrive on;
 //! the collection phase, in spawn mode (every worker collects, and they must
-//! agree) and in fork mode (the zygote collects once).
+//! agree) and in fork mode: the zygote collects once, or, with split
+//! collection, walks the selection down to the test files without importing
+//! them, and each forked worker imports and collects its share of the files
+//! (their collections are merged in the zygote's order).
 
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use std::collections::BTreeMap;
+
 use crate::errors::ShoalError;
-use crate::protocol::{CollectReport, Hello, WarningMessage, WorkerMessage};
+use crate::protocol::{CollectReport, Hello, WarningMessage, WorkerCommand, WorkerMessage};
 use crate::settings::{CollectSettings, WorkerMode};
 use crate::table::TestTable;
 use crate::worker::{WorkerEvent, WorkerHandle, WorkerKey, WorkerSpec, Zygote, describe_exit, signal_group};
+use shoal_scheduler::TestId;
 
 /// Between SIGTERM and SIGKILL when killing a worker's group.
 const TERMINATE_GRACE: Duration = Duration::from_millis(500);
@@ -45,6 +51,12 @@ pub(super) struct Collection {
     pub(super) finished: bool,
     /// Fork mode: the zygote's verdict on forking (`None` until it says).
     pub(super) fork_unsafe: Option<Option<String>>,
+    /// Split collection: the test files the zygote recorded, in order.
+    pub(super) test_files: Vec<String>,
+    /// Split collection: files that must be collected by one worker.
+    pub(super) same_name: Vec<Vec<usize>>,
+    /// Seconds each test file took to import and collect.
+    pub(super) file_seconds: BTreeMap<String, f64>,
 }
 
 impl Collection {
@@ -68,9 +80,14 @@ impl Collection {
                     self.table.push(item);
                 }
             }
-            WorkerMessage::CollectionFinished { deselected } => {
+            WorkerMessage::CollectionFinished { deselected, file_seconds } => {
                 self.deselected = deselected;
+                self.file_seconds = file_seconds;
                 self.finished = true;
+            }
+            WorkerMessage::TestFiles { nodeids, same_name } => {
+                self.test_files = nodeids;
+                self.same_name = same_name;
             }
             WorkerMessage::Warning(warning) => self.warnings.push(warning),
             WorkerMessage::ZygoteReady { fork_safe, reason } => {
@@ -134,7 +151,33 @@ pub(super) struct Collected {
     pub(super) deselected: Vec<String>,
     /// The mode actually used.
     pub(super) mode: &'static str,
+    /// Seconds each test file took to import and collect.
+    pub(super) file_seconds: BTreeMap<String, f64>,
+    /// Split collection: which worker collected which files.
+    pub(super) split: Option<SplitCollection>,
 }
+
+/// Split collection's outcome: the test files and the workers' shares.
+pub struct SplitCollection {
+    /// The test files, in the zygote's collection order (node ids).
+    pub files: Vec<String>,
+    /// Indexes into `files` that each worker slot collected; slots forked
+    /// after collection have none.
+    pub shares: Vec<Vec<usize>>,
+}
+
+/// How the zygote collects, decided by the caller.
+pub(super) struct CollectionPlan<'a> {
+    /// Given the zygote's `hello` (its plugins), whether to split collection.
+    pub(super) split: &'a dyn Fn(&Hello) -> bool,
+    /// The shares of these test files among this many workers.
+    pub(super) shares: &'a ShareFiles<'a>,
+}
+
+/// Given the zygote's `hello`, the test files (node ids, in order), groups
+/// of them (indexes) that must go to one worker, and the number of workers:
+/// each worker's share, as indexes into the files.
+pub(super) type ShareFiles<'a> = dyn Fn(&Hello, &[String], &[Vec<usize>], usize) -> Vec<Vec<usize>> + 'a;
 
 /// How the collection phase ended.
 pub(super) enum CollectionEnd {
@@ -166,6 +209,7 @@ impl Pool {
         mode: WorkerMode,
         count: usize,
         collect: &CollectSettings,
+        plan: &CollectionPlan<'_>,
     ) -> Result<CollectionEnd, ShoalError> {
         let fork = match mode {
             WorkerMode::Spawn => false,
@@ -177,6 +221,7 @@ impl Pool {
                 .map_err(|source| self.not_startable(source))?;
             self.zygote = Some(zygote);
             let mut collection = Collection::default();
+            let mut split = None;
             while !collection.finished || collection.fork_unsafe.is_none() {
                 match self.receive(None) {
                     None => {
@@ -187,7 +232,28 @@ impl Pool {
                     Some(WorkerEvent::Interrupt) => return Ok(CollectionEnd::Interrupted),
                     Some(WorkerEvent::Messages(_, messages)) => {
                         for message in messages {
+                            let test_files = matches!(message, WorkerMessage::TestFiles { .. });
                             collection.record(message)?;
+                            if test_files {
+                                // Fewer files than workers: workers forked
+                                // later would each import files again, so
+                                // the zygote collects them all first.
+                                let here = collection.test_files.len() < count;
+                                let nodeids = if here { collection.test_files.clone() } else { Vec::new() };
+                                split = Some(!here);
+                                if let Some(zygote) = self.zygote.as_mut() {
+                                    zygote.send(&WorkerCommand::Share { nodeids });
+                                }
+                            }
+                            if split.is_none()
+                                && let Some(hello) = &collection.hello
+                            {
+                                let decided = (plan.split)(hello);
+                                split = Some(decided);
+                                if let Some(zygote) = self.zygote.as_mut() {
+                                    zygote.send(&WorkerCommand::CollectMode { split: decided });
+                                }
+                            }
                         }
                     }
                     Some(WorkerEvent::ProtocolError(_, error)) => {
@@ -207,6 +273,9 @@ impl Pool {
                 unsafe_reason => {
                     if let Some(reason) = unsafe_reason {
                         crate::output::warn(&format!("forking as asked with --mode fork, though {reason}"));
+                    }
+                    if split == Some(true) {
+                        return self.collect_split(collection, count, collect, plan);
                     }
                     // The tests are known now: fork no more workers than
                     // there are tests to give them.
@@ -242,20 +311,68 @@ impl Pool {
         }
     }
 
-    fn collect_spawned(&mut self, collect: &CollectSettings) -> Result<CollectionEnd, ShoalError> {
+    /// Split collection, once the zygote has recorded the test files: forks
+    /// workers that each collect their share, merges their collections in
+    /// the zygote's file order, then forks the rest of the workers (which
+    /// collect nothing until they are sent tests).
+    fn collect_split(
+        &mut self,
+        zygote: Collection,
+        count: usize,
+        collect: &CollectSettings,
+        plan: &CollectionPlan<'_>,
+    ) -> Result<CollectionEnd, ShoalError> {
+        let files = zygote.test_files.clone();
+        let collectors = count.min(files.len()).max(1);
+        let hello = zygote.hello.as_ref().expect("the zygote said hello");
+        let shares = (plan.shares)(hello, &files, &zygote.same_name, collectors);
+        self.spec.worker_count = count;
+        for (slot, share) in shares.iter().enumerate() {
+            let handle = self.fork_collector(WorkerKey { slot, generation: 0 })?;
+            self.slots.push(Slot::new(handle));
+            let nodeids = share.iter().map(|&file| files[file].clone()).collect();
+            self.send(slot, &WorkerCommand::Share { nodeids });
+        }
+        if !self.await_collections(collect, true)? {
+            return Ok(CollectionEnd::Interrupted);
+        }
+        let mut merged = merge_shares(zygote, &files, &mut self.slots);
+        // The tests are known now: fork the other workers, no more than
+        // there are tests to give them.
+        let total = count.min(merged.table.len()).max(collectors);
+        for slot in collectors..total {
+            let handle = self.start_worker(WorkerKey { slot, generation: 0 })?;
+            self.slots.push(Slot::new(handle));
+        }
+        self.spec.worker_count = total;
+        let mut shares = shares;
+        shares.resize(total, Vec::new());
+        merged.split = Some(SplitCollection { files, shares });
+        Ok(CollectionEnd::Done(Box::new(merged)))
+    }
+
+    /// Waits until every starting worker has collected: a spawned worker is
+    /// then ready; a forked one (`says_ready`) says so once it has reported
+    /// its share. False on Ctrl-C.
+    fn await_collections(&mut self, collect: &CollectSettings, says_ready: bool) -> Result<bool, ShoalError> {
         while self.slots.iter().any(|slot| slot.phase == SlotPhase::Starting) {
             let Some(event) = self.receive(None) else {
                 return Err(ShoalError::Internal("worker events stopped during collection".to_owned()));
             };
             match event {
-                WorkerEvent::Interrupt => return Ok(CollectionEnd::Interrupted),
+                WorkerEvent::Interrupt => return Ok(false),
                 WorkerEvent::Messages(key, messages) => {
                     let Some(slot) = self.current(key) else { continue };
                     let state = &mut self.slots[slot];
                     for message in messages {
-                        state.collection.record(message)?;
+                        if let WorkerMessage::Ready { pid } = message {
+                            state.handle.pid = Some(pid);
+                            state.phase = SlotPhase::Running;
+                        } else {
+                            state.collection.record(message)?;
+                        }
                     }
-                    if state.collection.finished {
+                    if !says_ready && state.collection.finished {
                         state.phase = SlotPhase::Running;
                     }
                 }
@@ -271,6 +388,21 @@ impl Pool {
                     return Err(collection_exit_error(&output, status, collect, &format!("worker gw{slot}")));
                 }
             }
+        }
+        Ok(true)
+    }
+
+    /// Forks a worker whose first command is its share of the test files.
+    fn fork_collector(&mut self, key: WorkerKey) -> Result<WorkerHandle, ShoalError> {
+        let zygote = self.zygote.as_ref().expect("split collection forks from the zygote");
+        zygote.fork(&self.spec, key, true, self.sender.clone()).map_err(|error| {
+            ShoalError::Internal(format!("the zygote could not fork a collecting worker: {error}"))
+        })
+    }
+
+    fn collect_spawned(&mut self, collect: &CollectSettings) -> Result<CollectionEnd, ShoalError> {
+        if !self.await_collections(collect, false)? {
+            return Ok(CollectionEnd::Interrupted);
         }
         let first = &self.slots[0].collection;
         for (index, other) in self.slots.iter().enumerate().skip(1) {
@@ -288,7 +420,7 @@ impl Pool {
     /// else spawned.
     fn start_worker(&mut self, key: WorkerKey) -> Result<WorkerHandle, ShoalError> {
         if let Some(zygote) = self.zygote.as_ref().filter(|_| !self.zygote_exited) {
-            match zygote.fork(&self.spec, key, self.sender.clone()) {
+            match zygote.fork(&self.spec, key, false, self.sender.clone()) {
                 Ok(handle) => return Ok(handle),
                 Err(error) => {
                     // It died (the OOM killer likes it: it holds the whole
@@ -414,6 +546,8 @@ impl Collected {
             warnings: collection.warnings,
             deselected: collection.deselected,
             mode,
+            file_seconds: collection.file_seconds,
+            split: None,
         }
     }
 }
@@ -431,6 +565,41 @@ fn spawn_signal_listener(sender: Sender<WorkerEvent>) {
             }
         }
     });
+}
+
+/// The zygote's collection with each worker's share merged in: tests in the
+/// zygote's file order (each file's tests in the order its worker collected
+/// them), collector reports and deselected tests likewise.
+fn merge_shares(zygote: Collection, files: &[String], slots: &mut [Slot]) -> Collected {
+    let mut merged = Collected::from(zygote, "fork");
+    let position: std::collections::HashMap<&str, usize> =
+        files.iter().enumerate().map(|(index, file)| (file.as_str(), index)).collect();
+    // Each worker's tests, grouped by the file that collected them.
+    let mut by_file: Vec<Vec<(usize, TestId)>> = vec![Vec::new(); files.len()];
+    let mut unattributed = Vec::new();
+    for (slot, state) in slots.iter().enumerate() {
+        for test in 0..state.collection.table.len() {
+            match state.collection.table.item(test).file.and_then(|file| position.get(file)) {
+                Some(&file) => by_file[file].push((slot, test)),
+                None => unattributed.push((slot, test)),
+            }
+        }
+    }
+    for (slot, test) in by_file.into_iter().flatten().chain(unattributed) {
+        merged.table.push(slots[slot].collection.table.item(test).to_collected());
+    }
+    let order = |nodeid: &str| position.get(crate::history::file_of(nodeid)).copied().unwrap_or(usize::MAX);
+    let mut reports: Vec<CollectReport> = Vec::new();
+    for state in slots.iter_mut() {
+        let collection = std::mem::take(&mut state.collection);
+        reports.extend(collection.collect_reports);
+        merged.warnings.extend(collection.warnings);
+        merged.deselected.extend(collection.deselected);
+        merged.file_seconds.extend(collection.file_seconds);
+    }
+    reports.sort_by_key(|report| order(&report.nodeid));
+    merged.collect_reports.extend(reports);
+    merged
 }
 
 /// A process that ended before collecting: pytest refused to start (its own
@@ -506,6 +675,7 @@ mod tests {
                 timeout: None,
                 group: None,
                 reruns: None,
+                module: None,
             });
         }
         table

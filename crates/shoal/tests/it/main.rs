@@ -18,6 +18,7 @@ mod report_json;
 mod robustness;
 mod selection;
 mod shards;
+mod split;
 mod stopping;
 mod terminal;
 mod timeline;

@@ -1,0 +1,146 @@
+//! Split collection (fork mode's default): the collecting process imports no
+//! test file, each worker imports its share once, and the run selects,
+//! runs and counts exactly what sequential pytest does. Runs
+//! `fixtures/split` (packages, a plain directory with a helper other files
+//! import, a subdirectory conftest, an inherited test, doctests sharing a
+//! node id with their module), whose files log the process importing them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::harness::{Project, read_json_lines};
+
+/// The test files of `fixtures/split` (each logs its import).
+const TEST_FILES: [&str; 5] = [
+    "pkg/test_alpha.py",
+    "pkg/sub/test_beta.py",
+    "plain/test_gamma.py",
+    "plain/test_epsilon.py",
+    "helpers_dir/test_delta.py",
+];
+
+/// A shoal run of `fixtures/split` with an import log: the JSON report's
+/// outcomes, the closing counts, the collecting process's pid (the one that
+/// imported conftest.py) and the pids that imported each test file.
+struct SplitRun {
+    outcomes: BTreeMap<String, String>,
+    counts: String,
+    collector: u64,
+    imported_by: BTreeMap<String, Vec<u64>>,
+}
+
+fn split_run(project: &Project, args: &[&str]) -> SplitRun {
+    let log = project.path().join("imports.log");
+    let _ = std::fs::remove_file(&log);
+    let log_arg = log.to_str().expect("a UTF-8 temp path").to_owned();
+    let report = project.shoal_report(&[("SHOAL_SPLIT_LOG", &log_arg)], args);
+    let mut collector = None;
+    let mut imported_by: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for line in read_json_lines(&log) {
+        let pid = line["pid"].as_u64().expect("a pid");
+        match line["module"].as_str().expect("a module") {
+            "conftest" => collector = Some(pid),
+            module => imported_by.entry(module.to_owned()).or_default().push(pid),
+        }
+    }
+    SplitRun {
+        outcomes: report
+            .outcomes()
+            .into_iter()
+            .map(|(id, outcome)| (id.to_owned(), outcome.to_owned()))
+            .collect(),
+        counts: report.outcome.closing_counts(),
+        collector: collector.expect("conftest.py was imported"),
+        imported_by,
+    }
+}
+
+#[test]
+fn each_worker_imports_its_share_and_the_run_counts_as_pytest() {
+    let project = Project::fixture("split");
+    for selection in [
+        &[][..],
+        &["-k", "alpha or gamma"],
+        &["-m", "not slow"],
+        &["--", "--deselect", "pkg/test_alpha.py::test_marked"],
+        // A module and its doctests: two collectors under one node id.
+        &["--", "--doctest-modules"],
+    ] {
+        let pytest_args: Vec<&str> = selection.iter().copied().filter(|&argument| argument != "--").collect();
+        let expected_ids: BTreeSet<String> = project.pytest_node_ids(&pytest_args).into_iter().collect();
+        let expected = project.pytest(&pytest_args);
+        for workers in ["2", "3"] {
+            let mut args = vec!["-n", workers];
+            args.extend_from_slice(selection);
+            let run = split_run(&project, &args);
+            let what = format!("-n {workers} {selection:?}");
+            assert_eq!(run.outcomes.keys().cloned().collect::<BTreeSet<_>>(), expected_ids, "{what}");
+            assert_eq!(run.counts, expected.closing_counts(), "{what}");
+            let mut importers = BTreeSet::new();
+            for file in TEST_FILES {
+                let pids = run.imported_by.get(file).cloned().unwrap_or_default();
+                assert_eq!(pids.len(), 1, "{what}: {file} imported by {pids:?}, not once");
+                assert_ne!(pids[0], run.collector, "{what}: {file} was imported by the collecting process");
+                importers.insert(pids[0]);
+            }
+            assert!(
+                importers.len() >= 2,
+                "{what}: one process imported every test file: {:?}",
+                run.imported_by
+            );
+        }
+    }
+}
+
+#[test]
+fn full_collection_and_node_id_selections_import_in_the_collecting_process() {
+    let project = Project::fixture("split");
+    let full = split_run(&project, &["-n", "2", "--collect", "full"]);
+    for file in TEST_FILES {
+        assert_eq!(full.imported_by[file], vec![full.collector], "--collect full: {file}");
+    }
+    // A node id needs its file imported to be found: such runs collect in full.
+    let named = split_run(&project, &["-n", "2", "pkg/test_alpha.py::test_marked", "plain"]);
+    assert_eq!(named.imported_by["pkg/test_alpha.py"], vec![named.collector]);
+    assert_eq!(named.outcomes.len(), 4, "{:?}", named.outcomes);
+}
+
+#[test]
+fn a_helper_found_through_another_test_files_directory_is_found_as_in_pytest() {
+    // Two files, two workers: each imports one. test_epsilon imports a
+    // helper that is importable only because collecting test_delta put its
+    // directory on sys.path, as sequential pytest does.
+    let project = Project::fixture("split");
+    let files = ["plain/test_epsilon.py", "helpers_dir/test_delta.py"];
+    project.pytest(&files).assert_code(0);
+    let mut args = vec!["-n", "2"];
+    args.extend(files);
+    let run = split_run(&project, &args);
+    assert_ne!(run.imported_by[files[0]], run.imported_by[files[1]], "one worker imported both");
+    assert_eq!(run.outcomes["plain/test_epsilon.py::test_helper_from_another_directory"], "passed");
+}
+
+#[test]
+fn a_fresh_worker_imports_the_files_of_the_tests_it_is_given() {
+    // The failing test is rerun on a freshly forked worker, which has
+    // imported nothing: it must import that file first.
+    let project = Project::fixture("split");
+    let run = split_run(&project, &["-n", "2", "--reruns", "1"]);
+    assert_eq!(run.outcomes["pkg/sub/test_beta.py::test_fails_on_purpose"], "failed");
+    assert!(run.counts.contains("1 rerun"), "{}", run.counts);
+    let pids = &run.imported_by["pkg/sub/test_beta.py"];
+    assert_eq!(pids.len(), 2, "imported by {pids:?}");
+    assert_ne!(pids[0], pids[1]);
+}
+
+#[test]
+fn import_costs_go_to_the_history() {
+    let project = Project::fixture("split");
+    split_run(&project, &["-n", "2"]);
+    let text = std::fs::read_to_string(project.path().join(".shoal_history.json")).expect("the history");
+    let history: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let files: BTreeSet<&str> =
+        history["file_collect"].as_object().expect("file_collect").keys().map(String::as_str).collect();
+    for file in TEST_FILES {
+        assert!(files.contains(file), "{file} has no import cost in {history:#}");
+    }
+}
