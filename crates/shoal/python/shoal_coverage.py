@@ -35,8 +35,20 @@ class Measurement:
     def __init__(self, options, data_directory, omit_directory):
         import coverage
 
+        source = _prepare_cov_source(options.cov_source)
+        # What the report after the run needs, sent to shoal in `hello`.
+        self.report_options = {
+            "cov_source": source,
+            "cov_report": options.cov_report,
+            "cov_config": options.cov_config,
+            "cov_branch": options.cov_branch,
+            "cov_append": options.cov_append,
+            "cov_precision": options.cov_precision,
+            "cov_fail_under": options.cov_fail_under,
+            "no_cov_on_fail": options.no_cov_on_fail,
+        }
         self.cov = coverage.Coverage(
-            source=_prepare_cov_source(options.cov_source),
+            source=source,
             branch=options.cov_branch,
             config_file=options.cov_config,
             data_file=os.path.join(data_directory, "worker"),
@@ -95,29 +107,18 @@ class TestContexts:
 def start(early_config, data_directory, omit_directory):
     """Starts measuring if ``--cov`` was given (and not ``--no-cov``).
 
-    Returns ``(measurement, options)``, the options being what the report
-    needs, or None. pytest-cov then sees no sources and starts nothing of
-    its own in this process.
+    Returns the measurement, or None. pytest-cov then sees no sources and
+    starts nothing of its own in this process.
     """
     namespace = early_config.known_args_namespace
     if not getattr(namespace, "cov_source", None) or getattr(namespace, "no_cov", False):
         return None
     measurement = Measurement(namespace, data_directory, omit_directory)
-    options = {
-        "cov_source": _prepare_cov_source(namespace.cov_source),
-        "cov_report": namespace.cov_report,
-        "cov_config": namespace.cov_config,
-        "cov_branch": namespace.cov_branch,
-        "cov_append": namespace.cov_append,
-        "cov_precision": namespace.cov_precision,
-        "cov_fail_under": namespace.cov_fail_under,
-        "no_cov_on_fail": namespace.no_cov_on_fail,
-    }
     namespace.cov_source = []
     early_config.pluginmanager.register(measurement, "_cov")
     if namespace.cov_context == "test":
         early_config.pluginmanager.register(TestContexts(measurement.cov), "_cov_contexts")
-    return measurement, options
+    return measurement
 
 
 def _prepare_cov_source(cov_source):

@@ -144,7 +144,7 @@ class ShoalWorker:
         self.deselected = []
         self.pending_reports = []
         self.stopping = False
-        # (measurement, options) when --cov is measured; see shoal_coverage.
+        # The coverage measurement when --cov is given; see shoal_coverage.
         self.coverage = _coverage
         self.session = None
         # Split collection (shoal says so after `hello`): the zygote records
@@ -205,7 +205,7 @@ class ShoalWorker:
                 "continue_on_collection_errors": bool(
                     config.getoption("continue_on_collection_errors", False)
                 ),
-                "coverage": self.coverage[1] if self.coverage else None,
+                "coverage": self.coverage.report_options if self.coverage else None,
             }
         )
         if self.zygote_fd is not None:
@@ -250,9 +250,11 @@ class ShoalWorker:
     def load_files(self, nodeids):
         """Collects test files shoal sends tests of, when this worker has
         not collected them yet."""
+        if not nodeids:
+            return
         items = self.collect_files(nodeids)
-        if items:
-            self.config.hook.pytest_collection_modifyitems(session=self.session, config=self.config, items=items)
+        self.config.hook.pytest_collection_modifyitems(session=self.session, config=self.config, items=items)
+        # The worker that collected these first reported their deselection.
         self.deselected = []
         self.items.update((item.nodeid, item) for item in items)
 
@@ -336,7 +338,7 @@ class ShoalWorker:
             self.run_assigned(session)
         finally:
             if self.coverage:
-                self.coverage[0].finish()
+                self.coverage.finish()
         return True
 
     def run_assigned(self, session):
@@ -430,7 +432,7 @@ class ShoalWorker:
             if self.coverage:
                 # A safe point: if this worker is killed later, only the
                 # coverage of the test it is then running is lost.
-                self.coverage[0].save()
+                self.coverage.save()
             if over_memory:
                 # Over the limit: run nothing more here; shoal starts a fresh
                 # worker and gives it what this one held.
@@ -460,7 +462,7 @@ class ShoalWorker:
         if self.coverage:
             # What collecting ran is saved here, once; each child's data
             # file then holds only what that child ran.
-            self.coverage[0].save()
+            self.coverage.save()
         gc.collect()
         gc.freeze()
         self.channel.send({"type": "zygote_ready", "fork_safe": unsafe is None, "reason": unsafe})
@@ -905,7 +907,7 @@ def pytest_configure(config):
             config.addinivalue_line("markers", line)
 
 
-# (measurement, options) when this process measures coverage.
+# The coverage measurement, when this process measures coverage.
 _coverage = None
 
 

@@ -280,10 +280,8 @@ impl Merged {
                 line: test.line.map(u64::from),
                 domain: test.nodeid.split_once("::").map_or("", |(_, name)| name).replace("::", "."),
                 markers: test.markers.clone(),
-                timeout: None,
                 group: test.group.clone(),
-                reruns: None,
-                module: None,
+                ..CollectedItem::default()
             });
             let index = u32::try_from(records.len()).expect("fewer than 4 billion tests");
             if let Some(worker) = slot(test.worker.as_deref())

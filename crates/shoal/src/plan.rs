@@ -290,13 +290,8 @@ mod tests {
             table.push(crate::protocol::CollectedItem {
                 nodeid: (*nodeid).into(),
                 path: (*path).into(),
-                line: None,
                 domain: (*nodeid).into(),
-                markers: Vec::new(),
-                timeout: None,
-                group: None,
-                reruns: None,
-                module: None,
+                ..Default::default()
             });
         }
         table

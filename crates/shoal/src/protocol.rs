@@ -154,7 +154,7 @@ pub struct CollectReport {
 }
 
 /// One collected test.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 pub struct CollectedItem {
     /// pytest's node id: an opaque key, never parsed or rewritten.
     pub nodeid: String,

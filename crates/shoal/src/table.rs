@@ -260,10 +260,7 @@ mod tests {
             line: Some(3),
             domain: "d".into(),
             markers: vec!["slow".into()],
-            timeout: None,
-            group: None,
-            reruns: None,
-            module: None,
+            ..CollectedItem::default()
         }
     }
 

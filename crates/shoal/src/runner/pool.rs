@@ -161,8 +161,7 @@ pub(super) struct Collected {
 pub struct SplitCollection {
     /// The test files, in the zygote's collection order (node ids).
     pub files: Vec<String>,
-    /// Indexes into `files` that each worker slot collected; slots forked
-    /// after collection have none.
+    /// Indexes into `files` that each worker slot collected.
     pub shares: Vec<Vec<usize>>,
 }
 
@@ -235,9 +234,10 @@ impl Pool {
                             let test_files = matches!(message, WorkerMessage::TestFiles { .. });
                             collection.record(message)?;
                             if test_files {
-                                // Fewer files than workers: workers forked
-                                // later would each import files again, so
-                                // the zygote collects them all first.
+                                // Fewer files than workers: some workers
+                                // would start with nothing and import
+                                // others' files again, so the zygote
+                                // collects them all before forking.
                                 let here = collection.test_files.len() < count;
                                 let nodeids = if here { collection.test_files.clone() } else { Vec::new() };
                                 split = Some(!here);
@@ -311,10 +311,10 @@ impl Pool {
         }
     }
 
-    /// Split collection, once the zygote has recorded the test files: forks
-    /// workers that each collect their share, merges their collections in
-    /// the zygote's file order, then forks the rest of the workers (which
-    /// collect nothing until they are sent tests).
+    /// Split collection, once the zygote has recorded the test files (at
+    /// least one per worker; with fewer it collects them all itself): forks
+    /// the workers, each collecting its share, and merges their collections
+    /// in the zygote's file order.
     fn collect_split(
         &mut self,
         zygote: Collection,
@@ -323,9 +323,8 @@ impl Pool {
         plan: &CollectionPlan<'_>,
     ) -> Result<CollectionEnd, ShoalError> {
         let files = zygote.test_files.clone();
-        let collectors = count.min(files.len()).max(1);
         let hello = zygote.hello.as_ref().expect("the zygote said hello");
-        let shares = (plan.shares)(hello, &files, &zygote.same_name, collectors);
+        let shares = (plan.shares)(hello, &files, &zygote.same_name, count);
         self.spec.worker_count = count;
         for (slot, share) in shares.iter().enumerate() {
             let handle = self.fork_collector(WorkerKey { slot, generation: 0 })?;
@@ -337,16 +336,6 @@ impl Pool {
             return Ok(CollectionEnd::Interrupted);
         }
         let mut merged = merge_shares(zygote, &files, &mut self.slots);
-        // The tests are known now: fork the other workers, no more than
-        // there are tests to give them.
-        let total = count.min(merged.table.len()).max(collectors);
-        for slot in collectors..total {
-            let handle = self.start_worker(WorkerKey { slot, generation: 0 })?;
-            self.slots.push(Slot::new(handle));
-        }
-        self.spec.worker_count = total;
-        let mut shares = shares;
-        shares.resize(total, Vec::new());
         merged.split = Some(SplitCollection { files, shares });
         Ok(CollectionEnd::Done(Box::new(merged)))
     }
@@ -669,13 +658,8 @@ mod tests {
             table.push(CollectedItem {
                 nodeid: (*nodeid).to_owned(),
                 path: "t.py".to_owned(),
-                line: None,
                 domain: (*nodeid).to_owned(),
-                markers: Vec::new(),
-                timeout: None,
-                group: None,
-                reruns: None,
-                module: None,
+                ..CollectedItem::default()
             });
         }
         table
