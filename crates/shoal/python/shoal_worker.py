@@ -304,6 +304,11 @@ class ShoalWorker:
         # The worker that collected these first reported their deselection.
         self.deselected = []
         self.items.update((item.nodeid, item) for item in items)
+        # Plugins read the session's items when they set up (pytest-django
+        # decides from them which test databases to create): they are the
+        # items this worker can run.
+        self.session.items.extend(items)
+        self.session.testscollected = len(self.session.items)
 
     @pytest.hookimpl(trylast=True)
     def pytest_deselected(self, items):
