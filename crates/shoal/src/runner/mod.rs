@@ -58,22 +58,7 @@ fn worker_spec(
         std::fs::create_dir_all(directory)
             .map_err(|error| ShoalError::io(format!("creating --basetemp {}", directory.display()), error))?;
     }
-    let mut pytest_args = Vec::new();
-    match collect.verbosity {
-        level if level > 0 => pytest_args.push(format!("-{}", "v".repeat(usize::from(level.unsigned_abs())))),
-        level if level < 0 => pytest_args.push(format!("-{}", "q".repeat(usize::from(level.unsigned_abs())))),
-        _ => {}
-    }
-    if let Some(keyword) = &collect.keyword {
-        pytest_args.extend(["-k".to_owned(), keyword.clone()]);
-    }
-    if let Some(markers) = &collect.markers {
-        pytest_args.extend(["-m".to_owned(), markers.clone()]);
-    }
-    // The user's arguments last: an option there that takes an optional
-    // value (pytest-cov's bare `--cov`) must not swallow a selected path.
-    pytest_args.extend(collect.selection.arguments());
-    pytest_args.extend(user_args);
+    let pytest_args = collect.pytest_arguments(&user_args);
     let hash_seed = std::env::var("PYTHONHASHSEED")
         .ok()
         .filter(|value| !value.is_empty() && value != "random")
@@ -119,6 +104,24 @@ fn take_basetemp(arguments: &[String]) -> (Vec<String>, Option<PathBuf>) {
         }
     }
     (kept, basetemp)
+}
+
+/// Runs pytest itself, in this terminal, for what shoal would only get in
+/// the way of: pytest's modes that run no test (`--co`, `--fixtures`,
+/// `--markers`, ...: their output is pytest's, exactly) and a debugger that
+/// needs the terminal (`--pdb`, `--trace`). Returns pytest's exit code.
+pub fn run_pytest_in_place(collect: &CollectSettings) -> Result<u8, ShoalError> {
+    let status = std::process::Command::new(&collect.interpreter.path)
+        .args(["-m", "pytest"])
+        .args(collect.pytest_arguments(&collect.pytest_args))
+        .current_dir(&collect.cwd)
+        .status()
+        .map_err(|source| ShoalError::PythonNotStartable {
+            python: collect.interpreter.path.clone(),
+            origin: collect.interpreter.origin,
+            source,
+        })?;
+    Ok(status.code().and_then(|code| u8::try_from(code).ok()).unwrap_or(exit_code::INTERNAL_ERROR))
 }
 
 /// One collection and nothing run: what `shoal list` and `shoal plan` see.
@@ -717,6 +720,12 @@ fn announce_plugin_limits(hello: &Hello) {
             "pytest-html: {path} is not written (its report is built in one process from every test's \
              report); use --junitxml or --json-report"
         ));
+    }
+    if hello.plugins.iter().any(|plugin| plugin.starts_with("syrupy-")) {
+        crate::output::notice(
+            "syrupy: its snapshot report, the unused-snapshot check and their removal by --snapshot-update \
+             need pytest-xdist's controller and are not done; snapshots are still compared and written",
+        );
     }
     if hello.benchmarks_disabled {
         crate::output::notice(
