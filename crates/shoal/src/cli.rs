@@ -72,8 +72,18 @@ pub struct RunArgs {
 
     /// Number of workers: a number (may exceed the cores) or `auto`, the CPUs
     /// this process may use (affinity and cgroup quota aware).
-    #[arg(short = 'n', long = "workers", value_name = "N|auto")]
+    #[arg(short = 'n', long = "workers", alias = "numprocesses", value_name = "N|auto")]
     pub workers: Option<String>,
+
+    /// pytest-xdist's cap on `-n auto`: at most this many workers.
+    #[arg(long, value_name = "N")]
+    pub maxprocesses: Option<usize>,
+
+    /// pytest-xdist's scheduling mode, accepted for a migration and noted:
+    /// shoal schedules by past durations and keeps `xdist_group` tests on
+    /// one worker whatever it says.
+    #[arg(long, value_name = "MODE")]
+    pub dist: Option<String>,
 
     /// How workers start: `fork` (collect once, fork warm workers; Linux),
     /// `spawn` (each worker is a fresh pytest that collects), or `auto`
@@ -140,8 +150,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION")]
     pub budget: Option<String>,
 
-    /// How many times a dead worker may be replaced during the run.
-    #[arg(long, value_name = "N")]
+    /// How many times a worker that dies before finishing any test, with
+    /// no test running (a broken start-up), may be replaced during the run.
+    #[arg(long, alias = "max-worker-restart", value_name = "N")]
     pub max_worker_restarts: Option<u32>,
 
     /// Less output (pytest's -q); repeat for even less.
@@ -322,6 +333,26 @@ mod tests {
         assert_eq!(run.selection.paths, vec!["tests"]);
         assert_eq!(run.workers.as_deref(), Some("3"));
         assert_eq!(run.selection.pytest_args, vec!["-p", "x", "-W", "error"]);
+    }
+
+    #[test]
+    fn xdists_worker_options_are_accepted() {
+        let cli = Cli::parse_from([
+            "shoal",
+            "run",
+            "--numprocesses",
+            "3",
+            "--maxprocesses",
+            "2",
+            "--dist",
+            "loadfile",
+        ]);
+        let Command::Run(run) = cli.command else { panic!("not run") };
+        assert_eq!(run.workers.as_deref(), Some("3"));
+        assert_eq!((run.maxprocesses, run.dist.as_deref()), (Some(2), Some("loadfile")));
+        let cli = Cli::parse_from(["shoal", "run", "--max-worker-restart", "4"]);
+        let Command::Run(run) = cli.command else { panic!("not run") };
+        assert_eq!(run.max_worker_restarts, Some(4));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod outcome;
 pub mod output;
 pub mod plan;
 pub mod protocol;
+pub mod pytest_args;
 pub mod python;
 pub mod report;
 pub mod runner;
@@ -28,7 +29,7 @@ pub mod shard;
 pub mod table;
 pub mod worker;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::cli::{Cli, Command};
 use crate::errors::{ShoalError, exit_code};
@@ -43,7 +44,7 @@ use crate::settings::{CollectSettings, RunSettings};
 
 /// Runs shoal with these command-line arguments and returns the exit code.
 pub fn main(arguments: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
-    let cli = match Cli::try_parse_from(arguments) {
+    let cli = match Cli::try_parse_from(with_pytest_arguments_apart(arguments.into_iter().collect())) {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();
@@ -59,12 +60,59 @@ pub fn main(arguments: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
     }
 }
 
+/// pytest itself, in this terminal, for a mode that runs no test or a
+/// debugger; after `--help`, shoal's own options follow pytest's.
+fn run_pytest_in_place(collect: &CollectSettings, reason: pytest_args::InPlace) -> Result<u8, ShoalError> {
+    if let pytest_args::InPlace::Debugger(option) = reason {
+        output::notice(&format!(
+            "{option}: running the selected tests in one pytest process in this terminal"
+        ));
+    }
+    let code = runner::run_pytest_in_place(collect)?;
+    if reason == pytest_args::InPlace::Help {
+        let mut command = Cli::command();
+        if let Some(run) = command.find_subcommand_mut("run") {
+            println!("\nshoal run's own options (pytest's are above):\n\n{}", run.render_help());
+        }
+    }
+    Ok(code)
+}
+
+/// `shoal run` takes pytest's options as `pytest` does, anywhere among its
+/// own: they are moved behind a `--` for clap (see [`pytest_args`]).
+fn with_pytest_arguments_apart(arguments: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let Some(words) =
+        arguments.iter().map(|word| word.to_str().map(str::to_owned)).collect::<Option<Vec<String>>>()
+    else {
+        return arguments;
+    };
+    if words.get(1).map(String::as_str) != Some("run") {
+        return arguments;
+    }
+    let command = Cli::command();
+    let own = pytest_args::OwnOptions::of(command.find_subcommand("run").expect("shoal has a run command"));
+    let mut table = None;
+    let mut takes_value = |option: &str| {
+        table
+            .get_or_insert_with(|| {
+                let python = settings::interpreter_for_arguments(&words[2..]);
+                pytest_args::PytestOptions::load(&python, &python::cache_root())
+            })
+            .takes_value(option)
+    };
+    let split = pytest_args::split(&words[2..], &own, &mut takes_value);
+    words[..2].iter().cloned().chain(split).map(std::ffi::OsString::from).collect()
+}
+
 fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
     let cwd =
         std::env::current_dir().map_err(|error| ShoalError::io("reading the current directory", error))?;
     match cli.command {
         Command::Run(args) => {
             let settings = RunSettings::resolve(*args, cwd)?;
+            if let Some(reason) = pytest_args::in_place(&settings.collect.pytest_args) {
+                return run_pytest_in_place(&settings.collect, reason);
+            }
             let full_messages = std::env::var_os("CI").is_some()
                 || std::env::var_os("BUILD_NUMBER").is_some()
                 || settings.collect.verbosity >= 2;

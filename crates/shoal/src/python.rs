@@ -85,7 +85,7 @@ pub fn install_worker_plugin() -> Result<PathBuf, ShoalError> {
     Ok(directory)
 }
 
-fn cache_root() -> PathBuf {
+pub(crate) fn cache_root() -> PathBuf {
     if let Some(cache) = std::env::var_os("XDG_CACHE_HOME").filter(|value| !value.is_empty()) {
         return PathBuf::from(cache).join("shoal");
     }
@@ -97,7 +97,7 @@ fn cache_root() -> PathBuf {
 
 /// FNV-1a: a stable content hash for the cache directory name (std's hasher
 /// may change between releases).
-fn fnv1a64(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })

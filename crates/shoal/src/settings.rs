@@ -66,6 +66,34 @@ pub struct CollectSettings {
     pub verbosity: i8,
 }
 
+impl CollectSettings {
+    /// pytest's arguments for this selection: verbosity, `-k`, `-m`, the
+    /// selected paths, then `user_args` (the user's own arguments, last: an
+    /// option there that takes an optional value, pytest-cov's bare `--cov`,
+    /// must not swallow a selected path).
+    pub fn pytest_arguments(&self, user_args: &[String]) -> Vec<String> {
+        let mut arguments = Vec::new();
+        match self.verbosity {
+            level if level > 0 => {
+                arguments.push(format!("-{}", "v".repeat(usize::from(level.unsigned_abs()))))
+            }
+            level if level < 0 => {
+                arguments.push(format!("-{}", "q".repeat(usize::from(level.unsigned_abs()))))
+            }
+            _ => {}
+        }
+        if let Some(keyword) = &self.keyword {
+            arguments.extend(["-k".to_owned(), keyword.clone()]);
+        }
+        if let Some(markers) = &self.markers {
+            arguments.extend(["-m".to_owned(), markers.clone()]);
+        }
+        arguments.extend(self.selection.arguments());
+        arguments.extend(user_args.iter().cloned());
+        arguments
+    }
+}
+
 /// How workers come to be (see [`crate::worker`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerMode {
@@ -209,6 +237,13 @@ impl RunSettings {
             WorkerCount::Fixed(n) => n,
             WorkerCount::Auto => usable_cpus(),
         };
+        let workers = args.maxprocesses.map_or(workers, |most| workers.min(most.max(1)));
+        if let Some(dist) = &args.dist {
+            crate::output::notice(&format!(
+                "--dist {dist}: shoal schedules by past durations and keeps xdist_group tests on one worker; \
+                 xdist's scheduler is not used"
+            ));
+        }
         let mode = match &args.mode {
             Some(text) => WorkerMode::parse(text).ok_or_else(|| {
                 ShoalError::Usage(format!("--mode: expected `fork`, `spawn` or `auto`, got `{text}`"))
@@ -423,6 +458,20 @@ pub fn usable_cpus() -> usize {
 
 /// Finds the nearest pyproject.toml from `cwd` upwards and reads its
 /// `[tool.shoal]` table; no file or no table means no settings.
+/// The interpreter a `shoal run` with these arguments will use, read before
+/// they are parsed (to ask its pytest which options take values): `--python`
+/// as typed, else the usual rules (see [`locate_interpreter`]).
+pub fn interpreter_for_arguments(arguments: &[String]) -> PathBuf {
+    let typed = arguments.iter().enumerate().find_map(|(index, argument)| match argument.as_str() {
+        "--" => Some(None),
+        "--python" => Some(arguments.get(index + 1).map(PathBuf::from)),
+        _ => argument.strip_prefix("--python=").map(|value| Some(PathBuf::from(value))),
+    });
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let explicit = typed.flatten().or_else(|| load_file_settings(&cwd).ok().and_then(|file| file.python));
+    locate_interpreter(explicit.as_deref(), &cwd).path
+}
+
 fn load_file_settings(cwd: &Path) -> Result<FileSettings, ShoalError> {
     for directory in cwd.ancestors() {
         let path = directory.join("pyproject.toml");

@@ -707,7 +707,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             }
             return;
         }
-        if self.verbosity < -1 {
+        if self.verbosity < -2 {
             return;
         }
         let letters: String = match test.record.outcome {
@@ -767,7 +767,8 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             let done = summary.records.iter().filter(|record| record.outcome != Outcome::NotRun).count();
             self.end_progress_line(done, total);
         }
-        if self.verbosity >= -1 {
+        // As pytest: `-qq` shows all but the closing line; `-qqq` nothing.
+        if self.verbosity >= -2 {
             if self.verbosity >= 0 && self.printed_progress {
                 self.line("");
             }
@@ -785,6 +786,12 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             self.print_short_summary(summary);
             if let Some(stop) = &summary.stop {
                 self.sep('!', &stop.message());
+            }
+            if self.verbosity < -1 {
+                return self
+                    .out
+                    .flush()
+                    .map_err(|error| crate::errors::ShoalError::io("writing the terminal report", error));
             }
             let parts = summary.tally.parts();
             let counts = if parts.is_empty() { "no tests ran".to_owned() } else { parts.join(", ") };

@@ -15,6 +15,7 @@ mod list;
 mod output_shape;
 mod parity;
 mod passthrough;
+mod pytest_cli;
 mod report_json;
 mod robustness;
 mod selection;

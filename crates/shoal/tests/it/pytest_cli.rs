@@ -1,0 +1,181 @@
+//! pytest's command line, unchanged: the same argument vectors through
+//! sequential `pytest` and through `shoal run`, on `fixtures/cli`. A run
+//! must give pytest's exit code and closing line; a mode that runs no test
+//! must print what pytest prints.
+
+use crate::harness::{Outcome, Project};
+
+/// Argument vectors that run tests. shoal adds `-n 2` (or `-n 1` where
+/// pytest stops early, so that the same tests run before the stop).
+const RUNNING: &[&[&str]] = &[
+    &[],
+    &["--tb=short"],
+    &["--tb", "short"],
+    &["--tb=line"],
+    &["--tb", "no"],
+    &["-rA"],
+    &["-rA", "-q"],
+    &["-q"],
+    &["-qq"],
+    &["-v"],
+    &["-k", "pass"],
+    &["-kpass"],
+    &["-k", "not fail and not warns"],
+    &["-m", "slow"],
+    &["-m", "not slow"],
+    &["-W", "error"],
+    &["-W", "error::UserWarning"],
+    &["-p", "no:cacheprovider"],
+    &["--runxfail"],
+    &["--strict-markers"],
+    &["-o", "xfail_strict=true"],
+    &["--deselect", "test_basic.py::test_fail"],
+    &["--deselect=test_basic.py::test_fail", "--deselect=test_basic.py::test_warns"],
+    &["--ignore=tests"],
+    &["--ignore", "tests"],
+    &["tests"],
+    &["tests", "--tb=short"],
+    &["test_basic.py::test_pass", "-q"],
+    &["test_basic.py", "-k", "param", "-v"],
+    &["--rootdir=."],
+    &["-c", "pytest.ini"],
+    &["-s"],
+    &["--capture=no"],
+    &["--capture=sys"],
+    &["-l"],
+    &["--showlocals", "--tb=long"],
+    &["--import-mode=importlib"],
+    &["--confcutdir=."],
+    &["--durations=3"],
+    &["-p", "no:warnings"],
+    &["--disable-warnings"],
+    &["-sv", "--tb=native"],
+    &["--", "--tb=short"],
+    &["-k", "param", "--", "-q"],
+];
+
+/// Argument vectors where pytest stops early; shoal runs them with one
+/// worker and also counts the tests it did not start (`N not run`).
+const STOPPING: &[&[&str]] = &[&["-x"], &["--exitfirst", "-q"], &["--maxfail", "1"], &["--maxfail=1", "-rA"]];
+
+/// pytest's modes that run no test: the whole output must be pytest's.
+const NOT_RUNNING: &[&[&str]] = &[
+    &["--co"],
+    &["--co", "-q"],
+    &["--collect-only", "-qq"],
+    &["--collect-only", "-k", "param"],
+    &["--markers"],
+    &["--fixtures"],
+    &["--setup-plan"],
+    &["--version"],
+];
+
+/// The closing line's counts, without the duration; the last line where
+/// there is none (`-qq`). (With `-s`, shoal echoes the workers' output as
+/// it comes, which may be after the closing line.)
+fn closing(outcome: &Outcome) -> String {
+    let mut lines = outcome.stdout.lines().rev().filter(|line| !line.trim().is_empty());
+    let closing_line = lines
+        .clone()
+        .find(|line| line.contains(" in ") && line.trim_end_matches('=').trim_end().ends_with('s'));
+    let last = closing_line.or_else(|| lines.next()).unwrap_or_default();
+    let last = last.trim_matches('=').trim();
+    last.rsplit_once(" in ").map_or(last, |(counts, _)| counts).to_owned()
+}
+
+/// pytest's output with its timings and temporary paths taken out.
+fn comparable(text: &str, project: &Project) -> String {
+    let root = project.path().display().to_string();
+    text.lines()
+        .map(|line| {
+            let line = line.replace(&root, "ROOT");
+            match line.rsplit_once(" in ") {
+                Some((head, tail)) if tail.trim_end_matches(['=', ' ']).ends_with('s') => {
+                    format!("{head} in T")
+                }
+                _ => line,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `shoal run` with `--python`, arguments exactly as a user types them.
+fn shoal_run(project: &Project, workers: &str, args: &[&str]) -> Outcome {
+    let mut full = vec!["run", "-n", workers];
+    full.extend_from_slice(args);
+    project.shoal(&full)
+}
+
+#[test]
+fn runs_give_pytests_exit_code_and_closing_line() {
+    let project = Project::fixture("cli");
+    let mut differences = Vec::new();
+    for args in RUNNING {
+        let expected = project.pytest(args);
+        let actual = shoal_run(&project, "2", args);
+        if actual.code != expected.code || closing(&actual) != closing(&expected) {
+            differences.push(format!(
+                "{args:?}: pytest {:?} {:?}, shoal {:?} {:?}\n{}",
+                expected.code,
+                closing(&expected),
+                actual.code,
+                closing(&actual),
+                actual.stderr
+            ));
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}
+
+#[test]
+fn early_stops_give_pytests_exit_code_and_closing_line() {
+    for args in STOPPING {
+        // A new project each time: a durations history would put the
+        // longest tests first, not pytest's order.
+        let project = Project::fixture("cli");
+        let expected = project.pytest(args);
+        let actual = shoal_run(&project, "1", args);
+        assert_eq!(actual.code, expected.code, "{args:?}\n{}", actual.stdout);
+        let counts = closing(&actual);
+        let (ran, not_run) = counts.rsplit_once(", ").expect("tests not started are counted");
+        assert!(not_run.ends_with(" not run"), "{args:?}: {counts}");
+        assert_eq!(ran, closing(&expected), "{args:?}\n{}", actual.stdout);
+    }
+}
+
+#[test]
+fn modes_that_run_no_test_print_what_pytest_prints() {
+    let project = Project::fixture("cli");
+    for args in NOT_RUNNING {
+        let expected = project.pytest(args);
+        let actual = shoal_run(&project, "2", args);
+        assert_eq!(actual.code, expected.code, "{args:?}\n{}", actual.stderr);
+        assert_eq!(
+            comparable(&actual.stdout, &project),
+            comparable(&expected.stdout, &project),
+            "{args:?}\nstderr:\n{}",
+            actual.stderr
+        );
+    }
+}
+
+#[test]
+fn help_is_pytests_then_shoals() {
+    let project = Project::fixture("cli");
+    let expected = project.pytest(&["--help"]);
+    let actual = shoal_run(&project, "2", &["--help"]);
+    assert_eq!(actual.code, Some(0));
+    assert!(actual.stdout.starts_with(&expected.stdout), "{}", actual.stdout);
+    assert!(actual.stdout.contains("--worker-memory-limit"), "shoal's own options follow");
+}
+
+#[test]
+fn an_unknown_option_gets_pytests_error_and_exit_code() {
+    let project = Project::fixture("cli");
+    let expected = project.pytest(&["--bogus-flag"]);
+    let actual = shoal_run(&project, "2", &["--bogus-flag"]);
+    assert_eq!(actual.code, expected.code);
+    assert_eq!(actual.code, Some(4));
+    assert!(actual.stderr.contains("unrecognized arguments: --bogus-flag"), "{}", actual.stderr);
+}
