@@ -1,0 +1,136 @@
+//! pytest-django on a real PostgreSQL (`fixtures/django_pg`, plugins venv):
+//! every worker gets its own test database from `workerinput["workerid"]`,
+//! as under pytest-xdist, a replacement worker after a crash gets its slot's
+//! database again, and no test database is left behind.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::harness::{Project, Report, read_json_lines};
+use crate::plugins::{Postgres, plugins_python};
+
+const TESTS: usize = 14;
+const CRASH: &str = "test_a_crash.py::test_crash_inside_a_transaction";
+
+fn text<'a>(value: &'a serde_json::Value, key: &str) -> &'a str {
+    value[key].as_str().unwrap_or_else(|| panic!("{key} is not a string in {value}"))
+}
+
+/// Runs the fixture on `postgres` with `shoal run -n <workers> --mode <mode>`;
+/// returns the report and the tests' database log.
+fn run_django(
+    postgres: &Postgres,
+    workers: usize,
+    mode: &str,
+    env: &[(&str, &str)],
+) -> (Report, Vec<serde_json::Value>) {
+    let project = Project::fixture("django_pg").with_python(plugins_python());
+    let log = project.path().join("db.log");
+    let port = postgres.port().to_string();
+    let mut full_env = vec![
+        ("DJANGO_PG_HOST", "127.0.0.1"),
+        ("DJANGO_PG_PORT", port.as_str()),
+        ("DJANGO_PG_LOG", log.to_str().expect("a UTF-8 temp path")),
+    ];
+    full_env.extend_from_slice(env);
+    let count = workers.to_string();
+    let report = project.shoal_report(&full_env, &["-n", &count, "--mode", mode]);
+    let records = read_json_lines(&log);
+    (report, records)
+}
+
+/// Every logged test ran in a worker on `test_shoal_<workerid>`, and the
+/// report names that worker. Returns the database of each worker.
+fn check_databases(
+    report: &Report,
+    records: &[serde_json::Value],
+    workers: usize,
+) -> BTreeMap<String, String> {
+    let mut database_of = BTreeMap::new();
+    for record in records {
+        let worker = record["worker"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a test ran without config.workerinput: {record}"));
+        let slot: usize = worker.strip_prefix("gw").and_then(|slot| slot.parse().ok()).expect("gwN");
+        assert!(slot < workers, "{worker} with -n {workers}");
+        let expected = format!("test_shoal_{worker}");
+        assert_eq!(text(record, "settings_name"), expected, "pytest-django's xdist suffix: {record}");
+        assert_eq!(text(record, "current_database"), expected, "connected elsewhere: {record}");
+        let nodeid = text(record, "nodeid");
+        if nodeid != CRASH {
+            assert_eq!(report.test(nodeid)["worker"], worker, "{record}");
+        }
+        database_of.insert(worker.to_owned(), expected);
+    }
+    database_of
+}
+
+fn assert_no_test_database_left(postgres: &Postgres) {
+    let left: Vec<String> =
+        postgres.databases().into_iter().filter(|name| name.starts_with("test_")).collect();
+    assert!(left.is_empty(), "test databases left behind: {left:?}");
+}
+
+/// `-n 2` and `-n 3` in one mode, on one server: all pass, each worker on
+/// its own database, nothing left behind.
+fn check_mode(mode: &str) {
+    let postgres = Postgres::start();
+    for workers in [2, 3] {
+        let (report, records) = run_django(&postgres, workers, mode, &[]);
+        report.outcome.assert_code(0);
+        assert_eq!(report.outcome.closing_counts(), format!("{TESTS} passed"), "{}", report.outcome.stdout);
+        assert_eq!(records.len(), TESTS, "each test logs once: {records:#?}");
+        let databases = check_databases(&report, &records, workers);
+        assert!(databases.len() >= 2, "-n {workers}: only one worker used the database: {databases:?}");
+        assert_no_test_database_left(&postgres);
+    }
+}
+
+#[test]
+fn forked_workers_each_get_their_own_test_database() {
+    check_mode("fork");
+}
+
+#[test]
+fn spawned_workers_each_get_their_own_test_database() {
+    check_mode("spawn");
+}
+
+/// With `DJANGO_PG_CRASH=1` the first test kills its worker inside a
+/// transaction; the replacement takes over the slot's database (pytest-django
+/// recreates it) and every other test passes.
+fn check_crash(mode: &str) {
+    let postgres = Postgres::start();
+    let (report, records) = run_django(&postgres, 2, mode, &[("DJANGO_PG_CRASH", "1")]);
+    report.outcome.assert_code(1);
+    let outcomes = report.outcomes();
+    assert_eq!(outcomes.len(), TESTS, "{outcomes:#?}");
+    assert_eq!(outcomes.get(CRASH), Some(&"crashed"), "{}", report.outcome.stdout);
+    for (nodeid, outcome) in &outcomes {
+        if *nodeid != CRASH {
+            assert_eq!(*outcome, "passed", "{nodeid}\n{}\n{}", report.outcome.stdout, report.outcome.stderr);
+        }
+    }
+    check_databases(&report, &records, 2);
+    let crashed = records.iter().find(|record| record["nodeid"] == CRASH).expect("the crash test logged");
+    let replacement: BTreeSet<&str> = records
+        .iter()
+        .filter(|record| record["worker"] == crashed["worker"] && record["pid"] != crashed["pid"])
+        .map(|record| text(record, "nodeid"))
+        .collect();
+    assert!(
+        !replacement.is_empty(),
+        "no database test ran on {}'s replacement worker: {records:#?}",
+        text(crashed, "worker")
+    );
+    assert_no_test_database_left(&postgres);
+}
+
+#[test]
+fn after_a_crash_the_forked_replacement_gets_the_slots_database() {
+    check_crash("fork");
+}
+
+#[test]
+fn after_a_crash_the_spawned_replacement_gets_the_slots_database() {
+    check_crash("spawn");
+}
