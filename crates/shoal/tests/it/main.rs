@@ -16,6 +16,7 @@ mod output_shape;
 mod parity;
 mod passthrough;
 mod plugins;
+mod randomly;
 mod report_json;
 mod robustness;
 mod selection;
