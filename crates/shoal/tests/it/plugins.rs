@@ -1,10 +1,15 @@
 //! Third-party plugins in their own venv (`SHOAL_TEST_PLUGINS_PYTHON`, made
 //! by scripts/plugins_venv.sh), and a private PostgreSQL server for
-//! pytest-django (scripts/postgres.sh).
+//! pytest-django (scripts/postgres.sh); `fixtures/plugins` (pytest-asyncio,
+//! hypothesis, syrupy, pytest-mock, pytest-env) gives each test the outcome
+//! `pytest -n 2` gives it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+
+use crate::harness::{Outcome, Project, Report};
 
 /// The interpreter of the plugins venv. Panics with a clear message when
 /// `SHOAL_TEST_PLUGINS_PYTHON` is unset or lacks the plugins: these tests do
@@ -116,5 +121,154 @@ impl Drop for Postgres {
             .arg("stop")
             .arg(self.directory.path())
             .output();
+    }
+}
+
+/// Runs `python -m pytest <args>` in the project (plugins left as the
+/// project's ini says) and records each test's final outcome in the JSON
+/// report's words, from the reports the controller sees (so also under
+/// `-n 2`). Returns the outcome and the map.
+pub(crate) fn pytest_outcomes(
+    project: &Project,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (Outcome, BTreeMap<String, String>) {
+    const SCRIPT: &str = r#"
+import json, sys, pytest
+
+outcomes = {}
+
+class Recorder:
+    def pytest_runtest_logreport(self, report):
+        nodeid = report.nodeid
+        xfail = hasattr(report, "wasxfail")
+        if report.when == "call":
+            if xfail:
+                outcomes[nodeid] = "xfailed" if report.skipped else "xpassed"
+            else:
+                outcomes[nodeid] = report.outcome
+        elif report.when == "setup" and not report.passed:
+            outcomes[nodeid] = "error" if report.failed else ("xfailed" if xfail else "skipped")
+        elif report.when == "teardown" and report.failed:
+            outcomes[nodeid] = "error"
+
+code = pytest.main(sys.argv[1:], plugins=[Recorder()])
+print("SHOAL-IT-OUTCOMES " + json.dumps(outcomes))
+sys.exit(int(code))
+"#;
+    let mut command = project.command(project.interpreter());
+    command.args(["-c", SCRIPT]).args(args).envs(env.iter().copied());
+    let outcome = Outcome::of(command.output().expect("python starts"));
+    let line =
+        outcome.stdout.lines().find_map(|line| line.strip_prefix("SHOAL-IT-OUTCOMES ")).unwrap_or_else(
+            || panic!("no outcomes from pytest {args:?}:\n{}\n{}", outcome.stdout, outcome.stderr),
+        );
+    let outcomes = serde_json::from_str(line).expect("outcomes JSON");
+    (outcome, outcomes)
+}
+
+/// A shoal report's outcomes as owned strings.
+fn shoal_outcomes(report: &Report) -> BTreeMap<String, String> {
+    report.outcomes().into_iter().map(|(nodeid, outcome)| (nodeid.to_owned(), outcome.to_owned())).collect()
+}
+
+/// `fixtures/plugins` (pytest-asyncio, hypothesis, syrupy, pytest-mock,
+/// pytest-env) on the plugins venv.
+fn plugins_project() -> Project {
+    Project::fixture("plugins").with_python(plugins_python())
+}
+
+const PLUGINS_TESTS: usize = 19;
+
+#[test]
+fn asyncio_hypothesis_syrupy_mock_and_env_give_xdists_outcomes() {
+    let project = plugins_project();
+    let database = project.path().join("hypothesis-db");
+    let database_arg = database.to_str().expect("a UTF-8 temp path");
+    let env = [
+        ("PLUGINS_HYPOTHESIS_DB", database_arg),
+        ("PLUGINS_FIXTURE_DEFAULT", "given"),
+        ("PLUGINS_FIXTURE_EXPECT_DEFAULT", "given"),
+    ];
+    let (xdist, expected) = pytest_outcomes(&project, &env, &["-n", "2"]);
+    xdist.assert_code(0);
+    assert_eq!(expected.len(), PLUGINS_TESTS, "{expected:#?}");
+    assert_eq!(expected.values().filter(|outcome| *outcome == "xfailed").count(), 2, "{expected:#?}");
+    std::fs::remove_dir_all(&database).expect("pytest -n 2 made the example database");
+
+    for mode in ["fork", "spawn"] {
+        let report = project.shoal_report(&env, &["-n", "2", "--mode", mode]);
+        assert_eq!(
+            shoal_outcomes(&report),
+            expected,
+            "{mode}: outcomes differ from pytest -n 2\n{}\n{}",
+            report.outcome.stdout,
+            report.outcome.stderr
+        );
+        assert_eq!(report.outcome.code, xdist.code, "{mode}\n{}", report.outcome.stdout);
+        assert_eq!(report.outcome.closing_counts(), xdist.closing_counts(), "{mode}");
+        let workers: BTreeSet<&str> =
+            report.tests().iter().filter_map(|test| test["worker"].as_str()).collect();
+        assert!(workers.len() >= 2, "{mode}: only one worker ran tests: {workers:?}");
+        // The false property's counterexample went to the shared database.
+        let stored = std::fs::read_dir(&database).map(Iterator::count).unwrap_or(0);
+        assert!(stored > 0, "{mode}: hypothesis stored nothing in {}", database.display());
+    }
+}
+
+/// The committed snapshot file.
+fn committed_snapshots() -> String {
+    std::fs::read_to_string(crate::harness::fixtures_dir().join("plugins/__snapshots__/test_syrupy.ambr"))
+        .expect("the committed snapshots")
+}
+
+#[test]
+fn syrupy_snapshot_update_writes_what_pytest_writes() {
+    let snapshots = "__snapshots__/test_syrupy.ambr";
+    for mode in ["fork", "spawn"] {
+        // Missing snapshots are generated, as `pytest -n 2 --snapshot-update` does.
+        let project = plugins_project();
+        std::fs::remove_file(project.path().join(snapshots)).expect("the snapshot file");
+        let report = project.shoal_report(&[], &["-n", "2", "--mode", mode, "--", "--snapshot-update"]);
+        report.outcome.assert_code(0);
+        let written = std::fs::read_to_string(project.path().join(snapshots)).unwrap_or_default();
+        assert_eq!(written, committed_snapshots(), "{mode}: --snapshot-update wrote other snapshots");
+
+        // An unused snapshot is deleted and only that one: no worker deletes
+        // the snapshots of tests another worker ran.
+        let project = plugins_project();
+        let unused = format!("{}# name: test_removed_long_ago\n  42\n# ---\n", committed_snapshots());
+        project.write(snapshots, &unused);
+        let report = project.shoal_report(&[], &["-n", "2", "--mode", mode, "--", "--snapshot-update"]);
+        report.outcome.assert_code(0);
+        let written = std::fs::read_to_string(project.path().join(snapshots)).unwrap_or_default();
+        assert_eq!(written, committed_snapshots(), "{mode}: --snapshot-update left other snapshots");
+    }
+}
+
+#[test]
+fn syrupys_unused_snapshot_report_fails_the_run_as_under_xdist_or_shoal_says_why_not() {
+    let project = plugins_project();
+    let unused = format!("{}# name: test_removed_long_ago\n  42\n# ---\n", committed_snapshots());
+    project.write("__snapshots__/test_syrupy.ambr", &unused);
+    let (xdist, _) = pytest_outcomes(&project, &[], &["-n", "2"]);
+    xdist.assert_code(1);
+    assert!(xdist.stdout.contains("1 snapshot unused"), "{}", xdist.stdout);
+    for mode in ["fork", "spawn"] {
+        let outcome = project.shoal(&["run", "-n", "2", "--mode", mode]);
+        // A notice naming syrupy, not pytest's `plugins: ... syrupy-7.0.2` header.
+        let said_why = outcome
+            .stderr
+            .lines()
+            .chain(outcome.stdout.lines())
+            .any(|line| line.contains("syrupy") && !line.starts_with("plugins:"));
+        assert!(
+            outcome.code == xdist.code || said_why,
+            "{mode}: exit {:?} where pytest -n 2 exits {:?} (unused snapshot), and no word about syrupy\n{}\n{}",
+            outcome.code,
+            xdist.code,
+            outcome.stdout,
+            outcome.stderr
+        );
     }
 }
