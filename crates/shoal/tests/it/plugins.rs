@@ -197,6 +197,7 @@ fn asyncio_hypothesis_syrupy_mock_and_env_give_xdists_outcomes() {
     std::fs::remove_dir_all(&database).expect("pytest -n 2 made the example database");
 
     for mode in ["fork", "spawn"] {
+        let _ = std::fs::remove_dir_all(&database);
         let report = project.shoal_report(&env, &["-n", "2", "--mode", mode]);
         assert_eq!(
             shoal_outcomes(&report),
