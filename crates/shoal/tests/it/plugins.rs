@@ -273,3 +273,85 @@ fn syrupys_unused_snapshot_report_fails_the_run_as_under_xdist_or_shoal_says_why
         );
     }
 }
+
+/// A line of output that names `word`, other than pytest's header lines
+/// (`rootdir: ...`, `plugins: ... html-4.2.0`, `benchmark: 5.3.1 (defaults: ...)`).
+fn names(outcome: &Outcome, word: &str) -> bool {
+    let header = ["rootdir:", "plugins:", "benchmark: "];
+    outcome
+        .stderr
+        .lines()
+        .chain(outcome.stdout.lines())
+        .any(|line| line.contains(word) && !header.iter().any(|start| line.starts_with(start)))
+}
+
+/// The node ids in a pytest-html report.
+fn html_report_tests(project: &Project, report: &Path) -> BTreeSet<String> {
+    const SCRIPT: &str = r#"
+import html, json, re, sys
+text = open(sys.argv[1], encoding="utf-8").read()
+blob = re.search(r'data-jsonblob="([^"]*)"', text).group(1)
+print("\n".join(json.loads(html.unescape(blob))["tests"]))
+"#;
+    let output = project.python_command().args(["-c", SCRIPT]).arg(report).output().expect("python runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn pytest_html_reports_every_test_as_under_xdist_or_shoal_says_why_not() {
+    let project = Project::fixture("html_benchmark").with_python(plugins_python());
+    let report = project.path().join("report.html");
+    let html = format!("--html={}", report.display());
+    let (xdist, _) = pytest_outcomes(&project, &[], &["-n", "2", &html, "--self-contained-html"]);
+    xdist.assert_code(0);
+    let expected = html_report_tests(&project, &report);
+    assert_eq!(expected.len(), 8, "{expected:#?}");
+    for mode in ["fork", "spawn"] {
+        std::fs::remove_file(&report).ok();
+        let outcome =
+            project.shoal(&["run", "-n", "2", "--mode", mode, "--", &html, "--self-contained-html"]);
+        outcome.assert_code(0);
+        let listed = if report.exists() { html_report_tests(&project, &report) } else { BTreeSet::new() };
+        assert!(
+            listed == expected || names(&outcome, "pytest-html"),
+            "{mode}: the HTML report lists {listed:?}, pytest -n 2's lists every test, and shoal says \
+             nothing about pytest-html\n{}\n{}",
+            outcome.stdout,
+            outcome.stderr
+        );
+    }
+}
+
+#[test]
+fn pytest_benchmark_is_off_as_under_xdist_or_shoal_says_why_not() {
+    let project = Project::fixture("html_benchmark").with_python(plugins_python());
+    let json = project.path().join("benchmark.json");
+    let option = format!("--benchmark-json={}", json.display());
+    // pytest-xdist: benchmarks are switched off (each benchmarked function
+    // runs once) and no benchmark data is written. (Its warning comes only
+    // when gw0 ran a benchmark.)
+    let (xdist, _) = pytest_outcomes(&project, &[], &["-n", "2", &option]);
+    xdist.assert_code(0);
+    assert!(!json.exists(), "pytest -n 2 wrote benchmark data");
+    for mode in ["fork", "spawn"] {
+        std::fs::remove_file(&json).ok();
+        let report = project.shoal_report(&[], &["-n", "2", "--mode", mode, "--", &option]);
+        report.outcome.assert_code(0);
+        // Calibrated rounds take up to a second (max_time=1.0); one call, microseconds.
+        let benchmarked: Vec<f64> =
+            ["test_report.py::test_benchmark_one", "test_report.py::test_benchmark_two"]
+                .iter()
+                .map(|nodeid| report.test(nodeid)["call_duration"].as_f64().expect("a call duration"))
+                .collect();
+        let as_xdist = !json.exists() && benchmarked.iter().all(|seconds| *seconds < 0.5);
+        assert!(
+            as_xdist || names(&report.outcome, "pytest-benchmark"),
+            "{mode}: benchmark data written: {}, benchmark calls took {benchmarked:?} s, and shoal says \
+             nothing about pytest-benchmark\n{}\n{}",
+            json.exists(),
+            report.outcome.stdout,
+            report.outcome.stderr
+        );
+    }
+}
