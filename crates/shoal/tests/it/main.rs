@@ -8,6 +8,7 @@ mod coverage;
 mod crash;
 mod django_pg;
 mod exit_codes;
+mod footprint;
 mod github;
 mod harness;
 mod junit;
