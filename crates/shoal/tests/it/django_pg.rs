@@ -24,6 +24,10 @@ fn run_django(
     env: &[(&str, &str)],
 ) -> (Report, Vec<serde_json::Value>) {
     let project = Project::fixture("django_pg").with_python(plugins_python());
+    if env.iter().any(|(name, _)| *name == "DJANGO_PG_CRASH") {
+        // The crash first, so its slot's replacement has tests left to run.
+        project.history_starting_with(CRASH);
+    }
     let log = project.path().join("db.log");
     let port = postgres.port().to_string();
     let mut full_env = vec![
@@ -100,7 +104,11 @@ fn spawned_workers_each_get_their_own_test_database() {
 /// recreates it) and every other test passes.
 fn check_crash(mode: &str) {
     let postgres = Postgres::start();
-    let (report, records) = run_django(&postgres, 2, mode, &[("DJANGO_PG_CRASH", "1")]);
+    // Half a second a test: the 13 others take the surviving worker long
+    // enough for a spawned replacement (a new pytest importing Django) to
+    // start and take some.
+    let (report, records) =
+        run_django(&postgres, 2, mode, &[("DJANGO_PG_CRASH", "1"), ("DJANGO_PG_PACE", "0.5")]);
     report.outcome.assert_code(1);
     let outcomes = report.outcomes();
     assert_eq!(outcomes.len(), TESTS, "{outcomes:#?}");

@@ -204,11 +204,13 @@ fn each_run_has_its_own_test_run_id_and_shared_directory() {
 /// `crashed`, everything else passes, and the replacement worker has the
 /// same slot's workerinput.
 fn check_replacement_keeps_the_workerinput(mode: &str) {
+    let crash = "test_crash.py::test_crash_when_asked";
     let project = Project::fixture("xdist_surface");
+    // The crash first, so its slot's replacement has tests left to run.
+    project.history_starting_with(crash);
     let run = run_surface(&project, 2, mode, &[("XDIST_SURFACE_CRASH", "1")]);
     let report = &run.report;
     report.outcome.assert_code(1);
-    let crash = "test_crash.py::test_crash_when_asked";
     let outcomes = report.outcomes();
     assert_eq!(outcomes.get(crash), Some(&"crashed"), "{}", report.outcome.stdout);
     for (nodeid, outcome) in &outcomes {
@@ -234,7 +236,7 @@ fn check_replacement_keeps_the_workerinput(mode: &str) {
         .collect();
     assert!(
         !replacement.is_empty(),
-        "no test ran on {slot}'s replacement worker (the crash should come first): {:#?}",
+        "no test ran on {slot}'s replacement worker (the crash came first): {:#?}",
         run.records
     );
     let parent =
