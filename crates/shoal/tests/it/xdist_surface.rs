@@ -206,52 +206,56 @@ fn each_run_has_its_own_test_run_id_and_shared_directory() {
     assert_ne!(uid(&first), uid(&second), "two runs have the same testrunuid");
 }
 
-/// With `XDIST_SURFACE_CRASH=1` the crash test kills its worker: it is
-/// `crashed`, everything else passes, and the replacement worker has the
-/// same slot's workerinput.
+/// With `XDIST_SURFACE_CRASH=1` the crash test (first, by the history)
+/// kills its worker: it is `crashed`, everything else passes, and a
+/// replacement worker has the same slot's workerinput. With `-n 1` the
+/// replacement runs every other test; with `-n 2` the other worker may run
+/// them all before a replacement is up.
 fn check_replacement_keeps_the_workerinput(mode: &str) {
     let crash = "test_crash.py::test_crash_when_asked";
-    let project = Project::fixture("xdist_surface");
-    // The crash first, so its slot's replacement has tests left to run.
-    project.history_starting_with(crash);
-    // A quarter of a second a test: the others take the surviving worker
-    // long enough for a spawned replacement to start and take some.
-    let run = run_surface(&project, 2, mode, &[("XDIST_SURFACE_CRASH", "1"), ("XDIST_SURFACE_PACE", "0.25")]);
-    let report = &run.report;
-    report.outcome.assert_code(1);
-    let outcomes = report.outcomes();
-    assert_eq!(outcomes.get(crash), Some(&"crashed"), "{}", report.outcome.stdout);
-    for (nodeid, outcome) in &outcomes {
-        if *nodeid != crash {
-            assert!(
-                matches!(*outcome, "passed" | "skipped"),
-                "{nodeid}: {outcome}\n{}",
-                report.outcome.stdout
+    for workers in [1, 2] {
+        let project = Project::fixture("xdist_surface");
+        project.history_starting_with(crash);
+        let run = run_surface(&project, workers, mode, &[("XDIST_SURFACE_CRASH", "1")]);
+        let report = &run.report;
+        let context = format!("{mode} -n {workers}\n{}\n{}", report.outcome.stdout, report.outcome.stderr);
+        report.outcome.assert_code(1);
+        let outcomes = report.outcomes();
+        assert_eq!(outcomes.get(crash), Some(&"crashed"), "{context}");
+        for (nodeid, outcome) in &outcomes {
+            if *nodeid != crash {
+                assert!(matches!(*outcome, "passed" | "skipped"), "{nodeid}: {outcome}: {context}");
+            }
+        }
+        assert_eq!(outcomes.len(), 22, "{outcomes:#?}");
+        check_records(&run.records, workers, report);
+        assert_eq!(run.productions.len(), 1, "the session data was produced again: {:#?}", run.productions);
+
+        let crashed =
+            run.records.iter().find(|record| record["nodeid"] == crash).expect("the crash test logged");
+        let slot = text(crashed, "worker_id");
+        let replacement: Vec<&serde_json::Value> = run
+            .records
+            .iter()
+            .filter(|record| record["worker_id"] == slot && record["pid"] != crashed["pid"])
+            .collect();
+        if workers == 1 {
+            let skipped = outcomes.values().filter(|outcome| **outcome == "skipped").count();
+            assert_eq!(replacement.len(), 21 - skipped, "the replacement's tests: {context}");
+        }
+        let parent =
+            |record: &serde_json::Value| Path::new(text(record, "basetemp")).parent().map(Path::to_owned);
+        for record in replacement {
+            assert_eq!(
+                record["workerinput"], crashed["workerinput"],
+                "the replacement's workerinput differs"
+            );
+            assert_eq!(
+                parent(record),
+                parent(crashed),
+                "the replacement's basetemp is not beside the others"
             );
         }
-    }
-    assert_eq!(outcomes.len(), 22, "{outcomes:#?}");
-    check_records(&run.records, 2, report);
-    assert_eq!(run.productions.len(), 1, "the session data was produced again: {:#?}", run.productions);
-
-    let crashed = run.records.iter().find(|record| record["nodeid"] == crash).expect("the crash test logged");
-    let crashed_pid = &crashed["pid"];
-    let slot = text(crashed, "worker_id");
-    let replacement: Vec<&serde_json::Value> = run
-        .records
-        .iter()
-        .filter(|record| record["worker_id"] == slot && record["pid"] != *crashed_pid)
-        .collect();
-    assert!(
-        !replacement.is_empty(),
-        "no test ran on {slot}'s replacement worker (the crash came first): {:#?}",
-        run.records
-    );
-    let parent =
-        |record: &serde_json::Value| Path::new(text(record, "basetemp")).parent().map(Path::to_owned);
-    for record in replacement {
-        assert_eq!(record["workerinput"], crashed["workerinput"], "the replacement's workerinput differs");
-        assert_eq!(parent(record), parent(crashed), "the replacement's basetemp is not beside the others");
     }
 }
 
