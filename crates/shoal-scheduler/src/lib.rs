@@ -461,6 +461,10 @@ impl Scheduler {
     fn worker_exited(&mut self, worker: WorkerId, actions: &mut Vec<Action>) {
         self.queue.forget_imports(worker);
         let state = &mut self.workers[worker];
+        // Told to end (nothing left suits it), and it did.
+        let ended_as_told =
+            state.phase == WorkerPhase::Ending && !state.timing_out && state.assigned.is_empty();
+        let ended_for_a_fresh_start = state.retiring || state.recycling;
         state.phase = WorkerPhase::Exited;
         state.running_since = None;
         let held: Vec<TestId> = state.assigned.drain(..).collect();
@@ -471,8 +475,10 @@ impl Scheduler {
         // a worker retired over its memory limit or recycled for a rerun
         // was ended on purpose. (A retired worker's tests were taken back
         // when it said `stopped`.)
-        let (timed_out, free_replacement) =
-            (state.timing_out, state.retiring || state.recycling || state.finished_any || !held.is_empty());
+        let (timed_out, free_replacement) = (
+            state.timing_out,
+            ended_for_a_fresh_start || ended_as_told || state.finished_any || !held.is_empty(),
+        );
         state.timing_out = false;
         state.retiring = false;
         state.recycling = false;
@@ -512,6 +518,11 @@ impl Scheduler {
             self.queue.release(worker);
         }
         if self.stopping.is_some() || self.nothing_left() {
+            return;
+        }
+        if ended_as_told && !ended_for_a_fresh_start && self.any_worker_can_take_work() {
+            // What is left suits the other workers; a replacement would be
+            // told to end at once, and replaced again, and again.
             return;
         }
         if free_replacement || self.restarts_used < self.config.max_worker_restarts {

@@ -187,7 +187,7 @@ fn a_test_past_its_timeout_is_timed_out_and_its_worker_replaced() {
 }
 
 #[test]
-fn a_test_that_finishes_before_its_timeout_kill_lands_is_not_blamed_nor_is_the_next() {
+fn a_test_that_finishes_before_its_timeout_kill_lands_calls_the_kill_off_and_the_next_is_not_blamed() {
     let mut workload = uniform(3);
     workload.timeouts = vec![Some(2.0), Some(2.0), None];
     let mut scheduler = Scheduler::new(config(1), &workload);
@@ -561,4 +561,32 @@ proptest! {
             prop_assert_eq!(*count, 1, "test {} ended {} times", test, count);
         }
     }
+}
+
+#[test]
+fn a_worker_ended_because_nothing_left_suits_it_is_not_replaced_while_others_work() {
+    // Split collection: worker 0 imported module 0 (ten 1 s tests), worker
+    // 1 module 1 (one 10 ms test); importing module 0 costs 30 s, more than
+    // sharing its work saves. Replacing worker 1 when it ends would start a
+    // worker that is told to end at once, again and again.
+    let workload = Workload {
+        expected: [vec![1.0; 10], vec![0.01]].concat(),
+        module: [vec![0; 10], vec![1]].concat(),
+        module_setup: vec![0.0, 0.0],
+        file: [vec![0; 10], vec![1]].concat(),
+        file_load: vec![30.0, 30.0],
+        initially_loaded: vec![vec![0], vec![1]],
+        ..Workload::default()
+    };
+    let mut scheduler = Scheduler::new(config(2), &workload);
+    scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
+    let actions = scheduler.handle(0.0, Event::WorkerReady { worker: 1 });
+    assert_eq!(runs_for(&actions, 1), vec![10]);
+    // Module 0 is not worth importing: it is told to end.
+    let actions = scheduler.handle(0.0, Event::WorkerWantsWork { worker: 1 });
+    assert_eq!(actions, vec![Action::Shutdown { worker: 1 }]);
+    scheduler.handle(0.01, Event::TestFinished { worker: 1, test: 10, failed: false });
+    let actions = scheduler.handle(0.02, Event::WorkerExited { worker: 1 });
+    assert!(!actions.contains(&Action::StartWorker { worker: 1 }), "{actions:?}");
+    assert!(actions.iter().all(|action| !matches!(action, Action::NotRun { .. })), "{actions:?}");
 }

@@ -251,6 +251,8 @@ class ShoalWorker:
                     config.getoption("continue_on_collection_errors", False)
                 ),
                 "coverage": self.coverage.report_options if self.coverage else None,
+                "html_report": self.html_report,
+                "benchmarks_disabled": self.benchmarks_disabled,
             }
         )
         if self.zygote_fd is not None:
@@ -1124,6 +1126,21 @@ def pytest_cmdline_main(config):
         worker.junitxml = os.path.abspath(os.path.expanduser(xmlpath)) if xmlpath else None
         option.maxfail = 0
         option.xmlpath = None
+        # pytest-html builds its report in one process from every test's
+        # report; a worker would write its own share over the others'.
+        worker.html_report = getattr(option, "htmlpath", None)
+        if worker.html_report:
+            option.htmlpath = None
+        # pytest-benchmark disables itself under xdist (it cannot time
+        # reliably in parallel); the same here (shoal says so).
+        worker.benchmarks_disabled = bool(
+            config.pluginmanager.hasplugin("benchmark")
+            and not getattr(option, "benchmark_skip", False)
+            and not getattr(option, "benchmark_disable", False)
+        )
+        if worker.benchmarks_disabled:
+            option.benchmark_disable = True
+            option.benchmark_enable = False
         # shoal reruns failed tests itself, each on a fresh worker.
         option.reruns = 0
         # shoal also enforces @pytest.mark.timeout / --timeout itself, from

@@ -141,6 +141,14 @@ pub struct Hello {
     /// see `python/shoal_coverage.py`.
     #[serde(default)]
     pub coverage: Option<crate::coverage::CoverageOptions>,
+    /// pytest-html's `--html` path, which workers do not write: the report
+    /// is built in one process from every test's report.
+    #[serde(default)]
+    pub html_report: Option<String>,
+    /// pytest-benchmark is active and its benchmarks were disabled in the
+    /// workers, as pytest-xdist disables them.
+    #[serde(default)]
+    pub benchmarks_disabled: bool,
 }
 
 /// A collector report that did not pass.

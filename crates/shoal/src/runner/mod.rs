@@ -412,6 +412,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
             }
         };
     let hello = &collected.hello;
+    announce_plugin_limits(hello);
     let max_failures = settings.max_failures.or((hello.maxfail > 0).then_some(hello.maxfail));
     let continue_on_collection_errors =
         settings.continue_on_collection_errors || hello.continue_on_collection_errors;
@@ -707,6 +708,22 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     }
     shut_down(&mut pool);
     reported.map(|()| exit)
+}
+
+/// One line for each plugin that cannot do under shoal what it does alone.
+fn announce_plugin_limits(hello: &Hello) {
+    if let Some(path) = &hello.html_report {
+        crate::output::notice(&format!(
+            "pytest-html: {path} is not written (its report is built in one process from every test's \
+             report); use --junitxml or --json-report"
+        ));
+    }
+    if hello.benchmarks_disabled {
+        crate::output::notice(
+            "pytest-benchmark: benchmarks are disabled, as under pytest-xdist (they cannot be timed \
+             reliably in parallel); run them with plain pytest",
+        );
+    }
 }
 
 /// Ends the workers and the zygote and waits for them. Workers the
