@@ -36,6 +36,10 @@ PY
     echo "$venv/bin/python"
 }
 
+# Third-party plugins (pytest-django, pytest-randomly, ...) get their own venv.
+SHOAL_TEST_PLUGINS_PYTHON="$PWD/$(scripts/plugins_venv.sh)"
+export SHOAL_TEST_PLUGINS_PYTHON
+
 first=1
 for version in $versions; do
     interpreter="$(setup_venv "$version")"

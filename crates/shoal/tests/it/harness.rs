@@ -62,6 +62,8 @@ pub(crate) fn fixtures_dir() -> PathBuf {
 /// parallel and nothing is written into the repository.
 pub(crate) struct Project {
     directory: tempfile::TempDir,
+    /// The interpreter instead of [`python()`] (see [`Project::with_python`]).
+    python: Option<PathBuf>,
 }
 
 impl Project {
@@ -70,13 +72,25 @@ impl Project {
         let directory =
             tempfile::Builder::new().prefix(&format!("shoal-it-{name}-")).tempdir().expect("tempdir");
         copy_tree(&fixtures_dir().join(name), directory.path());
-        Self { directory }
+        Self { directory, python: None }
     }
 
     /// An empty project to write files into.
     pub(crate) fn empty() -> Self {
         let directory = tempfile::Builder::new().prefix("shoal-it-").tempdir().expect("tempdir");
-        Self { directory }
+        Self { directory, python: None }
+    }
+
+    /// Runs pytest, and shoal's `--python`, with `python` instead of
+    /// [`python()`] (e.g. the third-party plugins' venv).
+    pub(crate) fn with_python(mut self, python: &Path) -> Self {
+        self.python = Some(python.to_owned());
+        self
+    }
+
+    /// The interpreter this project's pytest runs with.
+    pub(crate) fn interpreter(&self) -> &Path {
+        self.python.as_deref().unwrap_or_else(|| python())
     }
 
     /// The project's root.
@@ -113,7 +127,7 @@ impl Project {
         if let Some(subcommand) = args.next() {
             command.arg(subcommand);
             if matches!(*subcommand, "run" | "list" | "plan") {
-                command.arg("--python").arg(python());
+                command.arg("--python").arg(self.interpreter());
             }
         }
         command.args(args);
@@ -161,11 +175,22 @@ impl Project {
 
     /// [`Self::pytest`] with extra environment variables.
     pub(crate) fn pytest_with_env(&self, env: &[(&str, &str)], args: &[&str]) -> Outcome {
-        let mut command = Command::new(python());
+        let mut command = Command::new(self.interpreter());
         command.args(["-m", "pytest", "-p", "no:randomly"]).args(args);
         self.isolate(&mut command);
         command.envs(env.iter().copied());
         Outcome::of(command.output().expect("python starts"))
+    }
+
+    /// Writes a durations history (`.test_durations`) in which `first`
+    /// takes far longer than every other collected test, so that shoal
+    /// starts it first.
+    pub(crate) fn history_starting_with(&self, first: &str) -> &Self {
+        let ids = self.pytest_node_ids(&[]);
+        assert!(ids.iter().any(|id| id == first), "{first} is not collected: {ids:#?}");
+        let durations: BTreeMap<&str, f64> =
+            ids.iter().map(|id| (id.as_str(), if id == first { 5.0 } else { 0.1 })).collect();
+        self.write(".test_durations", serde_json::to_string_pretty(&durations).expect("JSON"))
     }
 
     /// An isolated command in the project (shoal's test environment), not
@@ -178,7 +203,7 @@ impl Project {
 
     /// An isolated `python` command in the project, not yet started.
     pub(crate) fn python_command(&self) -> Command {
-        let mut command = Command::new(python());
+        let mut command = Command::new(self.interpreter());
         self.isolate(&mut command);
         command
     }
