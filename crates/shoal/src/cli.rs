@@ -20,7 +20,9 @@ pub struct Cli {
 /// shoal's commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the selected tests in parallel, with pytest's output and exit codes.
+    /// Run the selected tests in parallel, with pytest's output and exit
+    /// codes; every pytest option is accepted (`shoal pytest` is the same).
+    #[command(alias = "pytest")]
     Run(Box<RunArgs>),
     /// Print the collected node ids, one a line, without running anything.
     List(ListArgs),

@@ -86,7 +86,7 @@ fn with_pytest_arguments_apart(arguments: Vec<std::ffi::OsString>) -> Vec<std::f
     else {
         return arguments;
     };
-    if words.get(1).map(String::as_str) != Some("run") {
+    if !matches!(words.get(1).map(String::as_str), Some("run" | "pytest")) {
         return arguments;
     }
     let command = Cli::command();

@@ -179,3 +179,13 @@ fn an_unknown_option_gets_pytests_error_and_exit_code() {
     assert_eq!(actual.code, Some(4));
     assert!(actual.stderr.contains("unrecognized arguments: --bogus-flag"), "{}", actual.stderr);
 }
+
+#[test]
+fn shoal_pytest_is_shoal_run_for_scripts_that_can_only_change_the_command() {
+    let project = Project::fixture("cli");
+    let python = crate::harness::python().to_str().expect("a UTF-8 interpreter path");
+    let expected = project.pytest(&["--tb=short", "-q"]);
+    let actual = project.shoal_as_typed(&["pytest", "--python", python, "-n", "2", "--tb=short", "-q"]);
+    assert_eq!(actual.code, expected.code, "{}", actual.stderr);
+    assert_eq!(closing(&actual), closing(&expected), "{}", actual.stdout);
+}
