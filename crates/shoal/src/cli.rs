@@ -93,11 +93,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "fork|spawn|auto")]
     pub mode: Option<String>,
 
-    /// How fork mode collects: `split` (default: the collecting process
-    /// stops at the test files and each worker imports its share of them)
-    /// or `full` (everything is imported before forking; for plugins that
-    /// need the whole collection at once).
-    #[arg(long, value_name = "split|full")]
+    /// How fork mode collects: `auto` (default: split where history says
+    /// importing the test files is a large share of the run, else full),
+    /// `split` (the collecting process stops at the test files and each
+    /// worker imports its share of them) or `full` (everything is imported
+    /// before forking, as pytest and pytest-xdist's workers do).
+    #[arg(long, value_name = "auto|split|full")]
     pub collect: Option<String>,
 
     /// Stop after the first failure (same as --maxfail 1).

@@ -15,6 +15,37 @@ use crate::history::{History, RunMeasurements};
 use crate::outcome::Outcome;
 use crate::report::TestRecord;
 
+/// `--collect auto` splits collection only when that saves at least this
+/// many seconds of the run's critical path...
+pub const SPLIT_MIN_SAVING_SECONDS: f64 = 0.3;
+
+/// ...and at least this share of it.
+pub const SPLIT_MIN_SAVING_SHARE: f64 = 0.1;
+
+/// `--collect auto`: whether to split collection among `workers`, judged
+/// from history, with a sentence saying why when it does.
+///
+/// Split collection is a semantic change (a test no longer sees the import
+/// side effects of test files outside its worker's share), so it is chosen
+/// only where it pays: collecting in full pays the test files' import on
+/// the critical path once, splitting pays a worker's share of it, so the
+/// saving is `import × (1 − 1/workers)`; it must reach both
+/// [`SPLIT_MIN_SAVING_SECONDS`] and [`SPLIT_MIN_SAVING_SHARE`] of the run
+/// collected in full. Without history nothing is known: in full.
+pub fn split_pays(history: &History, workers: usize) -> Option<String> {
+    let import: f64 = history.file_collect.values().sum();
+    let tests: f64 = history.durations.values().sum();
+    let workers = workers.max(1) as f64;
+    let saving = import * (1.0 - 1.0 / workers);
+    let full_run = import + tests / workers;
+    (saving >= SPLIT_MIN_SAVING_SECONDS && saving >= SPLIT_MIN_SAVING_SHARE * full_run).then(|| {
+        format!(
+            "each worker imports its share of the test files: importing them all took {import:.1}s last time, \
+             ~{saving:.1}s of a ~{full_run:.1}s run saved (--collect full to import them all first)"
+        )
+    })
+}
+
 /// Seconds assumed for a test when nothing at all is known.
 pub const DEFAULT_ESTIMATE: f64 = 0.01;
 
@@ -261,6 +292,26 @@ fn recordable(outcome: Outcome) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn history_of(import: &[f64], tests: &[f64]) -> History {
+        let mut history = History::default();
+        for (index, seconds) in import.iter().enumerate() {
+            history.file_collect.insert(format!("test_{index}.py"), *seconds);
+        }
+        for (index, seconds) in tests.iter().enumerate() {
+            history.durations.insert(format!("test_0.py::test_{index}"), *seconds);
+        }
+        history
+    }
+
+    #[test]
+    fn collection_is_split_only_where_importing_is_a_large_share_of_the_run() {
+        assert!(split_pays(&History::default(), 2).is_none(), "nothing known: in full");
+        assert!(split_pays(&history_of(&[2.0; 4], &[0.01; 100]), 2).is_some(), "import-heavy");
+        assert!(split_pays(&history_of(&[0.05; 4], &[0.5; 100]), 2).is_none(), "cheap imports");
+        assert!(split_pays(&history_of(&[0.5; 4], &[1.0; 300]), 2).is_none(), "a small share of a long run");
+        assert!(split_pays(&history_of(&[2.0; 4], &[0.01; 100]), 1).is_none(), "one worker saves nothing");
+    }
     use crate::protocol::PhaseReport;
 
     #[test]

@@ -109,10 +109,13 @@ pub enum WorkerMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CollectionMode {
     /// The zygote stops at the test files; each worker imports and collects
-    /// its share of them (the default).
+    /// its share of them.
     Split,
     /// The zygote imports and collects everything before forking.
     Full,
+    /// Split where history says it pays, else full (the default; see
+    /// [`crate::plan::split_pays`]).
+    Auto,
 }
 
 impl CollectionMode {
@@ -120,6 +123,7 @@ impl CollectionMode {
         match text {
             "split" => Some(Self::Split),
             "full" => Some(Self::Full),
+            "auto" => Some(Self::Auto),
             _ => None,
         }
     }
@@ -252,9 +256,9 @@ impl RunSettings {
         };
         let collection = match &args.collect {
             Some(text) => CollectionMode::parse(text).ok_or_else(|| {
-                ShoalError::Usage(format!("--collect: expected `split` or `full`, got `{text}`"))
+                ShoalError::Usage(format!("--collect: expected `auto`, `split` or `full`, got `{text}`"))
             })?,
-            None => file.collection.unwrap_or(CollectionMode::Split),
+            None => file.collection.unwrap_or(CollectionMode::Auto),
         };
         let timeout = match &args.timeout {
             Some(text) => Some(parse_seconds(text).ok_or_else(|| {

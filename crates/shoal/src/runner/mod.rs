@@ -380,7 +380,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     );
     coverage.prepare()?;
     let mut pool = Pool::new(spec, settings.collect.interpreter.origin);
-    let split_wanted = settings.collection == CollectionMode::Split
+    let split_wanted = settings.collection != CollectionMode::Full
         && !names_tests(&settings.collect)
         && !settings
             .collect
@@ -398,7 +398,15 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
                 ));
                 false
             }
-            None => true,
+            None if settings.collection == CollectionMode::Split => true,
+            None => {
+                let paths = HistoryPaths::new(Path::new(&hello.rootdir), settings.durations_path.as_deref());
+                let reason = plan::split_pays(&History::load(&paths), settings.workers);
+                if let Some(reason) = &reason {
+                    crate::output::notice(reason);
+                }
+                reason.is_some()
+            }
         }
     };
     let shares = |hello: &Hello, files: &[String], together: &[Vec<usize>], workers: usize| {

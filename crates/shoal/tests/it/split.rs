@@ -28,11 +28,17 @@ struct SplitRun {
     imported_by: BTreeMap<String, Vec<u64>>,
 }
 
+/// `args` without a `--collect` of their own ask for split collection.
 fn split_run(project: &Project, args: &[&str]) -> SplitRun {
     let log = project.path().join("imports.log");
     let _ = std::fs::remove_file(&log);
     let log_arg = log.to_str().expect("a UTF-8 temp path").to_owned();
-    let report = project.shoal_report(&[("SHOAL_SPLIT_LOG", &log_arg)], args);
+    let mut full_args = Vec::new();
+    if !args.iter().any(|argument| argument.starts_with("--collect")) {
+        full_args.extend(["--collect", "split"]);
+    }
+    full_args.extend_from_slice(args);
+    let report = project.shoal_report(&[("SHOAL_SPLIT_LOG", &log_arg)], &full_args);
     let mut collector = None;
     let mut imported_by: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for line in read_json_lines(&log) {
@@ -143,4 +149,24 @@ fn import_costs_go_to_the_history() {
     for file in TEST_FILES {
         assert!(files.contains(file), "{file} has no import cost in {history:#}");
     }
+}
+
+#[test]
+fn by_default_collection_is_split_only_when_history_says_importing_is_a_large_share() {
+    let project = Project::fixture("split");
+    // No history: every test file is imported before forking, as pytest does.
+    let first = split_run(&project, &["-n", "2", "--collect", "auto"]);
+    for file in TEST_FILES {
+        assert_eq!(first.imported_by[file], vec![first.collector], "no history: {file}");
+    }
+    // A history where importing the test files costs seconds: split.
+    let file_collect: serde_json::Map<String, serde_json::Value> =
+        TEST_FILES.iter().map(|file| ((*file).to_owned(), serde_json::json!(2.0))).collect();
+    let history = serde_json::json!({"format_version": 1, "module_setup": {}, "file_collect": file_collect});
+    project.write(".shoal_history.json", history.to_string());
+    let heavy = split_run(&project, &["-n", "2", "--collect", "auto"]);
+    let importers: BTreeSet<u64> =
+        TEST_FILES.iter().flat_map(|file| heavy.imported_by[*file].clone()).collect();
+    assert!(!importers.contains(&heavy.collector), "heavy imports: split {:?}", heavy.imported_by);
+    assert_eq!(heavy.outcomes, first.outcomes);
 }
