@@ -1,7 +1,7 @@
 //! Integration tests: the real `shoal` binary on real pytest projects.
 //!
 //! The interpreter comes from `SHOAL_TEST_PYTHON` (scripts/test.sh sets it
-//! once per supported pytest version); see [`harness`].
+//! once per entry of its Python and pytest matrix); see [`harness`].
 
 mod control;
 mod coverage;
@@ -11,6 +11,7 @@ mod exit_codes;
 mod footprint;
 mod github;
 mod harness;
+mod interpreters;
 mod junit;
 mod list;
 mod output_shape;
