@@ -60,10 +60,10 @@ pub fn main(arguments: impl IntoIterator<Item = std::ffi::OsString>) -> u8 {
     }
 }
 
-/// pytest itself, in this terminal, for a mode that runs no test or a
-/// debugger; after `--help`, shoal's own options follow pytest's.
+/// pytest itself, in this terminal, for a mode that runs no test or needs
+/// one process; after `--help`, shoal's own options follow pytest's.
 fn run_pytest_in_place(collect: &CollectSettings, reason: pytest_args::InPlace) -> Result<u8, ShoalError> {
-    if let pytest_args::InPlace::Debugger(option) = reason {
+    if let pytest_args::InPlace::OneProcess(option) = reason {
         output::notice(&format!(
             "{option}: running the selected tests in one pytest process in this terminal"
         ));

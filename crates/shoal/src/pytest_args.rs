@@ -171,23 +171,30 @@ const NON_RUNNING: [&str; 14] = [
     "-h",
 ];
 
-/// pytest's options that need the terminal for a debugger.
-const DEBUGGERS: [&str; 3] = ["--pdb", "--trace", "--pdbcls"];
+/// pytest's options that need one pytest process: a debugger in the
+/// terminal, set-up tracing in one stream, or stepwise's one sequence.
+const ONE_PROCESS: [&str; 8] =
+    ["--pdb", "--trace", "--pdbcls", "--setup-show", "--sw", "--stepwise", "--sw-skip", "--stepwise-skip"];
 
 /// Why pytest must run in place of shoal's workers, for these pytest
-/// arguments: a mode that runs no test, or a debugger.
+/// arguments: a mode that runs no test, or one that needs one process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InPlace {
     /// `--co`, `--fixtures`, `--markers`, `--version`, ...
     NoTestRun,
     /// `-h`/`--help`: pytest's help, then shoal's.
     Help,
-    /// `--pdb`, `--trace`, `--pdbcls`: one pytest process in this terminal.
-    Debugger(&'static str),
+    /// `--pdb`, `--trace`, `--pdbcls`, `--setup-show`, `--sw`: one pytest
+    /// process in this terminal.
+    OneProcess(&'static str),
 }
 
 /// Whether these pytest arguments ask for something only pytest itself, in
 /// this terminal, can do.
+///
+/// # Examples
+/// `--co` runs no test; `--pdb` stops in a debugger that needs this
+/// terminal; `--sw` continues one sequence from its last failure.
 pub fn in_place(pytest_args: &[String]) -> Option<InPlace> {
     let names = pytest_args
         .iter()
@@ -199,8 +206,8 @@ pub fn in_place(pytest_args: &[String]) -> Option<InPlace> {
         }
         if NON_RUNNING.contains(&name) {
             found = Some(InPlace::NoTestRun);
-        } else if let Some(debugger) = DEBUGGERS.iter().find(|debugger| **debugger == name) {
-            found = found.or(Some(InPlace::Debugger(debugger)));
+        } else if let Some(option) = ONE_PROCESS.iter().find(|option| **option == name) {
+            found = found.or(Some(InPlace::OneProcess(option)));
         }
     }
     found

@@ -17,6 +17,7 @@
 //! failure is printed above it as it happens.
 
 use std::io::Write;
+use std::path::Path;
 
 use crate::outcome::Outcome;
 use crate::protocol::PhaseReport;
@@ -638,9 +639,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
         ));
         self.line(&format!("rootdir: {}", header.rootdir));
         if let Some(inifile) = &header.inifile {
-            let shown = inifile
-                .strip_prefix(&header.rootdir)
-                .map_or(inifile.as_str(), |relative| relative.trim_start_matches('/'));
+            let shown = best_relative_path(Path::new(&header.rootdir), Path::new(inifile));
             self.line(&format!("configfile: {shown}"));
         }
         if !header.plugins.is_empty() {
@@ -838,9 +837,35 @@ pub fn format_session_duration(seconds: f64) -> String {
     format!("{seconds:.2}s ({}:{:02}:{:02})", whole / 3600, whole / 60 % 60, whole % 60)
 }
 
+/// `dest` as pytest's `bestrelpath` shows it from `directory`: relative,
+/// going up with `..` where needed (`configfile: ../pytest.ini` under
+/// `--rootdir=sub`).
+fn best_relative_path(directory: &Path, dest: &Path) -> String {
+    if directory == dest {
+        return ".".to_owned();
+    }
+    let common = directory.components().zip(dest.components()).take_while(|(a, b)| a == b).count();
+    if common == 0 {
+        return dest.display().to_string();
+    }
+    let ups = directory.components().count() - common;
+    let parts: Vec<String> = std::iter::repeat_n("..".to_owned(), ups)
+        .chain(dest.components().skip(common).map(|part| part.as_os_str().to_string_lossy().into_owned()))
+        .collect();
+    parts.join("/")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_config_file_is_shown_relative_to_the_rootdir_as_pytest_shows_it() {
+        let rootdir = Path::new("/p/sub");
+        assert_eq!(best_relative_path(rootdir, Path::new("/p/sub/pytest.ini")), "pytest.ini");
+        assert_eq!(best_relative_path(rootdir, Path::new("/p/pytest.ini")), "../pytest.ini");
+        assert_eq!(best_relative_path(Path::new("/p/a"), Path::new("/p/ab/tox.ini")), "../ab/tox.ini");
+    }
 
     #[test]
     fn rules_match_pytest_at_80_columns() {

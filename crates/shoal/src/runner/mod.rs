@@ -108,8 +108,9 @@ fn take_basetemp(arguments: &[String]) -> (Vec<String>, Option<PathBuf>) {
 
 /// Runs pytest itself, in this terminal, for what shoal would only get in
 /// the way of: pytest's modes that run no test (`--co`, `--fixtures`,
-/// `--markers`, ...: their output is pytest's, exactly) and a debugger that
-/// needs the terminal (`--pdb`, `--trace`). Returns pytest's exit code.
+/// `--markers`, ...: their output is pytest's, exactly) and those that need
+/// one process (`--pdb`, `--trace`, `--setup-show`, `--sw`). Returns
+/// pytest's exit code.
 pub fn run_pytest_in_place(collect: &CollectSettings) -> Result<u8, ShoalError> {
     let status = std::process::Command::new(&collect.interpreter.path)
         .args(["-m", "pytest"])
@@ -347,10 +348,6 @@ fn names_tests(collect: &CollectSettings) -> bool {
 /// files): under split collection each worker would apply them to its share.
 const WHOLE_COLLECTION_PLUGINS: &[&str] = &["split", "test-groups", "order", "ordering", "depends"];
 
-/// pytest flags that work on the whole collection (stepwise skips by
-/// position in it).
-const WHOLE_COLLECTION_FLAGS: &[&str] = &["--sw", "--stepwise", "--sw-skip", "--stepwise-skip"];
-
 /// The first active plugin (as `name-version`) that needs the whole
 /// collection, if any.
 fn plugin_needing_whole_collection(plugins: &[String]) -> Option<&str> {
@@ -380,13 +377,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     );
     coverage.prepare()?;
     let mut pool = Pool::new(spec, settings.collect.interpreter.origin);
-    let split_wanted = settings.collection != CollectionMode::Full
-        && !names_tests(&settings.collect)
-        && !settings
-            .collect
-            .pytest_args
-            .iter()
-            .any(|argument| WHOLE_COLLECTION_FLAGS.contains(&argument.as_str()));
+    let split_wanted = settings.collection != CollectionMode::Full && !names_tests(&settings.collect);
     let split = |hello: &Hello| {
         if !split_wanted {
             return false;

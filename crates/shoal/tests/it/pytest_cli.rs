@@ -58,7 +58,8 @@ const RUNNING: &[&[&str]] = &[
 /// worker and also counts the tests it did not start (`N not run`).
 const STOPPING: &[&[&str]] = &[&["-x"], &["--exitfirst", "-q"], &["--maxfail", "1"], &["--maxfail=1", "-rA"]];
 
-/// pytest's modes that run no test: the whole output must be pytest's.
+/// pytest's modes that run no test (and `--setup-show`, which shoal hands to
+/// one pytest process): the whole output must be pytest's.
 const NOT_RUNNING: &[&[&str]] = &[
     &["--co"],
     &["--co", "-q"],
@@ -67,7 +68,11 @@ const NOT_RUNNING: &[&[&str]] = &[
     &["--markers"],
     &["--fixtures"],
     &["--setup-plan"],
+    &["--setup-only", "-k", "pass"],
+    &["--fixtures-per-test", "-k", "param"],
     &["--version"],
+    // Runs the tests, in one pytest process: the set-up trace is pytest's.
+    &["--setup-show", "-k", "pass or param"],
 ];
 
 /// The closing line's counts, without the duration; the last line where
@@ -188,4 +193,63 @@ fn shoal_pytest_is_shoal_run_for_scripts_that_can_only_change_the_command() {
     let actual = project.shoal_as_typed(&["pytest", "--python", python, "-n", "2", "--tb=short", "-q"]);
     assert_eq!(actual.code, expected.code, "{}", actual.stderr);
     assert_eq!(closing(&actual), closing(&expected), "{}", actual.stdout);
+}
+
+/// The header lines that say where pytest's configuration came from.
+fn configuration_lines(outcome: &Outcome) -> Vec<String> {
+    outcome
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("rootdir:") || line.starts_with("configfile:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn configuration_is_found_and_read_as_pytest_finds_and_reads_it() {
+    let test = "def test_pass():\n    pass\n\ndef test_other():\n    pass\n";
+    let cases: [(&str, &[(&str, &str)], &[&str], &[(&str, &str)]); 8] = [
+        ("pytest.ini", &[("pytest.ini", "[pytest]\naddopts = -k pass\n")], &[], &[]),
+        (
+            "pyproject ini_options",
+            &[("pyproject.toml", "[tool.pytest.ini_options]\naddopts = \"-k pass\"\n")],
+            &[],
+            &[],
+        ),
+        (
+            "pyproject [tool.pytest]",
+            &[("pyproject.toml", "[tool.pytest]\naddopts = [\"-k\", \"pass\"]\n")],
+            &[],
+            &[],
+        ),
+        ("tox.ini", &[("tox.ini", "[pytest]\naddopts = -k pass\n")], &[], &[]),
+        ("setup.cfg", &[("setup.cfg", "[tool:pytest]\naddopts = -k pass\n")], &[], &[]),
+        (
+            "-c",
+            &[("pytest.ini", "[pytest]\n"), ("other.ini", "[pytest]\naddopts = -k other\n")],
+            &["-c", "other.ini"],
+            &[],
+        ),
+        ("--rootdir", &[("pytest.ini", "[pytest]\n")], &["--rootdir=sub"], &[]),
+        ("PYTEST_ADDOPTS", &[("pytest.ini", "[pytest]\n")], &[], &[("PYTEST_ADDOPTS", "-k other")]),
+    ];
+    for (name, files, args, env) in cases {
+        let project = Project::empty();
+        project.write("test_config.py", test);
+        std::fs::create_dir_all(project.path().join("sub")).expect("a sub directory");
+        for (file, text) in files {
+            project.write(file, *text);
+        }
+        let expected = project.pytest_with_env(env, args);
+        let mut shoal_args = vec!["run", "-n", "2"];
+        shoal_args.extend_from_slice(args);
+        let actual = project.shoal_with_env(env, &shoal_args);
+        assert_eq!(configuration_lines(&actual), configuration_lines(&expected), "{name}\n{}", actual.stdout);
+        assert_eq!(
+            (actual.code, closing(&actual)),
+            (expected.code, closing(&expected)),
+            "{name}\n{}",
+            actual.stdout
+        );
+    }
 }
