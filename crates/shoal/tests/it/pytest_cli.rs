@@ -205,10 +205,14 @@ fn configuration_lines(outcome: &Outcome) -> Vec<String> {
         .collect()
 }
 
+/// A configuration case: its name, the files written, the arguments and
+/// the environment.
+type ConfigurationCase<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str], &'a [(&'a str, &'a str)]);
+
 #[test]
 fn configuration_is_found_and_read_as_pytest_finds_and_reads_it() {
     let test = "def test_pass():\n    pass\n\ndef test_other():\n    pass\n";
-    let cases: [(&str, &[(&str, &str)], &[&str], &[(&str, &str)]); 8] = [
+    let cases: [ConfigurationCase<'_>; 8] = [
         ("pytest.ini", &[("pytest.ini", "[pytest]\naddopts = -k pass\n")], &[], &[]),
         (
             "pyproject ini_options",
