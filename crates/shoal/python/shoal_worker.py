@@ -520,16 +520,15 @@ class ShoalWorker:
         import gc
 
         unsafe = _fork_unsafe_reason()
-        # Everything collected so far lives as long as the workers: keep the
-        # garbage collector off it, so the children neither copy its pages
-        # (a collection writes to every object it visits) nor spend their
-        # final collections walking the whole suite again.
         if self.coverage:
             # What collecting ran is saved here, once; each child's data
             # file then holds only what that child ran.
             self.coverage.save()
+        # The children inherit no garbage. (Not gc.freeze(), which would
+        # spare them collections over the inherited objects: frozen objects
+        # are hidden from gc.get_objects() and gc.get_referrers(), which
+        # tests and libraries use; hypothesis's register_random warns then.)
         gc.collect()
-        gc.freeze()
         self.channel.send({"type": "zygote_ready", "fork_safe": unsafe is None, "reason": unsafe})
         control = socket.socket(fileno=self.zygote_fd)
         wake_read, wake_write = os.pipe()
