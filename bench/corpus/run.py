@@ -100,14 +100,14 @@ PROJECTS = [
     Project(
         "packaging", "packaging", "26.4",
         "many small parametrized tests; addopts with -m, --capture=sys and -p no:... plugins",
-        ["pretend==1.0.9"], ["tests"]),
+        ["pretend==1.0.9", "hypothesis==6.170.17"], ["tests"]),
     Project(
         "jsonschema", "jsonschema", "4.26.0",
         "unittest.TestCase classes and the JSON-Schema-Test-Suite (thousands of generated tests); tests inside the package",
         ["attrs==26.1.0", "jsonschema-specifications==2025.9.1", "referencing==0.37.0",
          "rpds-py==0.30.0", "jsonpath-ng==1.7.0"],
-        ["jsonschema/tests"], install=False,
-        note="jsonschema/tests/typing and fuzz_validate.py are not test files"),
+        ["jsonschema/tests"],
+        note="installed (test_cli reads its metadata) but imported from the unpacked sdist, where its tests live"),
     Project(
         "sympy", "sympy", "1.14.0",
         "heavy import (sympy) in every test module; conftest with its own options",
@@ -490,7 +490,11 @@ def main():
     ap.add_argument("--setup-only", action="store_true", help="set up the projects, run nothing")
     ap.add_argument("--json", help="write every result (outcomes per node id per runner) here")
     ap.add_argument("--text-lines", type=int, default=30, help="failure text lines shown per difference")
+    ap.add_argument("--render", metavar="JSON",
+                    help="print the table and differences of a run saved with --json; run nothing")
     args = ap.parse_args()
+    if args.render:
+        return render(args.render, args.text_lines)
 
     names = args.projects.split(",") if args.projects else list(BY_NAME)
     unknown = [n for n in names if n not in BY_NAME]
@@ -548,6 +552,9 @@ def main():
             }
             rows.append((project, results, diffs))
             print_project(project, results, diffs, args.text_lines)
+            if args.json:  # after every project, so an interrupted run keeps what it measured
+                with open(args.json, "w") as f:
+                    json.dump(all_results, f, indent=1)
     finally:
         for stop in stops:
             subprocess.run(stop, capture_output=True)
@@ -555,13 +562,43 @@ def main():
         log("set up; nothing run (--setup-only)")
         return 0
     print_table(rows, runners, pyver)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(all_results, f, indent=1)
     return 1 if any(diffs for _, _, diffs in rows) else 0
 
 
+def render(path, text_lines):
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    rows = []
+    runners = None
+    pyver = "?"
+    for name, res in saved.items():
+        project = BY_NAME.get(name) or Project(name, name, res["version"], "", [], [])
+        results = []
+        for runner, r in res["runners"].items():
+            r = dict(r, runner=runner)
+            r["tests"] = {k: tuple(v) for k, v in r["tests"].items()}
+            results.append(r)
+        runners = [r["runner"] for r in results]
+        pyver = res["python"]
+        _, diffs = compare(results)
+        print_project(project, results, diffs, text_lines)
+        rows.append((project, results, diffs))
+    print_table(rows, runners or [], pyver)
+    return 1 if any(diffs for _, _, diffs in rows) else 0
+
+
+def signature(text):
+    """The last `E   ...` line of a failure text (or its last line): what groups differences."""
+    if not text:
+        return ""
+    lines = [l.strip() for l in text.rstrip().splitlines() if l.strip()]
+    elines = [l for l in lines if l.startswith("E ")]
+    return (elines[-1] if elines else lines[-1])[:200]
+
+
 def print_project(project, results, diffs, text_lines):
+    """Each runner's counts, then the differing node ids grouped by (outcomes, failure
+    signature): every node id is listed, each group's failure text is shown once."""
     out = sys.stdout
     out.write(f"\n### {project.name} {project.version}\n\n")
     for r in results:
@@ -572,16 +609,26 @@ def print_project(project, results, diffs, text_lines):
                   + f" (log {r['log']})\n")
     if not diffs:
         out.write("\noutcomes identical\n")
+        out.flush()
+        return
+    groups = {}
     for nodeid, outcomes in diffs:
-        out.write(f"\n`{nodeid}`: " + ", ".join(f"{k} {v[0]}" for k, v in outcomes.items()) + "\n")
+        key = tuple((k, v[0], signature(v[1])) for k, v in outcomes.items())
+        groups.setdefault(key, []).append((nodeid, outcomes))
+    out.write(f"\n{len(diffs)} node ids differ, in {len(groups)} groups:\n")
+    for key, members in groups.items():
+        out.write("\n- " + ", ".join(f"{k} **{o}**" for k, o, _ in key) + f" ({len(members)} node ids):\n")
+        for nodeid, _ in members:
+            out.write(f"  - `{nodeid}`\n")
         shown = set()
-        for runner, (outcome, text) in outcomes.items():
+        for runner, (outcome, text) in members[0][1].items():
             if text and text not in shown and outcome not in ("passed", "absent"):
                 shown.add(text)
                 lines = text.rstrip().splitlines()
                 if len(lines) > text_lines:
                     lines = ["..."] + lines[-text_lines:]
-                out.write(f"\n  {runner} ({outcome}):\n\n" + textwrap.indent("\n".join(lines), "      ") + "\n")
+                out.write(f"\n  {runner} ({outcome}) on `{members[0][0]}`:\n\n"
+                          + textwrap.indent("\n".join(lines), "      ") + "\n")
     out.flush()
 
 
