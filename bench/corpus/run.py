@@ -32,6 +32,7 @@ import time
 CORPUS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(os.path.dirname(CORPUS_DIR))
 PLUGIN = os.path.join(CORPUS_DIR, "corpus_report.py")
+CONSTRAINTS = os.path.join(CORPUS_DIR, "constraints.txt")  # transitive dependencies, pinned
 PINS = ["pytest==9.2.0", "pytest-xdist==3.8.0"]
 WORKERS = 2
 PG_PORT = 54329
@@ -117,7 +118,7 @@ PROJECTS = [
     Project(
         "asgiref", "asgiref", "3.13.0",
         "asyncio with pytest-asyncio (strict mode), threads and event loops (sync_to_async)",
-        ["pytest-asyncio==1.5.0", "typing_extensions==4.15.0"], ["tests"]),
+        ["pytest-asyncio==1.5.0", "typing_extensions==4.16.0"], ["tests"]),
     Project(
         "anyio", "anyio", "4.16.0",
         "anyio's own pytest plugin (asyncio and trio backends), pytest-mock, pytest-timeout, -p in addopts, xfail_strict",
@@ -128,15 +129,15 @@ PROJECTS = [
     Project(
         "werkzeug", "werkzeug", "3.1.9",
         "plugin-heavy conftest (dev-server fixtures that start servers in subprocesses, ephemeral ports), pytest-timeout, filterwarnings = error",
-        ["MarkupSafe==3.0.3", "cryptography==46.0.3", "ephemeral-port-reserve==1.1.4",
-         "pytest-timeout==2.4.0", "watchdog==6.0.0", "cffi==2.0.0"],
+        ["MarkupSafe==3.0.3", "cryptography==50.0.2", "ephemeral-port-reserve==1.1.4",
+         "pytest-timeout==2.4.0", "watchdog==6.0.0", "cffi==2.1.1"],
         ["tests"]),
     Project(
         "pytest", "pytest", "9.2.0",
         "pytest's own suite: pytester, runpytest_subprocess, -p pytester in addopts, a conftest that reorders items",
         ["argcomplete==3.6.3", "attrs==26.1.0", "hypothesis==6.170.17", "mock==5.2.0",
          "pexpect==4.9.0", "PyYAML==6.0.3", "requests==2.32.5", "setuptools==80.9.0",
-         "xmlschema==4.2.0", "Pygments==2.19.2"],
+         "xmlschema==4.2.0", "Pygments==2.21.0"],
         ["testing/test_assertion.py", "testing/test_capture.py", "testing/test_junitxml.py",
          "testing/test_skipping.py", "testing/test_unittest.py", "testing/test_warnings.py",
          "testing/python/fixtures.py"],
@@ -271,6 +272,8 @@ def spec_hash(project, python):
     h = hashlib.sha256()
     h.update(json.dumps([python, project.dist, project.version, project.deps, PINS,
                          project.install]).encode())
+    with open(CONSTRAINTS, "rb") as f:
+        h.update(f.read())
     return h.hexdigest()[:16]
 
 
@@ -305,7 +308,8 @@ def setup_project(project, python, pydir, sdists):
     os.rename(os.path.join(pdir, top), src)
     run([python, "-m", "venv", venv], f"[{project.name}] venv")
     pip = [vpy, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    run([*pip, *PINS, *project.deps], f"[{project.name}] pip install pins", timeout=3600)
+    run([*pip, "-c", CONSTRAINTS, *PINS, *project.deps], f"[{project.name}] pip install pins",
+        timeout=3600)
     if project.install:
         run([*pip, "--no-deps", src], f"[{project.name}] pip install the project", timeout=3600)
     freeze = run([vpy, "-m", "pip", "freeze", "--all"], f"[{project.name}] pip freeze")
