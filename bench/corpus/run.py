@@ -101,7 +101,8 @@ PROJECTS = [
     Project(
         "packaging", "packaging", "26.4",
         "many small parametrized tests; addopts with -m, --capture=sys and -p no:... plugins",
-        ["pretend==1.0.9", "hypothesis==6.170.17"], ["tests"]),
+        ["pretend==1.0.9", "hypothesis==6.170.17", "tomli_w==1.2.0",
+         "tomli==2.5.0; python_version < '3.11'"], ["tests"]),
     Project(
         "jsonschema", "jsonschema", "4.26.0",
         "unittest.TestCase classes and the JSON-Schema-Test-Suite (thousands of generated tests); tests inside the package",
@@ -452,6 +453,13 @@ def run_project(project, runner, src, vpy, shoal, outdir, env, timeout):
             "report": report}
 
 
+def same(outcome):
+    """What an outcome is compared as: a test pytest never reported (its run stopped on a
+    collection error, -x, Ctrl-C) and one shoal reports `not_run` (for any reason) both
+    did not run."""
+    return "not run" if outcome == "absent" or outcome.startswith("not_run") else outcome
+
+
 def compare(results):
     """Node ids whose outcome differs between runners (missing counts as `absent`)."""
     runners = [r["runner"] for r in results]
@@ -465,7 +473,7 @@ def compare(results):
     diffs = []
     for nodeid in ids:
         outcomes = {r["runner"]: r["tests"].get(nodeid, ("absent", None)) for r in results}
-        if len({o for o, _ in outcomes.values()}) > 1:
+        if len({same(o) for o, _ in outcomes.values()}) > 1:
             diffs.append((nodeid, outcomes))
     cdiffs = []
     cids = set()
@@ -642,7 +650,7 @@ def print_table(rows, runners, pyver):
     out.write("| project | tests | " + " | ".join(RUNNER_TITLES[r] for r in runners) + " | outcomes |\n")
     out.write("|---|---:|" + "---:|" * len(runners) + "---|\n")
     for project, results, diffs in rows:
-        ntests = len(results[0]["tests"])
+        ntests = max(len(r["tests"]) for r in results)
         cells = []
         for r in results:
             cell = f"{r['seconds']:.1f}"
