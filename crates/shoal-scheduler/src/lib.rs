@@ -199,7 +199,8 @@ pub struct SchedulerConfig {
     pub workers: usize,
     /// Stop after this many failed tests (`-x` is 1); `None` never stops.
     pub max_failures: Option<u64>,
-    /// How many times in total a dead worker may be replaced.
+    /// How many times a worker that died before finishing any test, with
+    /// no test running (a broken start-up), may be replaced in a run.
     pub max_worker_restarts: u32,
     /// `--budget`: the clock reading by which every test must have ended;
     /// no test expected to end later is started.
@@ -248,6 +249,8 @@ struct WorkerState {
     fresh: bool,
     /// It was shut down to be replaced by a fresh worker for a rerun.
     recycling: bool,
+    /// It has finished a test since it started.
+    finished_any: bool,
 }
 
 /// The scheduling state machine. See the crate docs.
@@ -258,6 +261,8 @@ pub struct Scheduler {
     tests: Vec<TestState>,
     workers: Vec<WorkerState>,
     failures: u64,
+    /// Workers that died before finishing any test with no test to blame
+    /// (a broken start-up), replaced against `max_worker_restarts`.
     restarts_used: u32,
     stopping: Option<NotRunReason>,
     /// Per-test timeouts in seconds (empty: none).
@@ -294,6 +299,7 @@ impl Scheduler {
                 retiring: false,
                 fresh: true,
                 recycling: false,
+                finished_any: false,
             })
             .collect();
         Self {
@@ -390,10 +396,14 @@ impl Scheduler {
             return;
         }
         let state = &mut self.workers[worker];
+        state.finished_any = true;
+        let mut timed_out = false;
         if state.timing_out && state.assigned.front() == Some(&test) {
-            // It made it after all (between the stack dump and the kill):
-            // the kill must not land on the next test.
+            // It ended between the stack dump and the kill: the kill must
+            // not land on the next test. It still ran past its timeout (the
+            // dump's signal may even be what woke it), so it timed out.
             state.timing_out = false;
+            timed_out = true;
             if self.stopping.is_none() {
                 state.phase = WorkerPhase::Active;
             }
@@ -402,15 +412,24 @@ impl Scheduler {
         state.assigned.retain(|&held| held != test);
         // A worker runs what it holds back to back: the next test starts now.
         state.running_since = (!state.assigned.is_empty()).then_some(self.now);
-        if failed && self.retry(worker, test, RetryCause::Failed, actions) {
+        let cause = if timed_out { RetryCause::TimedOut } else { RetryCause::Failed };
+        if (failed || timed_out) && self.retry(worker, test, cause, actions) {
             return;
         }
         self.tests[test] = TestState::Final;
-        if failed {
-            self.failures += 1;
-            if self.config.max_failures.is_some_and(|limit| self.failures >= limit) {
-                self.stop(NotRunReason::MaxFail, actions);
-            }
+        if timed_out {
+            actions.push(Action::TestTimedOut { test, worker });
+        }
+        if failed || timed_out {
+            self.count_failure(actions);
+        }
+    }
+
+    /// Counts a failure towards `-x`/`--maxfail`, stopping at the limit.
+    fn count_failure(&mut self, actions: &mut Vec<Action>) {
+        self.failures += 1;
+        if self.config.max_failures.is_some_and(|limit| self.failures >= limit) {
+            self.stop(NotRunReason::MaxFail, actions);
         }
     }
 
@@ -444,14 +463,20 @@ impl Scheduler {
         let state = &mut self.workers[worker];
         state.phase = WorkerPhase::Exited;
         state.running_since = None;
-        // Replacing a worker retired over its memory limit, or recycled
-        // for a rerun, does not count against the restart budget. (A
-        // retired worker's tests were taken back when it said `stopped`.)
-        let (timed_out, free_replacement) = (state.timing_out, state.retiring || state.recycling);
+        let held: Vec<TestId> = state.assigned.drain(..).collect();
+        // Only a death no test explains counts against the restart budget:
+        // one before the worker finished any test, with none running (it
+        // could not start, collect or import). A test that crashes or hangs
+        // its worker ends as `crashed` or `timeout` and costs nobody else;
+        // a worker retired over its memory limit or recycled for a rerun
+        // was ended on purpose. (A retired worker's tests were taken back
+        // when it said `stopped`.)
+        let (timed_out, free_replacement) =
+            (state.timing_out, state.retiring || state.recycling || state.finished_any || !held.is_empty());
         state.timing_out = false;
         state.retiring = false;
         state.recycling = false;
-        let held: Vec<TestId> = state.assigned.drain(..).collect();
+        state.finished_any = false;
         let running = held.split_first();
         if let Some((&running, queued)) = running {
             let cause = if timed_out { RetryCause::TimedOut } else { RetryCause::Crashed };
@@ -468,10 +493,7 @@ impl Scheduler {
                     Action::TestLost { test: running, worker }
                 });
                 // A crash or a timeout is a failure, for -x and --maxfail too.
-                self.failures += 1;
-                if self.config.max_failures.is_some_and(|limit| self.failures >= limit) {
-                    self.stop(NotRunReason::MaxFail, actions);
-                }
+                self.count_failure(actions);
             }
             if let Some(reason) = self.stopping {
                 for &test in queued {

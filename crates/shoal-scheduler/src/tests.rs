@@ -102,17 +102,64 @@ fn a_dead_worker_loses_its_running_test_and_is_replaced() {
 
 #[test]
 fn restarts_exhausted_reports_the_rest_not_run() {
-    let mut scheduler = Scheduler::new(SchedulerConfig { max_worker_restarts: 0, ..config(1) }, &uniform(3));
-    scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
+    // A worker that dies before it is ready (a broken start-up) is what
+    // the restart budget is for.
+    let mut scheduler = Scheduler::new(SchedulerConfig { max_worker_restarts: 1, ..config(1) }, &uniform(3));
+    assert_eq!(
+        scheduler.handle(0.0, Event::WorkerExited { worker: 0 }),
+        vec![Action::StartWorker { worker: 0 }]
+    );
     let actions = scheduler.handle(0.0, Event::WorkerExited { worker: 0 });
     assert_eq!(
         actions,
-        vec![
-            Action::TestLost { test: 0, worker: 0 },
-            Action::NotRun { tests: vec![1, 2], reason: NotRunReason::WorkerRestartsExhausted },
-        ]
+        vec![Action::NotRun { tests: vec![0, 1, 2], reason: NotRunReason::WorkerRestartsExhausted }]
     );
     assert!(scheduler.all_tests_final());
+}
+
+#[test]
+fn tests_that_crash_or_hang_their_workers_never_exhaust_the_restart_budget() {
+    let mut workload = uniform(6);
+    workload.timeouts = vec![Some(1.0); 6];
+    let mut scheduler = Scheduler::new(SchedulerConfig { max_worker_restarts: 0, ..config(1) }, &workload);
+    let mut now = 0.0;
+    scheduler.handle(now, Event::WorkerReady { worker: 0 });
+    for test in 0..6 {
+        // Even tests: crash their fresh worker; odd ones: hang until killed.
+        let actions = if test % 2 == 0 {
+            scheduler.handle(now, Event::WorkerExited { worker: 0 })
+        } else {
+            now += 1.0;
+            assert_eq!(scheduler.handle(now, Event::Tick), vec![Action::TimeOut { worker: 0, test }]);
+            scheduler.handle(now, Event::WorkerExited { worker: 0 })
+        };
+        assert!(
+            actions.iter().all(|action| !matches!(action, Action::NotRun { .. })),
+            "test {test}: {actions:?}"
+        );
+        if test < 5 {
+            assert!(actions.contains(&Action::StartWorker { worker: 0 }), "test {test}: {actions:?}");
+            scheduler.handle(now, Event::WorkerReady { worker: 0 });
+        }
+    }
+    assert!(scheduler.all_tests_final());
+}
+
+#[test]
+fn a_test_that_ends_after_its_timeout_fired_is_a_timeout_and_the_kill_is_called_off() {
+    let mut workload = uniform(2);
+    workload.timeouts = vec![Some(1.0), None];
+    let mut scheduler = Scheduler::new(config(1), &workload);
+    scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
+    assert_eq!(scheduler.handle(1.0, Event::Tick), vec![Action::TimeOut { worker: 0, test: 0 }]);
+    // The stack dump's signal woke it (a C sleep returns early), and it
+    // reported a pass before the kill.
+    let actions = scheduler.handle(1.1, Event::TestFinished { worker: 0, test: 0, failed: false });
+    assert_eq!(
+        actions[..2],
+        [Action::CancelTimeOut { worker: 0 }, Action::TestTimedOut { test: 0, worker: 0 }]
+    );
+    assert_eq!(scheduler.failures(), 1);
 }
 
 #[test]

@@ -20,6 +20,7 @@ import os
 import platform
 import resource
 import select
+import signal
 import socket
 import sys
 import time
@@ -28,6 +29,26 @@ import pytest
 
 PROTOCOL_VERSION = 1
 
+# The variables shoal hands this plugin and nobody else. They are read once,
+# when pytest imports the plugin, and removed, so a test (and every process it
+# starts) sees the environment the user gave, plus xdist's public variables
+# (PYTEST_XDIST_WORKER, ...) and shoal's documented ones (SHOAL_WORKER, ...).
+_PRIVATE_VARIABLES = (
+    "SHOAL_CHANNEL_FD",
+    "SHOAL_ZYGOTE_FD",
+    "SHOAL_CONTROLLER_OUTPUT",
+    "SHOAL_MEMORY_LIMIT_KIB",
+    "SHOAL_COVERAGE_DIR",
+    "SHOAL_SERIAL_MARKERS",
+    "SHOAL_MAINARGV",
+    "SHOAL_WORKERINPUT",
+)
+
+# Where shoal asks for every thread's stack before killing a worker stuck
+# past its timeout (shoal sends the same number). A real-time signal: tests
+# and the libraries they exercise use SIGUSR1 and SIGUSR2 for themselves.
+STACK_DUMP_SIGNAL = signal.SIGRTMIN + 3 if hasattr(signal, "SIGRTMIN") else None
+
 # Longer texts are cut, with a visible note, so one enormous assertion message
 # cannot balloon a protocol line (shoal also bounds the line length it reads).
 MAX_TEXT_CHARS = 256 * 1024
@@ -35,6 +56,30 @@ MAX_TEXT_CHARS = 256 * 1024
 # Items are announced in chunks so a 100,000-test suite is many moderate lines,
 # not one huge one.
 COLLECTED_CHUNK = 1000
+
+
+def _take_private_environment():
+    """Reads and removes shoal's private variables, and takes this plugin's
+    directory back off ``PYTHONPATH`` and ``sys.path`` (shoal put it first in
+    ``PYTHONPATH`` so ``-p shoal_worker`` could be imported)."""
+    taken = {name: os.environ.pop(name) for name in _PRIVATE_VARIABLES if name in os.environ}
+    if not taken:
+        return taken
+    here = os.path.dirname(os.path.abspath(__file__))
+    if taken.get("SHOAL_COVERAGE_DIR"):
+        # Imported while its directory is still on sys.path.
+        import shoal_coverage  # noqa: F401
+    entries = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if entries and os.path.abspath(entries[0] or ".") == here:
+        if len(entries) > 1:
+            os.environ["PYTHONPATH"] = os.pathsep.join(entries[1:])
+        else:
+            del os.environ["PYTHONPATH"]
+    sys.path[:] = [entry for entry in sys.path if not (entry and os.path.abspath(entry) == here)]
+    return taken
+
+
+_PRIVATE = _take_private_environment()
 
 
 def _cut(text):
@@ -136,7 +181,7 @@ class ShoalWorker:
         self.zygote_fd = zygote_fd
         global _capture_manager
         _capture_manager = config.pluginmanager.get_plugin("capturemanager")
-        limit = os.environ.get("SHOAL_MEMORY_LIMIT_KIB")
+        limit = _PRIVATE.get("SHOAL_MEMORY_LIMIT_KIB")
         self.memory_limit_kib = int(limit) if limit else 0
         self.children = _ChildWatch()
         _register_stack_dump()
@@ -206,6 +251,8 @@ class ShoalWorker:
                     config.getoption("continue_on_collection_errors", False)
                 ),
                 "coverage": self.coverage.report_options if self.coverage else None,
+                "html_report": self.html_report,
+                "benchmarks_disabled": self.benchmarks_disabled,
             }
         )
         if self.zygote_fd is not None:
@@ -354,26 +401,39 @@ class ShoalWorker:
         queue = collections.deque()
         attempts = {}
         ended = False
-
         closed = False
         waited = 0.0
+        # Set by `run` commands under -x/--maxfail (see await_verdict).
+        confirm_failures = False
+
+        def take_command():
+            # After `shutdown`, pending commands are still read: a `stop`
+            # (from -x, Ctrl-C or the budget) overrides it. Returns the
+            # command's type.
+            nonlocal ended, closed, confirm_failures
+            command = self.channel.receive()
+            closed = command is None
+            kind = command["type"] if command else "shutdown"
+            if kind == "run":
+                self.load_files(command.get("load", ()))
+                queue.extend(command["nodeids"])
+                attempts.update(command.get("attempts", {}))
+                confirm_failures = command.get("confirm_failures", False)
+            elif kind != "continue":
+                self.stopping = self.stopping or kind == "stop"
+                ended = True
+            return kind
 
         def take_commands(block):
-            # After `shutdown`, pending commands are still read: a `stop`
-            # (from -x, Ctrl-C or the budget) overrides it.
-            nonlocal ended, closed
             while not closed and ((block and not ended) or self.channel.has_pending_command()):
-                command = self.channel.receive()
-                closed = command is None
-                kind = command["type"] if command else "shutdown"
-                if kind == "run":
-                    self.load_files(command.get("load", ()))
-                    queue.extend(command["nodeids"])
-                    attempts.update(command.get("attempts", {}))
+                if take_command() == "run":
                     block = False
-                else:
-                    self.stopping = self.stopping or kind == "stop"
-                    ended = True
+
+        def await_verdict():
+            # Under -x/--maxfail, after a failure: shoal answers `continue`
+            # once it has counted it (a `stop` before that, at the limit).
+            while not closed and take_command() != "continue" and not self.stopping:
+                pass
 
         def ask_for_work():
             # The wait for an answer is not the test's time.
@@ -429,6 +489,8 @@ class ShoalWorker:
                 message["leaked"] = self.children.leaked()
             self.channel.send(message)
             self.pending_reports = []
+            if confirm_failures and any(report["outcome"] == "failed" for report in message["reports"]):
+                await_verdict()
             if self.coverage:
                 # A safe point: if this worker is killed later, only the
                 # coverage of the test it is then running is lost.
@@ -450,8 +512,6 @@ class ShoalWorker:
         in a forked child, which then runs tests; False in the zygote once
         shoal says to shut down and every child has been reaped.
         """
-        import signal
-
         import gc
 
         unsafe = _fork_unsafe_reason()
@@ -486,6 +546,9 @@ class ShoalWorker:
             data, fds, _flags, _address = socket.recv_fds(control, 65536, 3)
             command = json.loads(data) if data else {"type": "shutdown"}
             if command["type"] == "fork":
+                # xdist's controller-side hook runs here, in the process
+                # that configured pytest as xdist's controller does.
+                workerinput = _workerinput(self.config, command["slot"], command["worker_count"], configure_node=True)
                 sys.stdout.flush()
                 sys.stderr.flush()
                 pid = os.fork()
@@ -495,7 +558,7 @@ class ShoalWorker:
                     for fd in (wake_read, wake_write):
                         os.close(fd)
                     control.close()
-                    self._become_worker(command, fds)
+                    self._become_worker(command, fds, workerinput)
                     return True
                 children.add(pid)
                 for fd in fds:
@@ -516,8 +579,10 @@ class ShoalWorker:
             children.discard(pid)
             self.channel.send({"type": "child_exited", "pid": pid, "status": status})
 
-    def _become_worker(self, command, fds):
-        """Turns a freshly forked child into a worker that looks fresh to its tests."""
+    def _become_worker(self, command, fds, workerinput):
+        """Turns a freshly forked child into a worker that looks fresh to its
+        tests: its own descriptors, process group, environment, random
+        state, temporary directories and xdist worker surface."""
         import random
 
         channel_fd, stdout_fd, stderr_fd = fds
@@ -549,16 +614,10 @@ class ShoalWorker:
         os.environ["SHOAL_WORKER_COUNT"] = str(command["worker_count"])
         os.environ["PYTEST_XDIST_WORKER"] = f"gw{slot}"
         os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(command["worker_count"])
+        config.workerinput = workerinput
+        config.workeroutput = {}
         random.seed()
-        config.option.basetemp = command["basetemp"]
-        try:
-            # pytest's own factory, made again so tmp_path lives under this
-            # worker's basetemp (private API, stable from pytest 7 to 9).
-            from _pytest.tmpdir import TempPathFactory
-
-            config._tmp_path_factory = TempPathFactory.from_config(config, _ispytest=True)
-        except (ImportError, AttributeError, TypeError):
-            pass
+        _repoint_basetemp(config, command["basetemp"])
         self.zygote_fd = None
         if self.split:
             self.split = False
@@ -566,7 +625,7 @@ class ShoalWorker:
                 # The first command is this worker's share of the test files.
                 share = self.channel.receive() or {}
                 self.collect_share(share.get("nodeids", ()))
-        self.channel.send({"type": "ready", "pid": os.getpid()})
+        self.channel.send({"type": "ready", "pid": os.getpid(), "workerinput": workerinput})
 
     def pytest_runtest_logreport(self, report):
         config = self.config
@@ -613,37 +672,44 @@ class ShoalWorker:
         self.channel.send({"type": "warning", "when": when, "nodeid": nodeid, "text": _cut(text)})
 
 
-_stack_dump_file = None
+# A copy of the descriptor stderr had when the worker started (a forked
+# worker re-points it at its own stderr), where stack dumps are written.
+_stack_dump_fd = None
 
 # pytest's capture manager, for the output of a test that is being timed out.
 _capture_manager = None
 
 
 def _register_stack_dump():
-    """On SIGUSR1, write every thread's Python stack to stderr.
+    """On STACK_DUMP_SIGNAL, write every thread's Python stack to stderr.
 
     shoal sends it to a worker whose test ran past its timeout, just before
     killing it. faulthandler answers from a C signal handler, so this works
     even when the test is stuck in C code that never returns to Python. It
     writes to a copy of the descriptor stderr has now, so pytest's capture
-    (which moves descriptor 2 during a test) cannot swallow it.
+    (which moves descriptor 2 during a test) cannot swallow it. The copy is a
+    bare descriptor, not a file object: nothing for the garbage collector to
+    find unclosed (a ResourceWarning under ``-W error``), and it is not
+    inherited by processes a test starts.
     """
-    global _stack_dump_file
+    global _stack_dump_fd
     import faulthandler
-    import signal
 
-    if not hasattr(signal, "SIGUSR1"):
+    if STACK_DUMP_SIGNAL is None:
         return
-    _stack_dump_file = os.fdopen(os.dup(2), "w")
+    if _stack_dump_fd is None:
+        _stack_dump_fd = os.dup(2)
+    else:
+        os.dup2(2, _stack_dump_fd, inheritable=False)
     # The Python handler runs only if the interpreter gets control back (a
     # test in time.sleep, say): then the output captured so far is shown too.
-    signal.signal(signal.SIGUSR1, _dump_captured_output)
-    faulthandler.register(signal.SIGUSR1, file=_stack_dump_file, all_threads=True, chain=True)
+    signal.signal(STACK_DUMP_SIGNAL, _dump_captured_output)
+    faulthandler.register(STACK_DUMP_SIGNAL, file=_stack_dump_fd, all_threads=True, chain=True)
 
 
 def _dump_captured_output(_signum, _frame):
     capture = _capture_manager
-    if capture is None or _stack_dump_file is None:
+    if capture is None or _stack_dump_fd is None:
         return
     try:
         out, err = capture.read_global_capture()
@@ -651,8 +717,9 @@ def _dump_captured_output(_signum, _frame):
         return
     for title, text in (("stdout", out), ("stderr", err)):
         if text:
-            _stack_dump_file.write(f"----- captured {title} so far -----\n{_cut(text)}\n")
-    _stack_dump_file.flush()
+            data = f"----- captured {title} so far -----\n{_cut(text)}\n".encode("utf-8", "replace")
+            while data:
+                data = data[os.write(_stack_dump_fd, data):]
 
 
 def _die_with_parent():
@@ -661,7 +728,6 @@ def _die_with_parent():
     if not sys.platform.startswith("linux"):
         return
     import ctypes
-    import signal
 
     try:
         pr_set_pdeathsig = 1
@@ -887,10 +953,104 @@ def _crash_message(report):
     return getattr(crash, "message", None)
 
 
+class _WorkerNode:
+    """What xdist's controller-side ``pytest_configure_node(node)`` hook is
+    given for a worker: plugins read ``node.config`` and add what their
+    workers need to ``node.workerinput`` (pytest-randomly its seed)."""
+
+    def __init__(self, config, workerinput):
+        self.config = config
+        self.workerinput = workerinput
+        self.gateway = _Gateway(workerinput["workerid"])
+        self.workeroutput = None
+        self.shutting_down = False
+
+
+class _Gateway:
+    """The part of an execnet gateway plugins read: its id (``gwN``)."""
+
+    def __init__(self, gateway_id):
+        self.id = gateway_id
+
+
+def _workerinput(config, slot, count, configure_node):
+    """xdist's ``config.workerinput`` for worker ``gw<slot>``; with
+    ``configure_node``, what controller-side plugins add to it in
+    ``pytest_configure_node`` too (called in the process that configured
+    pytest as xdist's controller does: the zygote, or the controller pass)."""
+    workerinput = {
+        "workerid": f"gw{slot}",
+        "workercount": count,
+        "testrunuid": os.environ.get("PYTEST_XDIST_TESTRUNUID", ""),
+        "mainargv": json.loads(_PRIVATE.get("SHOAL_MAINARGV", "[]")),
+    }
+    hook = getattr(config.hook, "pytest_configure_node", None)
+    if configure_node and hook is not None:
+        hook(node=_WorkerNode(config, workerinput))
+    return workerinput
+
+
+def _repoint_basetemp(config, basetemp):
+    """Points pytest's own temporary-path factory at this worker's basetemp.
+
+    The factory object is kept, not replaced: the legacy ``tmpdir_factory``
+    and any plugin that captured it hold a reference to it and must see the
+    worker's directory, not the zygote's. (Private attributes, the same from
+    pytest 7 to 9.)"""
+    config.option.basetemp = basetemp
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is not None and hasattr(factory, "_given_basetemp"):
+        import pathlib
+
+        factory._given_basetemp = pathlib.Path(os.path.abspath(basetemp))
+        factory._basetemp = None
+
+
+class _XdistFixtures:
+    """pytest-xdist's ``worker_id`` and ``testrun_uid`` fixtures, with its
+    values, for when xdist is not installed (when it is, its own fixtures
+    answer from ``config.workerinput``)."""
+
+    @pytest.fixture(scope="session")
+    def worker_id(self, request):
+        workerinput = getattr(request.config, "workerinput", None)
+        return workerinput["workerid"] if workerinput is not None else "master"
+
+    @pytest.fixture(scope="session")
+    def testrun_uid(self, request):
+        workerinput = getattr(request.config, "workerinput", None)
+        return workerinput["testrunuid"] if workerinput is not None else os.environ.get("PYTEST_XDIST_TESTRUNUID")
+
+
+class _ControllerPass:
+    """Spawn mode's controller pass: pytest configured as xdist's controller
+    (no ``workerinput``), so plugins say in ``pytest_configure_node`` what
+    each worker needs; their answers go to the file shoal named, and the
+    process ends before collecting anything."""
+
+    def __init__(self, output, count):
+        self.output = output
+        self.count = count
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_configure(self, config):
+        inputs = [_workerinput(config, slot, self.count, configure_node=True) for slot in range(self.count)]
+        partial = f"{self.output}.partial"
+        with open(partial, "w", encoding="utf-8") as file:
+            json.dump(inputs, file, default=repr)
+        os.replace(partial, self.output)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
 def pytest_configure(config):
-    """Registers the markers shoal honours, so --strict-markers accepts them."""
-    if os.environ.get("SHOAL_CHANNEL_FD") is None:
+    """Registers the markers shoal honours, so --strict-markers accepts
+    them, and xdist's fixtures when xdist is absent."""
+    if _PRIVATE.get("SHOAL_CHANNEL_FD") is None:
         return
+    if not config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistFixtures(), "shoal_xdist_fixtures")
     known = {line.split("(")[0].split(":")[0].strip() for line in config.getini("markers")}
     ours = {
         "timeout": "timeout(seconds): stop the test after this many seconds (shoal)",
@@ -899,7 +1059,7 @@ def pytest_configure(config):
         "shoal_group": "shoal_group(name): run tests of a group on one worker, in order (shoal)",
         "flaky": "flaky(reruns=N): rerun the test up to N times on a fresh worker (shoal)",
     }
-    extra = os.environ.get("SHOAL_SERIAL_MARKERS", "")
+    extra = _PRIVATE.get("SHOAL_SERIAL_MARKERS", "")
     for name in filter(None, extra.split(",")):
         ours.setdefault(name, f"{name}: run this test while nothing else runs (shoal)")
     for name, line in ours.items():
@@ -916,8 +1076,8 @@ def pytest_load_initial_conftests(early_config, parser, args):
     """Starts coverage where pytest-cov would, before any conftest.py is
     imported, and keeps pytest-cov's own controller out (see shoal_coverage)."""
     global _coverage
-    directory = os.environ.get("SHOAL_COVERAGE_DIR")
-    if os.environ.get("SHOAL_CHANNEL_FD") is not None and directory:
+    directory = _PRIVATE.get("SHOAL_COVERAGE_DIR")
+    if _PRIVATE.get("SHOAL_CHANNEL_FD") is not None and directory:
         import shoal_coverage
 
         _coverage = shoal_coverage.start(early_config, directory, os.path.dirname(os.path.abspath(__file__)))
@@ -932,23 +1092,55 @@ def pytest_cmdline_main(config):
     the whole run are recorded for shoal and switched off: shoal decides
     max-fail, writes the reports, and is itself the parallel layer (a
     ``-n auto`` in the user's addopts must not start xdist inside a worker).
+    A spawned worker gets xdist's ``config.workerinput`` here, before
+    plugins configure, as xdist's workers do; a forked one gets it right
+    after the fork (the zygote configures as xdist's controller).
     """
-    fd = os.environ.get("SHOAL_CHANNEL_FD")
+    option = config.option
+    output = _PRIVATE.get("SHOAL_CONTROLLER_OUTPUT")
+    if output is not None:
+        option.dist = "no"
+        option.tx = []
+        option.numprocesses = None
+        config.pluginmanager.register(
+            _ControllerPass(output, int(os.environ.get("SHOAL_WORKER_COUNT", "1"))), "shoal_controller_pass"
+        )
+    fd = _PRIVATE.get("SHOAL_CHANNEL_FD")
     if fd is not None:
-        option = config.option
-        zygote_fd = os.environ.get("SHOAL_ZYGOTE_FD")
+        zygote_fd = _PRIVATE.get("SHOAL_ZYGOTE_FD")
         worker = ShoalWorker(
             config,
             Channel(int(fd)),
             maxfail=option.maxfail or 0,
             zygote_fd=int(zygote_fd) if zygote_fd else None,
         )
+        if zygote_fd is None:
+            given = _PRIVATE.get("SHOAL_WORKERINPUT")
+            config.workerinput = json.loads(given) if given else _workerinput(
+                config, int(os.environ["SHOAL_WORKER"]), int(os.environ["SHOAL_WORKER_COUNT"]), configure_node=False
+            )
+            config.workeroutput = {}
         # A --junitxml in addopts (or after --) is written by shoal, for
         # the whole run, instead of by every worker for its share.
         xmlpath = getattr(option, "xmlpath", None)
         worker.junitxml = os.path.abspath(os.path.expanduser(xmlpath)) if xmlpath else None
         option.maxfail = 0
         option.xmlpath = None
+        # pytest-html builds its report in one process from every test's
+        # report; a worker would write its own share over the others'.
+        worker.html_report = getattr(option, "htmlpath", None)
+        if worker.html_report:
+            option.htmlpath = None
+        # pytest-benchmark disables itself under xdist (it cannot time
+        # reliably in parallel); the same here (shoal says so).
+        worker.benchmarks_disabled = bool(
+            config.pluginmanager.hasplugin("benchmark")
+            and not getattr(option, "benchmark_skip", False)
+            and not getattr(option, "benchmark_disable", False)
+        )
+        if worker.benchmarks_disabled:
+            option.benchmark_disable = True
+            option.benchmark_enable = False
         # shoal reruns failed tests itself, each on a fresh worker.
         option.reruns = 0
         # shoal also enforces @pytest.mark.timeout / --timeout itself, from

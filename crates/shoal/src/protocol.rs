@@ -10,7 +10,8 @@
 //! ran (carrying that test's phase reports) interleaved with `warning`s,
 //! `want_work` when it reaches the teardown of its last known test, and a
 //! `stopped` when told to stop early. shoal to worker: `run` (append node ids to
-//! the worker's queue), `stop` (drop the queue and end after the current test;
+//! the worker's queue), `continue` (after a failure the worker waits on under
+//! `-x`/`--maxfail`), `stop` (drop the queue and end after the current test;
 //! it overrides an earlier `shutdown`) and `shutdown` (run what is queued,
 //! then end).
 //!
@@ -88,6 +89,10 @@ pub enum WorkerMessage {
     Ready {
         /// The worker's process id (and process group id).
         pid: u32,
+        /// The `config.workerinput` it got (with what controller-side
+        /// plugins added), kept for a replacement spawned in its slot.
+        #[serde(default)]
+        workerinput: Option<serde_json::Value>,
     },
     /// Fork mode: the zygote reaped a worker it forked.
     ChildExited {
@@ -136,6 +141,14 @@ pub struct Hello {
     /// see `python/shoal_coverage.py`.
     #[serde(default)]
     pub coverage: Option<crate::coverage::CoverageOptions>,
+    /// pytest-html's `--html` path, which workers do not write: the report
+    /// is built in one process from every test's report.
+    #[serde(default)]
+    pub html_report: Option<String>,
+    /// pytest-benchmark is active and its benchmarks were disabled in the
+    /// workers, as pytest-xdist disables them.
+    #[serde(default)]
+    pub benchmarks_disabled: bool,
 }
 
 /// A collector report that did not pass.
@@ -298,7 +311,15 @@ pub enum WorkerCommand {
         /// before running these tests.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         load: Vec<String>,
+        /// `-x`/`--maxfail` is on: after a test with a failed report, wait
+        /// for `continue` (or `stop`) before starting the next, so nothing
+        /// starts once shoal has seen the limit reached.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        confirm_failures: bool,
     },
+    /// The answer to a failure the worker waits on (`confirm_failures`):
+    /// go on with the queue.
+    Continue,
     /// To the zygote, after its `hello`: how to collect.
     CollectMode {
         /// Record the test files without importing them: forked workers
@@ -387,6 +408,7 @@ mod tests {
             nodeids: vec!["a.py::t".into()],
             attempts: Default::default(),
             load: Vec::new(),
+            confirm_failures: false,
         };
         assert_eq!(encode_command(&run), b"{\"type\":\"run\",\"nodeids\":[\"a.py::t\"]}\n");
         assert_eq!(encode_command(&WorkerCommand::Stop), b"{\"type\":\"stop\"}\n");

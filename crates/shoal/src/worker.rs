@@ -114,6 +114,14 @@ pub struct WorkerSpec {
     /// Where workers write their coverage data when `--cov` is given
     /// (`SHOAL_COVERAGE_DIR`).
     pub coverage_directory: PathBuf,
+    /// shoal's own command line, xdist's `workerinput["mainargv"]`.
+    pub mainargv: Vec<String>,
+    /// Each slot's `config.workerinput` as controller-side plugins made it
+    /// (spawn mode's controller pass, or a forked worker's `ready`): a
+    /// spawned worker gets it before plugins configure.
+    pub workerinputs: HashMap<usize, serde_json::Value>,
+    /// Where spawn mode's controller pass writes the workers' inputs.
+    pub controller_output: PathBuf,
 }
 
 impl WorkerSpec {
@@ -144,6 +152,7 @@ impl WorkerSpec {
             .env("PYTEST_XDIST_WORKER_COUNT", self.worker_count.to_string())
             .env("PYTEST_XDIST_TESTRUNUID", &self.run_id)
             .env("SHOAL_COVERAGE_DIR", &self.coverage_directory)
+            .env("SHOAL_MAINARGV", serde_json::to_string(&self.mainargv).expect("strings serialize"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -267,6 +276,9 @@ impl WorkerHandle {
         command
             .env("SHOAL_WORKER", key.slot.to_string())
             .env("PYTEST_XDIST_WORKER", format!("gw{}", key.slot));
+        if let Some(workerinput) = spec.workerinputs.get(&key.slot) {
+            command.env("SHOAL_WORKERINPUT", workerinput.to_string());
+        }
         place_descriptors(&mut command, vec![(OwnedFd::from(theirs), CHANNEL_FD)])?;
         let mut child = command.spawn()?;
         // The child has its copies now; dropping the command closes ours.
@@ -296,7 +308,12 @@ impl WorkerHandle {
     /// from a signal handler that works even inside C code.
     pub fn request_stack_dump(&self) {
         if let Some(pid) = self.pid.and_then(|pid| i32::try_from(pid).ok()) {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGUSR1);
+            // SAFETY: kill(2) with a pid and a signal number has no memory
+            // effects; a process that is gone only makes it fail.
+            #[expect(unsafe_code, reason = "nix's Signal has no real-time signals")]
+            unsafe {
+                nix::libc::kill(pid, stack_dump_signal());
+            }
         }
     }
 
@@ -413,6 +430,32 @@ impl Zygote {
     pub fn output_tail(&self) -> String {
         combine_tails(&self.stdout, &self.stderr)
     }
+}
+
+/// Spawn mode's controller pass: pytest configured once as xdist's
+/// controller is (without `workerinput`), so controller-side plugins say in
+/// `pytest_configure_node` what each worker needs (pytest-randomly its
+/// seed); it ends before collecting. Returns each slot's `workerinput`;
+/// nothing when the pass fails (the workers then report pytest's error).
+pub fn controller_workerinputs(spec: &WorkerSpec) -> HashMap<usize, serde_json::Value> {
+    let output = &spec.controller_output;
+    let _ = std::fs::remove_file(output);
+    let mut command = spec.command(&spec.basetemp_root.join("controller"));
+    command.env_remove("SHOAL_CHANNEL_FD").env("SHOAL_CONTROLLER_OUTPUT", output);
+    let answered = command.output().is_ok_and(|ended| ended.status.success());
+    let inputs: Vec<serde_json::Value> = answered
+        .then(|| std::fs::read(output).ok())
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    inputs.into_iter().enumerate().collect()
+}
+
+/// The signal a worker answers with every thread's stack: a real-time one
+/// (`STACK_DUMP_SIGNAL` in the plugin), since tests and the libraries they
+/// exercise use SIGUSR1 and SIGUSR2 for themselves.
+fn stack_dump_signal() -> i32 {
+    nix::libc::SIGRTMIN() + 3
 }
 
 /// Sends a signal to a process group; a group that is gone is fine.
@@ -612,7 +655,7 @@ fn read_channel(
                     None
                 }
                 Ok(message) => {
-                    if let WorkerMessage::Ready { pid } = message {
+                    if let WorkerMessage::Ready { pid, .. } = message {
                         forked_pid = Some(pid);
                     }
                     batch.push(message);

@@ -91,6 +91,9 @@ fn worker_spec(
         serial_markers: serial_markers.to_vec(),
         run_id: format!("{:x}{:x}", std::process::id(), now_nanos()),
         coverage_directory: run_directory.join("coverage"),
+        mainargv: std::env::args().collect(),
+        workerinputs: HashMap::new(),
+        controller_output: run_directory.join("workerinput.json"),
     })
 }
 
@@ -230,6 +233,11 @@ struct Run<'a> {
     /// Split collection: the test files (node ids) the scheduler's loads
     /// index; empty with full collection.
     test_files: Vec<String>,
+    /// `-x`/`--maxfail` is on: a worker waits for shoal's word after each
+    /// test with a failed report, so nothing starts past the limit.
+    confirm_failures: bool,
+    /// The worker waiting for `continue` after the failure just handled.
+    failure_to_answer: Option<usize>,
 }
 
 impl Run<'_> {
@@ -404,6 +412,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
             }
         };
     let hello = &collected.hello;
+    announce_plugin_limits(hello);
     let max_failures = settings.max_failures.or((hello.maxfail > 0).then_some(hello.maxfail));
     let continue_on_collection_errors =
         settings.continue_on_collection_errors || hello.continue_on_collection_errors;
@@ -561,6 +570,8 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         died_running_since: HashMap::new(),
         announced_running: Vec::new(),
         test_files,
+        confirm_failures: max_failures.is_some(),
+        failure_to_answer: None,
     };
 
     let mut stop = None;
@@ -699,6 +710,22 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     reported.map(|()| exit)
 }
 
+/// One line for each plugin that cannot do under shoal what it does alone.
+fn announce_plugin_limits(hello: &Hello) {
+    if let Some(path) = &hello.html_report {
+        crate::output::notice(&format!(
+            "pytest-html: {path} is not written (its report is built in one process from every test's \
+             report); use --junitxml or --json-report"
+        ));
+    }
+    if hello.benchmarks_disabled {
+        crate::output::notice(
+            "pytest-benchmark: benchmarks are disabled, as under pytest-xdist (they cannot be timed \
+             reliably in parallel); run them with plain pytest",
+        );
+    }
+}
+
 /// Ends the workers and the zygote and waits for them. Workers the
 /// scheduler never needed (no tests, or fewer than workers) may still wait
 /// for their first command.
@@ -806,6 +833,9 @@ fn drive(
                     let Some(slot) = pool.current(key) else { break };
                     let actions = handle_message(pool, run, &mut scheduler, slot, message)?;
                     execute(pool, run, actions)?;
+                    if let Some(slot) = run.failure_to_answer.take() {
+                        pool.send(slot, &WorkerCommand::Continue);
+                    }
                     run.announce_starts(&scheduler, pool.slots.len());
                 }
                 continue;
@@ -873,14 +903,27 @@ fn handle_message(
             record.started = (run.now() - finished.duration).max(0.0) as f32;
             let actions = scheduler
                 .handle(run.now(), Event::TestFinished { worker: slot, test, failed: outcome.is_failure() });
+            let timed_out = actions.iter().any(|action| {
+                matches!(action, Action::TestTimedOut { test: ended, .. }
+                    | Action::Retry { test: ended, cause: RetryCause::TimedOut, .. } if *ended == test)
+            });
             let rerun = actions.iter().find_map(|action| match action {
                 Action::Retry { test: retried, next_attempt, .. } if *retried == test => Some(*next_attempt),
                 _ => None,
             });
-            if let Some(next_attempt) = rerun {
+            if timed_out {
+                // It ended only after its timeout fired: the timeout's
+                // record (made by `execute`) is the one kept.
+                run.died_running_since.insert(slot, f64::from(record.started));
+            } else if let Some(next_attempt) = rerun {
                 run.keep_attempt(test, record, next_attempt);
             } else {
                 run.record(test, record, &finished.reports);
+            }
+            if run.confirm_failures && finished.reports.iter().any(|report| report.outcome == "failed") {
+                // The worker waits for this answer before its next test;
+                // a `stop` among the actions (sent first) overrides it.
+                run.failure_to_answer = Some(slot);
             }
             run.execution_order.push((
                 u16::try_from(slot).expect("fewer than 65536 workers"),
@@ -937,12 +980,14 @@ fn replacement_message(
     slot: usize,
     message: WorkerMessage,
 ) -> Result<Vec<Action>, ShoalError> {
-    let state = &mut pool.slots[slot];
-    if let WorkerMessage::Ready { pid } = message {
+    if let WorkerMessage::Ready { pid, workerinput } = message {
+        pool.remember_workerinput(slot, workerinput);
+        let state = &mut pool.slots[slot];
         state.handle.pid = Some(pid);
         state.phase = SlotPhase::Running;
         return Ok(scheduler.handle(run.now(), Event::WorkerReady { worker: slot }));
     }
+    let state = &mut pool.slots[slot];
     state.collection.record(message)?;
     if !state.collection.finished {
         return Ok(Vec::new());
@@ -969,7 +1014,8 @@ fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(
                     .collect();
                 let nodeids = tests.iter().map(|&test| run.table.nodeid(test).to_owned()).collect();
                 let load = load.iter().map(|&file| run.test_files[file].clone()).collect();
-                pool.send(worker, &WorkerCommand::Run { nodeids, attempts, load });
+                let confirm_failures = run.confirm_failures;
+                pool.send(worker, &WorkerCommand::Run { nodeids, attempts, load, confirm_failures });
             }
             // A failed attempt reported by pytest was kept where it arrived.
             Action::Retry { cause: RetryCause::Failed, .. } => {}
@@ -1018,14 +1064,17 @@ fn ending(pool: &Pool, run: &Run<'_>, test: TestId, worker: usize, outcome: Outc
     if outcome == Outcome::Timeout {
         let seconds = run.table.item(test).timeout.filter(|seconds| *seconds > 0.0).or(run.default_timeout);
         let limit = seconds.map_or_else(String::new, |seconds| format!(" after {seconds}s"));
-        CrashDetails {
-            message: format!("timed out{limit}"),
-            description: format!(
+        let description = if slot.exit.is_some() {
+            format!(
                 "{nodeid} timed out{limit}: worker gw{worker}'s stacks were dumped and its process group \
                  killed ({status}); a new worker took over"
-            ),
-            output: slot.handle.output_tail(),
-        }
+            )
+        } else {
+            format!(
+                "{nodeid} timed out{limit}: worker gw{worker}'s stacks were dumped; the test ended only then"
+            )
+        };
+        CrashDetails { message: format!("timed out{limit}"), description, output: slot.handle.output_tail() }
     } else {
         CrashDetails {
             message: format!("worker gw{worker} died: {status}"),

@@ -289,6 +289,7 @@ impl Pool {
                 }
             }
         }
+        self.spec.workerinputs = crate::worker::controller_workerinputs(&self.spec);
         for slot in 0..count {
             let handle = self.start_worker(WorkerKey { slot, generation: 0 })?;
             self.slots.push(Slot::new(handle));
@@ -354,9 +355,12 @@ impl Pool {
                     let Some(slot) = self.current(key) else { continue };
                     let state = &mut self.slots[slot];
                     for message in messages {
-                        if let WorkerMessage::Ready { pid } = message {
+                        if let WorkerMessage::Ready { pid, workerinput } = message {
                             state.handle.pid = Some(pid);
                             state.phase = SlotPhase::Running;
+                            if let Some(workerinput) = workerinput {
+                                self.spec.workerinputs.insert(slot, workerinput);
+                            }
                         } else {
                             state.collection.record(message)?;
                         }
@@ -422,6 +426,14 @@ impl Pool {
             }
         }
         WorkerHandle::spawn(&self.spec, key, self.sender.clone()).map_err(|source| self.not_startable(source))
+    }
+
+    /// Keeps the `config.workerinput` a forked worker got, for a
+    /// replacement spawned in its slot should the zygote die.
+    pub(super) fn remember_workerinput(&mut self, slot: usize, workerinput: Option<serde_json::Value>) {
+        if let Some(workerinput) = workerinput {
+            self.spec.workerinputs.insert(slot, workerinput);
+        }
     }
 
     /// Replaces a dead worker; a spawned replacement collects again.

@@ -1,6 +1,6 @@
 //! Tests that kill their worker: each is reported as crashed on the worker
-//! that ran it, the others still run, and nothing is lost when the restart
-//! budget runs out.
+//! that ran it, the others still run (crashes never use up the restart
+//! budget), and nothing is lost when workers that cannot start use it up.
 
 use std::collections::BTreeMap;
 
@@ -57,35 +57,72 @@ fn each_crash_is_charged_to_its_test_and_worker() {
 }
 
 #[test]
-fn without_restarts_the_tests_left_are_not_run_and_none_is_lost() {
-    let (report, started_on) = crash_run(&["--max-worker-restarts", "0"]);
-    report.outcome.assert_code(1);
-    let outcomes = report.outcomes();
-    assert_eq!(outcomes.len(), 6, "every test exactly once: {:#}", report.json);
-    let crashed: Vec<&str> = CRASHING.iter().copied().filter(|id| outcomes[id] == "crashed").collect();
-    // Two workers and no replacement: at most two crashes, and a crashing
-    // test that did not crash a worker cannot have run.
-    assert!(!crashed.is_empty() && crashed.len() <= 2, "{outcomes:#?}");
-    for nodeid in CRASHING {
-        assert!(matches!(outcomes[nodeid], "crashed" | "not_run"), "{nodeid}: {}", outcomes[nodeid]);
-    }
-    for nodeid in PASSING {
-        assert!(matches!(outcomes[nodeid], "passed" | "not_run"), "{nodeid}: {}", outcomes[nodeid]);
-    }
-    for test in report.tests() {
-        let nodeid = test["nodeid"].as_str().expect("a nodeid");
-        match test["outcome"].as_str() {
-            Some("not_run") => {
-                let reason = test["reason"].as_str().unwrap_or_default();
-                assert!(!reason.is_empty() && reason != "max-fail", "{nodeid}: reason {reason:?}");
-                assert!(!started_on.contains_key(nodeid), "{nodeid} started but is reported not run");
-            }
-            _ => {
-                assert!(started_on.contains_key(nodeid), "{nodeid} never started but has an outcome: {test}")
-            }
+fn crashing_tests_cost_no_restarts_even_with_none_allowed() {
+    // The restart budget is for workers that cannot start; a test that
+    // kills its worker ends as `crashed` and the others still run.
+    for mode in ["fork", "spawn"] {
+        let (report, _) = crash_run(&["--max-worker-restarts", "0", "--mode", mode]);
+        report.outcome.assert_code(1);
+        let outcomes = report.outcomes();
+        for nodeid in CRASHING {
+            assert_eq!(outcomes.get(nodeid), Some(&"crashed"), "{mode}: {nodeid}\n{}", report.outcome.stdout);
+        }
+        for nodeid in PASSING {
+            assert_eq!(outcomes.get(nodeid), Some(&"passed"), "{mode}: {nodeid}\n{}", report.outcome.stdout);
         }
     }
-    let not_run = outcomes.values().filter(|outcome| **outcome == "not_run").count();
+}
+
+/// Kills every worker forked after the first two (the replacements) before
+/// it can take a test: a broken start-up.
+const REPLACEMENTS_DIE_CONFTEST: &str = r#"
+import os
+
+forks = 0
+
+
+def _count_fork():
+    global forks
+    forks += 1
+
+
+def _die_if_replacement():
+    if forks >= 2:
+        os._exit(1)
+
+
+os.register_at_fork(after_in_parent=_count_fork, after_in_child=_die_if_replacement)
+"#;
+
+#[test]
+fn workers_that_die_starting_up_exhaust_the_budget_and_the_rest_is_not_run() {
+    let project = Project::fixture("crash");
+    project.write("conftest.py", format!("{RECORDING_CONFTEST}\n{REPLACEMENTS_DIE_CONFTEST}"));
+    let log = project.path().join("env.log");
+    let log_arg = log.to_str().expect("a UTF-8 temp path");
+    let env = [("SHOAL_FIXTURE_ALLOW_CRASH", "1"), ("SHOAL_ENV_LOG", log_arg)];
+    let report = project.shoal_report(&env, &["-n", "2", "--mode", "fork", "--max-worker-restarts", "1"]);
+    report.outcome.assert_code(1);
+    let started: Vec<String> = read_json_lines(&log)
+        .iter()
+        .map(|record| record["nodeid"].as_str().expect("a nodeid").to_owned())
+        .collect();
+    let outcomes = report.outcomes();
+    assert_eq!(outcomes.len(), 6, "every test exactly once: {:#}", report.json);
+    let mut not_run = 0;
+    for test in report.tests() {
+        let nodeid = test["nodeid"].as_str().expect("a nodeid");
+        if test["outcome"] == "not_run" {
+            not_run += 1;
+            assert_eq!(test["reason"], "worker restarts exhausted", "{test}");
+            assert!(!started.iter().any(|id| id == nodeid), "{nodeid} started but is reported not run");
+        } else {
+            assert!(
+                started.iter().any(|id| id == nodeid),
+                "{nodeid} never started but has an outcome: {test}"
+            );
+        }
+    }
     assert!(not_run >= 1, "{outcomes:#?}");
     assert_eq!(
         report.outcome.closing_map().get("not run"),
@@ -112,4 +149,27 @@ fn under_lf_spawned_replacements_are_accepted_and_the_crashes_run_again() {
     }
     assert!(!report.outcome.stderr.contains("collected different tests"), "{}", report.outcome.stderr);
     assert_eq!(report.outcome.closing_map().get("crashed"), Some(&3), "{}", report.outcome.stdout);
+}
+
+#[test]
+fn among_crashing_and_hanging_tests_every_healthy_test_passes_every_run() {
+    for (mode, workers) in [("fork", "2"), ("fork", "3"), ("spawn", "2"), ("spawn", "3")] {
+        let project = Project::fixture("crashmix");
+        let report =
+            project.shoal_report(&[("SHOAL_FIXTURE_ALLOW_CRASH", "1")], &["-n", workers, "--mode", mode]);
+        report.outcome.assert_code(1);
+        let outcomes = report.outcomes();
+        assert_eq!(outcomes.len(), 49, "{mode} -n {workers}: {outcomes:#?}");
+        for (nodeid, outcome) in &outcomes {
+            let expected = if nodeid.contains("::test_crash_") {
+                "crashed"
+            } else if nodeid.contains("::test_hang_") {
+                "timeout"
+            } else {
+                "passed"
+            };
+            assert_eq!(*outcome, expected, "{mode} -n {workers}: {nodeid}\n{}", report.outcome.stdout);
+        }
+        assert_eq!(report.outcome.closing_counts(), "42 passed, 4 crashed, 3 timeout", "{mode} -n {workers}");
+    }
 }

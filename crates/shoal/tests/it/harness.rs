@@ -410,7 +410,7 @@ def _shoal_it_record(request):
             "PYTEST_XDIST_WORKER": os.environ.get("PYTEST_XDIST_WORKER"),
             "PYTEST_XDIST_WORKER_COUNT": os.environ.get("PYTEST_XDIST_WORKER_COUNT"),
             "SHOAL_WORKER": os.environ.get("SHOAL_WORKER"),
-            "xdist_workerinput": hasattr(request.config, "workerinput"),
+            "workerid": getattr(request.config, "workerinput", {}).get("workerid"),
             "pid": os.getpid(),
         }
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -7,6 +7,7 @@ mod control;
 mod coverage;
 mod crash;
 mod exit_codes;
+mod footprint;
 mod github;
 mod harness;
 mod junit;

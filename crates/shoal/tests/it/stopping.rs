@@ -89,3 +89,45 @@ fn maxfail_stops_after_that_many_failures() {
     // Only two tests can fail, and the run stops only once both have.
     assert_eq!(failed, FAILING.iter().map(|id| (*id).to_owned()).collect());
 }
+
+/// Tiny tests, several of which fail back to back: a worker holds a batch of
+/// them when the first failure is reported.
+fn tiny_failing_project() -> Project {
+    let project = Project::empty();
+    project.write("pytest.ini", "[pytest]\naddopts = -p no:cacheprovider\n");
+    let mut source = String::new();
+    for index in 1..=40 {
+        let body = if index % 5 == 2 { "assert False" } else { "pass" };
+        source.push_str(&format!("\n\ndef test_{index:02}():\n    {body}\n"));
+    }
+    project.write("test_tiny.py", source);
+    project
+}
+
+#[test]
+fn with_one_worker_maxfail_stops_exactly_where_pytest_stops() {
+    for limit in ["1", "2", "3"] {
+        // A new project each time: no durations history to reorder the tests.
+        let project = tiny_failing_project();
+        let expected = project.pytest(&["--maxfail", limit]);
+        let report = project.shoal_report(&[], &["-n", "1", "--maxfail", limit]);
+        assert_eq!(report.outcome.code, expected.code, "--maxfail {limit}");
+        let ran: BTreeSet<&str> = report
+            .tests()
+            .iter()
+            .filter(|test| test["outcome"] != "not_run")
+            .map(|test| test["nodeid"].as_str().expect("a nodeid"))
+            .collect();
+        // pytest ran tests 01 up to its limit-th failure, in order.
+        let last = 2 + 5 * (limit.parse::<usize>().expect("a number") - 1);
+        let pytest_ran: BTreeSet<String> =
+            (1..=last).map(|index| format!("test_tiny.py::test_{index:02}")).collect();
+        assert_eq!(ran, pytest_ran.iter().map(String::as_str).collect(), "--maxfail {limit}");
+        let counts = report.outcome.closing_counts();
+        assert!(
+            counts.starts_with(&expected.closing_counts()),
+            "--maxfail {limit}: shoal {counts:?}, pytest {:?}",
+            expected.closing_counts()
+        );
+    }
+}
