@@ -669,7 +669,15 @@ def print_table(rows, runners, pyver):
     out.flush()
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    # SIGTERM (and SIGINT, which a shell's background job ignores) end the run the same way:
+    # the running suite's process group is killed and PostgreSQL is stopped.
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)
     try:
         sys.exit(main())
     except CorpusError as e:
