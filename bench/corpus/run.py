@@ -259,7 +259,7 @@ def start_postgres(work):
         run([*as_user, os.path.join(bindir, "pg_ctl"), "-D", data, "-w", "-l",
              os.path.join(sock, "log"), "-o",
              f"-p {PG_PORT} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off "
-             f"-c max_connections=50", "start"], "pg_ctl start")
+             f"-c max_connections=50 -c log_statement=ddl", "start"], "pg_ctl start")
     stop = [*as_user, os.path.join(bindir, "pg_ctl"), "-D", data, "-m", "fast", "stop"]
     return {"POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(PG_PORT),
             "POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": ""}, stop
