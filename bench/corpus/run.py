@@ -130,7 +130,9 @@ PROJECTS = [
         ["trio==0.32.0", "hypothesis==6.170.17", "psutil==7.1.3", "pytest-mock==3.15.1",
          "pytest-timeout==2.4.0", "trustme==1.2.1", "truststore==0.10.4", "uvloop==0.22.1",
          "blockbuster==1.5.26", "exceptiongroup==1.3.1"],
-        ["tests"]),
+        ["tests"], args=["--ignore=tests/test_sockets.py"],
+        note="tests/test_sockets.py left out: 208 of its tests fail or error under every runner "
+             "here (IPv6 and dual-stack sockets), and it is a third of the run time"),
     Project(
         "werkzeug", "werkzeug", "3.1.9",
         "plugin-heavy conftest (dev-server fixtures that start servers in subprocesses, ephemeral ports), pytest-timeout, filterwarnings = error",
