@@ -51,6 +51,8 @@ def pytest_runtest_logreport(report):
         "when": report.when,
         "outcome": report.outcome,
         "wasxfail": hasattr(report, "wasxfail"),
+        # pytest >= 9's built-in subtests (and pytest-subtests) report each subtest too
+        "subtest": type(report).__name__ == "SubtestReport",
         "text": _text(report),
     })
 

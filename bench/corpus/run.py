@@ -392,22 +392,29 @@ def pytest_outcomes(path):
                 continue
             if r["kind"] == "collect":
                 collect[r["nodeid"]] = r["text"]
+            elif r.get("subtest"):
+                if r["outcome"] == "failed":
+                    phases.setdefault(r["nodeid"], {})["subtest-failed"] = r
             else:
                 phases.setdefault(r["nodeid"], {})[r["when"]] = r
     tests = {}
     for nodeid, ph in phases.items():
         setup, call, teardown = ph.get("setup"), ph.get("call"), ph.get("teardown")
-        texts = [p["text"] for p in (setup, call, teardown) if p and p.get("text") and p["outcome"] == "failed"]
-        if setup and setup["outcome"] == "failed":
+        subtest = ph.get("subtest-failed")
+        texts = [p["text"] for p in (setup, call, subtest, teardown)
+                 if p and p.get("text") and p["outcome"] == "failed"]
+        # the precedence of shoal's outcome_from_reports: a failed call, then a failed
+        # setup or teardown, then a failed subtest, then xfail, skip, pass
+        if call and call["outcome"] == "failed":
+            outcome = "failed"
+        elif any(p and p["outcome"] == "failed" for p in (setup, teardown)):
             outcome = "error"
+        elif subtest:
+            outcome = "failed"
         elif setup and setup["outcome"] == "skipped":
             outcome = "xfailed" if setup["wasxfail"] else "skipped"
-        elif call and call["outcome"] == "failed":
-            outcome = "failed"
         elif call and call["outcome"] == "skipped":
             outcome = "xfailed" if call["wasxfail"] else "skipped"
-        elif teardown and teardown["outcome"] == "failed":
-            outcome = "error"
         elif call and call["wasxfail"]:
             outcome = "xpassed"
         elif call:
