@@ -354,13 +354,12 @@ impl Pool {
                 WorkerEvent::Messages(key, messages) => {
                     let Some(slot) = self.current(key) else { continue };
                     let state = &mut self.slots[slot];
+                    let mut ready_input = None;
                     for message in messages {
                         if let WorkerMessage::Ready { pid, workerinput } = message {
                             state.handle.pid = Some(pid);
                             state.phase = SlotPhase::Running;
-                            if let Some(workerinput) = workerinput {
-                                self.spec.workerinputs.insert(slot, workerinput);
-                            }
+                            ready_input = workerinput;
                         } else {
                             state.collection.record(message)?;
                         }
@@ -368,6 +367,7 @@ impl Pool {
                     if !says_ready && state.collection.finished {
                         state.phase = SlotPhase::Running;
                     }
+                    self.remember_workerinput(slot, ready_input);
                 }
                 WorkerEvent::ProtocolError(key, error) => {
                     return Err(ShoalError::Internal(format!(
