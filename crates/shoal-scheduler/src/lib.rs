@@ -520,9 +520,13 @@ impl Scheduler {
         if self.stopping.is_some() || self.nothing_left() {
             return;
         }
-        if ended_as_told && !ended_for_a_fresh_start && self.any_worker_can_take_work() {
-            // What is left suits the other workers; a replacement would be
-            // told to end at once, and replaced again, and again.
+        let others_busy = self.workers.iter().any(|state| !state.assigned.is_empty());
+        if ended_as_told && !ended_for_a_fresh_start && (self.any_worker_can_take_work() || others_busy) {
+            // What is left suits the other workers, or waits on what they
+            // run (a serial test, a budget they may use up): a replacement
+            // would be told to end at once, and replaced again, and again.
+            // The last worker to end replaces itself, alone, and a lone
+            // worker takes whatever fits.
             return;
         }
         if free_replacement || self.restarts_used < self.config.max_worker_restarts {
@@ -577,6 +581,12 @@ impl Scheduler {
 
     fn any_worker_can_take_work(&self) -> bool {
         self.workers.iter().any(|state| matches!(state.phase, WorkerPhase::Starting | WorkerPhase::Active))
+    }
+
+    fn any_other_worker_can_take_work(&self, worker: WorkerId) -> bool {
+        self.workers.iter().enumerate().any(|(other, state)| {
+            other != worker && matches!(state.phase, WorkerPhase::Starting | WorkerPhase::Active)
+        })
     }
 
     fn stop(&mut self, reason: NotRunReason, actions: &mut Vec<Action>) {
@@ -649,11 +659,12 @@ impl Scheduler {
             // Under a budget, a test must be expected to end in time after
             // what this worker already holds.
             let limit = self.budget_left().map(|left| left - held_seconds);
+            let alone = !self.any_other_worker_can_take_work(worker);
             let mut tests = Vec::new();
             while count < MAX_HELD && ((must && tests.is_empty()) || held_seconds < lookahead) {
                 let limit =
                     limit.map(|limit| limit - tests.iter().map(|&t| self.queue.expected(t)).sum::<f64>());
-                let Some(test) = self.queue.take_for(worker, limit) else { break };
+                let Some(test) = self.queue.take_for(worker, limit, alone) else { break };
                 held_seconds += self.queue.expected(test);
                 count += 1;
                 tests.push(test);

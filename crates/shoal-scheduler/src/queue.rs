@@ -350,9 +350,11 @@ impl WorkQueue {
 
     /// The first unstarted unit (longest first) that fits and that `worker`
     /// should take: one it can start cheaply, else one of the module most
-    /// worth importing. See the module docs.
-    fn choose_unstarted(&self, worker: WorkerId, fits: impl Fn(usize) -> bool) -> Option<usize> {
-        let position = self.unstarted.iter().position(|&unit| fits(unit) && self.cheap_for(worker, unit));
+    /// worth importing; when `alone` (no other worker can take work), any
+    /// that fits, since what nobody takes never runs. See the module docs.
+    fn choose_unstarted(&self, worker: WorkerId, alone: bool, fits: impl Fn(usize) -> bool) -> Option<usize> {
+        let position =
+            self.unstarted.iter().position(|&unit| fits(unit) && (alone || self.cheap_for(worker, unit)));
         if position.is_some() || self.split.is_none() {
             return position;
         }
@@ -385,8 +387,9 @@ impl WorkQueue {
     }
 
     /// The next test for `worker`, if any is worth giving it and (with a
-    /// budget) is expected to take at most `limit` seconds.
-    pub(crate) fn take_for(&mut self, worker: WorkerId, limit: Option<f64>) -> Option<TestId> {
+    /// budget) is expected to take at most `limit` seconds. When `alone`,
+    /// no other worker can take work, and any test that fits is worth it.
+    pub(crate) fn take_for(&mut self, worker: WorkerId, limit: Option<f64>, alone: bool) -> Option<TestId> {
         let fits = |queue: &Self, unit: usize| {
             let unit = &queue.units[unit];
             unit.len() > 0
@@ -406,7 +409,7 @@ impl WorkQueue {
                     return None;
                 }
                 self.release(worker);
-                let unit = match self.choose_unstarted(worker, |unit| fits(self, unit)) {
+                let unit = match self.choose_unstarted(worker, alone, |unit| fits(self, unit)) {
                     Some(position) => self.unstarted.remove(position).expect("a found position"),
                     None => self.split_for_thief(worker).filter(|&unit| fits(self, unit))?,
                 };
@@ -585,10 +588,10 @@ mod tests {
     fn with_split_collection_a_worker_keeps_to_its_modules_when_imports_cost_more_than_they_save() {
         // Ten 1 ms tests per module behind a 0.25 s import: never worth it.
         let mut queue = WorkQueue::new(&split_workload([0.001, 0.001], [0.25, 0.25]), 2);
-        let own: Vec<TestId> = std::iter::from_fn(|| queue.take_for(0, None)).collect();
+        let own: Vec<TestId> = std::iter::from_fn(|| queue.take_for(0, None, false)).collect();
         assert_eq!(own, (0..10).collect::<Vec<_>>());
         assert_eq!(queue.take_loads(0, &own), Vec::<usize>::new(), "its own module needs no import");
-        assert_eq!(queue.take_for(1, None), Some(10));
+        assert_eq!(queue.take_for(1, None, false), Some(10));
     }
 
     #[test]
@@ -596,12 +599,12 @@ mod tests {
         // Module 1 holds 10 s of work behind a 0.5 s import; worker 0 has
         // none of its own: importing pays (10/1 - 10/2 > 0.5).
         let mut queue = WorkQueue::new(&split_workload([0.001, 1.0], [0.5, 0.5]), 2);
-        let own: Vec<TestId> = (0..10).filter_map(|_| queue.take_for(0, None)).collect();
+        let own: Vec<TestId> = (0..10).filter_map(|_| queue.take_for(0, None, false)).collect();
         assert_eq!(own.len(), 10);
-        let stolen = queue.take_for(0, None).expect("worker 0 takes module 1's work");
+        let stolen = queue.take_for(0, None, false).expect("worker 0 takes module 1's work");
         assert!(stolen >= 10);
         assert_eq!(queue.take_loads(0, &[stolen]), vec![1]);
-        let next = queue.take_for(0, None).expect("more of module 1");
+        let next = queue.take_for(0, None, false).expect("more of module 1");
         assert_eq!(queue.take_loads(0, &[next]), Vec::<usize>::new());
     }
 
@@ -610,18 +613,18 @@ mod tests {
         // Module 1's tests are long, its import 1 ms: worker 0 starts the
         // longest test first, as with full collection.
         let mut queue = WorkQueue::new(&split_workload([0.01, 2.0], [0.001, 0.001]), 2);
-        let first = queue.take_for(0, None).expect("a test");
+        let first = queue.take_for(0, None, false).expect("a test");
         assert!(first >= 10, "worker 0 took {first}, not one of the longest");
     }
 
     #[test]
     fn a_module_no_live_worker_holds_goes_to_whoever_asks() {
         let mut queue = WorkQueue::new(&split_workload([0.001, 0.001], [0.25, 0.25]), 2);
-        let own: Vec<TestId> = (0..10).filter_map(|_| queue.take_for(0, None)).collect();
+        let own: Vec<TestId> = (0..10).filter_map(|_| queue.take_for(0, None, false)).collect();
         assert_eq!(own.len(), 10);
-        assert_eq!(queue.take_for(0, None), None, "module 1 is worker 1's");
+        assert_eq!(queue.take_for(0, None, false), None, "module 1 is worker 1's");
         queue.forget_imports(1);
-        let orphan = queue.take_for(0, None).expect("nobody holds module 1 now");
+        let orphan = queue.take_for(0, None, false).expect("nobody holds module 1 now");
         assert_eq!(queue.take_loads(0, &[orphan]), vec![1]);
     }
 
@@ -635,7 +638,7 @@ mod tests {
             ..Workload::default()
         };
         let mut queue = WorkQueue::new(&workload, 1);
-        let order: Vec<TestId> = std::iter::from_fn(|| queue.take_for(0, None)).collect();
+        let order: Vec<TestId> = std::iter::from_fn(|| queue.take_for(0, None, false)).collect();
         assert_eq!(order, vec![1, 2, 0]);
     }
 
@@ -650,9 +653,9 @@ mod tests {
             ..Workload::default()
         };
         let mut queue = WorkQueue::new(&workload, 2);
-        let first: Vec<TestId> = (0..4).filter_map(|_| queue.take_for(0, None)).collect();
+        let first: Vec<TestId> = (0..4).filter_map(|_| queue.take_for(0, None, false)).collect();
         assert_eq!(first, vec![0, 1, 2, 3]);
-        let second: Vec<TestId> = (0..4).filter_map(|_| queue.take_for(1, None)).collect();
+        let second: Vec<TestId> = (0..4).filter_map(|_| queue.take_for(1, None, false)).collect();
         assert_eq!(second, vec![4, 5, 6, 7]);
         assert!(queue.is_empty());
     }
@@ -662,14 +665,14 @@ mod tests {
         // One module, 0.1 s set-up, ten 1 s tests: worth splitting.
         let workload = Workload::one_module(&[1.0; 10], 0.1);
         let mut queue = WorkQueue::new(&workload, 2);
-        assert_eq!(queue.take_for(0, None), Some(0));
-        let stolen = queue.take_for(1, None).expect("worker 1 splits the module");
+        assert_eq!(queue.take_for(0, None, false), Some(0));
+        let stolen = queue.take_for(1, None, false).expect("worker 1 splits the module");
         assert!(stolen >= 5, "the thief takes from the back half, got {stolen}");
         // Not worth it: ten 0.01 s tests behind a 0.4 s set-up.
         let workload = Workload::one_module(&[0.01; 10], 0.4);
         let mut queue = WorkQueue::new(&workload, 2);
-        assert_eq!(queue.take_for(0, None), Some(0));
-        assert_eq!(queue.take_for(1, None), None);
+        assert_eq!(queue.take_for(0, None, false), Some(0));
+        assert_eq!(queue.take_for(1, None, false), None);
     }
 
     #[test]

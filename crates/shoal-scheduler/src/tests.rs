@@ -471,7 +471,13 @@ proptest! {
         let mut script = steps.into_iter();
         let mut now = 0.0;
         let mut idle_rounds = 0;
+        let mut rounds = 0u32;
         loop {
+            // Every round counts, not only the script's steps: events that
+            // only beget events (a worker started, told to end, replaced...)
+            // are a livelock, and must fail rather than hang.
+            rounds += 1;
+            prop_assert!(rounds < 100_000, "the run never ended: events keep begetting events");
             if let Some(event) = inbox.pop_front() {
                 let actions = scheduler.handle(now, event);
                 apply(actions, &mut simulated, &mut final_count, &mut inbox)?;
@@ -589,4 +595,34 @@ fn a_worker_ended_because_nothing_left_suits_it_is_not_replaced_while_others_wor
     let actions = scheduler.handle(0.02, Event::WorkerExited { worker: 1 });
     assert!(!actions.contains(&Action::StartWorker { worker: 1 }), "{actions:?}");
     assert!(actions.iter().all(|action| !matches!(action, Action::NotRun { .. })), "{actions:?}");
+}
+
+#[test]
+fn a_lone_replacement_takes_what_is_left_however_costly_its_import() {
+    // Split collection, one worker: it is retired over its memory limit
+    // holding a group whose last test is expected to take no time, so the
+    // import is not worth it by the usual measure. No other worker can
+    // take the group: the replacement must, or it would be told to end,
+    // replaced, told to end, for ever.
+    let workload = Workload {
+        expected: vec![0.6, 0.0],
+        module: vec![0, 0],
+        module_setup: vec![0.0],
+        group: vec![Some(0), Some(0)],
+        file: vec![0, 0],
+        file_load: vec![0.2],
+        initially_loaded: vec![vec![0]],
+        ..Workload::default()
+    };
+    let mut scheduler = Scheduler::new(config(1), &workload);
+    let actions = scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
+    assert_eq!(runs_for(&actions, 0), vec![0]);
+    let actions = scheduler.handle(0.5, Event::WorkerWantsWork { worker: 0 });
+    assert_eq!(runs_for(&actions, 0), vec![1]);
+    scheduler.handle(0.6, Event::TestFinished { worker: 0, test: 0, failed: false });
+    scheduler.handle(0.6, Event::WorkerStopped { worker: 0, dropped: vec![1], over_memory: true });
+    let actions = scheduler.handle(0.7, Event::WorkerExited { worker: 0 });
+    assert_eq!(actions, vec![Action::StartWorker { worker: 0 }]);
+    let actions = scheduler.handle(0.8, Event::WorkerReady { worker: 0 });
+    assert_eq!(runs_for(&actions, 0), vec![1], "{actions:?}");
 }
