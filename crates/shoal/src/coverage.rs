@@ -16,9 +16,7 @@ use serde::Deserialize;
 
 use crate::errors::ShoalError;
 
-/// pytest-cov's options as a worker parsed them (`cov_source`,
-/// `cov_report`, ...); shoal hands them back to the report unchanged.
-pub type CoverageOptions = serde_json::Map<String, serde_json::Value>;
+use crate::protocol::CoverageOptions;
 
 /// What the coverage step reported.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -95,7 +93,7 @@ impl CoverageRun {
             .arg(crate::python::COVERAGE_MODULE)
             .arg(&request_path)
             .current_dir(&self.working_directory)
-            .env("PYTHONPATH", crate::worker::python_path(&self.plugin_dir))
+            .env("PYTHONPATH", crate::python::python_path(&self.plugin_dir))
             .env("COLUMNS", width.to_string())
             .stdin(Stdio::null())
             .stderr(Stdio::inherit())

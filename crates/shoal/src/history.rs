@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::errors::ShoalError;
-use crate::report::json::{write_atomically, write_atomically_with};
+use crate::fs::{write_atomically, write_atomically_with};
 
 /// Weight of the newest sample in the smoothed estimate.
 const SMOOTHING: f64 = 0.5;

@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::errors::ShoalError;
-use crate::outcome::Outcome;
-use crate::report::json::write_atomically_with;
+use crate::fs::write_atomically_with;
+use crate::results::Outcome;
 
 /// The last-failed record of one pytest cache.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -26,12 +26,13 @@ use serde::Deserialize;
 use crate::cli::MergeArgs;
 use crate::errors::{ShoalError, exit_code};
 use crate::history::{History, HistoryPaths};
-use crate::outcome::{NotRunCause, Outcome, Tally};
 use crate::protocol::{CollectReport, CollectedItem, PhaseReport};
+use crate::report::Reporter;
 use crate::report::json::{FORMAT_VERSION, JsonReporter};
 use crate::report::junit::JunitReporter;
-use crate::report::{CrashDetails, Reporter, RunHeader, RunStats, RunSummary, TestDetails, TestRecord};
-use crate::shard::ShardInfo;
+use crate::results::ShardInfo;
+use crate::results::{CrashDetails, RunHeader, RunStats, RunSummary, TestDetails, TestRecord};
+use crate::results::{Outcome, StopReason, Tally};
 use crate::table::TestTable;
 
 /// A `--json-report` file, as far as merging needs it.
@@ -342,6 +343,8 @@ impl Merged {
             collect_errors: self.collect_reports.len(),
             collect_skipped: 0,
             hash_seed: first.hash_seed.clone(),
+            max_failures: None,
+            budget: None,
             started_at,
             expectation: None,
             shard: None,
@@ -370,7 +373,7 @@ fn slot(worker: Option<&str>) -> Option<u16> {
 fn record_of(test: &TestPart) -> TestRecord {
     let mut record =
         attempt_record(test.outcome, test.duration, test.worker.as_deref(), test.failure.as_deref());
-    record.not_run_reason = test.reason.as_deref().and_then(NotRunCause::from_name);
+    record.not_run_reason = test.reason.as_deref().and_then(StopReason::from_name);
     record.started = test.started as f32;
     record.phase_seconds =
         [test.setup_duration as f32, test.call_duration as f32, test.teardown_duration as f32];

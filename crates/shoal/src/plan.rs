@@ -12,8 +12,8 @@ use crate::table::TestTable;
 use shoal_scheduler::Workload;
 
 use crate::history::{History, RunMeasurements};
-use crate::outcome::Outcome;
-use crate::report::TestRecord;
+use crate::results::Outcome;
+use crate::results::TestRecord;
 
 /// `--collect auto` splits collection only when that saves at least this
 /// many seconds of the run's critical path...

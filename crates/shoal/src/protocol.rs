@@ -23,6 +23,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// pytest-cov's options as a worker parsed them (`cov_source`,
+/// `cov_report`, ...); shoal hands them back to the report unchanged.
+pub type CoverageOptions = serde_json::Map<String, serde_json::Value>;
+
 /// The version both sides must agree on in the `hello` handshake.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -140,7 +144,7 @@ pub struct Hello {
     /// pytest-cov's options, when the worker measures coverage (`--cov`);
     /// see `python/shoal_coverage.py`.
     #[serde(default)]
-    pub coverage: Option<crate::coverage::CoverageOptions>,
+    pub coverage: Option<CoverageOptions>,
     /// pytest-html's `--html` path, which workers do not write: the report
     /// is built in one process from every test's report.
     #[serde(default)]

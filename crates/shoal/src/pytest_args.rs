@@ -251,10 +251,8 @@ impl PytestOptions {
             .and_then(|output| serde_json::from_slice(&output.stdout).ok())
             .unwrap_or_default();
         if !takes_value.is_empty() {
-            let _ = crate::report::json::write_atomically(
-                &cache,
-                &serde_json::to_vec(&takes_value).unwrap_or_default(),
-            );
+            let _ =
+                crate::fs::write_atomically(&cache, &serde_json::to_vec(&takes_value).unwrap_or_default());
         }
         Self { takes_value }
     }

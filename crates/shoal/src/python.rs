@@ -85,6 +85,17 @@ pub fn install_worker_plugin() -> Result<PathBuf, ShoalError> {
     Ok(directory)
 }
 
+/// `PYTHONPATH` for a process that loads the plugin: its directory first,
+/// then the user's own entries.
+pub(crate) fn python_path(plugin_dir: &Path) -> std::ffi::OsString {
+    let mut value = plugin_dir.as_os_str().to_owned();
+    if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|value| !value.is_empty()) {
+        value.push(":");
+        value.push(existing);
+    }
+    value
+}
+
 pub(crate) fn cache_root() -> PathBuf {
     if let Some(cache) = std::env::var_os("XDG_CACHE_HOME").filter(|value| !value.is_empty()) {
         return PathBuf::from(cache).join("shoal");

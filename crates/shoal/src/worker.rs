@@ -145,7 +145,7 @@ impl WorkerSpec {
             .arg(format!("--basetemp={}", basetemp.display()))
             .args(&self.pytest_args)
             .current_dir(&self.working_directory)
-            .env("PYTHONPATH", python_path(&self.plugin_dir))
+            .env("PYTHONPATH", crate::python::python_path(&self.plugin_dir))
             .env("PYTHONHASHSEED", &self.hash_seed)
             .env("SHOAL_CHANNEL_FD", CHANNEL_FD.to_string())
             .env("SHOAL_WORKER_COUNT", self.worker_count.to_string())
@@ -496,15 +496,6 @@ fn place_descriptors(command: &mut Command, placements: Vec<(OwnedFd, RawFd)>) -
         });
     }
     Ok(())
-}
-
-pub(crate) fn python_path(plugin_dir: &std::path::Path) -> std::ffi::OsString {
-    let mut value = plugin_dir.as_os_str().to_owned();
-    if let Some(existing) = std::env::var_os("PYTHONPATH").filter(|value| !value.is_empty()) {
-        value.push(":");
-        value.push(existing);
-    }
-    value
 }
 
 fn combine_tails(stdout: &Mutex<OutputTail>, stderr: &Mutex<OutputTail>) -> String {

@@ -11,7 +11,8 @@ use serde_json::json;
 
 use crate::errors::ShoalError;
 use crate::protocol::PhaseReport;
-use crate::report::{Reporter, RunHeader, RunSummary, TestView};
+use crate::report::Reporter;
+use crate::results::{RunHeader, RunSummary, TestView};
 
 /// Streams run events as JSON lines.
 pub struct EventsReporter {

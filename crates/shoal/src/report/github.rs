@@ -8,9 +8,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::errors::ShoalError;
-use crate::outcome::Outcome;
 use crate::protocol::PhaseReport;
-use crate::report::{PHASES, Reporter, RunHeader, RunSummary, TestView};
+use crate::report::Reporter;
+use crate::results::Outcome;
+use crate::results::{PHASES, RunHeader, RunSummary, TestView};
 
 /// Writes annotations to `out` (stdout, where the runner reads workflow
 /// commands) and the summary to the step-summary file.

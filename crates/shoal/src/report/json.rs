@@ -19,9 +19,11 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::errors::ShoalError;
-use crate::outcome::{NotRunCause, Outcome};
+use crate::fs::write_atomically_with;
 use crate::protocol::PhaseReport;
-use crate::report::{Reporter, RunHeader, RunSummary, TestRecord, TestView};
+use crate::report::Reporter;
+use crate::results::{Outcome, StopReason};
+use crate::results::{RunHeader, RunSummary, TestRecord, TestView};
 
 /// The version of the report's shape; bump it on incompatible changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -68,7 +70,7 @@ struct RunSection<'a> {
     shoal_cpu_seconds: f64,
     shoal_peak_rss_kib: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    shard: Option<&'a crate::shard::ShardInfo>,
+    shard: Option<&'a crate::results::ShardInfo>,
 }
 
 /// The tests, serialized one by one as the file is written (a list of
@@ -82,7 +84,7 @@ impl Serialize for Tests<'_> {
             TestEntry {
                 nodeid: test.nodeid(),
                 outcome: record.outcome,
-                reason: record.not_run_reason.map(NotRunCause::as_str),
+                reason: record.not_run_reason.map(StopReason::as_str),
                 duration: f64::from(record.duration),
                 started: f64::from(record.started),
                 setup_duration: record.phase_duration("setup"),
@@ -227,37 +229,6 @@ fn document<'a>(header: &'a RunHeader, summary: &'a RunSummary<'a>) -> Document<
             })
             .collect(),
     }
-}
-
-/// Writes `contents` to `path` atomically: a temp file beside it, renamed.
-pub fn write_atomically(path: &std::path::Path, contents: &[u8]) -> Result<(), ShoalError> {
-    write_atomically_with(path, |writer| writer.write_all(contents))
-}
-
-/// Writes a file atomically, streaming: `write` fills a buffered temp file
-/// beside `path`, which then replaces `path` (readers never see half).
-pub fn write_atomically_with(
-    path: &std::path::Path,
-    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
-) -> Result<(), ShoalError> {
-    let context = || format!("writing {}", path.display());
-    let directory = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&directory).map_err(|error| ShoalError::io(context(), error))?;
-    let temporary =
-        tempfile::NamedTempFile::new_in(&directory).map_err(|error| ShoalError::io(context(), error))?;
-    // Temp files are private; what shoal writes is an ordinary file.
-    std::fs::set_permissions(temporary.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))
-        .map_err(|error| ShoalError::io(context(), error))?;
-    let mut writer = std::io::BufWriter::new(temporary);
-    write(&mut writer)
-        .and_then(|()| std::io::Write::flush(&mut writer))
-        .map_err(|error| ShoalError::io(context(), error))?;
-    let temporary = writer.into_inner().map_err(|error| ShoalError::io(context(), error.into_error()))?;
-    temporary.persist(path).map_err(|error| ShoalError::io(context(), error.error))?;
-    Ok(())
 }
 
 impl Reporter for JsonReporter {

@@ -16,10 +16,11 @@ use std::time::Duration;
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite};
 
 use crate::errors::ShoalError;
-use crate::outcome::Outcome;
+use crate::fs::write_atomically_with;
 use crate::protocol::PhaseReport;
-use crate::report::json::write_atomically_with;
-use crate::report::{Reporter, RunHeader, RunSummary, TestRecord, TestView};
+use crate::report::Reporter;
+use crate::results::Outcome;
+use crate::results::{RunHeader, RunSummary, TestRecord, TestView};
 
 /// Writes the JUnit XML file when the run ends.
 pub struct JunitReporter {

@@ -4,11 +4,12 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::outcome::{Outcome, Tally};
 use crate::protocol::{CollectedItem, PhaseReport};
-use crate::report::{
-    CrashDetails, Expectation, Reporter, RunHeader, RunStats, RunSummary, TestDetails, TestRecord, TestView,
+use crate::report::Reporter;
+use crate::results::{
+    CrashDetails, Expectation, RunHeader, RunStats, RunSummary, TestDetails, TestRecord, TestView,
 };
+use crate::results::{Outcome, Tally};
 use crate::table::TestTable;
 
 /// Node ids of the sample's tests, in collection order.
@@ -100,6 +101,8 @@ impl SampleRun {
             collect_errors: 0,
             collect_skipped: 0,
             hash_seed: "1234".into(),
+            max_failures: None,
+            budget: None,
             started_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             expectation: Some(Expectation { wall_seconds: 3.5, lower_bound_seconds: 2.5 }),
             shard: None,

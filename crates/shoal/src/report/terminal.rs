@@ -19,9 +19,10 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::outcome::Outcome;
 use crate::protocol::PhaseReport;
-use crate::report::{PHASES, Reporter, RunHeader, RunSummary, TestView};
+use crate::report::Reporter;
+use crate::results::Outcome;
+use crate::results::{PHASES, RunHeader, RunSummary, TestView};
 
 /// Width of pytest's ` [100%]` progress column.
 const PROGRESS_WIDTH: usize = 7;
@@ -577,7 +578,7 @@ impl<W: Write> TerminalReporter<W> {
         // does not list them either.
         let mut not_run = summary.tests().filter(|test| {
             test.record.outcome == Outcome::NotRun
-                && test.record.not_run_reason != Some(crate::outcome::NotRunCause::CollectionErrors)
+                && test.record.not_run_reason != Some(crate::results::StopReason::CollectionErrors)
         });
         if let Some(first) = not_run.next() {
             let reason = first.record.not_run_reason.map_or("not run", |cause| cause.as_str());
@@ -783,8 +784,8 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             self.print_slowest(summary);
             self.print_stats(summary);
             self.print_short_summary(summary);
-            if let Some(stop) = &summary.stop {
-                self.sep('!', &stop.message());
+            if let Some(message) = summary.stop_message() {
+                self.sep('!', &message);
             }
             if self.verbosity < -1 {
                 return self
@@ -807,7 +808,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
 /// pytest's main colour for the closing rule: red with failures, yellow
 /// with warnings, xpasses or categories pytest does not know, else green
 /// when anything passed.
-fn main_colour(tally: &crate::outcome::Tally) -> Colour {
+fn main_colour(tally: &crate::results::Tally) -> Colour {
     const KNOWN: [&str; 8] =
         ["failed", "passed", "skipped", "deselected", "xfailed", "xpassed", "warnings", "error"];
     let has = |category: &str| tally.get(category) > 0;

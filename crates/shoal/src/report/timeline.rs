@@ -7,10 +7,11 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use crate::errors::ShoalError;
-use crate::outcome::Outcome;
+use crate::fs::write_atomically_with;
 use crate::protocol::PhaseReport;
-use crate::report::json::write_atomically_with;
-use crate::report::{Reporter, RunHeader, RunSummary, TestRecord, TestView};
+use crate::report::Reporter;
+use crate::results::Outcome;
+use crate::results::{RunHeader, RunSummary, TestRecord, TestView};
 
 /// Drawing width of the time axis, in pixels.
 const WIDTH: f64 = 1200.0;

@@ -16,19 +16,19 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
-use shoal_scheduler::{Action, Event, NotRunReason, RetryCause, Scheduler, SchedulerConfig, TestId};
+use shoal_scheduler::{Action, Event, RetryCause, Scheduler, SchedulerConfig, TestId};
 
 use crate::coverage::{CoverageReport, CoverageRun};
 use crate::errors::{ShoalError, exit_code};
 use crate::history::{History, HistoryPaths};
 use crate::lastfailed::LastFailed;
-use crate::outcome::{NotRunCause, Outcome, Tally, outcome_from_reports};
 use crate::plan;
 use crate::protocol::{CollectReport, Hello, PhaseReport, WarningMessage, WorkerCommand, WorkerMessage};
-use crate::report::{
-    CrashDetails, Expectation, Reporter, RunHeader, RunStats, RunSummary, StopNotice, TestDetails,
-    TestRecord, TestView,
+use crate::report::Reporter;
+use crate::results::{
+    CrashDetails, Expectation, RunHeader, RunStats, RunSummary, StopReason, TestDetails, TestRecord, TestView,
 };
+use crate::results::{Outcome, Tally, outcome_from_reports};
 use crate::settings::{CollectSettings, CollectionMode, LastFailedMode, RunSettings, WorkerMode};
 use crate::table::TestTable;
 use crate::worker::{WorkerEvent, WorkerKey, WorkerSpec, Zygote, describe_exit};
@@ -499,6 +499,8 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         collect_errors,
         collect_skipped: collected.collect_reports.len() - collect_errors,
         hash_seed,
+        max_failures,
+        budget: settings.budget,
         started_at,
         expectation: None,
         shard: shard.map(|narrowed| narrowed.info),
@@ -578,14 +580,14 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
 
     let mut stop = None;
     if collect_errors > 0 && !continue_on_collection_errors {
-        stop = Some(StopNotice::CollectionErrors(collect_errors));
+        stop = Some(StopReason::CollectionErrors);
         for slot in 0..pool.slots.len() {
             pool.send(slot, &WorkerCommand::Shutdown);
         }
         pool.shutdown_zygote();
         for test in 0..test_count {
             // Not counted in the closing line: pytest does not run them either.
-            run.records[test].not_run_reason = Some(NotRunCause::CollectionErrors);
+            run.records[test].not_run_reason = Some(StopReason::CollectionErrors);
             run.is_final[test] = true;
         }
     } else {
@@ -600,7 +602,7 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
             &workload,
         );
         drop(workload);
-        stop = drive(&mut pool, &mut run, scheduler, max_failures, settings.budget)?.or(stop);
+        stop = drive(&mut pool, &mut run, scheduler)?.or(stop);
     }
 
     let records = std::mem::take(&mut run.records);
@@ -662,9 +664,9 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
         record.outcome.is_failure() || (settings.flaky_fails && record.outcome == Outcome::Flaky)
     }) || collect_errors > 0;
     let mut exit = match &stop {
-        Some(StopNotice::Interrupted | StopNotice::CollectionErrors(_)) => exit_code::INTERRUPTED,
+        Some(StopReason::Interrupted | StopReason::CollectionErrors) => exit_code::INTERRUPTED,
         _ if any_failure => exit_code::TESTS_FAILED,
-        Some(StopNotice::MaxFail(_) | StopNotice::WorkerRestartsExhausted | StopNotice::Budget(_)) => {
+        Some(StopReason::MaxFail | StopReason::WorkerRestartsExhausted | StopReason::Budget) => {
             exit_code::TESTS_FAILED
         }
         // A shard left empty while other shards have tests is no failure.
@@ -751,11 +753,11 @@ fn shut_down(pool: &mut Pool) {
 /// report after a failure with `--no-cov-on-fail`.
 fn report_coverage(
     coverage: &CoverageRun,
-    options: &crate::coverage::CoverageOptions,
-    stop: &Option<StopNotice>,
+    options: &crate::protocol::CoverageOptions,
+    stop: &Option<StopReason>,
     any_failure: bool,
 ) -> Result<Option<CoverageReport>, ShoalError> {
-    if matches!(stop, Some(StopNotice::Interrupted | StopNotice::CollectionErrors(_))) {
+    if matches!(stop, Some(StopReason::Interrupted | StopReason::CollectionErrors)) {
         return Ok(None);
     }
     let skip_on_failure = options.get("no_cov_on_fail").and_then(serde_json::Value::as_bool).unwrap_or(false);
@@ -784,9 +786,7 @@ fn drive(
     pool: &mut Pool,
     run: &mut Run<'_>,
     mut scheduler: Scheduler,
-    max_failures: Option<u64>,
-    budget: Option<f64>,
-) -> Result<Option<StopNotice>, ShoalError> {
+) -> Result<Option<StopReason>, ShoalError> {
     let mut interrupted_at: Option<Instant> = None;
     // Spawned workers are ready once collected; forked ones say so.
     for slot in 0..pool.slots.len() {
@@ -878,12 +878,7 @@ fn drive(
         };
         execute(pool, run, actions)?;
     }
-    Ok(scheduler.stopping().map(|reason| match reason {
-        NotRunReason::MaxFail => StopNotice::MaxFail(max_failures.unwrap_or(scheduler.failures())),
-        NotRunReason::Interrupted => StopNotice::Interrupted,
-        NotRunReason::WorkerRestartsExhausted => StopNotice::WorkerRestartsExhausted,
-        NotRunReason::Budget => StopNotice::Budget(budget.unwrap_or_default()),
-    }))
+    Ok(scheduler.stopping().map(StopReason::from))
 }
 
 fn handle_message(

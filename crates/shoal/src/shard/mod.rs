@@ -14,11 +14,10 @@ pub mod partition;
 
 use std::path::PathBuf;
 
-use serde::Serialize;
-
 use crate::errors::{ShoalError, exit_code};
 use crate::history::{History, HistoryPaths};
 use crate::plan;
+use crate::results::ShardInfo;
 use crate::settings::CollectSettings;
 use crate::table::TestTable;
 
@@ -57,20 +56,6 @@ pub struct ShardRequest {
     pub source: Option<String>,
     /// Bazel's `TEST_SHARD_STATUS_FILE`, to touch.
     pub status_file: Option<PathBuf>,
-}
-
-/// What the JSON report says about a sharded run, for `shoal merge`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct ShardInfo {
-    /// 1-based, as in `--shard K/N`.
-    pub index: usize,
-    /// Number of shards.
-    pub total: usize,
-    /// Fingerprint of the node ids that were partitioned: every shard of
-    /// one run has the same.
-    pub collection: String,
-    /// How many tests were partitioned over all shards.
-    pub collected: usize,
 }
 
 /// A fingerprint of a set of node ids that is the same on every machine

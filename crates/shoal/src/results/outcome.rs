@@ -1,5 +1,6 @@
 //! Test outcomes: one final outcome per test, computed from pytest's phase
-//! reports, and the closing-line tally counted the way pytest counts it.
+//! reports; why tests did not run; and the closing-line tally counted the
+//! way pytest counts it.
 
 use serde::{Deserialize, Serialize};
 use shoal_scheduler::NotRunReason;
@@ -95,9 +96,10 @@ pub fn outcome_from_reports(reports: &[PhaseReport]) -> Outcome {
     Outcome::Passed
 }
 
-/// Why a test ended without running (one byte: a run may hold many).
+/// Why a run stopped early, and so why its remaining tests did not run
+/// (one byte: a run may hold many records).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotRunCause {
+pub enum StopReason {
     /// `-x` or `--maxfail` was reached.
     MaxFail,
     /// The user interrupted the run.
@@ -110,7 +112,7 @@ pub enum NotRunCause {
     Budget,
 }
 
-impl NotRunCause {
+impl StopReason {
     /// The words reports use, e.g. `max-fail`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -122,7 +124,7 @@ impl NotRunCause {
         }
     }
 
-    /// The cause [`NotRunCause::as_str`] names (as read back from a report).
+    /// The cause [`StopReason::as_str`] names (as read back from a report).
     pub fn from_name(name: &str) -> Option<Self> {
         [
             Self::MaxFail,
@@ -136,7 +138,7 @@ impl NotRunCause {
     }
 }
 
-impl From<NotRunReason> for NotRunCause {
+impl From<NotRunReason> for StopReason {
     fn from(reason: NotRunReason) -> Self {
         match reason {
             NotRunReason::MaxFail => Self::MaxFail,

@@ -1,0 +1,142 @@
+//! One test's final record: its outcome, timings and, when something is to
+//! be shown, pytest's failed reports or how its worker ended.
+
+use crate::protocol::PhaseReport;
+use crate::results::{Outcome, StopReason};
+use crate::table::Item;
+
+/// One test's final record, kept small: a run may hold 100,000 of them.
+/// What it is (node id, file, line) is in the [`TestTable`] at the same
+/// index; pytest's full reports are kept only for failures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestRecord {
+    /// The final outcome.
+    pub outcome: Outcome,
+    /// Why it did not run, for [`Outcome::NotRun`].
+    pub not_run_reason: Option<StopReason>,
+    /// The slot of the worker that ran it.
+    pub worker: Option<u16>,
+    /// Wall seconds of its whole protocol (0 when it did not run).
+    pub duration: f32,
+    /// When it started, in seconds since the run started (0 when it did
+    /// not run).
+    pub started: f32,
+    /// Seconds of its setup, call and teardown phases.
+    pub phase_seconds: [f32; 3],
+    /// Failed reports and crash details, when there are any.
+    pub details: Option<Box<TestDetails>>,
+}
+
+/// What a failing test leaves to show.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TestDetails {
+    /// pytest's reports that failed, in order (subtests included).
+    pub failed_reports: Vec<PhaseReport>,
+    /// For a crash or a timeout: how the worker ended and its last output.
+    pub crash: Option<CrashDetails>,
+    /// Failed attempts before the last one (`--reruns`), oldest first.
+    pub earlier_attempts: Vec<TestRecord>,
+    /// Why it was skipped, or why it was expected to fail.
+    pub skip_reason: Option<String>,
+}
+
+/// How a worker ended under a test (a crash, or a kill for a timeout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashDetails {
+    /// One line for the short summary, e.g. `worker gw0 died: signal 11
+    /// (SIGSEGV)` or `timed out after 2s`.
+    pub message: String,
+    /// The full account for the failures section.
+    pub description: String,
+    /// The tail of the worker's stderr and stdout (for a timeout, with
+    /// every thread's stack).
+    pub output: String,
+}
+
+/// The phases, in the order of [`TestRecord::phase_seconds`].
+pub const PHASES: [&str; 3] = ["setup", "call", "teardown"];
+
+impl TestRecord {
+    /// A record with nothing but an outcome.
+    pub fn new(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            not_run_reason: None,
+            worker: None,
+            duration: 0.0,
+            started: 0.0,
+            phase_seconds: [0.0; 3],
+            details: None,
+        }
+    }
+
+    /// The record of a test that ran, from pytest's reports.
+    pub fn from_reports(outcome: Outcome, worker: usize, duration: f64, reports: &[PhaseReport]) -> Self {
+        let mut phase_seconds = [0.0f32; 3];
+        for report in reports.iter().filter(|report| report.subtest.is_none()) {
+            if let Some(phase) = PHASES.iter().position(|name| *name == report.when) {
+                phase_seconds[phase] += report.duration as f32;
+            }
+        }
+        let failed_reports: Vec<PhaseReport> =
+            reports.iter().filter(|report| report.outcome == "failed").cloned().collect();
+        let skip_reason = match outcome {
+            Outcome::Skipped => {
+                reports.iter().find(|report| report.outcome == "skipped").and_then(|r| r.message.clone())
+            }
+            Outcome::Xfailed => reports.iter().find_map(|report| report.wasxfail.clone()),
+            _ => None,
+        };
+        Self {
+            outcome,
+            not_run_reason: None,
+            worker: u16::try_from(worker).ok(),
+            duration: duration as f32,
+            started: 0.0,
+            phase_seconds,
+            details: (!failed_reports.is_empty() || skip_reason.is_some())
+                .then(|| Box::new(TestDetails { failed_reports, skip_reason, ..TestDetails::default() })),
+        }
+    }
+
+    /// Seconds spent in one phase (`setup`, `call` or `teardown`).
+    pub fn phase_duration(&self, when: &str) -> f64 {
+        PHASES.iter().position(|name| *name == when).map_or(0.0, |phase| f64::from(self.phase_seconds[phase]))
+    }
+
+    /// The reports that failed.
+    pub fn failed_reports(&self) -> &[PhaseReport] {
+        self.details.as_ref().map_or(&[], |details| &details.failed_reports)
+    }
+
+    /// Failed attempts before the last one, oldest first.
+    pub fn earlier_attempts(&self) -> &[TestRecord] {
+        self.details.as_ref().map_or(&[], |details| &details.earlier_attempts)
+    }
+
+    /// Why it was skipped, or why it was expected to fail.
+    pub fn skip_reason(&self) -> Option<&str> {
+        self.details.as_ref().and_then(|details| details.skip_reason.as_deref())
+    }
+
+    /// How the worker ended, for a crash or a timeout.
+    pub fn crash(&self) -> Option<&CrashDetails> {
+        self.details.as_ref().and_then(|details| details.crash.as_ref())
+    }
+}
+
+/// A test with its record, as reporters see it.
+#[derive(Debug, Clone, Copy)]
+pub struct TestView<'a> {
+    /// What was collected.
+    pub item: Item<'a>,
+    /// How it ended.
+    pub record: &'a TestRecord,
+}
+
+impl<'a> TestView<'a> {
+    /// The node id.
+    pub fn nodeid(&self) -> &'a str {
+        self.item.nodeid
+    }
+}
