@@ -15,6 +15,14 @@ use crate::history::{History, RunMeasurements};
 use crate::results::Outcome;
 use crate::results::TestRecord;
 
+/// Split collection's outcome: the test files and the workers' shares.
+pub struct SplitCollection {
+    /// The test files, in the zygote's collection order (node ids).
+    pub files: Vec<String>,
+    /// Indexes into `files` that each worker slot collected.
+    pub shares: Vec<Vec<usize>>,
+}
+
 /// `--collect auto` splits collection only when that saves at least this
 /// many seconds of the run's critical path...
 pub const SPLIT_MIN_SAVING_SECONDS: f64 = 0.3;
@@ -159,7 +167,7 @@ pub fn file_shares(
 pub fn set_split_collection(
     workload: &mut Workload,
     table: &TestTable,
-    split: &crate::runner::SplitCollection,
+    split: &SplitCollection,
     file_seconds: &BTreeMap<String, f64>,
     oversubscription: f64,
 ) -> Result<(), crate::errors::ShoalError> {

@@ -23,7 +23,6 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
-use crate::cli::MergeArgs;
 use crate::errors::{ShoalError, exit_code};
 use crate::history::{History, HistoryPaths};
 use crate::protocol::{CollectReport, CollectedItem, PhaseReport};
@@ -113,8 +112,23 @@ struct Shard {
 }
 
 /// `shoal merge`: returns the merged run's exit code.
-pub fn merge_command(args: &MergeArgs, cwd: &Path) -> Result<u8, ShoalError> {
-    let mut shards = args.reports.iter().map(|path| read(&cwd.join(path))).collect::<Result<Vec<_>, _>>()?;
+/// What `shoal merge` was given, as absolute paths.
+#[derive(Debug, Clone)]
+pub struct MergeInputs {
+    /// The shards' `--json-report` files.
+    pub reports: Vec<PathBuf>,
+    /// Where to write the merged JUnit XML file.
+    pub junitxml: Option<PathBuf>,
+    /// Where to write the merged JSON report.
+    pub json_report: Option<PathBuf>,
+    /// The durations history to fold the shards' measurements into.
+    pub durations_path: Option<PathBuf>,
+}
+
+/// Merges the shards' reports; returns the exit code the unsharded run
+/// would have had.
+pub fn merge(args: &MergeInputs) -> Result<u8, ShoalError> {
+    let mut shards = args.reports.iter().map(|path| read(path)).collect::<Result<Vec<_>, _>>()?;
     shards.sort_by_key(|shard| shard.info.index);
     check_same_run(&shards)?;
     let total = shards[0].info.total;
@@ -154,13 +168,13 @@ pub fn merge_command(args: &MergeArgs, cwd: &Path) -> Result<u8, ShoalError> {
         coverage: None,
     };
     if let Some(path) = &args.json_report {
-        JsonReporter::new(cwd.join(path)).run_finished(&summary)?;
+        JsonReporter::new(path.clone()).run_finished(&summary)?;
     }
     if let Some(path) = &args.junitxml {
-        JunitReporter::new(cwd.join(path)).run_finished(&summary)?;
+        JunitReporter::new(path.clone()).run_finished(&summary)?;
     }
     if let Some(path) = &args.durations_path {
-        let paths = HistoryPaths::new(cwd, Some(&cwd.join(path)));
+        let paths = HistoryPaths::new(Path::new("."), Some(path));
         let mut history = History::load(&paths);
         // Merging sees only the shards' tests, not the whole collection,
         // so it prunes nothing: runs, which collect everything, do.

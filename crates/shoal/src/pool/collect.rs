@@ -1,68 +1,46 @@
-//! The worker processes of one run and the queue their events arrive on;
-//! the collection phase, in spawn mode (every worker collects, and they must
-//! agree) and in fork mode: the zygote collects once, or, with split
-//! collection, walks the selection down to the test files without importing
-//! them, and each forked worker imports and collects its share of the files
-//! (their collections are merged in the zygote's order).
-
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::time::{Duration, Instant};
-
-use nix::sys::signal::Signal;
+//! The collection phase: in spawn mode every worker collects and they must
+//! agree; in fork mode the zygote collects once, or, with split collection,
+//! walks the selection down to the test files without importing them, and
+//! each forked worker imports and collects its share of the files (their
+//! collections are merged in the zygote's order).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use shoal_scheduler::TestId;
 
 use crate::errors::ShoalError;
+use crate::plan::SplitCollection;
 use crate::protocol::{CollectReport, Hello, WarningMessage, WorkerCommand, WorkerMessage};
 use crate::settings::{CollectSettings, WorkerMode};
 use crate::table::TestTable;
-use crate::worker::{WorkerEvent, WorkerHandle, WorkerKey, WorkerSpec, Zygote, describe_exit, signal_group};
-use shoal_scheduler::TestId;
+use crate::worker::{WorkerEvent, WorkerHandle, WorkerKey, Zygote, describe_exit};
 
-/// Between SIGTERM and SIGKILL when killing a worker's group.
-const TERMINATE_GRACE: Duration = Duration::from_millis(500);
-
-/// How long a timed-out worker gets to write its stack dump before SIGTERM.
-const STACK_DUMP_WAIT: Duration = Duration::from_millis(300);
-
-/// Between SIGTERM and SIGKILL for a timed-out worker (a test may ignore
-/// SIGTERM; it cannot ignore SIGKILL).
-const TIMEOUT_KILL_GRACE: Duration = Duration::from_secs(1);
-
-/// What a worker slot is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum SlotPhase {
-    /// Spawned and collecting, or forked and not yet ready.
-    Starting,
-    /// Taking tests.
-    Running,
-    /// Process gone.
-    Exited,
-}
+use super::{Pool, Slot, SlotPhase};
 
 /// What one collecting process reported.
 #[derive(Debug, Default)]
-pub(super) struct Collection {
-    pub(super) hello: Option<Hello>,
-    pub(super) table: TestTable,
-    pub(super) collect_reports: Vec<CollectReport>,
-    pub(super) warnings: Vec<WarningMessage>,
-    pub(super) deselected: Vec<String>,
-    pub(super) finished: bool,
+pub(crate) struct Collection {
+    pub(crate) hello: Option<Hello>,
+    pub(crate) table: TestTable,
+    pub(crate) collect_reports: Vec<CollectReport>,
+    pub(crate) warnings: Vec<WarningMessage>,
+    pub(crate) deselected: Vec<String>,
+    pub(crate) finished: bool,
     /// Fork mode: the zygote's verdict on forking (`None` until it says).
-    pub(super) fork_unsafe: Option<Option<String>>,
+    pub(crate) fork_unsafe: Option<Option<String>>,
     /// Split collection: the test files the zygote recorded, in order.
-    pub(super) test_files: Vec<String>,
+    pub(crate) test_files: Vec<String>,
     /// Split collection: files that must be collected by one worker.
-    pub(super) same_name: Vec<Vec<usize>>,
+    pub(crate) same_name: Vec<Vec<usize>>,
     /// Seconds each test file took to import and collect.
-    pub(super) file_seconds: BTreeMap<String, f64>,
+    pub(crate) file_seconds: BTreeMap<String, f64>,
 }
 
 impl Collection {
     /// Takes a collection-phase message; messages of a later phase are the
     /// caller's.
-    pub(super) fn record(&mut self, message: WorkerMessage) -> Result<(), ShoalError> {
+    pub(crate) fn record(&mut self, message: WorkerMessage) -> Result<(), ShoalError> {
         match message {
             WorkerMessage::Hello(hello) => {
                 if hello.protocol != crate::protocol::PROTOCOL_VERSION {
@@ -105,110 +83,61 @@ impl Collection {
     }
 }
 
-/// One worker slot and the process currently filling it.
-pub(super) struct Slot {
-    pub(super) handle: WorkerHandle,
-    pub(super) phase: SlotPhase,
-    /// Spawn mode: what this worker collected.
-    pub(super) collection: Collection,
-    /// How the process ended, once it has.
-    pub(super) exit: Option<String>,
-    /// A protocol violation that got the worker killed.
-    pub(super) protocol_error: Option<String>,
+/// What the collection phase found.
+pub(crate) struct Collected {
+    pub(crate) hello: Hello,
+    pub(crate) table: TestTable,
+    pub(crate) collect_reports: Vec<CollectReport>,
+    pub(crate) warnings: Vec<WarningMessage>,
+    pub(crate) deselected: Vec<String>,
+    /// The mode actually used.
+    pub(crate) mode: &'static str,
+    /// Seconds each test file took to import and collect.
+    pub(crate) file_seconds: BTreeMap<String, f64>,
+    /// Split collection: which worker collected which files.
+    pub(crate) split: Option<SplitCollection>,
 }
 
-impl Slot {
-    fn new(handle: WorkerHandle) -> Self {
-        Self {
-            handle,
-            phase: SlotPhase::Starting,
-            collection: Collection::default(),
-            exit: None,
-            protocol_error: None,
-        }
+/// The decisions of the collection phase, which belong to the caller: the
+/// pool asks, the planner (the run command, with the history) answers.
+pub(crate) trait CollectionPlanner {
+    /// Given the zygote's `hello` (its plugins, its rootdir), whether to
+    /// split collection.
+    fn split(&mut self, hello: &Hello) -> bool;
+    /// The test files (node ids, in order), groups of them (indexes) that
+    /// must go to one worker, and the number of workers: each worker's
+    /// share, as indexes into the files.
+    fn shares(&mut self, files: &[String], together: &[Vec<usize>], workers: usize) -> Vec<Vec<usize>>;
+}
+
+/// The planner of a collection that is never split.
+pub(crate) struct CollectWhole;
+
+impl CollectionPlanner for CollectWhole {
+    fn split(&mut self, _hello: &Hello) -> bool {
+        false
+    }
+
+    fn shares(&mut self, _files: &[String], _together: &[Vec<usize>], _workers: usize) -> Vec<Vec<usize>> {
+        Vec::new()
     }
 }
 
-/// The workers (and the zygote, in fork mode) of one run.
-pub(super) struct Pool {
-    spec: WorkerSpec,
-    origin: &'static str,
-    sender: Sender<WorkerEvent>,
-    events: Receiver<WorkerEvent>,
-    pub(super) zygote: Option<Zygote>,
-    pub(super) zygote_exited: bool,
-    pub(super) slots: Vec<Slot>,
-    /// Signals still to send to workers being killed, and when.
-    kills: Vec<(Instant, WorkerKey, Signal)>,
-}
-
-/// What the collection phase found.
-pub(super) struct Collected {
-    pub(super) hello: Hello,
-    pub(super) table: TestTable,
-    pub(super) collect_reports: Vec<CollectReport>,
-    pub(super) warnings: Vec<WarningMessage>,
-    pub(super) deselected: Vec<String>,
-    /// The mode actually used.
-    pub(super) mode: &'static str,
-    /// Seconds each test file took to import and collect.
-    pub(super) file_seconds: BTreeMap<String, f64>,
-    /// Split collection: which worker collected which files.
-    pub(super) split: Option<SplitCollection>,
-}
-
-/// Split collection's outcome: the test files and the workers' shares.
-pub struct SplitCollection {
-    /// The test files, in the zygote's collection order (node ids).
-    pub files: Vec<String>,
-    /// Indexes into `files` that each worker slot collected.
-    pub shares: Vec<Vec<usize>>,
-}
-
-/// How the zygote collects, decided by the caller.
-pub(super) struct CollectionPlan<'a> {
-    /// Given the zygote's `hello` (its plugins), whether to split collection.
-    pub(super) split: &'a dyn Fn(&Hello) -> bool,
-    /// The shares of these test files among this many workers.
-    pub(super) shares: &'a ShareFiles<'a>,
-}
-
-/// Given the zygote's `hello`, the test files (node ids, in order), groups
-/// of them (indexes) that must go to one worker, and the number of workers:
-/// each worker's share, as indexes into the files.
-pub(super) type ShareFiles<'a> = dyn Fn(&Hello, &[String], &[Vec<usize>], usize) -> Vec<Vec<usize>> + 'a;
-
 /// How the collection phase ended.
-pub(super) enum CollectionEnd {
+pub(crate) enum CollectionEnd {
     Done(Box<Collected>),
     Interrupted,
 }
 
 impl Pool {
-    /// A pool with no processes yet.
-    pub(super) fn new(spec: WorkerSpec, origin: &'static str) -> Self {
-        let (sender, events) = mpsc::channel();
-        spawn_signal_listener(sender.clone());
-        Self {
-            spec,
-            origin,
-            sender,
-            events,
-            zygote: None,
-            zygote_exited: false,
-            slots: Vec::new(),
-            kills: Vec::new(),
-        }
-    }
-
     /// Starts `count` workers and waits until they (or the zygote) have
     /// collected: fork mode forks them once the zygote is done.
-    pub(super) fn start_and_collect(
+    pub(crate) fn start_and_collect(
         &mut self,
         mode: WorkerMode,
         count: usize,
         collect: &CollectSettings,
-        plan: &CollectionPlan<'_>,
+        plan: &mut dyn CollectionPlanner,
     ) -> Result<CollectionEnd, ShoalError> {
         let fork = match mode {
             WorkerMode::Spawn => false,
@@ -248,7 +177,7 @@ impl Pool {
                             if split.is_none()
                                 && let Some(hello) = &collection.hello
                             {
-                                let decided = (plan.split)(hello);
+                                let decided = plan.split(hello);
                                 split = Some(decided);
                                 if let Some(zygote) = self.zygote.as_mut() {
                                     zygote.send(&WorkerCommand::CollectMode { split: decided });
@@ -297,21 +226,6 @@ impl Pool {
         self.collect_spawned(collect)
     }
 
-    /// Shuts the zygote down and waits for it to go (used when falling back
-    /// to spawn mode before any worker was forked).
-    fn end_zygote(&mut self) {
-        if let Some(zygote) = self.zygote.take() {
-            zygote.shutdown();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while let Some(event) = self.receive(Some(deadline)) {
-                if matches!(event, WorkerEvent::Exited(key, _) if key == Zygote::KEY) {
-                    return;
-                }
-            }
-            signal_group(zygote.pid, Signal::SIGKILL);
-        }
-    }
-
     /// Split collection, once the zygote has recorded the test files (at
     /// least one per worker; with fewer it collects them all itself): forks
     /// the workers, each collecting its share, and merges their collections
@@ -321,11 +235,10 @@ impl Pool {
         zygote: Collection,
         count: usize,
         collect: &CollectSettings,
-        plan: &CollectionPlan<'_>,
+        plan: &mut dyn CollectionPlanner,
     ) -> Result<CollectionEnd, ShoalError> {
         let files = zygote.test_files.clone();
-        let hello = zygote.hello.as_ref().expect("the zygote said hello");
-        let shares = (plan.shares)(hello, &files, &zygote.same_name, count);
+        let shares = plan.shares(&files, &zygote.same_name, count);
         self.spec.worker_count = count;
         for (slot, share) in shares.iter().enumerate() {
             let handle = self.fork_collector(WorkerKey { slot, generation: 0 })?;
@@ -404,138 +317,6 @@ impl Pool {
         let collection = std::mem::take(&mut self.slots[0].collection);
         Ok(CollectionEnd::Done(Box::new(Collected::from(collection, "spawn"))))
     }
-
-    fn not_startable(&self, source: std::io::Error) -> ShoalError {
-        ShoalError::PythonNotStartable { python: self.spec.python.clone(), origin: self.origin, source }
-    }
-
-    /// Starts a worker process for `key`: forked when a zygote is alive,
-    /// else spawned.
-    fn start_worker(&mut self, key: WorkerKey) -> Result<WorkerHandle, ShoalError> {
-        if let Some(zygote) = self.zygote.as_ref().filter(|_| !self.zygote_exited) {
-            match zygote.fork(&self.spec, key, false, self.sender.clone()) {
-                Ok(handle) => return Ok(handle),
-                Err(error) => {
-                    // It died (the OOM killer likes it: it holds the whole
-                    // collected suite) before its exit was seen.
-                    crate::output::warn(&format!(
-                        "the zygote could not fork a worker ({error}); spawning workers from now on"
-                    ));
-                    self.zygote_exited = true;
-                }
-            }
-        }
-        WorkerHandle::spawn(&self.spec, key, self.sender.clone()).map_err(|source| self.not_startable(source))
-    }
-
-    /// Keeps the `config.workerinput` a forked worker got, for a
-    /// replacement spawned in its slot should the zygote die.
-    pub(super) fn remember_workerinput(&mut self, slot: usize, workerinput: Option<serde_json::Value>) {
-        if let Some(workerinput) = workerinput {
-            self.spec.workerinputs.insert(slot, workerinput);
-        }
-    }
-
-    /// Replaces a dead worker; a spawned replacement collects again.
-    pub(super) fn replace(&mut self, slot: usize) -> Result<(), ShoalError> {
-        let generation = self.slots[slot].handle.key.generation + 1;
-        let handle = self.start_worker(WorkerKey { slot, generation })?;
-        self.slots[slot] = Slot::new(handle);
-        Ok(())
-    }
-
-    /// The slot an event belongs to, unless it comes from a replaced process
-    /// (or the zygote).
-    pub(super) fn current(&self, key: WorkerKey) -> Option<usize> {
-        let slot = self.slots.get(key.slot)?;
-        (slot.handle.key == key).then_some(key.slot)
-    }
-
-    pub(super) fn send(&mut self, slot: usize, command: &crate::protocol::WorkerCommand) {
-        self.slots[slot].handle.send(command);
-    }
-
-    /// True when every worker and the zygote have ended.
-    pub(super) fn all_exited(&self) -> bool {
-        (self.zygote.is_none() || self.zygote_exited)
-            && self.slots.iter().all(|slot| slot.phase == SlotPhase::Exited)
-    }
-
-    /// Tells the zygote to fork no more and to end once its workers have.
-    pub(super) fn shutdown_zygote(&self) {
-        if let Some(zygote) = &self.zygote {
-            zygote.shutdown();
-        }
-    }
-
-    /// Ends a worker stuck past its timeout: a stack dump now, SIGTERM to its
-    /// process group a moment later, SIGKILL after a grace.
-    pub(super) fn time_out(&mut self, slot: usize) {
-        let handle = &self.slots[slot].handle;
-        handle.request_stack_dump();
-        let now = Instant::now();
-        self.kills.push((now + STACK_DUMP_WAIT, handle.key, Signal::SIGTERM));
-        self.kills.push((now + STACK_DUMP_WAIT + TIMEOUT_KILL_GRACE, handle.key, Signal::SIGKILL));
-    }
-
-    /// Calls off a timeout's pending kill steps (the test finished first).
-    pub(super) fn cancel_time_out(&mut self, slot: usize) {
-        let key = self.slots[slot].handle.key;
-        self.kills.retain(|(_, target, _)| *target != key);
-    }
-
-    /// When the next pending kill step is due.
-    pub(super) fn next_kill(&self) -> Option<Instant> {
-        self.kills.iter().map(|(at, _, _)| *at).min()
-    }
-
-    /// Sends the kill steps that are due (to workers still in their slots).
-    pub(super) fn run_due_kills(&mut self) {
-        let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) = self.kills.drain(..).partition(|(at, _, _)| *at <= now);
-        self.kills = later;
-        for (_, key, signal) in due {
-            if let Some(slot) = self.current(key)
-                && self.slots[slot].phase != SlotPhase::Exited
-            {
-                self.slots[slot].handle.signal_group(signal);
-            }
-        }
-    }
-
-    /// Kills every process group of the run: SIGTERM, a short grace,
-    /// SIGKILL. This also ends what tests left running in those groups.
-    pub(super) fn kill_all(&self) {
-        self.signal_all(Signal::SIGTERM);
-        std::thread::sleep(TERMINATE_GRACE);
-        self.signal_all(Signal::SIGKILL);
-    }
-
-    fn signal_all(&self, signal: Signal) {
-        for slot in &self.slots {
-            slot.handle.signal_group(signal);
-        }
-        if let Some(zygote) = &self.zygote {
-            signal_group(zygote.pid, signal);
-        }
-    }
-
-    /// The next event, or `None` once `deadline` passes.
-    pub(super) fn receive(&self, deadline: Option<Instant>) -> Option<WorkerEvent> {
-        match deadline {
-            None => self.events.recv().ok(),
-            Some(deadline) => {
-                self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
-            }
-        }
-    }
-}
-
-impl Drop for Pool {
-    /// No process of the run survives shoal, whatever path ends it.
-    fn drop(&mut self) {
-        self.signal_all(Signal::SIGKILL);
-    }
 }
 
 impl Collected {
@@ -551,21 +332,6 @@ impl Collected {
             split: None,
         }
     }
-}
-
-fn spawn_signal_listener(sender: Sender<WorkerEvent>) {
-    let signals = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM];
-    let Ok(mut signals) = signal_hook::iterator::Signals::new(signals) else {
-        crate::output::warn("cannot listen for Ctrl-C; interrupting may leave workers behind");
-        return;
-    };
-    let _ = std::thread::Builder::new().name("shoal-signals".to_owned()).spawn(move || {
-        for _ in signals.forever() {
-            if sender.send(WorkerEvent::Interrupt).is_err() {
-                break;
-            }
-        }
-    });
 }
 
 /// The zygote's collection with each worker's share merged in: tests in the
@@ -636,7 +402,7 @@ fn collection_exit_error(
 }
 
 /// Checks two workers collected the same node ids in the same order.
-pub(super) fn check_same_collection(
+pub(crate) fn check_same_collection(
     first: &TestTable,
     other: &TestTable,
     worker: usize,
@@ -657,6 +423,46 @@ pub(super) fn check_same_collection(
         first.len(),
         other.len()
     )))
+}
+
+/// One collection and nothing run: what `shoal list` and `shoal plan` see.
+pub(crate) struct CollectedOnly {
+    /// The collected tests.
+    pub table: TestTable,
+    /// pytest's rootdir.
+    pub rootdir: PathBuf,
+    /// How many collectors failed (each is reported on stderr).
+    pub errors: usize,
+}
+
+/// Collects with one spawned process and runs nothing; `None` on Ctrl-C.
+/// Collection errors are reported on stderr.
+pub(crate) fn collect_only(settings: &CollectSettings) -> Result<Option<CollectedOnly>, ShoalError> {
+    let run_directory = super::run_directory()?;
+    let spec = super::worker_spec(settings, 1, None, &[], run_directory.path())?;
+    // One collection and no workers: spawn a single process.
+    let mut pool = Pool::new(spec, settings.interpreter.origin);
+    let collected = match pool.start_and_collect(WorkerMode::Spawn, 1, settings, &mut CollectWhole)? {
+        CollectionEnd::Done(collected) => collected,
+        CollectionEnd::Interrupted => return Ok(None),
+    };
+    pool.send(0, &WorkerCommand::Shutdown);
+    let errors: Vec<&CollectReport> =
+        collected.collect_reports.iter().filter(|report| report.category == "error").collect();
+    for report in &errors {
+        crate::output::error(&format!(
+            "collecting {}: {}",
+            report.nodeid,
+            report.message.as_deref().unwrap_or("failed")
+        ));
+    }
+    let errors = errors.len();
+    let collected = *collected;
+    Ok(Some(CollectedOnly {
+        table: collected.table,
+        rootdir: PathBuf::from(collected.hello.rootdir),
+        errors,
+    }))
 }
 
 #[cfg(test)]

@@ -7,10 +7,6 @@
 //! same queue as worker events: the first Ctrl-C stops scheduling and gives
 //! running tests a short grace, the second kills every worker at once.
 
-mod pool;
-
-pub use self::pool::SplitCollection;
-
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -18,93 +14,40 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::Signal;
 use shoal_scheduler::{Action, Event, RetryCause, Scheduler, SchedulerConfig, TestId};
 
+use clap::CommandFactory;
+
+use crate::cli::Cli;
 use crate::coverage::{CoverageReport, CoverageRun};
 use crate::errors::{ShoalError, exit_code};
 use crate::history::{History, HistoryPaths};
 use crate::lastfailed::LastFailed;
 use crate::plan;
-use crate::protocol::{CollectReport, Hello, PhaseReport, WarningMessage, WorkerCommand, WorkerMessage};
+use crate::protocol::{Hello, PhaseReport, WarningMessage, WorkerCommand, WorkerMessage};
+use crate::pytest_args::InPlace;
 use crate::report::Reporter;
+use crate::report::events::EventsReporter;
+use crate::report::github::GithubReporter;
+use crate::report::json::JsonReporter;
+use crate::report::junit::JunitReporter;
+use crate::report::terminal::TerminalReporter;
+use crate::report::timeline::TimelineReporter;
 use crate::results::{
     CrashDetails, Expectation, RunHeader, RunStats, RunSummary, StopReason, TestDetails, TestRecord, TestView,
 };
 use crate::results::{Outcome, Tally, outcome_from_reports};
-use crate::settings::{CollectSettings, CollectionMode, LastFailedMode, RunSettings, WorkerMode};
+use crate::settings::{CollectSettings, CollectionMode, LastFailedMode, RunSettings};
 use crate::table::TestTable;
-use crate::worker::{WorkerEvent, WorkerKey, WorkerSpec, Zygote, describe_exit};
+use crate::worker::{WorkerEvent, WorkerKey, Zygote, describe_exit};
 
-use self::pool::{CollectionEnd, CollectionPlan, Pool, SlotPhase, check_same_collection};
+use crate::pool::{
+    CollectionEnd, CollectionPlanner, Pool, SlotPhase, check_same_collection, run_directory, worker_spec,
+};
 
 /// How long running tests get to finish after the first Ctrl-C.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 
 /// How long workers get to exit after their last test before being killed.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Builds the worker command line and environment for these settings.
-fn worker_spec(
-    collect: &CollectSettings,
-    worker_count: usize,
-    memory_limit_kib: Option<u64>,
-    serial_markers: &[String],
-    run_directory: &std::path::Path,
-) -> Result<WorkerSpec, ShoalError> {
-    let plugin_dir = crate::python::install_worker_plugin()?;
-    let (user_args, basetemp) = take_basetemp(&collect.pytest_args);
-    let basetemp = basetemp.map(|directory| collect.cwd.join(directory));
-    if let Some(directory) = &basetemp {
-        // pytest creates a given basetemp itself, but not its parents: each
-        // worker's is one level down.
-        std::fs::create_dir_all(directory)
-            .map_err(|error| ShoalError::io(format!("creating --basetemp {}", directory.display()), error))?;
-    }
-    let pytest_args = collect.pytest_arguments(&user_args);
-    let hash_seed = std::env::var("PYTHONHASHSEED")
-        .ok()
-        .filter(|value| !value.is_empty() && value != "random")
-        .unwrap_or_else(|| (u64::from(std::process::id()) ^ (now_nanos() % 4_294_967_295)).to_string());
-    Ok(WorkerSpec {
-        python: collect.interpreter.path.clone(),
-        plugin_dir,
-        pytest_args,
-        basetemp_root: basetemp.unwrap_or_else(|| run_directory.to_owned()),
-        working_directory: collect.cwd.clone(),
-        hash_seed,
-        worker_count,
-        memory_limit_kib,
-        echo_output: crate::settings::capture_is_off(&collect.pytest_args),
-        serial_markers: serial_markers.to_vec(),
-        run_id: format!("{:x}{:x}", std::process::id(), now_nanos()),
-        coverage_directory: run_directory.join("coverage"),
-        mainargv: std::env::args().collect(),
-        workerinputs: HashMap::new(),
-        controller_output: run_directory.join("workerinput.json"),
-    })
-}
-
-fn now_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |elapsed| u64::try_from(elapsed.as_nanos() % u128::from(u64::MAX)).unwrap_or(0))
-}
-
-/// Removes a user's `--basetemp` from the pytest arguments: each worker gets
-/// its own directory below it instead of sharing (and wiping) one.
-fn take_basetemp(arguments: &[String]) -> (Vec<String>, Option<PathBuf>) {
-    let mut kept = Vec::new();
-    let mut basetemp = None;
-    let mut iterator = arguments.iter();
-    while let Some(argument) = iterator.next() {
-        if argument == "--basetemp" {
-            basetemp = iterator.next().map(PathBuf::from);
-        } else if let Some(value) = argument.strip_prefix("--basetemp=") {
-            basetemp = Some(PathBuf::from(value));
-        } else {
-            kept.push(argument.clone());
-        }
-    }
-    (kept, basetemp)
-}
 
 /// Runs pytest itself, in this terminal, for what shoal would only get in
 /// the way of: pytest's modes that run no test (`--co`, `--fixtures`,
@@ -123,83 +66,6 @@ pub fn run_pytest_in_place(collect: &CollectSettings) -> Result<u8, ShoalError> 
             source,
         })?;
     Ok(status.code().and_then(|code| u8::try_from(code).ok()).unwrap_or(exit_code::INTERNAL_ERROR))
-}
-
-/// One collection and nothing run: what `shoal list` and `shoal plan` see.
-pub struct CollectedOnly {
-    /// The collected tests.
-    pub table: TestTable,
-    /// pytest's rootdir.
-    pub rootdir: PathBuf,
-    /// How many collectors failed (each is reported on stderr).
-    pub errors: usize,
-}
-
-/// Collects with one spawned process and runs nothing; `None` on Ctrl-C.
-/// Collection errors are reported on stderr.
-pub fn collect_only(settings: &CollectSettings) -> Result<Option<CollectedOnly>, ShoalError> {
-    let run_directory = run_directory()?;
-    let spec = worker_spec(settings, 1, None, &[], run_directory.path())?;
-    // One collection and no workers: spawn a single process.
-    let mut pool = Pool::new(spec, settings.interpreter.origin);
-    let plan = CollectionPlan { split: &|_| false, shares: &|_, _, _, _| Vec::new() };
-    let collected = match pool.start_and_collect(WorkerMode::Spawn, 1, settings, &plan)? {
-        CollectionEnd::Done(collected) => collected,
-        CollectionEnd::Interrupted => return Ok(None),
-    };
-    pool.send(0, &WorkerCommand::Shutdown);
-    let errors: Vec<&CollectReport> =
-        collected.collect_reports.iter().filter(|report| report.category == "error").collect();
-    for report in &errors {
-        crate::output::error(&format!(
-            "collecting {}: {}",
-            report.nodeid,
-            report.message.as_deref().unwrap_or("failed")
-        ));
-    }
-    let errors = errors.len();
-    let collected = *collected;
-    Ok(Some(CollectedOnly {
-        table: collected.table,
-        rootdir: PathBuf::from(collected.hello.rootdir),
-        errors,
-    }))
-}
-
-/// `shoal list`: collect with one worker and print the node ids.
-pub fn list(settings: &CollectSettings, json: bool, out: &mut dyn std::io::Write) -> Result<u8, ShoalError> {
-    let Some(collected) = collect_only(settings)? else { return Ok(exit_code::INTERRUPTED) };
-    let write_error = |error| ShoalError::io("writing the list", error);
-    let table = &collected.table;
-    for item in table.items() {
-        if json {
-            let line = serde_json::json!({
-                "nodeid": item.nodeid,
-                "path": item.path,
-                "line": item.line,
-                "domain": item.domain,
-                "markers": item.markers().collect::<Vec<_>>(),
-            })
-            .to_string();
-            writeln!(out, "{line}").map_err(write_error)?;
-        } else {
-            writeln!(out, "{}", item.nodeid).map_err(write_error)?;
-        }
-    }
-    Ok(if collected.errors > 0 {
-        exit_code::INTERRUPTED
-    } else if collected.table.is_empty() {
-        exit_code::NO_TESTS_COLLECTED
-    } else {
-        exit_code::OK
-    })
-}
-
-fn run_directory() -> Result<tempfile::TempDir, ShoalError> {
-    tempfile::Builder::new()
-        .prefix("shoal-run-")
-        .tempdir()
-        .map_err(|error| ShoalError::io("creating the run's temporary directory", error))
 }
 
 /// The state of a run once tests are known.
@@ -356,8 +222,123 @@ fn plugin_needing_whole_collection(plugins: &[String]) -> Option<&str> {
     })
 }
 
+/// `shoal run`: pytest in place for its modes that run no test, else the
+/// run with the reporters the settings ask for.
+pub fn command(settings: &RunSettings) -> Result<u8, ShoalError> {
+    if let Some(reason) = crate::pytest_args::in_place(&settings.collect.pytest_args) {
+        return pytest_in_place(&settings.collect, reason);
+    }
+    let full_messages = std::env::var_os("CI").is_some()
+        || std::env::var_os("BUILD_NUMBER").is_some()
+        || settings.collect.verbosity >= 2;
+    let terminal = TerminalReporter::new(
+        std::io::stdout().lock(),
+        TerminalReporter::<std::io::Stdout>::detect_width(),
+        settings.collect.verbosity,
+        full_messages,
+    )
+    .with_durations(settings.show_durations)
+    .with_colour(settings.colour)
+    .with_immediate_failures(settings.immediate_failures)
+    .with_live_display(settings.live_display);
+    let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(terminal)];
+    if let Some(path) = &settings.json_report {
+        reporters.push(Box::new(JsonReporter::new(settings.collect.cwd.join(path))));
+    }
+    if let Some(path) = &settings.events {
+        let out: Box<dyn std::io::Write> = if path.as_os_str() == "-" {
+            Box::new(std::io::stdout())
+        } else {
+            let path = settings.collect.cwd.join(path);
+            let file = std::fs::File::create(&path)
+                .map_err(|error| ShoalError::io(format!("creating {}", path.display()), error))?;
+            Box::new(std::io::BufWriter::new(file))
+        };
+        reporters.push(Box::new(EventsReporter::new(out)));
+    }
+    if let Some(github) = GithubReporter::from_environment(std::io::stdout(), &settings.collect.cwd) {
+        reporters.push(Box::new(github));
+    }
+    if let Some(path) = &settings.timeline {
+        reporters.push(Box::new(TimelineReporter::new(settings.collect.cwd.join(path))));
+    }
+    if let Some(path) = &settings.junitxml {
+        reporters.push(Box::new(JunitReporter::new(settings.collect.cwd.join(path))));
+    }
+    run(settings, &mut reporters)
+}
+
+/// pytest itself, in this terminal, for a mode that runs no test or needs
+/// one process; after `--help`, shoal's own options follow pytest's.
+fn pytest_in_place(collect: &CollectSettings, reason: InPlace) -> Result<u8, ShoalError> {
+    if let InPlace::OneProcess(option) = reason {
+        crate::output::notice(&format!(
+            "{option}: running the selected tests in one pytest process in this terminal"
+        ));
+    }
+    let code = run_pytest_in_place(collect)?;
+    if reason == InPlace::Help {
+        let mut command = Cli::command();
+        if let Some(run) = command.find_subcommand_mut("run") {
+            println!("\nshoal run's own options (pytest's are above):\n\n{}", run.render_help());
+        }
+    }
+    Ok(code)
+}
+
+/// The run's answers to the collection phase: whether to split collection
+/// (asked once the zygote's `hello` names the plugins and the rootdir) and
+/// each worker's share of the test files, from the durations history, read
+/// here once for the whole run.
+struct RunPlanner<'a> {
+    settings: &'a RunSettings,
+    history: Option<History>,
+}
+
+impl<'a> RunPlanner<'a> {
+    fn new(settings: &'a RunSettings) -> Self {
+        Self { settings, history: None }
+    }
+
+    fn history(&mut self, rootdir: &str) -> &History {
+        let durations = self.settings.durations_path.as_deref();
+        self.history.get_or_insert_with(|| History::load(&HistoryPaths::new(Path::new(rootdir), durations)))
+    }
+}
+
+impl CollectionPlanner for RunPlanner<'_> {
+    fn split(&mut self, hello: &Hello) -> bool {
+        let settings = self.settings;
+        let history = self.history(&hello.rootdir);
+        if settings.collection == CollectionMode::Full || names_tests(&settings.collect) {
+            return false;
+        }
+        match plugin_needing_whole_collection(&hello.plugins) {
+            Some(plugin) => {
+                crate::output::notice(&format!(
+                    "collecting every test file before forking: {plugin} works on the whole collection"
+                ));
+                false
+            }
+            None if settings.collection == CollectionMode::Split => true,
+            None => {
+                let reason = plan::split_pays(history, settings.workers);
+                if let Some(reason) = &reason {
+                    crate::output::notice(reason);
+                }
+                reason.is_some()
+            }
+        }
+    }
+
+    fn shares(&mut self, files: &[String], together: &[Vec<usize>], workers: usize) -> Vec<Vec<usize>> {
+        let history = self.history.as_ref().expect("split was decided, with the history, before shares");
+        plan::file_shares(files, together, history, workers)
+    }
+}
+
 /// `shoal run`: the whole run; returns the exit code.
-pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8, ShoalError> {
+fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8, ShoalError> {
     let started = Instant::now();
     let started_at = SystemTime::now();
     let run_directory = run_directory()?;
@@ -377,36 +358,9 @@ pub fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Resul
     );
     coverage.prepare()?;
     let mut pool = Pool::new(spec, settings.collect.interpreter.origin);
-    let split_wanted = settings.collection != CollectionMode::Full && !names_tests(&settings.collect);
-    let split = |hello: &Hello| {
-        if !split_wanted {
-            return false;
-        }
-        match plugin_needing_whole_collection(&hello.plugins) {
-            Some(plugin) => {
-                crate::output::notice(&format!(
-                    "collecting every test file before forking: {plugin} works on the whole collection"
-                ));
-                false
-            }
-            None if settings.collection == CollectionMode::Split => true,
-            None => {
-                let paths = HistoryPaths::new(Path::new(&hello.rootdir), settings.durations_path.as_deref());
-                let reason = plan::split_pays(&History::load(&paths), settings.workers);
-                if let Some(reason) = &reason {
-                    crate::output::notice(reason);
-                }
-                reason.is_some()
-            }
-        }
-    };
-    let shares = |hello: &Hello, files: &[String], together: &[Vec<usize>], workers: usize| {
-        let paths = HistoryPaths::new(Path::new(&hello.rootdir), settings.durations_path.as_deref());
-        plan::file_shares(files, together, &History::load(&paths), workers)
-    };
-    let plan = CollectionPlan { split: &split, shares: &shares };
+    let mut planner = RunPlanner::new(settings);
     let mut collected =
-        match pool.start_and_collect(settings.mode, settings.workers, &settings.collect, &plan)? {
+        match pool.start_and_collect(settings.mode, settings.workers, &settings.collect, &mut planner)? {
             CollectionEnd::Done(collected) => collected,
             CollectionEnd::Interrupted => {
                 pool.kill_all();
@@ -1135,15 +1089,5 @@ mod tests {
         );
         assert_eq!(plugin_needing_whole_collection(&plugins(&["order-1.3.0"])), Some("order-1.3.0"));
         assert_eq!(plugin_needing_whole_collection(&plugins(&["cov-7.1.0", "randomly-3.16.0"])), None);
-    }
-
-    #[test]
-    fn a_user_basetemp_becomes_the_root_of_per_worker_ones() {
-        let arguments = ["-p".to_owned(), "x".to_owned(), "--basetemp".to_owned(), "/tmp/b".to_owned()];
-        let (kept, basetemp) = take_basetemp(&arguments);
-        assert_eq!(kept, ["-p", "x"]);
-        assert_eq!(basetemp, Some(PathBuf::from("/tmp/b")));
-        let (_, basetemp) = take_basetemp(&["--basetemp=/x".to_owned()]);
-        assert_eq!(basetemp, Some(PathBuf::from("/x")));
     }
 }
