@@ -320,6 +320,11 @@ impl Pool {
 }
 
 impl Collected {
+    /// How many collectors failed.
+    pub(crate) fn collect_errors(&self) -> usize {
+        self.collect_reports.iter().filter(|report| report.category == "error").count()
+    }
+
     fn from(collection: Collection, mode: &'static str) -> Self {
         Self {
             hello: collection.hello.expect("a process that collected said hello"),

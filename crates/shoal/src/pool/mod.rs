@@ -6,7 +6,7 @@ mod collect;
 mod spec;
 
 pub(crate) use self::collect::{
-    Collection, CollectionEnd, CollectionPlanner, check_same_collection, collect_only,
+    Collected, Collection, CollectionEnd, CollectionPlanner, check_same_collection, collect_only,
 };
 pub(crate) use self::spec::{run_directory, worker_spec};
 

@@ -1,0 +1,202 @@
+//! The last phases: remember what the run measured (the durations history,
+//! pytest's last-failed record), then conclude: the exit code, pytest-cov's
+//! combined report, and the summary every reporter ends with.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::coverage::{CoverageReport, CoverageRun};
+use crate::errors::{ShoalError, exit_code};
+use crate::history::{History, HistoryPaths};
+use crate::lastfailed::LastFailed;
+use crate::plan;
+use crate::pool::Collected;
+use crate::protocol::CoverageOptions;
+use crate::report::Reporter;
+use crate::results::{Outcome, RunHeader, RunStats, RunSummary, StopReason};
+use crate::settings::RunSettings;
+
+use super::drive::Results;
+
+/// Folds the run's durations into the history (kept as it was by a sharded
+/// run: every shard must partition from the same history, and `shoal
+/// merge` folds the shards' measurements in) and updates pytest's
+/// last-failed record. Failing to save either is a warning.
+pub(super) fn remember(
+    settings: &RunSettings,
+    collected: &Collected,
+    results: &Results,
+    mut history: History,
+    last_failed: Option<LastFailed>,
+) {
+    let rootdir = Path::new(&collected.hello.rootdir);
+    let deselected: HashSet<&str> = collected.deselected.iter().map(String::as_str).collect();
+    // Files named by node id (`test_pay.py::test_visa`) were collected in
+    // part: their other tests keep their entries.
+    let files_named_in_part: HashSet<PathBuf> = settings
+        .collect
+        .selection
+        .entries
+        .iter()
+        .filter_map(|entry| entry.argument.split_once("::"))
+        .filter_map(|(file, _)| settings.collect.cwd.join(file).canonicalize().ok())
+        .collect();
+    let whole_collection = results.whole_collection.as_ref().unwrap_or(&results.table);
+    let mut measured = plan::measurements(&results.records, &results.execution_order, &results.table);
+    measured.file_collect =
+        collected.file_seconds.iter().map(|(file, seconds)| (file.as_str(), *seconds)).collect();
+    history.merge(
+        &measured,
+        |nodeid| {
+            whole_collection.find(nodeid).is_some()
+                || deselected.contains(nodeid)
+                || rootdir
+                    .join(crate::history::file_of(nodeid))
+                    .canonicalize()
+                    .is_ok_and(|file| files_named_in_part.contains(&file))
+        },
+        |file| rootdir.join(file).exists(),
+    );
+    let history_paths = HistoryPaths::new(rootdir, settings.durations_path.as_deref());
+    if settings.shard.is_none()
+        && let Err(error) = history.save(&history_paths)
+    {
+        crate::output::warn(&format!("the durations history was not saved: {error}"));
+    }
+    if let Some(mut record) = last_failed {
+        record.update(
+            results
+                .records
+                .iter()
+                .enumerate()
+                .map(|(test, record)| (results.table.nodeid(test), record.outcome)),
+            collected
+                .collect_reports
+                .iter()
+                .filter(|report| report.category == "error")
+                .map(|r| r.nodeid.as_str()),
+        );
+        if let Err(error) = record.save() {
+            crate::output::warn(&format!("pytest's last-failed record was not saved: {error}"));
+        }
+    }
+}
+
+/// What the end of the run needs beyond its results.
+pub(super) struct Ending<'a> {
+    pub(super) settings: &'a RunSettings,
+    /// When the run started.
+    pub(super) clock: std::time::Instant,
+    pub(super) header: &'a RunHeader,
+    pub(super) collected: &'a Collected,
+    pub(super) startup_seconds: f64,
+    /// pytest-cov's options, with `--cov`, and the run that combines the
+    /// workers' data.
+    pub(super) coverage: Option<(&'a CoverageOptions, &'a CoverageRun)>,
+    /// pytest's own `--junitxml`, when shoal was not given one.
+    pub(super) pytest_junitxml: Option<&'a Path>,
+}
+
+/// The exit code and the summary: every reporter's last word. With
+/// coverage, `shut_down_workers` runs first (every worker must have written
+/// its data before it is combined).
+pub(super) fn conclude(
+    ending: &Ending<'_>,
+    results: &Results,
+    reporters: &mut [Box<dyn Reporter>],
+    shut_down_workers: impl FnOnce(),
+) -> Result<u8, ShoalError> {
+    let settings = ending.settings;
+    let collect_errors = ending.collected.collect_errors();
+    let mut tally = results.tally.clone();
+    tally.add("deselected", ending.header.deselected);
+    tally.add("warnings", results.warnings.len() as u64);
+    let any_failure = results.records.iter().any(|record| {
+        record.outcome.is_failure() || (settings.flaky_fails && record.outcome == Outcome::Flaky)
+    }) || collect_errors > 0;
+    let mut exit = exit_code_of(results, ending.header, any_failure);
+    let mut coverage_report = None;
+    if let Some((options, coverage)) = ending.coverage {
+        shut_down_workers();
+        coverage_report = report_coverage(coverage, options, results.stop, any_failure)?;
+        if coverage_report.as_ref().is_some_and(|report| report.fail_under_missed)
+            && matches!(exit, exit_code::OK | exit_code::NO_TESTS_COLLECTED)
+        {
+            // pytest-cov counts a missed --cov-fail-under as a failed test.
+            exit = exit_code::TESTS_FAILED;
+        }
+    }
+    let summary = RunSummary {
+        header: ending.header,
+        table: &results.table,
+        records: &results.records,
+        collect_reports: &ending.collected.collect_reports,
+        warnings: &results.warnings,
+        tally: &tally,
+        stop: results.stop,
+        wall_seconds: ending.clock.elapsed().as_secs_f64(),
+        exit_code: exit,
+        stats: run_stats(results, ending.header.workers, ending.startup_seconds),
+        notices: &results.notices,
+        coverage: coverage_report.as_ref(),
+    };
+    let mut reported: Result<(), ShoalError> =
+        reporters.iter_mut().try_for_each(|reporter| reporter.run_finished(&summary));
+    if let Some(path) = ending.pytest_junitxml {
+        let junit = crate::report::junit::JunitReporter::new(path.to_owned()).run_finished(&summary);
+        reported = reported.and(junit);
+    }
+    reported.map(|()| exit)
+}
+
+/// pytest's exit code for how the run ended.
+fn exit_code_of(results: &Results, header: &RunHeader, any_failure: bool) -> u8 {
+    match results.stop {
+        Some(StopReason::Interrupted | StopReason::CollectionErrors) => exit_code::INTERRUPTED,
+        _ if any_failure => exit_code::TESTS_FAILED,
+        Some(StopReason::MaxFail | StopReason::WorkerRestartsExhausted | StopReason::Budget) => {
+            exit_code::TESTS_FAILED
+        }
+        // A shard left empty while other shards have tests is no failure.
+        None if results.table.is_empty()
+            && header.shard.as_ref().is_none_or(|shard| shard.collected == 0) =>
+        {
+            exit_code::NO_TESTS_COLLECTED
+        }
+        None => exit_code::OK,
+    }
+}
+
+/// Combines the workers' coverage and writes pytest-cov's reports, as
+/// pytest-cov would at the end of this run: nothing after an interrupt or
+/// collection errors (pytest's test loop never ended normally), data but no
+/// report after a failure with `--no-cov-on-fail`.
+fn report_coverage(
+    coverage: &CoverageRun,
+    options: &CoverageOptions,
+    stop: Option<StopReason>,
+    any_failure: bool,
+) -> Result<Option<CoverageReport>, ShoalError> {
+    if matches!(stop, Some(StopReason::Interrupted | StopReason::CollectionErrors)) {
+        return Ok(None);
+    }
+    let skip_on_failure = options.get("no_cov_on_fail").and_then(serde_json::Value::as_bool).unwrap_or(false);
+    let width = crate::report::terminal::TerminalReporter::<std::io::Stdout>::detect_width();
+    coverage.combine_and_report(options, !(any_failure && skip_on_failure), width).map(Some)
+}
+
+/// The run's figures against the physical limit.
+fn run_stats(results: &Results, workers: usize, startup_seconds: f64) -> RunStats {
+    let durations: Vec<f64> = results.records.iter().map(|record| f64::from(record.duration)).collect();
+    let test_seconds: f64 = durations.iter().sum();
+    let longest = durations.iter().copied().fold(0.0, f64::max);
+    let usage = results.usage.values();
+    RunStats {
+        test_seconds,
+        lower_bound_seconds: startup_seconds + (test_seconds / workers.max(1) as f64).max(longest),
+        startup_seconds,
+        workers_cpu_seconds: usage.clone().map(|(cpu, _)| cpu).sum(),
+        peak_rss_largest_kib: usage.clone().map(|(_, rss)| *rss).max().unwrap_or(0),
+        peak_rss_total_kib: usage.map(|(_, rss)| rss).sum(),
+    }
+}

@@ -1,0 +1,618 @@
+//! The third phase: the scheduling loop. Every worker event goes to the
+//! [`Scheduler`], and the actions it returns are carried out: commands to
+//! workers, replacements, final outcomes. Reporters hear of every result;
+//! they never steer the run. Signals arrive on the same queue as worker
+//! events: the first Ctrl-C stops scheduling and gives running tests a short
+//! grace, the second kills every worker at once.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use shoal_scheduler::Workload;
+use shoal_scheduler::{Action, Event, RetryCause, Scheduler, SchedulerConfig, TestId};
+
+use crate::errors::ShoalError;
+use crate::pool::{Pool, SlotPhase, check_same_collection};
+use crate::protocol::{PhaseReport, WarningMessage, WorkerCommand, WorkerMessage};
+use crate::report::Reporter;
+use crate::results::{
+    CrashDetails, Outcome, StopReason, Tally, TestDetails, TestRecord, TestView, outcome_from_reports,
+};
+use crate::settings::RunSettings;
+use crate::table::TestTable;
+use crate::worker::{WorkerEvent, WorkerKey, Zygote, describe_exit};
+
+use super::Learned;
+
+/// How long running tests get to finish after the first Ctrl-C.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+
+/// How long workers get to exit after their last test before being killed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// What driving the run produced, for the phases after it.
+pub(super) struct Results {
+    /// The tests run, in collection order.
+    pub(super) table: TestTable,
+    /// The whole collection when `--lf` or `--shard` ran part of it.
+    pub(super) whole_collection: Option<TestTable>,
+    /// Every test's final record, at the table's indexes.
+    pub(super) records: Vec<TestRecord>,
+    /// The closing line's counts of the reports.
+    pub(super) tally: Tally,
+    /// Warnings, in the order recorded.
+    pub(super) warnings: Vec<WarningMessage>,
+    /// `(worker slot, test)` in the order tests finished.
+    pub(super) execution_order: Vec<(u16, u32)>,
+    /// Latest CPU seconds and peak memory (KiB) of each worker process.
+    pub(super) usage: HashMap<WorkerKey, (f64, u64)>,
+    /// What the summary should mention (replaced workers, leaked processes).
+    pub(super) notices: Vec<String>,
+    /// Why the run stopped early, if it did.
+    pub(super) stop: Option<StopReason>,
+}
+
+/// What the run starts driving from.
+pub(super) struct DriveStart<'a> {
+    pub(super) table: TestTable,
+    pub(super) whole_collection: Option<TestTable>,
+    /// The collection's reports, counted.
+    pub(super) tally: Tally,
+    /// Warnings of the collection.
+    pub(super) warnings: Vec<WarningMessage>,
+    pub(super) workload: Workload,
+    /// Split collection: the test files the workload's imports index.
+    pub(super) test_files: Vec<String>,
+    /// Collection errors (the run stops before any test, unless told not to).
+    pub(super) collect_errors: usize,
+    pub(super) clock: Instant,
+    pub(super) reporters: &'a mut [Box<dyn Reporter>],
+}
+
+/// Runs the tests: every one ends with its final record.
+pub(super) fn run_tests(
+    pool: &mut Pool,
+    settings: &RunSettings,
+    learned: &Learned,
+    start: DriveStart<'_>,
+) -> Result<Results, ShoalError> {
+    let test_count = start.table.len();
+    let mut run = Run {
+        records: vec![TestRecord::new(Outcome::NotRun); test_count],
+        is_final: vec![false; test_count],
+        table: start.table,
+        whole_collection: start.whole_collection,
+        done: 0,
+        tally: start.tally,
+        warnings: start.warnings,
+        reporters: start.reporters,
+        execution_order: Vec::new(),
+        usage: HashMap::new(),
+        clock: start.clock,
+        default_timeout: settings.timeout,
+        last_finished: HashMap::new(),
+        notices: Vec::new(),
+        attempts: HashMap::new(),
+        died_running_since: HashMap::new(),
+        announced_running: Vec::new(),
+        test_files: start.test_files,
+        confirm_failures: learned.max_failures.is_some(),
+        failure_to_answer: None,
+    };
+    let stop = if start.collect_errors > 0 && !learned.continue_on_collection_errors {
+        for slot in 0..pool.slots.len() {
+            pool.send(slot, &WorkerCommand::Shutdown);
+        }
+        pool.shutdown_zygote();
+        for test in 0..test_count {
+            // Not counted in the closing line: pytest does not run them either.
+            run.records[test].not_run_reason = Some(StopReason::CollectionErrors);
+            run.is_final[test] = true;
+        }
+        Some(StopReason::CollectionErrors)
+    } else {
+        let scheduler = Scheduler::new(
+            SchedulerConfig {
+                workers: pool.slots.len(),
+                max_failures: learned.max_failures,
+                max_worker_restarts: settings.max_worker_restarts,
+                budget: settings.budget,
+                rerun_delay: settings.rerun_delay,
+            },
+            &start.workload,
+        );
+        drop(start.workload);
+        drive(pool, &mut run, scheduler)?
+    };
+    Ok(Results {
+        table: run.table,
+        whole_collection: run.whole_collection,
+        records: run.records,
+        tally: run.tally,
+        warnings: run.warnings,
+        execution_order: run.execution_order,
+        usage: run.usage,
+        notices: run.notices,
+        stop,
+    })
+}
+
+/// The state of a run while tests run.
+struct Run<'a> {
+    table: TestTable,
+    /// The whole collection when `--lf` runs part of it: what a
+    /// replacement worker's collection is checked against.
+    whole_collection: Option<TestTable>,
+    /// Every test's record; a test is final once `is_final` says so.
+    records: Vec<TestRecord>,
+    is_final: Vec<bool>,
+    done: usize,
+    /// The closing line's counts, added up as reports arrive.
+    tally: Tally,
+    warnings: Vec<WarningMessage>,
+    reporters: &'a mut [Box<dyn Reporter>],
+    /// `(worker slot, test)` in the order tests finished.
+    execution_order: Vec<(u16, u32)>,
+    /// Latest CPU seconds and peak memory (KiB) of each worker process.
+    usage: HashMap<WorkerKey, (f64, u64)>,
+    /// When the run started: the scheduler's clock counts from here.
+    clock: Instant,
+    /// `--timeout`, for tests without a marker of their own.
+    default_timeout: Option<f64>,
+    /// The last test each slot finished, with its memory after it (KiB).
+    last_finished: HashMap<usize, (TestId, u64)>,
+    /// What the summary should mention (replaced workers, leaked processes).
+    notices: Vec<String>,
+    /// Failed attempts of tests waiting for a rerun, oldest first.
+    attempts: HashMap<TestId, Vec<TestRecord>>,
+    /// When the test a dead worker was running had started.
+    died_running_since: HashMap<usize, f64>,
+    /// The test each slot was last announced as running.
+    announced_running: Vec<Option<TestId>>,
+    /// Split collection: the test files (node ids) the scheduler's loads
+    /// index; empty with full collection.
+    test_files: Vec<String>,
+    /// `-x`/`--maxfail` is on: a worker waits for shoal's word after each
+    /// test with a failed report, so nothing starts past the limit.
+    confirm_failures: bool,
+    /// The worker waiting for `continue` after the failure just handled.
+    failure_to_answer: Option<usize>,
+}
+
+impl Run<'_> {
+    /// Seconds since the run started, the scheduler's clock.
+    fn now(&self) -> f64 {
+        self.clock.elapsed().as_secs_f64()
+    }
+
+    /// Keeps a failed attempt of a test that will be rerun; pytest-
+    /// rerunfailures counts it as a `rerun` in the closing line.
+    fn keep_attempt(&mut self, test: TestId, record: TestRecord, next_attempt: u32) {
+        self.tally.add("rerun", 1);
+        let worker = record.worker.map_or(0, usize::from);
+        for reporter in self.reporters.iter_mut() {
+            reporter.attempt_retried(self.table.nodeid(test), worker, next_attempt);
+        }
+        self.attempts.entry(test).or_default().push(record);
+    }
+
+    /// Tells the reporters of tests workers have begun since last asked.
+    fn announce_starts(&mut self, scheduler: &Scheduler, workers: usize) {
+        self.announced_running.resize(workers, None);
+        let elapsed = self.now();
+        for worker in 0..workers {
+            let running = scheduler.running(worker).map(|(test, _)| test);
+            if running == self.announced_running[worker] {
+                continue;
+            }
+            self.announced_running[worker] = running;
+            if let Some(test) = running {
+                for reporter in self.reporters.iter_mut() {
+                    reporter.test_started(self.table.nodeid(test), worker, elapsed);
+                }
+            }
+        }
+    }
+
+    /// Ticks the reporters that asked for it, when due.
+    fn refresh(&mut self, last: &mut Instant, interval: Option<Duration>) {
+        if interval.is_some_and(|interval| last.elapsed() >= interval) {
+            *last = Instant::now();
+            let elapsed = self.now();
+            self.reporters.iter_mut().for_each(|reporter| reporter.tick(elapsed));
+        }
+    }
+
+    /// The number of the attempt a test is on (1 for its first run).
+    fn attempt_of(&self, test: TestId) -> usize {
+        1 + self.attempts.get(&test).map_or(0, Vec::len)
+    }
+
+    /// Gives a test its final record (once) and tells the reporters. A test
+    /// that passes after failed attempts is flaky; its attempts stay with it.
+    fn record(&mut self, test: TestId, mut record: TestRecord, reports: &[PhaseReport]) {
+        if self.is_final[test] {
+            return;
+        }
+        if let Some(earlier) = self.attempts.remove(&test) {
+            if record.outcome == Outcome::Passed {
+                record.outcome = Outcome::Flaky;
+                self.tally.add("flaky", 1);
+            }
+            record.details.get_or_insert_with(Default::default).earlier_attempts = earlier;
+        }
+        self.is_final[test] = true;
+        self.done += 1;
+        for report in reports {
+            self.tally.add(&report.category, 1);
+        }
+        if record.outcome == Outcome::Crashed {
+            self.tally.add("crashed", 1);
+        }
+        if record.outcome == Outcome::Timeout {
+            self.tally.add("timeout", 1);
+        }
+        if record.outcome == Outcome::NotRun {
+            self.tally.add("not run", 1);
+        }
+        let view = TestView { item: self.table.item(test), record: &record };
+        for reporter in self.reporters.iter_mut() {
+            reporter.test_finished(view, reports, self.done, self.table.len());
+        }
+        self.records[test] = record;
+    }
+}
+
+/// Ends the workers and the zygote and waits for them. Workers the
+/// scheduler never needed (no tests, or fewer than workers) may still wait
+/// for their first command.
+pub(super) fn shut_down(pool: &mut Pool) {
+    for slot in 0..pool.slots.len() {
+        pool.send(slot, &WorkerCommand::Shutdown);
+    }
+    pool.shutdown_zygote();
+    wait_for_exit(pool);
+}
+
+/// The scheduling loop: events in, scheduler decisions out, until every
+/// test has its outcome and every worker has ended.
+fn drive(
+    pool: &mut Pool,
+    run: &mut Run<'_>,
+    mut scheduler: Scheduler,
+) -> Result<Option<StopReason>, ShoalError> {
+    let mut interrupted_at: Option<Instant> = None;
+    // Spawned workers are ready once collected; forked ones say so.
+    for slot in 0..pool.slots.len() {
+        if pool.slots[slot].phase == SlotPhase::Running {
+            let actions = scheduler.handle(run.now(), Event::WorkerReady { worker: slot });
+            execute(pool, run, actions)?;
+        }
+    }
+    let refresh_interval = run.reporters.iter().filter_map(|reporter| reporter.refresh_interval()).min();
+    let mut last_refresh = Instant::now();
+    loop {
+        if scheduler.all_tests_final() {
+            // Every result is in (a worker's last test ends with its session
+            // fixtures torn down); the processes' own exits are awaited
+            // after the report.
+            break;
+        }
+        run.announce_starts(&scheduler, pool.slots.len());
+        run.refresh(&mut last_refresh, refresh_interval);
+        let timeout_due =
+            scheduler.next_deadline().map(|at| run.clock + Duration::from_secs_f64(at.max(0.0)));
+        let refresh_due = refresh_interval.map(|interval| last_refresh + interval);
+        let deadline =
+            [interrupted_at.map(|at| at + INTERRUPT_GRACE), timeout_due, pool.next_kill(), refresh_due]
+                .into_iter()
+                .flatten()
+                .min();
+        let Some(event) = pool.receive(deadline) else {
+            pool.run_due_kills();
+            if interrupted_at.is_some_and(|at| at.elapsed() >= INTERRUPT_GRACE) {
+                // The grace after Ctrl-C ran out: end it by force.
+                pool.kill_all();
+                interrupted_at = None;
+            }
+            let actions = scheduler.handle(run.now(), Event::Tick);
+            execute(pool, run, actions)?;
+            continue;
+        };
+        let actions = match event {
+            WorkerEvent::Interrupt => {
+                if interrupted_at.is_some() {
+                    pool.kill_all();
+                }
+                interrupted_at.get_or_insert_with(Instant::now);
+                scheduler.handle(run.now(), Event::Interrupted)
+            }
+            WorkerEvent::Messages(key, messages) => {
+                for message in messages {
+                    // A message may replace the worker (a crash is noticed
+                    // elsewhere, but a failed collection check kills it):
+                    // look the slot up again each time.
+                    let Some(slot) = pool.current(key) else { break };
+                    let actions = handle_message(pool, run, &mut scheduler, slot, message)?;
+                    execute(pool, run, actions)?;
+                    if let Some(slot) = run.failure_to_answer.take() {
+                        pool.send(slot, &WorkerCommand::Continue);
+                    }
+                    run.announce_starts(&scheduler, pool.slots.len());
+                }
+                continue;
+            }
+            WorkerEvent::ProtocolError(key, error) => {
+                if let Some(slot) = pool.current(key) {
+                    pool.slots[slot].protocol_error = Some(error);
+                    pool.slots[slot].handle.signal_group(Signal::SIGKILL);
+                }
+                continue;
+            }
+            WorkerEvent::Exited(key, _) if key == Zygote::KEY => {
+                pool.zygote_exited = true;
+                continue;
+            }
+            WorkerEvent::Exited(key, status) => {
+                let Some(slot) = pool.current(key) else { continue };
+                if let Some((_, since)) = scheduler.running(slot) {
+                    run.died_running_since.insert(slot, since);
+                }
+                let state = &mut pool.slots[slot];
+                state.phase = SlotPhase::Exited;
+                let mut description = describe_exit(status);
+                if let Some(error) = &state.protocol_error {
+                    description = format!("{description} after a protocol error: {error}");
+                }
+                state.exit = Some(description);
+                // Grandchildren a test left behind die with the worker's group.
+                state.handle.signal_group(Signal::SIGKILL);
+                scheduler.handle(run.now(), Event::WorkerExited { worker: slot })
+            }
+        };
+        execute(pool, run, actions)?;
+    }
+    Ok(scheduler.stopping().map(StopReason::from))
+}
+
+fn handle_message(
+    pool: &mut Pool,
+    run: &mut Run<'_>,
+    scheduler: &mut Scheduler,
+    slot: usize,
+    message: WorkerMessage,
+) -> Result<Vec<Action>, ShoalError> {
+    if pool.slots[slot].phase == SlotPhase::Starting {
+        return replacement_message(pool, run, scheduler, slot, message);
+    }
+    Ok(match message {
+        WorkerMessage::Finished(finished) => {
+            let Some(test) = run.table.find(&finished.nodeid) else {
+                return Err(ShoalError::Internal(format!(
+                    "a worker ran an unknown test `{}`",
+                    finished.nodeid
+                )));
+            };
+            let outcome = outcome_from_reports(&finished.reports);
+            let mut record = TestRecord::from_reports(outcome, slot, finished.duration, &finished.reports);
+            // The result arrives as the test ends, so the end is the precise
+            // instant; the scheduler's start mark can lag behind coalesced messages.
+            record.started = (run.now() - finished.duration).max(0.0) as f32;
+            let actions = scheduler
+                .handle(run.now(), Event::TestFinished { worker: slot, test, failed: outcome.is_failure() });
+            let timed_out = actions.iter().any(|action| {
+                matches!(action, Action::TestTimedOut { test: ended, .. }
+                    | Action::Retry { test: ended, cause: RetryCause::TimedOut, .. } if *ended == test)
+            });
+            let rerun = actions.iter().find_map(|action| match action {
+                Action::Retry { test: retried, next_attempt, .. } if *retried == test => Some(*next_attempt),
+                _ => None,
+            });
+            if timed_out {
+                // It ended only after its timeout fired: the timeout's
+                // record (made by `execute`) is the one kept.
+                run.died_running_since.insert(slot, f64::from(record.started));
+            } else if let Some(next_attempt) = rerun {
+                run.keep_attempt(test, record, next_attempt);
+            } else {
+                run.record(test, record, &finished.reports);
+            }
+            if run.confirm_failures && finished.reports.iter().any(|report| report.outcome == "failed") {
+                // The worker waits for this answer before its next test;
+                // a `stop` among the actions (sent first) overrides it.
+                run.failure_to_answer = Some(slot);
+            }
+            run.execution_order.push((
+                u16::try_from(slot).expect("fewer than 65536 workers"),
+                u32::try_from(test).expect("fewer than 4 billion tests"),
+            ));
+            run.usage.insert(pool.slots[slot].handle.key, (finished.cpu_seconds, finished.max_rss_kib));
+            run.last_finished.insert(slot, (test, finished.rss_kib));
+            for (nodeid, pids) in &finished.leaked {
+                run.notices.push(format!(
+                    "{nodeid} left {} process{} running (killed with worker gw{slot}'s process group)",
+                    pids.len(),
+                    if pids.len() == 1 { "" } else { "es" }
+                ));
+            }
+            actions
+        }
+        WorkerMessage::Warning(warning) => {
+            if warning.when == "runtest" {
+                run.warnings.push(warning);
+            }
+            Vec::new()
+        }
+        WorkerMessage::Stopped { dropped, over_memory } => {
+            if over_memory && let Some(&(test, rss_kib)) = run.last_finished.get(&slot) {
+                run.notices.push(format!(
+                    "worker gw{slot} was replaced: {} MiB resident after {} passed the worker memory limit",
+                    rss_kib / 1024,
+                    run.table.nodeid(test)
+                ));
+            }
+            let dropped = dropped.iter().filter_map(|nodeid| run.table.find(nodeid)).collect();
+            scheduler.handle(run.now(), Event::WorkerStopped { worker: slot, dropped, over_memory })
+        }
+
+        WorkerMessage::WantWork => scheduler.handle(run.now(), Event::WorkerWantsWork { worker: slot }),
+        WorkerMessage::Hello(_)
+        | WorkerMessage::CollectReport(_)
+        | WorkerMessage::Collected { .. }
+        | WorkerMessage::CollectionFinished { .. }
+        | WorkerMessage::ZygoteReady { .. }
+        | WorkerMessage::TestFiles { .. }
+        | WorkerMessage::Ready { .. }
+        | WorkerMessage::ChildExited { .. } => Vec::new(),
+    })
+}
+
+/// A message from a worker that is starting: a forked one saying it is
+/// ready, or a spawned replacement collecting again (its collection must
+/// match the run's before it gets tests).
+fn replacement_message(
+    pool: &mut Pool,
+    run: &Run<'_>,
+    scheduler: &mut Scheduler,
+    slot: usize,
+    message: WorkerMessage,
+) -> Result<Vec<Action>, ShoalError> {
+    if let WorkerMessage::Ready { pid, workerinput } = message {
+        pool.remember_workerinput(slot, workerinput);
+        let state = &mut pool.slots[slot];
+        state.handle.pid = Some(pid);
+        state.phase = SlotPhase::Running;
+        return Ok(scheduler.handle(run.now(), Event::WorkerReady { worker: slot }));
+    }
+    let state = &mut pool.slots[slot];
+    state.collection.record(message)?;
+    if !state.collection.finished {
+        return Ok(Vec::new());
+    }
+    let fresh = std::mem::take(&mut state.collection.table);
+    let expected = run.whole_collection.as_ref().unwrap_or(&run.table);
+    if let Err(error) = check_same_collection(expected, &fresh, slot) {
+        crate::output::warn(&format!("replacement {error}"));
+        state.handle.signal_group(Signal::SIGKILL);
+        return Ok(Vec::new());
+    }
+    state.phase = SlotPhase::Running;
+    Ok(scheduler.handle(run.now(), Event::WorkerReady { worker: slot }))
+}
+
+fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(), ShoalError> {
+    for action in actions {
+        match action {
+            Action::Run { worker, tests, load } => {
+                let attempts = tests
+                    .iter()
+                    .filter(|&&test| run.attempt_of(test) > 1)
+                    .map(|&test| (run.table.nodeid(test).to_owned(), run.attempt_of(test)))
+                    .collect();
+                let nodeids = tests.iter().map(|&test| run.table.nodeid(test).to_owned()).collect();
+                let load = load.iter().map(|&file| run.test_files[file].clone()).collect();
+                let confirm_failures = run.confirm_failures;
+                pool.send(worker, &WorkerCommand::Run { nodeids, attempts, load, confirm_failures });
+            }
+            // A failed attempt reported by pytest was kept where it arrived.
+            Action::Retry { cause: RetryCause::Failed, .. } => {}
+            Action::Retry { test, worker, cause, next_attempt } => {
+                let outcome = if cause == RetryCause::TimedOut { Outcome::Timeout } else { Outcome::Crashed };
+                let record = ended_record(outcome, worker, ending(pool, run, test, worker, outcome), run);
+                run.keep_attempt(test, record, next_attempt);
+            }
+            Action::Stop { worker } => pool.send(worker, &WorkerCommand::Stop),
+            Action::Shutdown { worker } => pool.send(worker, &WorkerCommand::Shutdown),
+            Action::StartWorker { worker } => {
+                for reporter in run.reporters.iter_mut() {
+                    reporter.worker_replaced(worker);
+                }
+                pool.replace(worker)?;
+            }
+            Action::TestLost { test, worker } => {
+                let crash = ending(pool, run, test, worker, Outcome::Crashed);
+                let record = ended_record(Outcome::Crashed, worker, crash, run);
+                run.record(test, record, &[]);
+            }
+            Action::TimeOut { worker, .. } => pool.time_out(worker),
+            Action::CancelTimeOut { worker } => pool.cancel_time_out(worker),
+            Action::TestTimedOut { test, worker } => {
+                let crash = ending(pool, run, test, worker, Outcome::Timeout);
+                let record = ended_record(Outcome::Timeout, worker, crash, run);
+                run.record(test, record, &[]);
+            }
+            Action::NotRun { tests, reason } => {
+                for test in tests {
+                    let mut record = TestRecord::new(Outcome::NotRun);
+                    record.not_run_reason = Some(reason.into());
+                    run.record(test, record, &[]);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How a test's worker ended under it: a crash, or a kill for a timeout.
+fn ending(pool: &Pool, run: &Run<'_>, test: TestId, worker: usize, outcome: Outcome) -> CrashDetails {
+    let slot = &pool.slots[worker];
+    let status = slot.exit.clone().unwrap_or_else(|| "an unknown status".to_owned());
+    let nodeid = run.table.nodeid(test);
+    if outcome == Outcome::Timeout {
+        let seconds = run.table.item(test).timeout.filter(|seconds| *seconds > 0.0).or(run.default_timeout);
+        let limit = seconds.map_or_else(String::new, |seconds| format!(" after {seconds}s"));
+        let description = if slot.exit.is_some() {
+            format!(
+                "{nodeid} timed out{limit}: worker gw{worker}'s stacks were dumped and its process group \
+                 killed ({status}); a new worker took over"
+            )
+        } else {
+            format!(
+                "{nodeid} timed out{limit}: worker gw{worker}'s stacks were dumped; the test ended only then"
+            )
+        };
+        CrashDetails { message: format!("timed out{limit}"), description, output: slot.handle.output_tail() }
+    } else {
+        CrashDetails {
+            message: format!("worker gw{worker} died: {status}"),
+            description: format!("worker gw{worker} died while running {nodeid}: {status}"),
+            output: slot.handle.output_tail(),
+        }
+    }
+}
+
+/// The record of a test whose worker ended under it.
+fn ended_record(outcome: Outcome, worker: usize, crash: CrashDetails, run: &Run<'_>) -> TestRecord {
+    let mut record = TestRecord::new(outcome);
+    record.worker = u16::try_from(worker).ok();
+    if let Some(&since) = run.died_running_since.get(&worker) {
+        record.started = since as f32;
+        record.duration = (run.now() - since).max(0.0) as f32;
+    }
+    record.details = Some(Box::new(TestDetails { crash: Some(crash), ..TestDetails::default() }));
+    record
+}
+
+/// Gives workers that were told to end a moment to do so, then kills them
+/// (at once on Ctrl-C: the report is written by now).
+fn wait_for_exit(pool: &mut Pool) {
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while !pool.all_exited() {
+        match pool.receive(Some(deadline)) {
+            Some(WorkerEvent::Exited(key, _)) if key == Zygote::KEY => pool.zygote_exited = true,
+            Some(WorkerEvent::Exited(key, _)) => {
+                if let Some(slot) = pool.current(key) {
+                    pool.slots[slot].phase = SlotPhase::Exited;
+                }
+            }
+            // Ctrl-C while workers end (tearing down session fixtures):
+            // as during the run's grace, a further one kills them at once.
+            Some(WorkerEvent::Interrupt) | None => {
+                pool.kill_all();
+                return;
+            }
+            Some(_) => {}
+        }
+    }
+}
