@@ -10,20 +10,22 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use shoal_scheduler::Workload;
-use shoal_scheduler::{Action, Event, RetryCause, Scheduler, SchedulerConfig, TestId};
+use shoal_scheduler::{Action, Event, RetryCause, Scheduler, SchedulerConfig};
 
 use crate::errors::ShoalError;
 use crate::pool::{Pool, SlotPhase, check_same_collection};
-use crate::protocol::{PhaseReport, WarningMessage, WorkerCommand, WorkerMessage};
+use crate::protocol::{Finished, WarningMessage, WorkerCommand, WorkerMessage};
 use crate::report::Reporter;
-use crate::results::{
-    CrashDetails, Outcome, StopReason, Tally, TestDetails, TestRecord, TestView, outcome_from_reports,
-};
+use crate::results::{Outcome, StopReason, Tally, TestRecord, outcome_from_reports};
 use crate::settings::RunSettings;
 use crate::table::TestTable;
 use crate::worker::{WorkerEvent, WorkerKey, Zygote, describe_exit};
 
 use super::Learned;
+
+mod state;
+
+use self::state::{Run, ended_record, ending};
 
 /// How long running tests get to finish after the first Ctrl-C.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
@@ -138,132 +140,6 @@ pub(super) fn run_tests(
     })
 }
 
-/// The state of a run while tests run.
-struct Run<'a> {
-    table: TestTable,
-    /// The whole collection when `--lf` runs part of it: what a
-    /// replacement worker's collection is checked against.
-    whole_collection: Option<TestTable>,
-    /// Every test's record; a test is final once `is_final` says so.
-    records: Vec<TestRecord>,
-    is_final: Vec<bool>,
-    done: usize,
-    /// The closing line's counts, added up as reports arrive.
-    tally: Tally,
-    warnings: Vec<WarningMessage>,
-    reporters: &'a mut [Box<dyn Reporter>],
-    /// `(worker slot, test)` in the order tests finished.
-    execution_order: Vec<(u16, u32)>,
-    /// Latest CPU seconds and peak memory (KiB) of each worker process.
-    usage: HashMap<WorkerKey, (f64, u64)>,
-    /// When the run started: the scheduler's clock counts from here.
-    clock: Instant,
-    /// `--timeout`, for tests without a marker of their own.
-    default_timeout: Option<f64>,
-    /// The last test each slot finished, with its memory after it (KiB).
-    last_finished: HashMap<usize, (TestId, u64)>,
-    /// What the summary should mention (replaced workers, leaked processes).
-    notices: Vec<String>,
-    /// Failed attempts of tests waiting for a rerun, oldest first.
-    attempts: HashMap<TestId, Vec<TestRecord>>,
-    /// When the test a dead worker was running had started.
-    died_running_since: HashMap<usize, f64>,
-    /// The test each slot was last announced as running.
-    announced_running: Vec<Option<TestId>>,
-    /// Split collection: the test files (node ids) the scheduler's loads
-    /// index; empty with full collection.
-    test_files: Vec<String>,
-    /// `-x`/`--maxfail` is on: a worker waits for shoal's word after each
-    /// test with a failed report, so nothing starts past the limit.
-    confirm_failures: bool,
-    /// The worker waiting for `continue` after the failure just handled.
-    failure_to_answer: Option<usize>,
-}
-
-impl Run<'_> {
-    /// Seconds since the run started, the scheduler's clock.
-    fn now(&self) -> f64 {
-        self.clock.elapsed().as_secs_f64()
-    }
-
-    /// Keeps a failed attempt of a test that will be rerun; pytest-
-    /// rerunfailures counts it as a `rerun` in the closing line.
-    fn keep_attempt(&mut self, test: TestId, record: TestRecord, next_attempt: u32) {
-        self.tally.add("rerun", 1);
-        let worker = record.worker.map_or(0, usize::from);
-        for reporter in self.reporters.iter_mut() {
-            reporter.attempt_retried(self.table.nodeid(test), worker, next_attempt);
-        }
-        self.attempts.entry(test).or_default().push(record);
-    }
-
-    /// Tells the reporters of tests workers have begun since last asked.
-    fn announce_starts(&mut self, scheduler: &Scheduler, workers: usize) {
-        self.announced_running.resize(workers, None);
-        let elapsed = self.now();
-        for worker in 0..workers {
-            let running = scheduler.running(worker).map(|(test, _)| test);
-            if running == self.announced_running[worker] {
-                continue;
-            }
-            self.announced_running[worker] = running;
-            if let Some(test) = running {
-                for reporter in self.reporters.iter_mut() {
-                    reporter.test_started(self.table.nodeid(test), worker, elapsed);
-                }
-            }
-        }
-    }
-
-    /// Ticks the reporters that asked for it, when due.
-    fn refresh(&mut self, last: &mut Instant, interval: Option<Duration>) {
-        if interval.is_some_and(|interval| last.elapsed() >= interval) {
-            *last = Instant::now();
-            let elapsed = self.now();
-            self.reporters.iter_mut().for_each(|reporter| reporter.tick(elapsed));
-        }
-    }
-
-    /// The number of the attempt a test is on (1 for its first run).
-    fn attempt_of(&self, test: TestId) -> usize {
-        1 + self.attempts.get(&test).map_or(0, Vec::len)
-    }
-
-    /// Gives a test its final record (once) and tells the reporters. A test
-    /// that passes after failed attempts is flaky; its attempts stay with it.
-    fn record(&mut self, test: TestId, mut record: TestRecord, reports: &[PhaseReport]) {
-        if self.is_final[test] {
-            return;
-        }
-        if let Some(earlier) = self.attempts.remove(&test) {
-            if record.outcome == Outcome::Passed {
-                record.outcome = Outcome::Flaky;
-                self.tally.add("flaky", 1);
-            }
-            record.details.get_or_insert_with(Default::default).earlier_attempts = earlier;
-        }
-        self.is_final[test] = true;
-        self.done += 1;
-        for report in reports {
-            self.tally.add(&report.category, 1);
-        }
-        if record.outcome == Outcome::Crashed {
-            self.tally.add("crashed", 1);
-        }
-        if record.outcome == Outcome::Timeout {
-            self.tally.add("timeout", 1);
-        }
-        if record.outcome == Outcome::NotRun {
-            self.tally.add("not run", 1);
-        }
-        let view = TestView { item: self.table.item(test), record: &record };
-        for reporter in self.reporters.iter_mut() {
-            reporter.test_finished(view, reports, self.done, self.table.len());
-        }
-        self.records[test] = record;
-    }
-}
-
 /// Ends the workers and the zygote and waits for them. Workers the
 /// scheduler never needed (no tests, or fewer than workers) may still wait
 /// for their first command.
@@ -321,27 +197,16 @@ fn drive(
             continue;
         };
         let actions = match event {
+            WorkerEvent::Messages(key, messages) => {
+                handle_messages(pool, run, &mut scheduler, key, messages)?;
+                continue;
+            }
             WorkerEvent::Interrupt => {
                 if interrupted_at.is_some() {
                     pool.kill_all();
                 }
                 interrupted_at.get_or_insert_with(Instant::now);
                 scheduler.handle(run.now(), Event::Interrupted)
-            }
-            WorkerEvent::Messages(key, messages) => {
-                for message in messages {
-                    // A message may replace the worker (a crash is noticed
-                    // elsewhere, but a failed collection check kills it):
-                    // look the slot up again each time.
-                    let Some(slot) = pool.current(key) else { break };
-                    let actions = handle_message(pool, run, &mut scheduler, slot, message)?;
-                    execute(pool, run, actions)?;
-                    if let Some(slot) = run.failure_to_answer.take() {
-                        pool.send(slot, &WorkerCommand::Continue);
-                    }
-                    run.announce_starts(&scheduler, pool.slots.len());
-                }
-                continue;
             }
             WorkerEvent::ProtocolError(key, error) => {
                 if let Some(slot) = pool.current(key) {
@@ -356,24 +221,58 @@ fn drive(
             }
             WorkerEvent::Exited(key, status) => {
                 let Some(slot) = pool.current(key) else { continue };
-                if let Some((_, since)) = scheduler.running(slot) {
-                    run.died_running_since.insert(slot, since);
-                }
-                let state = &mut pool.slots[slot];
-                state.phase = SlotPhase::Exited;
-                let mut description = describe_exit(status);
-                if let Some(error) = &state.protocol_error {
-                    description = format!("{description} after a protocol error: {error}");
-                }
-                state.exit = Some(description);
-                // Grandchildren a test left behind die with the worker's group.
-                state.handle.signal_group(Signal::SIGKILL);
-                scheduler.handle(run.now(), Event::WorkerExited { worker: slot })
+                worker_exited(pool, run, &mut scheduler, slot, status)
             }
         };
         execute(pool, run, actions)?;
     }
     Ok(scheduler.stopping().map(StopReason::from))
+}
+
+/// A batch of messages from one worker, each handled in turn.
+fn handle_messages(
+    pool: &mut Pool,
+    run: &mut Run<'_>,
+    scheduler: &mut Scheduler,
+    key: WorkerKey,
+    messages: Vec<WorkerMessage>,
+) -> Result<(), ShoalError> {
+    for message in messages {
+        // A message may replace the worker (a crash is noticed elsewhere,
+        // but a failed collection check kills it): look the slot up again
+        // each time.
+        let Some(slot) = pool.current(key) else { break };
+        let actions = handle_message(pool, run, scheduler, slot, message)?;
+        execute(pool, run, actions)?;
+        if let Some(slot) = run.failure_to_answer.take() {
+            pool.send(slot, &WorkerCommand::Continue);
+        }
+        run.announce_starts(scheduler, pool.slots.len());
+    }
+    Ok(())
+}
+
+/// A worker process ended: how is kept for the record of the test it ran.
+fn worker_exited(
+    pool: &mut Pool,
+    run: &mut Run<'_>,
+    scheduler: &mut Scheduler,
+    slot: usize,
+    status: Option<std::process::ExitStatus>,
+) -> Vec<Action> {
+    if let Some((_, since)) = scheduler.running(slot) {
+        run.died_running_since.insert(slot, since);
+    }
+    let state = &mut pool.slots[slot];
+    state.phase = SlotPhase::Exited;
+    let mut description = describe_exit(status);
+    if let Some(error) = &state.protocol_error {
+        description = format!("{description} after a protocol error: {error}");
+    }
+    state.exit = Some(description);
+    // Grandchildren a test left behind die with the worker's group.
+    state.handle.signal_group(Signal::SIGKILL);
+    scheduler.handle(run.now(), Event::WorkerExited { worker: slot })
 }
 
 fn handle_message(
@@ -387,57 +286,7 @@ fn handle_message(
         return replacement_message(pool, run, scheduler, slot, message);
     }
     Ok(match message {
-        WorkerMessage::Finished(finished) => {
-            let Some(test) = run.table.find(&finished.nodeid) else {
-                return Err(ShoalError::Internal(format!(
-                    "a worker ran an unknown test `{}`",
-                    finished.nodeid
-                )));
-            };
-            let outcome = outcome_from_reports(&finished.reports);
-            let mut record = TestRecord::from_reports(outcome, slot, finished.duration, &finished.reports);
-            // The result arrives as the test ends, so the end is the precise
-            // instant; the scheduler's start mark can lag behind coalesced messages.
-            record.started = (run.now() - finished.duration).max(0.0) as f32;
-            let actions = scheduler
-                .handle(run.now(), Event::TestFinished { worker: slot, test, failed: outcome.is_failure() });
-            let timed_out = actions.iter().any(|action| {
-                matches!(action, Action::TestTimedOut { test: ended, .. }
-                    | Action::Retry { test: ended, cause: RetryCause::TimedOut, .. } if *ended == test)
-            });
-            let rerun = actions.iter().find_map(|action| match action {
-                Action::Retry { test: retried, next_attempt, .. } if *retried == test => Some(*next_attempt),
-                _ => None,
-            });
-            if timed_out {
-                // It ended only after its timeout fired: the timeout's
-                // record (made by `execute`) is the one kept.
-                run.died_running_since.insert(slot, f64::from(record.started));
-            } else if let Some(next_attempt) = rerun {
-                run.keep_attempt(test, record, next_attempt);
-            } else {
-                run.record(test, record, &finished.reports);
-            }
-            if run.confirm_failures && finished.reports.iter().any(|report| report.outcome == "failed") {
-                // The worker waits for this answer before its next test;
-                // a `stop` among the actions (sent first) overrides it.
-                run.failure_to_answer = Some(slot);
-            }
-            run.execution_order.push((
-                u16::try_from(slot).expect("fewer than 65536 workers"),
-                u32::try_from(test).expect("fewer than 4 billion tests"),
-            ));
-            run.usage.insert(pool.slots[slot].handle.key, (finished.cpu_seconds, finished.max_rss_kib));
-            run.last_finished.insert(slot, (test, finished.rss_kib));
-            for (nodeid, pids) in &finished.leaked {
-                run.notices.push(format!(
-                    "{nodeid} left {} process{} running (killed with worker gw{slot}'s process group)",
-                    pids.len(),
-                    if pids.len() == 1 { "" } else { "es" }
-                ));
-            }
-            actions
-        }
+        WorkerMessage::Finished(finished) => test_finished(pool, run, scheduler, slot, &finished)?,
         WorkerMessage::Warning(warning) => {
             if warning.when == "runtest" {
                 run.warnings.push(warning);
@@ -466,6 +315,64 @@ fn handle_message(
         | WorkerMessage::Ready { .. }
         | WorkerMessage::ChildExited { .. } => Vec::new(),
     })
+}
+
+/// A test's result: its record (or a kept attempt, when it is rerun), the
+/// answer a worker waits for after a failure under `-x`/`--maxfail`, and
+/// the worker's usage.
+fn test_finished(
+    pool: &Pool,
+    run: &mut Run<'_>,
+    scheduler: &mut Scheduler,
+    slot: usize,
+    finished: &Finished,
+) -> Result<Vec<Action>, ShoalError> {
+    let Some(test) = run.table.find(&finished.nodeid) else {
+        return Err(ShoalError::Internal(format!("a worker ran an unknown test `{}`", finished.nodeid)));
+    };
+    let outcome = outcome_from_reports(&finished.reports);
+    let mut record = TestRecord::from_reports(outcome, slot, finished.duration, &finished.reports);
+    // The result arrives as the test ends, so the end is the precise
+    // instant; the scheduler's start mark can lag behind coalesced messages.
+    record.started = (run.now() - finished.duration).max(0.0) as f32;
+    let actions =
+        scheduler.handle(run.now(), Event::TestFinished { worker: slot, test, failed: outcome.is_failure() });
+    let timed_out = actions.iter().any(|action| {
+        matches!(action, Action::TestTimedOut { test: ended, .. }
+            | Action::Retry { test: ended, cause: RetryCause::TimedOut, .. } if *ended == test)
+    });
+    let rerun = actions.iter().find_map(|action| match action {
+        Action::Retry { test: retried, next_attempt, .. } if *retried == test => Some(*next_attempt),
+        _ => None,
+    });
+    if timed_out {
+        // It ended only after its timeout fired: the timeout's
+        // record (made by `execute`) is the one kept.
+        run.died_running_since.insert(slot, f64::from(record.started));
+    } else if let Some(next_attempt) = rerun {
+        run.keep_attempt(test, record, next_attempt);
+    } else {
+        run.record(test, record, &finished.reports);
+    }
+    if run.confirm_failures && finished.reports.iter().any(|report| report.outcome == "failed") {
+        // The worker waits for this answer before its next test;
+        // a `stop` among the actions (sent first) overrides it.
+        run.failure_to_answer = Some(slot);
+    }
+    run.execution_order.push((
+        u16::try_from(slot).expect("fewer than 65536 workers"),
+        u32::try_from(test).expect("fewer than 4 billion tests"),
+    ));
+    run.usage.insert(pool.slots[slot].handle.key, (finished.cpu_seconds, finished.max_rss_kib));
+    run.last_finished.insert(slot, (test, finished.rss_kib));
+    for (nodeid, pids) in &finished.leaked {
+        run.notices.push(format!(
+            "{nodeid} left {} process{} running (killed with worker gw{slot}'s process group)",
+            pids.len(),
+            if pids.len() == 1 { "" } else { "es" }
+        ));
+    }
+    Ok(actions)
 }
 
 /// A message from a worker that is starting: a forked one saying it is
@@ -552,46 +459,6 @@ fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(
         }
     }
     Ok(())
-}
-
-/// How a test's worker ended under it: a crash, or a kill for a timeout.
-fn ending(pool: &Pool, run: &Run<'_>, test: TestId, worker: usize, outcome: Outcome) -> CrashDetails {
-    let slot = &pool.slots[worker];
-    let status = slot.exit.clone().unwrap_or_else(|| "an unknown status".to_owned());
-    let nodeid = run.table.nodeid(test);
-    if outcome == Outcome::Timeout {
-        let seconds = run.table.item(test).timeout.filter(|seconds| *seconds > 0.0).or(run.default_timeout);
-        let limit = seconds.map_or_else(String::new, |seconds| format!(" after {seconds}s"));
-        let description = if slot.exit.is_some() {
-            format!(
-                "{nodeid} timed out{limit}: worker gw{worker}'s stacks were dumped and its process group \
-                 killed ({status}); a new worker took over"
-            )
-        } else {
-            format!(
-                "{nodeid} timed out{limit}: worker gw{worker}'s stacks were dumped; the test ended only then"
-            )
-        };
-        CrashDetails { message: format!("timed out{limit}"), description, output: slot.handle.output_tail() }
-    } else {
-        CrashDetails {
-            message: format!("worker gw{worker} died: {status}"),
-            description: format!("worker gw{worker} died while running {nodeid}: {status}"),
-            output: slot.handle.output_tail(),
-        }
-    }
-}
-
-/// The record of a test whose worker ended under it.
-fn ended_record(outcome: Outcome, worker: usize, crash: CrashDetails, run: &Run<'_>) -> TestRecord {
-    let mut record = TestRecord::new(outcome);
-    record.worker = u16::try_from(worker).ok();
-    if let Some(&since) = run.died_running_since.get(&worker) {
-        record.started = since as f32;
-        record.duration = (run.now() - since).max(0.0) as f32;
-    }
-    record.details = Some(Box::new(TestDetails { crash: Some(crash), ..TestDetails::default() }));
-    record
 }
 
 /// Gives workers that were told to end a moment to do so, then kills them
