@@ -1,12 +1,15 @@
 //! What the user typed: clap definitions and nothing else.
 //!
 //! Every value is kept as typed (mostly `Option`s) so that
-//! [`crate::settings`] can layer it over `[tool.shoal]` and defaults. No I/O
-//! and no decisions here.
+//! [`crate::settings`] can layer it over `[tool.shoal]` and defaults; an
+//! enumerated option's words are the enum [`crate::settings`] declares for
+//! both. No I/O and no decisions here.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::settings::{CollectionMode, Colour, FailureOutput, WorkerMode};
 
 /// shoal: run a pytest suite on every core.
 #[derive(Debug, Parser)]
@@ -90,16 +93,16 @@ pub struct RunArgs {
     /// How workers start: `fork` (collect once, fork warm workers; Linux),
     /// `spawn` (each worker is a fresh pytest that collects), or `auto`
     /// (fork where safe, else spawn with a notice).
-    #[arg(long, value_name = "fork|spawn|auto")]
-    pub mode: Option<String>,
+    #[arg(long, value_enum, value_name = "fork|spawn|auto", hide_possible_values = true)]
+    pub mode: Option<WorkerMode>,
 
     /// How fork mode collects: `auto` (default: split where history says
     /// importing the test files is a large share of the run, else full),
     /// `split` (the collecting process stops at the test files and each
     /// worker imports its share of them) or `full` (everything is imported
     /// before forking, as pytest and pytest-xdist's workers do).
-    #[arg(long, value_name = "auto|split|full")]
-    pub collect: Option<String>,
+    #[arg(long, value_enum, value_name = "auto|split|full", hide_possible_values = true)]
+    pub collect: Option<CollectionMode>,
 
     /// Stop after the first failure (same as --maxfail 1).
     #[arg(short = 'x', long = "exitfirst")]
@@ -187,13 +190,13 @@ pub struct RunArgs {
 
     /// Colour the terminal report: `auto` (on a terminal, unless `NO_COLOR`
     /// is set), `always` (or `yes`) or `never` (or `no`).
-    #[arg(long = "color", value_name = "auto|always|never")]
-    pub color: Option<String>,
+    #[arg(long = "color", value_enum, value_name = "auto|always|never", hide_possible_values = true)]
+    pub color: Option<Colour>,
 
     /// When failures are shown: `final` (after the run, as pytest does) or
     /// `immediate` (as each test fails; not repeated at the end).
-    #[arg(long = "failure-output", value_name = "immediate|final")]
-    pub failure_output: Option<String>,
+    #[arg(long = "failure-output", value_enum, value_name = "immediate|final", hide_possible_values = true)]
+    pub failure_output: Option<FailureOutput>,
 
     /// Write a self-contained HTML timeline of the run: a lane per worker,
     /// a bar per test attempt, the lower bound marked.
@@ -365,5 +368,51 @@ mod tests {
         assert_eq!(run.coverage.sources, vec!["", "pkg"]);
         assert_eq!(run.coverage.reports, vec![""]);
         assert_eq!(run.selection.paths, vec!["tests"]);
+    }
+
+    /// `shoal run` parsed from `arguments` (after `run`).
+    fn run(arguments: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["shoal", "run"].iter().chain(arguments))?;
+        let Command::Run(run) = cli.command else { panic!("not run") };
+        Ok(*run)
+    }
+
+    #[test]
+    fn each_word_of_the_enumerated_options_is_accepted() {
+        use clap::ValueEnum;
+        for mode in WorkerMode::value_variants() {
+            let word = mode.to_possible_value().expect("a word");
+            assert_eq!(run(&["--mode", word.get_name()]).unwrap().mode, Some(*mode));
+        }
+        for collect in CollectionMode::value_variants() {
+            let word = collect.to_possible_value().expect("a word");
+            assert_eq!(run(&["--collect", word.get_name()]).unwrap().collect, Some(*collect));
+        }
+        for colour in Colour::value_variants() {
+            let word = colour.to_possible_value().expect("a word");
+            assert_eq!(run(&["--color", word.get_name()]).unwrap().color, Some(*colour));
+        }
+        assert_eq!(run(&["--color", "yes"]).unwrap().color, Some(Colour::Always));
+        assert_eq!(run(&["--color=no"]).unwrap().color, Some(Colour::Never));
+        for output in FailureOutput::value_variants() {
+            let word = output.to_possible_value().expect("a word");
+            assert_eq!(run(&["--failure-output", word.get_name()]).unwrap().failure_output, Some(*output));
+        }
+    }
+
+    #[test]
+    fn a_wrong_word_is_an_error_naming_the_flag_and_the_words() {
+        for (flag, words) in [
+            ("--mode", "fork, spawn, auto"),
+            ("--collect", "auto, split, full"),
+            ("--color", "auto, always, never"),
+            ("--failure-output", "immediate, final"),
+        ] {
+            let error = run(&[flag, "sometimes"]).unwrap_err();
+            assert_eq!(error.kind(), clap::error::ErrorKind::InvalidValue);
+            let message = error.to_string();
+            assert!(message.contains(&format!("invalid value 'sometimes' for '{flag} ")), "{message}");
+            assert!(message.contains(&format!("[possible values: {words}]")), "{message}");
+        }
     }
 }
