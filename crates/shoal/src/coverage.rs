@@ -2,7 +2,7 @@
 //!
 //! The measuring happens in Python (`python/shoal_coverage.py`): each worker
 //! writes its own coverage.py data file into the run's coverage directory,
-//! saving after every test. When the workers have exited, [`combine_and_report`]
+//! saving after every test. When the workers have exited, [`CoverageRun::combine_and_report`]
 //! runs that module once more, as `python -m shoal_coverage`, to combine the
 //! files into the configured data file and write pytest-cov's reports with
 //! pytest-cov's own code. What it prints back are facts (the report text, the

@@ -1,13 +1,24 @@
 //! shoal: a parallel test runner for pytest suites.
 //!
-//! The flow: [`cli`] holds what was typed; [`settings`] resolves it with
-//! `[tool.shoal]` and defaults; [`selection`] reads selection files;
-//! [`python`] finds the interpreter and installs the worker plugin;
-//! [`runner`] starts [`worker`]s, checks their collections and drives the
-//! pure scheduler (`shoal-scheduler`) over the [`protocol`]; [`report`]ers
-//! render the results. [`shard`] splits a suite over CI machines and
-//! [`merge`] combines their reports. [`main`] maps everything to pytest's
-//! exit codes.
+//! Layers, each using only those below it (`tests/architecture.rs` checks
+//! there is no cycle):
+//! - [`commands`]: `run` (in phases), `list`, `plan`, `merge`, each a thin
+//!   composition of the layers below; this file only dispatches to them.
+//! - [`report`]: reporters, fed by the run's events (terminal, JSON, JUnit,
+//!   GitHub, timeline, event stream); only the commands build them.
+//! - [`pool`]: the worker processes and the collection phase, over
+//!   [`worker`] (one process, its pipes and signals) and [`protocol`].
+//! - [`plan`], [`shard`], [`history`], [`lastfailed`], [`coverage`]: what
+//!   the scheduler is given, the partition across machines, what the run
+//!   remembers.
+//! - [`results`]: the results model every consumer shares (outcomes,
+//!   records, the run's header and summary); [`table`]: the collected tests.
+//! - [`settings`] resolves [`cli`] with `[tool.shoal]` and defaults;
+//!   [`selection`], [`pytest_args`], [`python`]: their inputs.
+//! - Shared mechanics: [`fs`] (atomic writes), [`output`], [`errors`]
+//!   (pytest's exit codes).
+//!
+//! The pure scheduler is its own crate, `shoal-scheduler`.
 
 pub mod cli;
 pub mod commands;

@@ -1,6 +1,6 @@
 //! The worker processes of one run and the queue their events arrive on:
 //! starting, forking, replacing, timing out and killing workers. How they
-//! collect is in [`collect`]; what they are started with, in [`spec`].
+//! collect is in `collect`; what they are started with, in `spec`.
 
 mod collect;
 mod spec;

@@ -1,9 +1,10 @@
-//! Reporters: sinks fed by the runner's events, which never influence the run.
+//! Reporters: sinks fed by the run's events, which never influence the run.
 //!
-//! The runner calls every [`Reporter`] with the same facts: the run started
-//! ([`RunHeader`]), a test ended ([`TestRecord`]), the run ended
-//! ([`RunSummary`]). Each reporter renders them its own way: the terminal in
-//! pytest's shape, the JSON report file.
+//! The run command calls every [`Reporter`] with the same facts from the
+//! results model: the run started ([`RunHeader`]), a test ended
+//! ([`crate::results::TestRecord`]), the run ended ([`RunSummary`]). Each
+//! reporter renders them its own way: the terminal in pytest's shape, the
+//! JSON report file. Only the commands build reporters: this is a leaf.
 
 pub mod events;
 pub mod github;

@@ -6,7 +6,7 @@ use crate::results::{Outcome, StopReason};
 use crate::table::Item;
 
 /// One test's final record, kept small: a run may hold 100,000 of them.
-/// What it is (node id, file, line) is in the [`TestTable`] at the same
+/// What it is (node id, file, line) is in the [`crate::table::TestTable`] at the same
 /// index; pytest's full reports are kept only for failures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TestRecord {

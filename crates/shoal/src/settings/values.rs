@@ -19,7 +19,7 @@ pub enum WorkerMode {
     Auto,
 }
 
-/// How fork mode collects (see [`crate::runner`]): `--collect`,
+/// How fork mode collects (see [`crate::pool`]): `--collect`,
 /// `[tool.shoal] collect`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

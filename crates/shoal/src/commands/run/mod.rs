@@ -1,11 +1,11 @@
 //! `shoal run`: the run, in phases with typed hand-offs.
 //!
-//! Start the workers and collect ([`crate::pool`], asking [`planner`]
+//! Start the workers and collect ([`crate::pool`], asking `planner`
 //! whether to split collection), learn pytest's own settings from the
-//! collecting process once ([`Learned`]), then:
-//! [`select`] (`--lf`, `--shard`) → [`prepare`] (the workload and the
-//! header) → [`drive`] (the scheduling loop, to every test's final record)
-//! → [`conclude`] (remember durations and failures; exit code, coverage and
+//! collecting process once (`Learned`), then:
+//! `select` (`--lf`, `--shard`) → `prepare` (the workload and the
+//! header) → `drive` (the scheduling loop, to every test's final record)
+//! → `conclude` (remember durations and failures; exit code, coverage and
 //! summary).
 
 mod conclude;
