@@ -144,79 +144,8 @@ impl Pool {
             WorkerMode::Fork => true,
             WorkerMode::Auto => cfg!(target_os = "linux"),
         };
-        if fork {
-            let zygote = Zygote::spawn(&self.spec, self.sender.clone())
-                .map_err(|source| self.not_startable(source))?;
-            self.zygote = Some(zygote);
-            let mut collection = Collection::default();
-            let mut split = None;
-            while !collection.finished || collection.fork_unsafe.is_none() {
-                match self.receive(None) {
-                    None => {
-                        return Err(ShoalError::Internal(
-                            "worker events stopped during collection".to_owned(),
-                        ));
-                    }
-                    Some(WorkerEvent::Interrupt) => return Ok(CollectionEnd::Interrupted),
-                    Some(WorkerEvent::Messages(_, messages)) => {
-                        for message in messages {
-                            let test_files = matches!(message, WorkerMessage::TestFiles { .. });
-                            collection.record(message)?;
-                            if test_files {
-                                // Fewer files than workers: some workers
-                                // would start with nothing and import
-                                // others' files again, so the zygote
-                                // collects them all before forking.
-                                let here = collection.test_files.len() < count;
-                                let nodeids = if here { collection.test_files.clone() } else { Vec::new() };
-                                split = Some(!here);
-                                if let Some(zygote) = self.zygote.as_mut() {
-                                    zygote.send(&WorkerCommand::Share { nodeids });
-                                }
-                            }
-                            if split.is_none()
-                                && let Some(hello) = &collection.hello
-                            {
-                                let decided = plan.split(hello);
-                                split = Some(decided);
-                                if let Some(zygote) = self.zygote.as_mut() {
-                                    zygote.send(&WorkerCommand::CollectMode { split: decided });
-                                }
-                            }
-                        }
-                    }
-                    Some(WorkerEvent::ProtocolError(_, error)) => {
-                        return Err(ShoalError::Internal(format!("the zygote broke the protocol: {error}")));
-                    }
-                    Some(WorkerEvent::Exited(_, status)) => {
-                        let output = self.zygote.as_ref().map(Zygote::output_tail).unwrap_or_default();
-                        return Err(collection_exit_error(&output, status, collect, "the zygote"));
-                    }
-                }
-            }
-            match collection.fork_unsafe.clone().flatten() {
-                Some(reason) if mode == WorkerMode::Auto => {
-                    crate::output::notice(&format!("spawn mode: forking is unsafe here: {reason}"));
-                    self.end_zygote();
-                }
-                unsafe_reason => {
-                    if let Some(reason) = unsafe_reason {
-                        crate::output::warn(&format!("forking as asked with --mode fork, though {reason}"));
-                    }
-                    if split == Some(true) {
-                        return self.collect_split(collection, count, collect, plan);
-                    }
-                    // The tests are known now: fork no more workers than
-                    // there are tests to give them.
-                    let count = count.min(collection.table.len()).max(1);
-                    self.spec.worker_count = count;
-                    for slot in 0..count {
-                        let handle = self.start_worker(WorkerKey { slot, generation: 0 })?;
-                        self.slots.push(Slot::new(handle));
-                    }
-                    return Ok(CollectionEnd::Done(Box::new(Collected::from(collection, "fork"))));
-                }
-            }
+        if fork && let Some(end) = self.collect_in_zygote(mode, count, collect, plan)? {
+            return Ok(end);
         }
         self.spec.workerinputs = crate::worker::controller_workerinputs(&self.spec);
         for slot in 0..count {
@@ -224,6 +153,102 @@ impl Pool {
             self.slots.push(Slot::new(handle));
         }
         self.collect_spawned(collect)
+    }
+
+    /// Fork mode: the zygote collects (whole, or down to the test files for
+    /// split collection), then the workers are forked. `None` when forking
+    /// turned out unsafe under `--mode auto`: the zygote is gone and the
+    /// caller spawns the workers instead.
+    fn collect_in_zygote(
+        &mut self,
+        mode: WorkerMode,
+        count: usize,
+        collect: &CollectSettings,
+        plan: &mut dyn CollectionPlanner,
+    ) -> Result<Option<CollectionEnd>, ShoalError> {
+        let zygote =
+            Zygote::spawn(&self.spec, self.sender.clone()).map_err(|source| self.not_startable(source))?;
+        self.zygote = Some(zygote);
+        let Some((collection, split)) = self.zygote_collection(count, collect, plan)? else {
+            return Ok(Some(CollectionEnd::Interrupted));
+        };
+        match collection.fork_unsafe.clone().flatten() {
+            Some(reason) if mode == WorkerMode::Auto => {
+                crate::output::notice(&format!("spawn mode: forking is unsafe here: {reason}"));
+                self.end_zygote();
+                Ok(None)
+            }
+            unsafe_reason => {
+                if let Some(reason) = unsafe_reason {
+                    crate::output::warn(&format!("forking as asked with --mode fork, though {reason}"));
+                }
+                if split {
+                    return self.collect_split(collection, count, collect, plan).map(Some);
+                }
+                // The tests are known now: fork no more workers than there
+                // are tests to give them.
+                let count = count.min(collection.table.len()).max(1);
+                self.spec.worker_count = count;
+                for slot in 0..count {
+                    let handle = self.start_worker(WorkerKey { slot, generation: 0 })?;
+                    self.slots.push(Slot::new(handle));
+                }
+                Ok(Some(CollectionEnd::Done(Box::new(Collected::from(collection, "fork")))))
+            }
+        }
+    }
+
+    /// The zygote's own collection, and whether it was split (the planner
+    /// decides once `hello` arrives; fewer test files than workers collect
+    /// whole after all). `None` on Ctrl-C.
+    fn zygote_collection(
+        &mut self,
+        count: usize,
+        collect: &CollectSettings,
+        plan: &mut dyn CollectionPlanner,
+    ) -> Result<Option<(Collection, bool)>, ShoalError> {
+        let mut collection = Collection::default();
+        let mut split = None;
+        while !collection.finished || collection.fork_unsafe.is_none() {
+            let messages = match self.receive(None) {
+                None => {
+                    return Err(ShoalError::Internal("worker events stopped during collection".to_owned()));
+                }
+                Some(WorkerEvent::Interrupt) => return Ok(None),
+                Some(WorkerEvent::Messages(_, messages)) => messages,
+                Some(WorkerEvent::ProtocolError(_, error)) => {
+                    return Err(ShoalError::Internal(format!("the zygote broke the protocol: {error}")));
+                }
+                Some(WorkerEvent::Exited(_, status)) => {
+                    let output = self.zygote.as_ref().map(Zygote::output_tail).unwrap_or_default();
+                    return Err(collection_exit_error(&output, status, collect, "the zygote"));
+                }
+            };
+            for message in messages {
+                let test_files = matches!(message, WorkerMessage::TestFiles { .. });
+                collection.record(message)?;
+                let command = if test_files {
+                    // Fewer files than workers: some workers would start
+                    // with nothing and import others' files again, so the
+                    // zygote collects them all before forking.
+                    let here = collection.test_files.len() < count;
+                    split = Some(!here);
+                    WorkerCommand::Share {
+                        nodeids: if here { collection.test_files.clone() } else { Vec::new() },
+                    }
+                } else if let (None, Some(hello)) = (split, &collection.hello) {
+                    let decided = plan.split(hello);
+                    split = Some(decided);
+                    WorkerCommand::CollectMode { split: decided }
+                } else {
+                    continue;
+                };
+                if let Some(zygote) = self.zygote.as_mut() {
+                    zygote.send(&command);
+                }
+            }
+        }
+        Ok(Some((collection, split == Some(true))))
     }
 
     /// Split collection, once the zygote has recorded the test files (at
