@@ -1,0 +1,324 @@
+//! The end of the run in pytest's shape: collection errors, errors and
+//! failures sections, warnings summary, coverage, slowest durations, shoal's
+//! efficiency line and the short test summary.
+
+use super::*;
+
+impl<W: Write> TerminalReporter<W> {
+    pub(super) fn print_collect_errors(&mut self, summary: &RunSummary<'_>) {
+        for report in summary.collect_reports.iter().filter(|report| report.category == "error") {
+            self.sep('_', &format!("ERROR collecting {}", report.nodeid));
+            if let Some(text) = &report.longrepr {
+                self.line(text.trim_end_matches('\n'));
+            }
+        }
+    }
+
+    pub(super) fn print_report_body(&mut self, report: &crate::protocol::PhaseReport) {
+        if let Some(text) = &report.longrepr {
+            self.line(text.trim_end_matches('\n'));
+        }
+        for (title, content) in &report.sections {
+            self.sep('-', title);
+            self.line(content.strip_suffix('\n').unwrap_or(content));
+        }
+    }
+
+    /// Only collection errors (their tests' errors were printed as they came).
+    pub(super) fn print_collect_error_section(&mut self, summary: &RunSummary<'_>) {
+        if summary.collect_reports.iter().any(|report| report.category == "error") {
+            self.sep('=', "ERRORS");
+            self.print_collect_errors(summary);
+        }
+    }
+
+    pub(super) fn print_errors(&mut self, summary: &RunSummary<'_>) {
+        let is_error = |report: &&PhaseReport| report.when != "call";
+        let has_test_errors =
+            summary.tests().any(|test| test.record.failed_reports().iter().any(|r| is_error(&r)));
+        let has_collect_errors = summary.collect_reports.iter().any(|report| report.category == "error");
+        if !has_test_errors && !has_collect_errors {
+            return;
+        }
+        self.sep('=', "ERRORS");
+        self.print_collect_errors(summary);
+        for test in summary.tests() {
+            self.print_errors_of(test);
+        }
+    }
+
+    /// A test's setup and teardown errors, each under its heading.
+    pub(super) fn print_errors_of(&mut self, test: TestView<'_>) {
+        for report in test.record.failed_reports().iter().filter(|report| report.when != "call") {
+            let name = report.head_line.as_deref().unwrap_or(test.item.domain);
+            self.coloured_sep('_', &format!("ERROR at {} of {name}", report.when), Colour::Red);
+            self.print_report_body(report);
+        }
+    }
+
+    pub(super) fn print_failures(&mut self, summary: &RunSummary<'_>) {
+        let any = summary.tests().any(|test| {
+            test.record.crash().is_some() || test.record.failed_reports().iter().any(|r| r.when == "call")
+        });
+        if !any {
+            return;
+        }
+        self.sep('=', "FAILURES");
+        for test in summary.tests() {
+            self.print_failure_of(test);
+        }
+    }
+
+    /// A test's failed calls and its crash, if any, each under its heading.
+    pub(super) fn print_failure_of(&mut self, test: TestView<'_>) {
+        for report in test.record.failed_reports().iter().filter(|report| report.when == "call") {
+            let name = report.head_line.as_deref().unwrap_or(test.item.domain);
+            self.coloured_sep('_', name, Colour::Red);
+            self.print_report_body(report);
+        }
+        if let Some(crash) = test.record.crash() {
+            self.coloured_sep('_', test.item.domain, Colour::Red);
+            self.line(&crash.description);
+            if !crash.output.trim().is_empty() {
+                self.sep('-', "worker output");
+                self.line(crash.output.trim_end_matches('\n'));
+            }
+        }
+    }
+
+    /// `--failure-output immediate`: a test's errors and failures as it
+    /// ends, between progress lines.
+    pub(super) fn print_failure_now(&mut self, test: TestView<'_>) {
+        if test.record.crash().is_none() && test.record.failed_reports().is_empty() {
+            return;
+        }
+        if self.line_length > 0 {
+            let _ = writeln!(self.out);
+            self.line_length = 0;
+        }
+        self.print_errors_of(test);
+        self.print_failure_of(test);
+        let _ = self.out.flush();
+    }
+
+    /// pytest-cov's complaints, printed where it prints them: as the test
+    /// loop ends, before the failures.
+    pub(super) fn print_coverage_error(&mut self, summary: &RunSummary<'_>) {
+        let Some(coverage) = summary.coverage else { return };
+        if let Some(warning) = &coverage.warning {
+            let line = self.paint(&format!("WARNING: {warning}"), Some(Colour::Red), true);
+            self.line(&line);
+        }
+        if let Some(error) = &coverage.error {
+            let line = self.paint(&format!("ERROR: {error}"), Some(Colour::Red), true);
+            self.line(&line);
+        }
+    }
+
+    /// pytest-cov's `tests coverage` section.
+    pub(super) fn print_coverage(&mut self, summary: &RunSummary<'_>) {
+        let Some(coverage) = summary.coverage else { return };
+        if coverage.text.is_empty() && coverage.fail_under.is_none() {
+            return;
+        }
+        self.sep('=', "tests coverage");
+        let _ = write!(self.out, "{}", coverage.text);
+        if let Some(line) = &coverage.fail_under {
+            let colour = if coverage.fail_under_missed { Colour::Red } else { Colour::Green };
+            let line = self.paint(line, Some(colour), coverage.fail_under_missed);
+            self.line(&line);
+        }
+    }
+
+    pub(super) fn print_warnings(&mut self, summary: &RunSummary<'_>) {
+        if summary.warnings.is_empty() {
+            return;
+        }
+        self.sep('=', "warnings summary");
+        // Grouped by text, like pytest: the node ids, then the warning once.
+        let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+        for warning in summary.warnings {
+            match groups.iter_mut().find(|(text, _)| *text == warning.text) {
+                Some((_, nodeids)) => nodeids.push(&warning.nodeid),
+                None => groups.push((&warning.text, vec![&warning.nodeid])),
+            }
+        }
+        for (text, nodeids) in groups {
+            let mut listed: Vec<&str> = Vec::new();
+            for nodeid in nodeids {
+                if !listed.contains(&nodeid) {
+                    listed.push(nodeid);
+                }
+            }
+            for nodeid in &listed {
+                if !nodeid.is_empty() {
+                    self.line(nodeid);
+                }
+            }
+            for text_line in text.trim_end_matches('\n').lines() {
+                self.line(&format!("  {text_line}"));
+            }
+            self.line("");
+        }
+        self.line("-- Docs: https://docs.pytest.org/en/stable/how-to/capture-warnings.html");
+    }
+
+    /// pytest's `--durations` section: the slowest phases first; below
+    /// 5 ms hidden unless `-vv`.
+    pub(super) fn print_slowest(&mut self, summary: &RunSummary<'_>) {
+        const MINIMUM: f64 = 0.005;
+        let Some(count) = self.show_durations else { return };
+        let mut phases: Vec<(f64, &str, &str)> = summary
+            .tests()
+            .filter(|test| test.record.outcome != Outcome::NotRun)
+            .flat_map(|test| {
+                let nodeid = test.item.nodeid;
+                PHASES.iter().map(move |when| (test.record.phase_duration(when), *when, nodeid))
+            })
+            .collect();
+        if phases.is_empty() {
+            return;
+        }
+        phases.sort_by(|a, b| b.0.total_cmp(&a.0));
+        if count == 0 {
+            self.sep('=', "slowest durations");
+        } else {
+            self.sep('=', &format!("slowest {count} durations"));
+            phases.truncate(count);
+        }
+        for (index, (duration, when, nodeid)) in phases.iter().enumerate() {
+            if self.verbosity < 2 && *duration < MINIMUM {
+                self.line("");
+                self.line(&format!(
+                    "({} durations < {MINIMUM}s hidden.  Use -vv to show these durations.)",
+                    phases.len() - index
+                ));
+                break;
+            }
+            self.line(&format!("{duration:.2}s {when:<8} {nodeid}"));
+        }
+    }
+
+    /// shoal's own figures: how close the run came to the physical limit.
+    pub(super) fn print_stats(&mut self, summary: &RunSummary<'_>) {
+        let stats = &summary.stats;
+        let workers = summary.header.workers;
+        if self.verbosity < 0 || summary.records.is_empty() || stats.test_seconds <= 0.0 {
+            for notice in summary.notices {
+                self.line(&format!("shoal: {notice}"));
+            }
+            return;
+        }
+        let wall = summary.wall_seconds.max(f64::EPSILON);
+        self.sep('=', "shoal");
+        self.line(&format!(
+            "wall {wall:.2}s, tests {:.2}s: speed-up {:.2}x, efficiency {:.0}% of {workers} worker{}",
+            stats.test_seconds,
+            stats.test_seconds / wall,
+            100.0 * stats.test_seconds / (wall * workers as f64),
+            if workers == 1 { "" } else { "s" }
+        ));
+        self.line(&format!(
+            "lower bound {:.2}s (start-up {:.2}s + max(tests / workers, longest test)): wall is {:.2}x the bound",
+            stats.lower_bound_seconds,
+            stats.startup_seconds,
+            wall / stats.lower_bound_seconds.max(f64::EPSILON)
+        ));
+        if let Some(expectation) = summary.header.expectation {
+            self.line(&format!("expected {:.2}s from history", expectation.wall_seconds));
+        }
+        self.line(&format!(
+            "workers: {:.2}s CPU ({:.0}% of {workers} worker{} over the wall time), peak memory {} largest, {} total",
+            stats.workers_cpu_seconds,
+            100.0 * stats.workers_cpu_seconds / (wall * workers as f64),
+            if workers == 1 { "" } else { "s" },
+            format_kib(stats.peak_rss_largest_kib),
+            format_kib(stats.peak_rss_total_kib)
+        ));
+        for notice in summary.notices {
+            self.line(notice);
+        }
+    }
+
+    pub(super) fn short_summary_line(&self, word: &str, nodeid: &str, message: Option<&str>) -> String {
+        let line = format!("{word} {nodeid}");
+        let shown = format!("{} {nodeid}", self.paint(word, Colour::of_mark(word), false));
+        let Some(message) = message else { return shown };
+        if self.full_messages {
+            return format!("{shown} - {message}");
+        }
+        let available = self.width.saturating_sub(line.chars().count());
+        match trim_message(message, available) {
+            Some(trimmed) => format!("{shown}{trimmed}"),
+            None => shown,
+        }
+    }
+
+    pub(super) fn print_short_summary(&mut self, summary: &RunSummary<'_>) {
+        let mut lines = Vec::new();
+        for test in summary.tests() {
+            for report in test.record.failed_reports().iter().filter(|report| report.when == "call") {
+                let nodeid = match &report.subtest {
+                    Some(description) => format!("{}{description}", test.nodeid()),
+                    None => test.nodeid().to_owned(),
+                };
+                lines.push(self.short_summary_line("FAILED", &nodeid, report.message.as_deref()));
+            }
+            if let Some(crash) = test.record.crash() {
+                let word = test.record.outcome.shoal_word().unwrap_or("CRASHED");
+                lines.push(self.short_summary_line(word, test.nodeid(), Some(&crash.message)));
+            }
+            if test.record.outcome == Outcome::Flaky {
+                let failed = test.record.earlier_attempts().len();
+                let message = format!(
+                    "failed {failed} time{}, passed on attempt {}",
+                    if failed == 1 { "" } else { "s" },
+                    failed + 1
+                );
+                lines.push(self.short_summary_line("FLAKY", test.nodeid(), Some(&message)));
+            }
+        }
+        for report in summary.collect_reports.iter().filter(|report| report.category == "error") {
+            lines.push(self.short_summary_line("ERROR", &report.nodeid, report.message.as_deref()));
+        }
+        for test in summary.tests() {
+            for report in test.record.failed_reports().iter().filter(|report| report.when != "call") {
+                lines.push(self.short_summary_line("ERROR", test.nodeid(), report.message.as_deref()));
+            }
+        }
+        // Tests a collection error kept from running are not listed: pytest
+        // does not list them either.
+        let mut not_run = summary.tests().filter(|test| {
+            test.record.outcome == Outcome::NotRun
+                && test.record.not_run_reason != Some(crate::results::StopReason::CollectionErrors)
+        });
+        if let Some(first) = not_run.next() {
+            let reason = first.record.not_run_reason.map_or("not run", |cause| cause.as_str());
+            lines.push(format!("NOT RUN {} tests ({reason})", 1 + not_run.count()));
+        }
+        if lines.is_empty() {
+            return;
+        }
+        self.sep('=', "short test summary info");
+        for line in lines {
+            self.line(&line);
+        }
+    }
+}
+
+/// pytest's `_format_trimmed(" - {}", message, available)`: the first line
+/// of the message, cut with `...` to fit.
+pub(super) fn trim_message(message: &str, available: usize) -> Option<String> {
+    let first_line = message.split('\n').next().unwrap_or_default();
+    const PREFIX: &str = " - ";
+    const ELLIPSIS: &str = "...";
+    if PREFIX.len() + ELLIPSIS.len() > available {
+        return None;
+    }
+    if PREFIX.len() + first_line.chars().count() <= available {
+        return Some(format!("{PREFIX}{first_line}"));
+    }
+    let keep = available - ELLIPSIS.len() - PREFIX.len();
+    let cut: String = first_line.chars().take(keep).collect();
+    Some(format!("{PREFIX}{cut}{ELLIPSIS}"))
+}
