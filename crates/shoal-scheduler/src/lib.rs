@@ -10,6 +10,10 @@
 //! Tests are identified by [`TestId`], an index into the runner's table of
 //! collected tests; the scheduler never sees node ids.
 //!
+//! Size: over 600 lines, because this file is one state machine, the
+//! [`Scheduler`]'s answer to every event, which reads best whole; its
+//! vocabulary (`messages`), queue (`queue`) and simulation are apart.
+//!
 //! # Dispatch
 //!
 //! One central queue ([`queue`]), longest expected first and keeping a
@@ -24,11 +28,13 @@
 //! tests), less as the queue drains so the workers finish together. The wait
 //! for an answer does not count towards a test's timeout.
 
+mod messages;
 mod queue;
 mod simulate;
 
 use std::collections::VecDeque;
 
+pub use messages::{Action, Event, NotRunReason, RetryCause, SchedulerConfig};
 pub use queue::{LOCALITY_MIN_SETUP, Workload};
 pub use simulate::simulate;
 
@@ -44,170 +50,6 @@ pub const MAX_HELD: usize = 65;
 /// Expected seconds of work a worker holds beyond its next test, at most:
 /// enough to hide a round trip, little enough to keep the tail balanced.
 pub const LOOKAHEAD_SECONDS: f64 = 0.05;
-
-/// What the scheduler is told.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    /// A worker finished collecting and waits for work.
-    WorkerReady {
-        /// The worker.
-        worker: WorkerId,
-    },
-    /// A test assigned to the worker ended, with whatever outcome.
-    TestFinished {
-        /// The worker that ran it.
-        worker: WorkerId,
-        /// The test.
-        test: TestId,
-        /// Whether it counts as a failure for `--maxfail`.
-        failed: bool,
-    },
-    /// The worker holds nothing after its running test and needs its next
-    /// test (or to hear there is none) before that test can tear down.
-    WorkerWantsWork {
-        /// The worker.
-        worker: WorkerId,
-    },
-    /// The worker obeyed a [`Action::Stop`], or stopped itself because its
-    /// memory passed the limit: these assigned tests did not run.
-    WorkerStopped {
-        /// The worker.
-        worker: WorkerId,
-        /// Tests it dropped without starting.
-        dropped: Vec<TestId>,
-        /// It stopped because its memory passed the limit: it is to be
-        /// replaced and its tests run elsewhere.
-        over_memory: bool,
-    },
-    /// The worker's process is gone, for whatever reason.
-    WorkerExited {
-        /// The worker.
-        worker: WorkerId,
-    },
-    /// The user asked the run to stop (Ctrl-C, SIGTERM).
-    Interrupted,
-    /// Time has passed: deadlines up to now are due.
-    Tick,
-}
-
-/// Why a test ended without running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum NotRunReason {
-    /// `-x` or `--maxfail` was reached.
-    MaxFail,
-    /// Workers kept dying and the restart budget ran out.
-    WorkerRestartsExhausted,
-    /// The time budget (`--budget`) would not let them end in time.
-    Budget,
-    /// The user interrupted the run.
-    Interrupted,
-}
-
-/// How a retried attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryCause {
-    /// It failed (reported by pytest).
-    Failed,
-    /// Its worker died under it.
-    Crashed,
-    /// It ran past its timeout.
-    TimedOut,
-}
-
-/// What the runner must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Append these tests to the worker's queue.
-    Run {
-        /// The worker.
-        worker: WorkerId,
-        /// Tests, in the order it runs them.
-        tests: Vec<TestId>,
-        /// Split collection: test files (indexes into the workload's
-        /// `file_load`) the worker must import and collect first.
-        load: Vec<usize>,
-    },
-    /// Tell the worker to drop its queue and end after its current test.
-    Stop {
-        /// The worker.
-        worker: WorkerId,
-    },
-    /// Tell the worker to run what it holds, then end.
-    Shutdown {
-        /// The worker.
-        worker: WorkerId,
-    },
-    /// Start a new worker in this slot (it reports [`Event::WorkerReady`]).
-    StartWorker {
-        /// The slot.
-        worker: WorkerId,
-    },
-    /// The test ran past its timeout: dump the worker's stacks and kill its
-    /// process group (its exit is then reported as [`Event::WorkerExited`]).
-    TimeOut {
-        /// The worker.
-        worker: WorkerId,
-        /// The test it is stuck in.
-        test: TestId,
-    },
-    /// The test a worker was being timed out for finished before the kill
-    /// landed: call the kill off; the worker goes on.
-    CancelTimeOut {
-        /// The worker.
-        worker: WorkerId,
-    },
-    /// The test's worker was killed for running past its timeout: its final
-    /// outcome is a timeout.
-    TestTimedOut {
-        /// The test.
-        test: TestId,
-        /// The worker that was running it.
-        worker: WorkerId,
-    },
-    /// The test's attempt failed (or crashed, or timed out) and it has
-    /// reruns left: it is not final; it runs again on a fresh worker.
-    Retry {
-        /// The test.
-        test: TestId,
-        /// The worker the failed attempt ran on.
-        worker: WorkerId,
-        /// How the attempt ended.
-        cause: RetryCause,
-        /// The number of the attempt to come (2 for the first rerun).
-        next_attempt: u32,
-    },
-    /// The worker died while running this test: its final outcome is a crash.
-    TestLost {
-        /// The test.
-        test: TestId,
-        /// The worker that was running it.
-        worker: WorkerId,
-    },
-    /// These tests end without running.
-    NotRun {
-        /// The tests.
-        tests: Vec<TestId>,
-        /// Why.
-        reason: NotRunReason,
-    },
-}
-
-/// Limits the scheduler enforces.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SchedulerConfig {
-    /// Number of worker slots.
-    pub workers: usize,
-    /// Stop after this many failed tests (`-x` is 1); `None` never stops.
-    pub max_failures: Option<u64>,
-    /// How many times a worker that died before finishing any test, with
-    /// no test running (a broken start-up), may be replaced in a run.
-    pub max_worker_restarts: u32,
-    /// `--budget`: the clock reading by which every test must have ended;
-    /// no test expected to end later is started.
-    pub budget: Option<f64>,
-    /// `--reruns-delay`: seconds between a failed attempt and its rerun.
-    pub rerun_delay: f64,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TestState {
@@ -483,39 +325,8 @@ impl Scheduler {
         state.retiring = false;
         state.recycling = false;
         state.finished_any = false;
-        let running = held.split_first();
-        if let Some((&running, queued)) = running {
-            let cause = if timed_out { RetryCause::TimedOut } else { RetryCause::Crashed };
-            if self.stopping == Some(NotRunReason::Interrupted) && !timed_out {
-                // Killed when the grace after Ctrl-C ran out: interrupted,
-                // not failed.
-                self.tests[running] = TestState::Final;
-                actions.push(Action::NotRun { tests: vec![running], reason: NotRunReason::Interrupted });
-            } else if !self.retry(worker, running, cause, actions) {
-                self.tests[running] = TestState::Final;
-                actions.push(if timed_out {
-                    Action::TestTimedOut { test: running, worker }
-                } else {
-                    Action::TestLost { test: running, worker }
-                });
-                // A crash or a timeout is a failure, for -x and --maxfail too.
-                self.count_failure(actions);
-            }
-            if let Some(reason) = self.stopping {
-                for &test in queued {
-                    self.tests[test] = TestState::Final;
-                }
-                if !queued.is_empty() {
-                    actions.push(Action::NotRun { tests: queued.to_vec(), reason });
-                }
-                return;
-            }
-            for &test in queued {
-                self.tests[test] = TestState::Pending;
-            }
-            self.queue.requeue_from(worker, queued);
-        } else {
-            self.queue.release(worker);
+        if !self.settle_held(worker, &held, timed_out, actions) {
+            return;
         }
         if self.stopping.is_some() || self.nothing_left() {
             return;
@@ -538,6 +349,53 @@ impl Scheduler {
         } else if !self.any_worker_can_take_work() {
             self.stop(NotRunReason::WorkerRestartsExhausted, actions);
         }
+    }
+
+    /// The tests a dead worker held: the one it ran is retried or ends as
+    /// lost or timed out (not run, when Ctrl-C's grace ran out); the others
+    /// go back to the queue, or end not run when the run is stopping.
+    /// Returns false when the run is stopping.
+    fn settle_held(
+        &mut self,
+        worker: WorkerId,
+        held: &[TestId],
+        timed_out: bool,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let Some((&running, queued)) = held.split_first() else {
+            self.queue.release(worker);
+            return true;
+        };
+        let cause = if timed_out { RetryCause::TimedOut } else { RetryCause::Crashed };
+        if self.stopping == Some(NotRunReason::Interrupted) && !timed_out {
+            // Killed when the grace after Ctrl-C ran out: interrupted, not
+            // failed.
+            self.tests[running] = TestState::Final;
+            actions.push(Action::NotRun { tests: vec![running], reason: NotRunReason::Interrupted });
+        } else if !self.retry(worker, running, cause, actions) {
+            self.tests[running] = TestState::Final;
+            actions.push(if timed_out {
+                Action::TestTimedOut { test: running, worker }
+            } else {
+                Action::TestLost { test: running, worker }
+            });
+            // A crash or a timeout is a failure, for -x and --maxfail too.
+            self.count_failure(actions);
+        }
+        if let Some(reason) = self.stopping {
+            for &test in queued {
+                self.tests[test] = TestState::Final;
+            }
+            if !queued.is_empty() {
+                actions.push(Action::NotRun { tests: queued.to_vec(), reason });
+            }
+            return false;
+        }
+        for &test in queued {
+            self.tests[test] = TestState::Pending;
+        }
+        self.queue.requeue_from(worker, queued);
+        true
     }
 
     /// The test a worker is running and when it started (clock seconds).

@@ -183,6 +183,31 @@ struct SplitCollection {
 }
 
 impl SplitCollection {
+    /// The imports state of a workload with split collection (`None` with
+    /// full collection): each worker starts with the modules it collected.
+    fn new(workload: &Workload, workers: usize) -> Option<Self> {
+        if workload.file_load.is_empty() {
+            return None;
+        }
+        let mut loaded = vec![vec![false; workload.file_load.len()]; workers];
+        for (worker, modules) in workload.initially_loaded.iter().enumerate().take(workers) {
+            for &module in modules {
+                loaded[worker][module] = true;
+            }
+        }
+        let mut pending = vec![0.0; workload.file_load.len()];
+        for (test, &file) in workload.file.iter().enumerate() {
+            pending[file] += workload.expected[test];
+        }
+        Some(SplitCollection {
+            file: workload.file.iter().map(|&file| position(file)).collect(),
+            load: workload.file_load.clone(),
+            loaded,
+            unsent: vec![Vec::new(); workers],
+            pending,
+        })
+    }
+
     /// Seconds `worker` must spend importing before it can run `tests`.
     fn load_for(&self, worker: WorkerId, tests: &[TestId]) -> f64 {
         let mut modules: Vec<u32> = tests.iter().map(|&test| self.file[test]).collect();
@@ -287,25 +312,7 @@ impl WorkQueue {
         let (mut parallel, mut serial) = (parallel, serial);
         sort(&mut parallel);
         sort(&mut serial);
-        let split = (!workload.file_load.is_empty()).then(|| {
-            let mut loaded = vec![vec![false; workload.file_load.len()]; workers];
-            for (worker, modules) in workload.initially_loaded.iter().enumerate().take(workers) {
-                for &module in modules {
-                    loaded[worker][module] = true;
-                }
-            }
-            let mut pending = vec![0.0; workload.file_load.len()];
-            for (test, &file) in workload.file.iter().enumerate() {
-                pending[file] += workload.expected[test];
-            }
-            SplitCollection {
-                file: workload.file.iter().map(|&file| position(file)).collect(),
-                load: workload.file_load.clone(),
-                loaded,
-                unsent: vec![Vec::new(); workers],
-                pending,
-            }
-        });
+        let split = SplitCollection::new(workload, workers);
         Self {
             expected: workload.expected.clone(),
             remaining: units.iter().map(|unit| unit.remaining).sum(),

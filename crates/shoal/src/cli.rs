@@ -2,14 +2,14 @@
 //!
 //! Every value is kept as typed (mostly `Option`s) so that
 //! [`crate::settings`] can layer it over `[tool.shoal]` and defaults; an
-//! enumerated option's words are the enum [`crate::settings`] declares for
+//! enumerated option's words are the enum [`crate::values`] declares for
 //! both. No I/O and no decisions here.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::settings::{CollectionMode, Colour, FailureOutput, WorkerMode};
+use crate::values::{CollectionMode, Colour, FailureOutput, WorkerMode};
 
 /// shoal: run a pytest suite on every core.
 #[derive(Debug, Parser)]

@@ -13,7 +13,8 @@
 //!   remembers.
 //! - [`results`]: the results model every consumer shares (outcomes,
 //!   records, the run's header and summary); [`table`]: the collected tests.
-//! - [`settings`] resolves [`cli`] with `[tool.shoal]` and defaults;
+//! - [`settings`] resolves [`cli`] with `[tool.shoal]` and defaults, both
+//!   typed with the words [`values`] declares once;
 //!   [`selection`], [`pytest_args`], [`python`]: their inputs.
 //! - Shared mechanics: [`fs`] (atomic writes), [`output`], [`errors`]
 //!   (pytest's exit codes).
@@ -39,6 +40,7 @@ pub mod selection;
 pub mod settings;
 pub mod shard;
 pub mod table;
+pub mod values;
 pub mod worker;
 
 use clap::{CommandFactory, Parser};

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IntoDeserializer, Unexpected, Visitor};
 use toml::de::{DeTable, ValueDeserializer};
 
-use super::values::{CollectionMode, WorkerCount, WorkerMode, parse_seconds, parse_size_kib};
 use crate::errors::ShoalError;
+use crate::values::{CollectionMode, WorkerCount, WorkerMode, parse_seconds, parse_size_kib};
 
 /// `[tool.shoal]`, as found: `None` for a key not given.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize)]

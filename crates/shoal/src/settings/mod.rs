@@ -6,22 +6,21 @@
 //! `pyproject.toml` (the current directory or its ancestors), then defaults.
 //! The engine only ever sees the resolved settings, never clap.
 //!
-//! `values` declares what each setting accepts, once for the command line
+//! [`crate::values`] declares what each setting accepts, once for the command line
 //! and the file; `file` reads `[tool.shoal]`; this module layers them.
 
 mod file;
-mod values;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use self::file::FileSettings;
-pub use self::values::{CollectionMode, Colour, FailureOutput, WorkerMode};
-use self::values::{WorkerCount, parse_seconds, parse_size_kib};
 use crate::cli::{CoverageArgs, RunArgs, SelectionArgs};
 use crate::errors::ShoalError;
 use crate::python::{Interpreter, locate_interpreter};
 use crate::selection::Selection;
+pub use crate::values::{CollectionMode, Colour, FailureOutput, WorkerMode};
+use crate::values::{WorkerCount, parse_seconds, parse_size_kib};
 
 /// Markers that make a test serial when `[tool.shoal] serial-markers` does
 /// not say otherwise.
