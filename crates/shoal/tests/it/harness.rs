@@ -7,6 +7,37 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
+/// Runs `check` on every case, a few at a time on threads of their own (the
+/// cases wait on pytest processes far more than they compute), and returns
+/// the results in the cases' order. A case that panics fails the test with
+/// its own message.
+pub(crate) fn in_parallel<T: Sync, R: Send>(cases: &[T], check: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    const AT_ONCE: usize = 3;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<Option<R>> = std::iter::repeat_with(|| None).take(cases.len()).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..AT_ONCE.min(cases.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(case) = cases.get(index) else { return done };
+                        done.push((index, check(case)));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            match worker.join() {
+                Ok(done) => done.into_iter().for_each(|(index, result)| results[index] = Some(result)),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+    });
+    results.into_iter().map(|result| result.expect("every case ran")).collect()
+}
+
 /// The interpreter with pytest the tests use: `SHOAL_TEST_PYTHON`, else
 /// `python3`. Panics with a clear message when pytest is missing there.
 pub(crate) fn python() -> &'static Path {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::harness::{Outcome, Project, Report};
+use crate::harness::{Outcome, Project, Report, in_parallel};
 
 /// The interpreter of the plugins venv. Panics with a clear message when
 /// `SHOAL_TEST_PLUGINS_PYTHON` is unset or lacks the plugins: these tests do
@@ -182,23 +182,27 @@ const PLUGINS_TESTS: usize = 19;
 
 #[test]
 fn asyncio_hypothesis_syrupy_mock_and_env_give_xdists_outcomes() {
+    // Each run on a project of its own, with its own example database.
+    let env_of = |project: &Project| {
+        let database = project.path().join("hypothesis-db");
+        let database = database.to_str().expect("a UTF-8 temp path").to_owned();
+        [
+            ("PLUGINS_HYPOTHESIS_DB", database),
+            ("PLUGINS_FIXTURE_DEFAULT", "given".to_owned()),
+            ("PLUGINS_FIXTURE_EXPECT_DEFAULT", "given".to_owned()),
+        ]
+    };
     let project = plugins_project();
-    let database = project.path().join("hypothesis-db");
-    let database_arg = database.to_str().expect("a UTF-8 temp path");
-    let env = [
-        ("PLUGINS_HYPOTHESIS_DB", database_arg),
-        ("PLUGINS_FIXTURE_DEFAULT", "given"),
-        ("PLUGINS_FIXTURE_EXPECT_DEFAULT", "given"),
-    ];
-    let (xdist, expected) = pytest_outcomes(&project, &env, &["-n", "2"]);
+    let env = env_of(&project);
+    let (xdist, expected) = pytest_outcomes(&project, &borrowed(&env), &["-n", "2"]);
     xdist.assert_code(0);
     assert_eq!(expected.len(), PLUGINS_TESTS, "{expected:#?}");
     assert_eq!(expected.values().filter(|outcome| *outcome == "xfailed").count(), 2, "{expected:#?}");
-    std::fs::remove_dir_all(&database).expect("pytest -n 2 made the example database");
 
-    for mode in ["fork", "spawn"] {
-        let _ = std::fs::remove_dir_all(&database);
-        let report = project.shoal_report(&env, &["-n", "2", "--mode", mode]);
+    in_parallel(&["fork", "spawn"], |mode| {
+        let project = plugins_project();
+        let env = env_of(&project);
+        let report = project.shoal_report(&borrowed(&env), &["-n", "2", "--mode", mode]);
         assert_eq!(
             shoal_outcomes(&report),
             expected,
@@ -212,9 +216,15 @@ fn asyncio_hypothesis_syrupy_mock_and_env_give_xdists_outcomes() {
             report.tests().iter().filter_map(|test| test["worker"].as_str()).collect();
         assert!(workers.len() >= 2, "{mode}: only one worker ran tests: {workers:?}");
         // The false property's counterexample went to the shared database.
+        let database = project.path().join("hypothesis-db");
         let stored = std::fs::read_dir(&database).map(Iterator::count).unwrap_or(0);
         assert!(stored > 0, "{mode}: hypothesis stored nothing in {}", database.display());
-    }
+    });
+}
+
+/// `(name, value)` pairs as the harness takes them.
+fn borrowed<'a>(env: &'a [(&'static str, String); 3]) -> [(&'static str, &'a str); 3] {
+    env.each_ref().map(|(name, value)| (*name, value.as_str()))
 }
 
 /// The committed snapshot file.
@@ -226,7 +236,7 @@ fn committed_snapshots() -> String {
 #[test]
 fn syrupy_snapshot_update_writes_what_pytest_writes() {
     let snapshots = "__snapshots__/test_syrupy.ambr";
-    for mode in ["fork", "spawn"] {
+    in_parallel(&["fork", "spawn"], |mode| {
         // Missing snapshots are generated, as `pytest -n 2 --snapshot-update` does.
         let project = plugins_project();
         std::fs::remove_file(project.path().join(snapshots)).expect("the snapshot file");
@@ -255,7 +265,7 @@ fn syrupy_snapshot_update_writes_what_pytest_writes() {
         } else {
             assert_eq!(written, committed_snapshots(), "{mode}: --snapshot-update left other snapshots");
         }
-    }
+    });
 }
 
 #[test]
@@ -266,7 +276,7 @@ fn syrupys_unused_snapshot_report_fails_the_run_as_under_xdist_or_shoal_says_why
     let (xdist, _) = pytest_outcomes(&project, &[], &["-n", "2"]);
     xdist.assert_code(1);
     assert!(xdist.stdout.contains("1 snapshot unused"), "{}", xdist.stdout);
-    for mode in ["fork", "spawn"] {
+    in_parallel(&["fork", "spawn"], |mode| {
         let outcome = project.shoal(&["run", "-n", "2", "--mode", mode]);
         // A notice naming syrupy, not pytest's `plugins: ... syrupy-7.0.2` header.
         let said_why = outcome
@@ -282,7 +292,7 @@ fn syrupys_unused_snapshot_report_fails_the_run_as_under_xdist_or_shoal_says_why
             outcome.stdout,
             outcome.stderr
         );
-    }
+    });
 }
 
 /// A line of output that names `word`, other than pytest's header lines
@@ -318,8 +328,10 @@ fn pytest_html_reports_every_test_as_under_xdist_or_shoal_says_why_not() {
     xdist.assert_code(0);
     let expected = html_report_tests(&project, &report);
     assert_eq!(expected.len(), 8, "{expected:#?}");
-    for mode in ["fork", "spawn"] {
-        std::fs::remove_file(&report).ok();
+    in_parallel(&["fork", "spawn"], |mode| {
+        let project = Project::fixture("html_benchmark").with_python(plugins_python());
+        let report = project.path().join("report.html");
+        let html = format!("--html={}", report.display());
         let outcome =
             project.shoal(&["run", "-n", "2", "--mode", mode, "--", &html, "--self-contained-html"]);
         outcome.assert_code(0);
@@ -331,7 +343,7 @@ fn pytest_html_reports_every_test_as_under_xdist_or_shoal_says_why_not() {
             outcome.stdout,
             outcome.stderr
         );
-    }
+    });
 }
 
 #[test]
@@ -345,8 +357,10 @@ fn pytest_benchmark_is_off_as_under_xdist_or_shoal_says_why_not() {
     let (xdist, _) = pytest_outcomes(&project, &[], &["-n", "2", &option]);
     xdist.assert_code(0);
     assert!(!json.exists(), "pytest -n 2 wrote benchmark data");
-    for mode in ["fork", "spawn"] {
-        std::fs::remove_file(&json).ok();
+    in_parallel(&["fork", "spawn"], |mode| {
+        let project = Project::fixture("html_benchmark").with_python(plugins_python());
+        let json = project.path().join("benchmark.json");
+        let option = format!("--benchmark-json={}", json.display());
         let report = project.shoal_report(&[], &["-n", "2", "--mode", mode, "--", &option]);
         report.outcome.assert_code(0);
         // Calibrated rounds take up to a second (max_time=1.0); one call, microseconds.
@@ -364,5 +378,5 @@ fn pytest_benchmark_is_off_as_under_xdist_or_shoal_says_why_not() {
             report.outcome.stdout,
             report.outcome.stderr
         );
-    }
+    });
 }

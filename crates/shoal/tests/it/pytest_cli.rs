@@ -3,7 +3,7 @@
 //! must give pytest's exit code and closing line; a mode that runs no test
 //! must print what pytest prints.
 
-use crate::harness::{Outcome, Project};
+use crate::harness::{Outcome, Project, in_parallel};
 
 /// Argument vectors that run tests. shoal adds `-n 2` (or `-n 1` where
 /// pytest stops early, so that the same tests run before the stop).
@@ -114,31 +114,33 @@ fn shoal_run(project: &Project, workers: &str, args: &[&str]) -> Outcome {
 
 #[test]
 fn runs_give_pytests_exit_code_and_closing_line() {
-    let project = Project::fixture("cli");
-    let mut differences = Vec::new();
-    for args in RUNNING {
+    let differences: Vec<String> = in_parallel(RUNNING, |args| {
+        let project = Project::fixture("cli");
         // shoal's `--` hands what follows to pytest as arguments: pytest
         // gets them without it (its own `--` would make them paths).
         let pytest_args: Vec<&str> = args.iter().copied().filter(|argument| *argument != "--").collect();
         let expected = project.pytest(&pytest_args);
         let actual = shoal_run(&project, "2", args);
-        if actual.code != expected.code || closing(&actual) != closing(&expected) {
-            differences.push(format!(
+        (actual.code != expected.code || closing(&actual) != closing(&expected)).then(|| {
+            format!(
                 "{args:?}: pytest {:?} {:?}, shoal {:?} {:?}\n{}",
                 expected.code,
                 closing(&expected),
                 actual.code,
                 closing(&actual),
                 actual.stderr
-            ));
-        }
-    }
+            )
+        })
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     assert!(differences.is_empty(), "{}", differences.join("\n"));
 }
 
 #[test]
 fn early_stops_give_pytests_exit_code_and_closing_line() {
-    for args in STOPPING {
+    in_parallel(STOPPING, |args| {
         // A new project each time: a durations history would put the
         // longest tests first, not pytest's order.
         let project = Project::fixture("cli");
@@ -149,13 +151,13 @@ fn early_stops_give_pytests_exit_code_and_closing_line() {
         let (ran, not_run) = counts.rsplit_once(", ").expect("tests not started are counted");
         assert!(not_run.ends_with(" not run"), "{args:?}: {counts}");
         assert_eq!(ran, closing(&expected), "{args:?}\n{}", actual.stdout);
-    }
+    });
 }
 
 #[test]
 fn modes_that_run_no_test_print_what_pytest_prints() {
-    let project = Project::fixture("cli");
-    for args in NOT_RUNNING {
+    in_parallel(NOT_RUNNING, |args| {
+        let project = Project::fixture("cli");
         let expected = project.pytest(args);
         let actual = shoal_run(&project, "2", args);
         assert_eq!(actual.code, expected.code, "{args:?}\n{}", actual.stderr);
@@ -165,7 +167,7 @@ fn modes_that_run_no_test_print_what_pytest_prints() {
             "{args:?}\nstderr:\n{}",
             actual.stderr
         );
-    }
+    });
 }
 
 #[test]
