@@ -2,8 +2,8 @@
 //!
 //! One message a line on a socket the worker inherits (its descriptor number is
 //! in `SHOAL_CHANNEL_FD`), never on the test's stdout. The Python side lives in
-//! `python/shoal_worker.py`; keep both in step and bump [`PROTOCOL_VERSION`] on
-//! any incompatible change.
+//! `python/shoal_worker/` (`protocol.py` for the channel and messages); keep
+//! both in step and bump [`PROTOCOL_VERSION`] on any incompatible change.
 //!
 //! Worker to shoal, in order: `hello`, then any `collect_report`s and
 //! `collected` chunks, `collection_finished`, then one `finished` per test it

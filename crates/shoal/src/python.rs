@@ -1,25 +1,34 @@
 //! Finding the Python interpreter and installing the embedded worker plugin.
 //!
-//! The plugin (`python/shoal_worker.py`, with `python/shoal_coverage.py` for
-//! `--cov`) is compiled into the binary, so a `pip install` and a
-//! `cargo install` carry a worker that matches the binary's protocol. At
-//! start it is written, once per content, to a cache directory that goes on
-//! the workers' `PYTHONPATH`.
+//! The plugin (the package `python/shoal_worker/`, with
+//! `python/shoal_coverage.py` for `--cov`) is compiled into the binary, so a
+//! `pip install` and a `cargo install` carry a worker that matches the
+//! binary's protocol. At start it is written, once per content, to a cache
+//! directory that goes on the workers' `PYTHONPATH`. The worker plugin is a
+//! package so its submodules' names cannot clash with a user's modules.
 
 use std::path::{Path, PathBuf};
 
 use crate::errors::ShoalError;
 
-/// The module name workers load with `-p`.
+/// The module name workers load with `-p`: the plugin's package.
 pub const WORKER_PLUGIN_MODULE: &str = "shoal_worker";
 
 /// The module that measures and reports coverage (`python -m` after a run).
 pub const COVERAGE_MODULE: &str = "shoal_coverage";
 
-/// The plugin's files: module name and source.
-const PLUGIN_FILES: [(&str, &str); 2] = [
-    (WORKER_PLUGIN_MODULE, include_str!("../python/shoal_worker.py")),
-    (COVERAGE_MODULE, include_str!("../python/shoal_coverage.py")),
+/// The plugin's files: path in the plugin directory (`/`-separated) and
+/// source. Every file under `python/` is here (a unit test checks it).
+const PLUGIN_FILES: [(&str, &str); 9] = [
+    ("shoal_worker/__init__.py", include_str!("../python/shoal_worker/__init__.py")),
+    ("shoal_worker/collection.py", include_str!("../python/shoal_worker/collection.py")),
+    ("shoal_worker/environment.py", include_str!("../python/shoal_worker/environment.py")),
+    ("shoal_worker/protocol.py", include_str!("../python/shoal_worker/protocol.py")),
+    ("shoal_worker/running.py", include_str!("../python/shoal_worker/running.py")),
+    ("shoal_worker/session.py", include_str!("../python/shoal_worker/session.py")),
+    ("shoal_worker/xdist_surface.py", include_str!("../python/shoal_worker/xdist_surface.py")),
+    ("shoal_worker/zygote.py", include_str!("../python/shoal_worker/zygote.py")),
+    ("shoal_coverage.py", include_str!("../python/shoal_coverage.py")),
 ];
 
 /// An interpreter and how shoal chose it (for error messages).
@@ -64,17 +73,19 @@ fn venv_python(venv: &Path) -> PathBuf {
 /// Writes the plugin's files to the cache (if not already there) and
 /// returns the directory to put on `PYTHONPATH`.
 pub fn install_worker_plugin() -> Result<PathBuf, ShoalError> {
-    let digest = fnv1a64(PLUGIN_FILES.map(|(_, source)| source).concat().as_bytes());
+    let digest =
+        fnv1a64(PLUGIN_FILES.map(|(path, source)| format!("{path}\0{source}\0")).concat().as_bytes());
     let directory = cache_root().join(format!("plugin-{}-{digest:016x}", env!("CARGO_PKG_VERSION")));
     let context = |what: &str| format!("{what} {}", directory.display());
-    for (module, source) in PLUGIN_FILES {
-        let target = directory.join(format!("{module}.py"));
+    for (path, source) in PLUGIN_FILES {
+        let target = directory.join(path);
         if std::fs::read_to_string(&target).is_ok_and(|existing| existing == source) {
             continue;
         }
-        std::fs::create_dir_all(&directory)
+        let parent = target.parent().unwrap_or(&directory);
+        std::fs::create_dir_all(parent)
             .map_err(|error| ShoalError::io(context("creating the plugin directory"), error))?;
-        let mut temporary = tempfile::NamedTempFile::new_in(&directory)
+        let mut temporary = tempfile::NamedTempFile::new_in(parent)
             .map_err(|error| ShoalError::io(context("writing the worker plugin to"), error))?;
         std::io::Write::write_all(&mut temporary, source.as_bytes())
             .map_err(|error| ShoalError::io(context("writing the worker plugin to"), error))?;
@@ -129,9 +140,33 @@ mod tests {
         let first = install_worker_plugin().unwrap();
         let second = install_worker_plugin().unwrap();
         assert_eq!(first, second);
-        for (module, source) in PLUGIN_FILES {
-            let text = std::fs::read_to_string(first.join(format!("{module}.py"))).unwrap();
+        for (path, source) in PLUGIN_FILES {
+            let text = std::fs::read_to_string(first.join(path)).unwrap();
             assert_eq!(text, source);
         }
+    }
+
+    #[test]
+    fn every_plugin_file_is_embedded() {
+        fn python_files(directory: &Path, root: &Path, found: &mut Vec<String>) {
+            for entry in std::fs::read_dir(directory).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    python_files(&path, root, found);
+                } else if path.extension().is_some_and(|extension| extension == "py") {
+                    let relative = path.strip_prefix(root).unwrap();
+                    found.push(relative.to_str().unwrap().replace(std::path::MAIN_SEPARATOR, "/"));
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
+        let mut on_disk = Vec::new();
+        python_files(&root, &root, &mut on_disk);
+        on_disk.sort();
+        let mut embedded: Vec<String> = PLUGIN_FILES.iter().map(|(path, _)| (*path).to_owned()).collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk);
+        assert!(embedded.contains(&format!("{WORKER_PLUGIN_MODULE}/__init__.py")));
+        assert!(embedded.contains(&format!("{COVERAGE_MODULE}.py")));
     }
 }

@@ -1,0 +1,263 @@
+"""Collection: what a worker collects, and the facts it tells shoal about it.
+
+This module owns the worker's collection hooks (announcing the collected
+items with the markers shoal honours, collection errors, deselection) and
+split collection: the zygote records each test file's collectors instead of
+importing them (``_prime_sys_path`` puts their roots on ``sys.path`` as
+importing them would have), and each forked child, or a worker sent tests of
+a file it has not collected, imports and collects just those files
+(``collect_files``). :class:`FileTimer` times each file's import and
+collection, the history shoal splits the files by.
+"""
+
+import sys
+import time
+
+import pytest
+
+from . import protocol
+
+
+class Collecting:
+    """The collection side of :class:`~shoal_worker.session.ShoalWorker`
+    (a base class of it, so these hooks are the one plugin's).
+
+    It uses the worker's ``config``, ``channel``, ``session``, and keeps:
+    ``split`` (whether the zygote records test files rather than import
+    them), ``files`` (the recorded collectors by file node id: a module and
+    its doctests share one), ``file_seconds`` (each file's import and
+    collection time), ``items`` (the collected items by node id) and
+    ``deselected`` (node ids, reported with the collection).
+    """
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_make_collect_report(self, collector):
+        """Split collection, in the zygote: a test file is recorded, not
+        imported; its (empty) report lets collection walk on."""
+        if self.split and _is_test_file(collector):
+            self.files.setdefault(collector.nodeid, []).append(collector)
+            return pytest.CollectReport(collector.nodeid, "passed", None, [])
+        return None
+
+    def collect_files(self, nodeids):
+        """Imports and collects these test files (recorded by the zygote
+        before forking) and returns their items, in order."""
+        items = []
+        for nodeid in nodeids:
+            for collector in self.files.pop(nodeid, ()):
+                items.extend(self.session.genitems(collector))
+        # pytest 8+ caches collection results for its own argument walk.
+        if hasattr(self.session, "_collection_cache"):
+            self.session._collection_cache = {}
+        return items
+
+    def collect_share(self, nodeids):
+        """A forked child's collection: its share of the test files, through
+        pytest's own hooks (deselection included), reported as a whole
+        collection is."""
+        session, config = self.session, self.config
+        items = self.collect_files(nodeids)
+        session.items = items
+        config.hook.pytest_collection_modifyitems(session=session, config=config, items=items)
+        session.testscollected = len(items)
+        config.hook.pytest_collection_finish(session=session)
+
+    def load_files(self, nodeids):
+        """Collects test files shoal sends tests of, when this worker has
+        not collected them yet."""
+        if not nodeids:
+            return
+        items = self.collect_files(nodeids)
+        self.config.hook.pytest_collection_modifyitems(session=self.session, config=self.config, items=items)
+        # The worker that collected these first reported their deselection.
+        self.deselected = []
+        self.items.update((item.nodeid, item) for item in items)
+        # Plugins read the session's items when they set up (pytest-django
+        # decides from them which test databases to create): they are the
+        # items this worker can run.
+        self.session.items.extend(items)
+        self.session.testscollected = len(self.session.items)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_deselected(self, items):
+        self.deselected.extend(item.nodeid for item in items)
+
+    def pytest_collectreport(self, report):
+        if report.passed:
+            return
+        self.channel.send(protocol.collect_report_message(report))
+
+    def pytest_collection_finish(self, session):
+        self._announce(session.items)
+        self.items = {item.nodeid: item for item in session.items}
+        if self.split and self._collect_here():
+            return
+        self.channel.send(
+            {"type": "collection_finished", "deselected": self.deselected, "file_seconds": self.file_seconds}
+        )
+        self.deselected = []
+        self.file_seconds = {}
+
+    def _announce(self, items):
+        """Sends the collected items, in chunks."""
+        chunk = []
+        for item in items:
+            chunk.append(_describe(item))
+            if len(chunk) >= protocol.COLLECTED_CHUNK:
+                self.channel.send({"type": "collected", "items": chunk})
+                chunk = []
+        if chunk:
+            self.channel.send({"type": "collected", "items": chunk})
+
+    def _collect_here(self):
+        """Split collection, in the zygote: tells shoal the test files and
+        collects the ones it answers with here, before forking: none, or all
+        of them (fewer files than workers). True when it collected them
+        (which runs pytest_collection_finish again, which reports it all)."""
+        self.channel.send(
+            {"type": "test_files", "nodeids": list(self.files), "same_name": _prime_sys_path(self.config, self.files)}
+        )
+        here = (self.channel.receive() or {}).get("nodeids", ())
+        if not here:
+            return False
+        self.split = False
+        self.collect_share(here)
+        return True
+
+
+class FileTimer:
+    """Times each test file's import and collection (history for split
+    collection's shares). Registered beside the worker plugin."""
+
+    def __init__(self, worker):
+        self.worker = worker
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_make_collect_report(self, collector):
+        started = time.perf_counter()
+        yield
+        if _is_test_file(collector) and not self.worker.split:
+            seconds = time.perf_counter() - started
+            # A module and its doctests share a node id: one file, one cost.
+            self.worker.file_seconds[collector.nodeid] = self.worker.file_seconds.get(collector.nodeid, 0.0) + seconds
+
+
+def _import_root_and_name(path, config):
+    """Where pytest's prepend/append import modes put a test module's root on
+    ``sys.path``, and the name it imports the module as (as
+    ``_pytest.pathlib.import_path`` decides)."""
+    try:
+        from _pytest.pathlib import CouldNotResolvePathError, resolve_pkg_root_and_module_name
+    except ImportError:  # pytest < 8.1
+        from _pytest.pathlib import resolve_package_path
+
+        package = resolve_package_path(path)
+        if package is None:
+            return str(path.parent), path.stem
+        names = list(path.with_suffix("").relative_to(package.parent).parts)
+        if names[-1] == "__init__":
+            names.pop()
+        return str(package.parent), ".".join(names)
+    try:
+        try:
+            namespaces = config.getini("consider_namespace_packages")
+        except ValueError:
+            namespaces = False
+        root, name = resolve_pkg_root_and_module_name(path, consider_namespace_packages=namespaces)
+    except CouldNotResolvePathError:
+        root, name = path.parent, path.stem
+    return str(root), name
+
+
+def _prime_sys_path(config, files):
+    """Split collection, in the zygote before forking: puts the test modules'
+    roots on ``sys.path`` as importing them in order would have (so a test
+    importing a helper beside another test file finds it, as in sequential
+    pytest). Returns groups of file indexes that import under one module
+    name from different paths: one worker must import them in order, so
+    pytest's "import file mismatch" error still shows."""
+    mode = str(config.getoption("importmode"))
+    if mode.endswith("importlib"):
+        return []
+    names = {}
+    for index, collectors in enumerate(files.values()):
+        module = next((c for c in collectors if isinstance(c, pytest.Module)), None)
+        if module is None:
+            continue
+        root, name = _import_root_and_name(module.path, config)
+        names.setdefault(name, []).append((index, str(module.path)))
+        if mode.endswith("prepend"):
+            if sys.path[0] != root:
+                sys.path.insert(0, root)
+        elif root not in sys.path:
+            sys.path.append(root)
+    return [[index for index, _ in group] for group in names.values() if len({path for _, path in group}) > 1]
+
+
+def _is_test_file(collector):
+    """A test file's collector (a module, a doctest file, a plugin's file),
+    not a package, whose collection imports ``__init__.py`` and walks on."""
+    return isinstance(collector, pytest.File) and not isinstance(collector, pytest.Package)
+
+
+# What shoal learns of each item ---------------------------------------------------
+
+
+def _describe(item):
+    """An item as the ``collected`` message gives it."""
+    path, line, domain = item.location
+    return {
+        "nodeid": item.nodeid,
+        "path": path,
+        "line": line,
+        "domain": domain,
+        "markers": sorted({marker.name for marker in item.iter_markers()}),
+        "timeout": _timeout_marker(item),
+        "group": _group_marker(item),
+        "reruns": _reruns_marker(item),
+        "module": _file_of(item),
+    }
+
+
+def _file_of(item):
+    """The node id of the test file that collected an item."""
+    file = item.getparent(pytest.File)
+    return file.nodeid if file is not None else None
+
+
+def _timeout_marker(item):
+    """Seconds from pytest-timeout's ``@pytest.mark.timeout(N)``, if any."""
+    marker = item.get_closest_marker("timeout")
+    if marker is None:
+        return None
+    value = marker.kwargs.get("timeout", marker.args[0] if marker.args else None)
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _reruns_marker(item):
+    """Reruns from pytest-rerunfailures' ``@pytest.mark.flaky(reruns=N)``."""
+    marker = item.get_closest_marker("flaky")
+    if marker is None:
+        return None
+    value = marker.kwargs.get("reruns", marker.args[0] if marker.args else 1)
+    try:
+        return max(0, min(int(value), 254))
+    except (TypeError, ValueError):
+        return None
+
+
+def _group_marker(item):
+    """The test group from ``xdist_group(name)`` or ``shoal_group(name)``.
+
+    Read from the marker, never from the node id (pytest 9.2 changed node
+    ids and broke xdist's own grouping that way).
+    """
+    for name in ("shoal_group", "xdist_group"):
+        marker = item.get_closest_marker(name)
+        if marker is not None:
+            value = marker.kwargs.get("name", marker.args[0] if marker.args else None)
+            return str(value) if value is not None else None
+    return None

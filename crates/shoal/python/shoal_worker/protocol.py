@@ -1,0 +1,222 @@
+"""The protocol with shoal: the channel, the handshake and the messages.
+
+The protocol travels as JSON lines on a socket inherited as the file
+descriptor named by ``SHOAL_CHANNEL_FD``, never on the test's stdout, so a
+stray ``print`` or a raw write to fd 1 cannot corrupt it. The message types are
+documented in ``crates/shoal/src/protocol.rs``; keep both sides in step and
+bump ``PROTOCOL_VERSION`` on any incompatible change.
+
+This module owns the :class:`Channel` and the messages that describe what
+pytest did (the ``hello`` handshake, collection errors, test reports,
+warnings); the other modules decide when to send them.
+"""
+
+import io
+import json
+import os
+import platform
+import select
+import socket
+import sys
+
+import pytest
+
+PROTOCOL_VERSION = 1
+
+# Longer texts are cut, with a visible note, so one enormous assertion message
+# cannot balloon a protocol line (shoal also bounds the line length it reads).
+MAX_TEXT_CHARS = 256 * 1024
+
+# Items are announced in chunks so a 100,000-test suite is many moderate lines,
+# not one huge one.
+COLLECTED_CHUNK = 1000
+
+
+def cut(text):
+    if text is None:
+        return None
+    text = str(text)
+    if len(text) > MAX_TEXT_CHARS:
+        dropped = len(text) - MAX_TEXT_CHARS
+        text = text[:MAX_TEXT_CHARS] + f"\n[shoal: {dropped} more characters cut]"
+    return text
+
+
+class Channel:
+    """The JSON-lines socket shared with shoal."""
+
+    def __init__(self, fd):
+        self._socket = socket.socket(fileno=fd)
+        self._buffer = b""
+
+    def send(self, message):
+        line = json.dumps(message, ensure_ascii=False, default=repr) + "\n"
+        # Lone surrogates (from undecodable bytes) cannot be encoded: replace
+        # them rather than lose the message.
+        self._socket.sendall(line.encode("utf-8", "replace"))
+
+    def receive(self):
+        """Blocks for the next command; None when shoal closed the channel."""
+        while b"\n" not in self._buffer:
+            data = self._socket.recv(65536)
+            if not data:
+                return None
+            self._buffer += data
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def detach(self):
+        """Lets go of the descriptor without closing it (it is about to be replaced)."""
+        self._socket.detach()
+
+    def has_pending_command(self):
+        """True when a command can be read without blocking."""
+        if b"\n" in self._buffer:
+            return True
+        readable, _, _ = select.select([self._socket], [], [], 0)
+        return bool(readable)
+
+
+# The handshake ------------------------------------------------------------------
+
+
+def hello_message(config, worker):
+    """The first message: who this worker is and what shoal must do for it
+    (the reports and limits it took over from pytest and its plugins)."""
+    import pluggy
+
+    inifile = getattr(config, "inipath", None)
+    return {
+        "type": "hello",
+        "protocol": PROTOCOL_VERSION,
+        "pid": os.getpid(),
+        "platform": sys.platform,
+        "python": platform.python_version(),
+        "pytest": pytest.__version__,
+        "pluggy": pluggy.__version__,
+        "rootdir": str(config.rootpath),
+        "inifile": str(inifile) if inifile else None,
+        "plugins": _plugin_versions(config),
+        "maxfail": worker.maxfail,
+        "cache_dir": _cache_dir(config),
+        "junitxml": worker.junitxml,
+        "continue_on_collection_errors": bool(config.getoption("continue_on_collection_errors", False)),
+        "coverage": worker.coverage.report_options if worker.coverage else None,
+        "html_report": worker.html_report,
+        "benchmarks_disabled": worker.benchmarks_disabled,
+    }
+
+
+def _plugin_versions(config):
+    """The installed plugins as pytest's header names them (``name-version``)."""
+    plugins = []
+    for _plugin, dist in config.pluginmanager.list_plugin_distinfo():
+        name = dist.project_name if hasattr(dist, "project_name") else dist.metadata["name"]
+        if name.startswith("pytest-"):
+            name = name[len("pytest-"):]
+        entry = f"{name}-{dist.version}"
+        if entry not in plugins:
+            plugins.append(entry)
+    return plugins
+
+
+def _cache_dir(config):
+    """pytest's cache directory, or None when the cache plugin is off."""
+    cache = getattr(config, "cache", None)
+    directory = getattr(cache, "_cachedir", None)
+    return str(directory) if directory is not None else None
+
+
+# What pytest did ----------------------------------------------------------------
+
+
+def collect_report_message(report):
+    """A collector that failed or was skipped."""
+    category = "error" if report.failed else "skipped"
+    return {
+        "type": "collect_report",
+        "nodeid": report.nodeid,
+        "outcome": report.outcome,
+        "category": category,
+        "longrepr": cut(longrepr_text(report)) if report.failed else None,
+        "message": cut(crash_message(report)),
+    }
+
+
+def report_facts(config, report):
+    """One phase of a test (setup, call, teardown), as the terminal shows it."""
+    status = config.hook.pytest_report_teststatus(report=report, config=config)
+    category, letter, word = status if status else ("", "", "")
+    if isinstance(word, tuple):
+        word = word[0]
+    facts = {
+        "when": report.when,
+        "outcome": report.outcome,
+        "category": category,
+        "letter": letter,
+        "word": word,
+        "duration": report.duration,
+    }
+    if type(report).__name__ == "SubtestReport":
+        describe = getattr(report, "_sub_test_description", None)
+        facts["subtest"] = cut(describe() if callable(describe) else "")
+    if hasattr(report, "wasxfail"):
+        facts["wasxfail"] = cut(report.wasxfail)
+    if report.failed:
+        facts["head_line"] = report.head_line
+        facts["longrepr"] = cut(longrepr_text(report))
+        facts["message"] = cut(crash_message(report))
+        facts["sections"] = [[title, cut(content)] for title, content in report.sections]
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if crash is not None and getattr(crash, "path", None):
+            facts["crash_path"] = str(crash.path)
+            facts["crash_line"] = crash.lineno
+    elif report.skipped and isinstance(report.longrepr, tuple):
+        facts["message"] = cut(report.longrepr[2])
+    return facts
+
+
+def warning_message(recorded, when, nodeid):
+    """A warning pytest recorded, formatted as its summary shows it."""
+    import warnings
+
+    text = warnings.formatwarning(
+        recorded.message,
+        recorded.category,
+        recorded.filename,
+        recorded.lineno,
+        recorded.line,
+    )
+    return {"type": "warning", "when": when, "nodeid": nodeid, "text": cut(text)}
+
+
+def longrepr_text(report):
+    """The failure text exactly as pytest's terminal prints it.
+
+    ``report.longreprtext`` strips the leading blank line and indentation that
+    pytest shows, so render it the way the terminal reporter does.
+    """
+    try:
+        from _pytest._io import TerminalWriter
+
+        buffer = io.StringIO()
+        writer = TerminalWriter(buffer)
+        writer.hasmarkup = False
+        report.toterminal(writer)
+        return buffer.getvalue()
+    except Exception:  # a plugin's exotic longrepr: fall back to the public text
+        return report.longreprtext
+
+
+# The short test summary shows a plain-string failure (e.g. a strict XPASS)
+# as its message from pytest 9 on; earlier versions show no message for it.
+_STRING_LONGREPR_IS_MESSAGE = int(pytest.__version__.split(".")[0]) >= 9
+
+
+def crash_message(report):
+    """The message pytest's short test summary shows after the node id."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, str):
+        return longrepr if _STRING_LONGREPR_IS_MESSAGE else None
+    crash = getattr(longrepr, "reprcrash", None)
+    return getattr(crash, "message", None)

@@ -1,0 +1,286 @@
+"""The run loop: running the node ids shoal sends, until told to end.
+
+This module owns :class:`RunLoop` (the ``run``, ``continue``, ``stop`` and
+``shutdown`` commands, the attempt number of a rerun, the ``finished``
+message with each test's time and resources, stopping when over the memory
+limit), :class:`NextItem` (the next test, learned from shoal only when
+pytest needs it), :class:`ChildWatch` (child processes a test left running)
+and the stack dump shoal asks for before killing a test past its timeout.
+"""
+
+import collections
+import os
+import resource
+import signal
+import time
+
+from .protocol import cut
+
+# Where shoal asks for every thread's stack before killing a worker stuck
+# past its timeout (shoal sends the same number). A real-time signal: tests
+# and the libraries they exercise use SIGUSR1 and SIGUSR2 for themselves.
+STACK_DUMP_SIGNAL = signal.SIGRTMIN + 3 if hasattr(signal, "SIGRTMIN") else None
+
+
+class RunLoop:
+    """Runs the node ids shoal sends, in order, until told to end.
+
+    pytest tears fixtures down according to the *next* item. When the
+    worker already holds its next test, that is it; when it does not,
+    the next item is a :class:`NextItem` that asks shoal only when
+    pytest needs it, at teardown. So shoal decides what a worker runs
+    next at the last moment, knowing what every other worker is doing.
+    """
+
+    def __init__(self, worker):
+        self.worker = worker
+        self.channel = worker.channel
+        self.items = worker.items
+        self.queue = collections.deque()
+        self.attempts = {}
+        # `shutdown` or `stop` was received (or the channel closed).
+        self.ended = False
+        self.closed = False
+        # Seconds spent waiting for shoal's answer during the current test.
+        self.waited = 0.0
+        # Set by `run` commands under -x/--maxfail (see await_verdict).
+        self.confirm_failures = False
+
+    def run(self):
+        self.take_commands(block=True)
+        while self.queue:
+            self.take_commands(block=False)
+            if self.worker.stopping:
+                # What was sent but not started goes back to shoal, which
+                # reports it as not run.
+                self.channel.send({"type": "stopped", "dropped": list(self.queue)})
+                break
+            if self.run_next():
+                # Over the memory limit: run nothing more here; shoal starts
+                # a fresh worker and gives it what this one held.
+                self.take_commands(block=False)
+                self.channel.send({"type": "stopped", "dropped": list(self.queue), "over_memory": True})
+                break
+
+    def take_command(self):
+        """Reads one command and returns its type.
+
+        After `shutdown`, pending commands are still read: a `stop` (from -x,
+        Ctrl-C or the budget) overrides it."""
+        command = self.channel.receive()
+        self.closed = command is None
+        kind = command["type"] if command else "shutdown"
+        if kind == "run":
+            self.worker.load_files(command.get("load", ()))
+            self.queue.extend(command["nodeids"])
+            self.attempts.update(command.get("attempts", {}))
+            self.confirm_failures = command.get("confirm_failures", False)
+        elif kind != "continue":
+            self.worker.stopping = self.worker.stopping or kind == "stop"
+            self.ended = True
+        return kind
+
+    def take_commands(self, block):
+        while not self.closed and ((block and not self.ended) or self.channel.has_pending_command()):
+            if self.take_command() == "run":
+                block = False
+
+    def await_verdict(self):
+        """Under -x/--maxfail, after a failure: shoal answers `continue` once
+        it has counted it (a `stop` before that, at the limit)."""
+        while not self.closed and self.take_command() != "continue" and not self.worker.stopping:
+            pass
+
+    def ask_for_work(self):
+        """The next item, asked of shoal when none is queued (the wait for an
+        answer is not the test's time)."""
+        if not self.queue and not self.ended:
+            self.channel.send({"type": "want_work"})
+            asked = time.perf_counter()
+            self.take_commands(block=True)
+            self.waited = time.perf_counter() - asked
+        return self.items[self.queue[0]] if self.queue else None
+
+    def run_next(self):
+        """Runs the test at the head of the queue and reports it. Returns
+        True when the worker is over its memory limit afterwards."""
+        worker = self.worker
+        current = self.queue.popleft()
+        item = self.items[current]
+        # Tests see which attempt this is (1-based; reruns count up).
+        os.environ["SHOAL_ATTEMPT"] = str(self.attempts.pop(current, 1))
+        if self.queue:
+            next_item = self.items[self.queue[0]]
+        else:
+            # Known to be the last: plugins see pytest's own None.
+            next_item = None if self.ended else NextItem(self.ask_for_work)
+        started = time.perf_counter()
+        self.waited = 0.0
+        worker.pending_reports = []
+        item.config.hook.pytest_runtest_protocol(item=item, nextitem=next_item)
+        if isinstance(next_item, NextItem):
+            next_item.resolve()
+        duration = time.perf_counter() - started - self.waited
+        message, over_memory = self.finished_message(current, duration)
+        self.channel.send(message)
+        worker.pending_reports = []
+        if self.confirm_failures and any(report["outcome"] == "failed" for report in message["reports"]):
+            self.await_verdict()
+        if worker.coverage:
+            # A safe point: if this worker is killed later, only the
+            # coverage of the test it is then running is lost.
+            worker.coverage.save()
+        return over_memory
+
+    def finished_message(self, nodeid, duration):
+        """The ``finished`` message of a test that just ran, and whether the
+        worker is now over its memory limit."""
+        worker = self.worker
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        # Reading the current size costs a system call: only with a limit.
+        rss_kib = _current_rss_kib() if worker.memory_limit_kib else usage.ru_maxrss
+        worker.children.note(nodeid)
+        over_memory = bool(worker.memory_limit_kib and rss_kib > worker.memory_limit_kib)
+        last = over_memory or (self.ended and not self.queue)
+        message = {
+            "type": "finished",
+            "nodeid": nodeid,
+            "duration": duration,
+            "reports": worker.pending_reports,
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "max_rss_kib": usage.ru_maxrss,
+            "rss_kib": rss_kib,
+        }
+        if last:
+            # The session's fixtures are gone: what still runs leaked.
+            message["leaked"] = worker.children.leaked()
+        return message, over_memory
+
+
+class NextItem:
+    """The test a worker runs next, learned from shoal only when needed.
+
+    pytest reads ``nextitem`` at teardown (``nextitem and
+    nextitem.listchain()``) to know which fixtures to keep. This stand-in
+    asks shoal at that moment; it is falsy when there is no next test, so
+    pytest then tears everything down, as it does for ``None``.
+    """
+
+    _UNRESOLVED = object()
+
+    def __init__(self, ask):
+        self._ask = ask
+        self._item = self._UNRESOLVED
+
+    def resolve(self):
+        if self._item is self._UNRESOLVED:
+            self._item = self._ask()
+        return self._item
+
+    def __bool__(self):
+        return self.resolve() is not None
+
+    def __getattr__(self, name):
+        item = self.resolve()
+        if item is None:
+            raise AttributeError(name)
+        return getattr(item, name)
+
+
+def _current_rss_kib():
+    """Resident memory now (not the peak), in KiB."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+class ChildWatch:
+    """Which test started the child processes still alive at the end.
+
+    After each test the worker's direct children are listed (one read of
+    /proc) and new ones are charged to that test; with its last
+    test, the worker reports the ones still running to shoal, which kills
+    them with the worker's process group and names the test that left them.
+    """
+
+    def __init__(self):
+        self.first_seen = {}
+
+    @staticmethod
+    def _children():
+        # The main thread's children: tests start processes from it (one
+        # small read per test; other threads' children are not looked at).
+        try:
+            with open(f"/proc/self/task/{os.getpid()}/children", "rb") as listing:
+                return {int(pid) for pid in listing.read().split()}
+        except OSError:
+            return set()
+
+    def note(self, nodeid):
+        for pid in self._children():
+            self.first_seen.setdefault(pid, nodeid)
+
+    def leaked(self):
+        """Node id to the pids it started that are still running."""
+        alive = self._children()
+        leaked = {}
+        for pid, nodeid in self.first_seen.items():
+            if pid in alive:
+                leaked.setdefault(nodeid, []).append(pid)
+        return leaked
+
+
+# Timeouts: the stack dump ---------------------------------------------------------
+
+# A copy of the descriptor stderr had when the worker started (a forked
+# worker re-points it at its own stderr), where stack dumps are written.
+_stack_dump_fd = None
+
+# pytest's capture manager, for the output of a test that is being timed out.
+_capture_manager = None
+
+
+def register_stack_dump(capture_manager):
+    """On STACK_DUMP_SIGNAL, write every thread's Python stack to stderr,
+    and the test's output captured so far through ``capture_manager``.
+
+    shoal sends it to a worker whose test ran past its timeout, just before
+    killing it. faulthandler answers from a C signal handler, so this works
+    even when the test is stuck in C code that never returns to Python. It
+    writes to a copy of the descriptor stderr has now, so pytest's capture
+    (which moves descriptor 2 during a test) cannot swallow it. The copy is a
+    bare descriptor, not a file object: nothing for the garbage collector to
+    find unclosed (a ResourceWarning under ``-W error``), and it is not
+    inherited by processes a test starts.
+    """
+    global _stack_dump_fd, _capture_manager
+    import faulthandler
+
+    _capture_manager = capture_manager
+    if STACK_DUMP_SIGNAL is None:
+        return
+    if _stack_dump_fd is None:
+        _stack_dump_fd = os.dup(2)
+    else:
+        os.dup2(2, _stack_dump_fd, inheritable=False)
+    # The Python handler runs only if the interpreter gets control back (a
+    # test in time.sleep, say): then the output captured so far is shown too.
+    signal.signal(STACK_DUMP_SIGNAL, _dump_captured_output)
+    faulthandler.register(STACK_DUMP_SIGNAL, file=_stack_dump_fd, all_threads=True, chain=True)
+
+
+def _dump_captured_output(_signum, _frame):
+    capture = _capture_manager
+    if capture is None or _stack_dump_fd is None:
+        return
+    try:
+        out, err = capture.read_global_capture()
+    except Exception:  # capture not active: nothing to show
+        return
+    for title, text in (("stdout", out), ("stderr", err)):
+        if text:
+            data = f"----- captured {title} so far -----\n{cut(text)}\n".encode("utf-8", "replace")
+            while data:
+                data = data[os.write(_stack_dump_fd, data):]

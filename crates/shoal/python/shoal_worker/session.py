@@ -1,0 +1,126 @@
+"""The worker's plugin object: one pytest session driven by shoal.
+
+:class:`ShoalWorker` is registered (as ``shoal_worker_session``) when shoal
+started this process. It holds the session's state, says ``hello``, hands
+the test loop to the zygote (fork mode's collecting process) or to the run
+loop, and reports what pytest did. Its collection hooks come from
+:class:`~shoal_worker.collection.Collecting`.
+"""
+
+import os
+import sys
+
+import pytest
+
+from . import protocol, running, zygote
+from .collection import Collecting
+from .environment import PRIVATE
+
+
+class ShoalWorker(Collecting):
+    """Plugin object registered when the channel variable is present."""
+
+    def __init__(self, config, channel, maxfail, zygote_fd, coverage):
+        self.config = config
+        self.channel = channel
+        self.zygote_fd = zygote_fd
+        limit = PRIVATE.get("SHOAL_MEMORY_LIMIT_KIB")
+        self.memory_limit_kib = int(limit) if limit else 0
+        self.children = running.ChildWatch()
+        running.register_stack_dump(config.pluginmanager.get_plugin("capturemanager"))
+        self.maxfail = maxfail
+        self.deselected = []
+        self.pending_reports = []
+        self.stopping = False
+        # The coverage measurement when --cov is given; see shoal_coverage.
+        self.coverage = coverage
+        self.session = None
+        # Split collection (shoal says so after `hello`): the zygote records
+        # each test file's collectors (by node id: a module and its doctests
+        # share one) instead of importing them; each child then collects the
+        # files shoal gives it. See Collecting.collect_files.
+        self.split = False
+        self.files = {}
+        # Seconds each test file took to import and collect here.
+        self.file_seconds = {}
+        # The collected items this process can run, by node id.
+        self.items = {}
+        # The reports and limits taken over from pytest and its plugins
+        # (set before the session starts; see shoal_worker.pytest_cmdline_main).
+        self.junitxml = None
+        self.html_report = None
+        self.benchmarks_disabled = False
+
+    # Configuration -----------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionstart(self, session):
+        self.session = session
+        config = self.config
+        _silence_terminal(config)
+        # pytest's cache plugin would let every worker overwrite the
+        # last-failed list with its own share; shoal keeps that record.
+        for name in ("lfplugin", "nfplugin"):
+            plugin = config.pluginmanager.get_plugin(name)
+            if plugin is not None:
+                config.pluginmanager.unregister(plugin)
+        self.channel.send(protocol.hello_message(config, self))
+        if self.zygote_fd is not None:
+            # shoal decides how the zygote collects, knowing the plugins.
+            command = self.channel.receive() or {}
+            self.split = bool(command.get("split"))
+
+    # Running -----------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session):
+        """Replaces pytest's loop.
+
+        A zygote serves fork requests and runs nothing itself; each forked
+        child, like a spawned worker, runs the node ids shoal sends.
+        """
+        if self.zygote_fd is not None and not zygote.serve_forks(self):
+            # The zygote ran no test and its children are reaped: nothing of
+            # pytest's teardown (a full garbage collection of the collected
+            # suite, among others) is worth waiting for.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+        try:
+            running.RunLoop(self).run()
+        finally:
+            if self.coverage:
+                self.coverage.finish()
+        return True
+
+    # Reporting ---------------------------------------------------------------
+
+    def pytest_runtest_logreport(self, report):
+        self.pending_reports.append(protocol.report_facts(self.config, report))
+
+    def pytest_warning_recorded(self, warning_message, when, nodeid, location):
+        self.channel.send(protocol.warning_message(warning_message, when, nodeid))
+
+
+class _DiscardingWriter:
+    """A text stream that drops what it is given."""
+
+    encoding = "utf-8"
+
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return False
+
+
+def _silence_terminal(config):
+    """Nobody reads a worker's own terminal report: shoal renders one from
+    the facts. Writing it would cost a system call per test."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    writer = getattr(reporter, "_tw", None)
+    if writer is not None and hasattr(writer, "_file"):
+        writer._file = _DiscardingWriter()
