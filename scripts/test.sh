@@ -166,7 +166,7 @@ later_entry_modules() {
     local entry="$1" python="${1%%:*}" newest oldest
     local pytest_sensitive="workers:: split:: xdist_surface:: footprint:: pytest_cli:: parity::
         output_shape:: passthrough:: terminal:: junit:: control:: stopping::"
-    local python_sensitive="workers:: split:: crash:: robustness:: xdist_surface:: footprint::
+    local python_sensitive="workers:: split:: crash:: robustness:: xdist_surface:: footprint:: fork_hazards::
         interpreters:: coverage:: stopping::"
     local smoke="workers:: footprint:: interpreters:: xdist_surface::"
     if [[ "$python" == "${matrix[0]%%:*}" ]]; then

@@ -19,9 +19,10 @@ pub const COVERAGE_MODULE: &str = "shoal_coverage";
 
 /// The plugin's files: path in the plugin directory (`/`-separated) and
 /// source. Every file under `python/` is here (a unit test checks it).
-const PLUGIN_FILES: [(&str, &str); 9] = [
+const PLUGIN_FILES: [(&str, &str); 10] = [
     ("shoal_worker/__init__.py", include_str!("../python/shoal_worker/__init__.py")),
     ("shoal_worker/collection.py", include_str!("../python/shoal_worker/collection.py")),
+    ("shoal_worker/descriptors.py", include_str!("../python/shoal_worker/descriptors.py")),
     ("shoal_worker/environment.py", include_str!("../python/shoal_worker/environment.py")),
     ("shoal_worker/protocol.py", include_str!("../python/shoal_worker/protocol.py")),
     ("shoal_worker/running.py", include_str!("../python/shoal_worker/running.py")),

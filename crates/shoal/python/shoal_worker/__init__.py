@@ -17,6 +17,7 @@ run and registers the worker. The jobs live in the submodules:
 - ``collection``: collection hooks and split collection;
 - ``running``: the run loop (commands, reruns, timeouts' stack dumps);
 - ``zygote``: fork mode's collecting process and its forked workers;
+- ``descriptors``: what the zygote holds open that workers would share;
 - ``xdist_surface``: what pytest-xdist's workers show tests and plugins.
 """
 
@@ -26,12 +27,33 @@ import pytest
 
 # Every submodule is imported here, while the plugin's directory is still on
 # sys.path (environment.take() removes it).
-from . import collection, environment, protocol, running, session, xdist_surface, zygote  # noqa: F401
+from . import collection, descriptors, environment, protocol, running, session, xdist_surface, zygote  # noqa: F401
 
 PRIVATE = environment.take()
 
 # The coverage measurement, when this process measures coverage.
 _coverage = None
+
+
+class _ForkHooks:
+    """Hooks shoal calls in fork mode, for a project's own fork work (see
+    README, *Fork mode*). A conftest.py implements them with
+    ``@pytest.hookimpl(optionalhook=True)``, so plain pytest accepts them."""
+
+    @pytest.hookspec
+    def pytest_shoal_before_fork(self, config):
+        """In the collecting process, once, before any worker is forked:
+        close what workers must not share (a database connection), or
+        shoal finds it open and runs in spawn mode."""
+
+    @pytest.hookspec
+    def pytest_shoal_after_fork(self, config):
+        """In each forked worker, right after the fork and before its first
+        test: reopen a connection, reseed a library."""
+
+
+def pytest_addhooks(pluginmanager):
+    pluginmanager.add_hookspecs(_ForkHooks)
 
 
 def pytest_configure(config):

@@ -49,6 +49,9 @@ class Channel:
         self._socket = socket.socket(fileno=fd)
         self._buffer = b""
 
+    def fileno(self):
+        return self._socket.fileno()
+
     def send(self, message):
         line = json.dumps(message, ensure_ascii=False, default=repr) + "\n"
         # Lone surrogates (from undecodable bytes) cannot be encoded: replace

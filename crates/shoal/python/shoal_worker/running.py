@@ -242,6 +242,11 @@ _stack_dump_fd = None
 _capture_manager = None
 
 
+def stack_dump_descriptor():
+    """The stack-dump copy of stderr, once registered."""
+    return _stack_dump_fd
+
+
 def register_stack_dump(capture_manager):
     """On STACK_DUMP_SIGNAL, write every thread's Python stack to stderr,
     and the test's output captured so far through ``capture_manager``.

@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 
-from . import running, xdist_surface
+from . import descriptors, running, xdist_surface
 from .protocol import Channel
 
 
@@ -28,7 +28,8 @@ def serve_forks(worker):
     """
     import gc
 
-    unsafe = _fork_unsafe_reason()
+    worker.config.hook.pytest_shoal_before_fork(config=worker.config)
+    unsafe = _fork_unsafe_reason(worker)
     if worker.coverage:
         # What collecting ran is saved here, once; each child's data
         # file then holds only what that child ran.
@@ -125,7 +126,6 @@ def become_worker(worker, command, fds, workerinput):
     tests: its own descriptors, process group, environment, random
     state, temporary directories and xdist worker surface."""
     import faulthandler
-    import random
 
     os.setpgid(0, 0)
     _die_with_parent()
@@ -142,9 +142,10 @@ def become_worker(worker, command, fds, workerinput):
     os.environ["PYTEST_XDIST_WORKER_COUNT"] = str(command["worker_count"])
     config.workerinput = workerinput
     config.workeroutput = {}
-    random.seed()
+    _reseed()
     xdist_surface.repoint_basetemp(config, command["basetemp"])
     worker.zygote_fd = None
+    config.hook.pytest_shoal_after_fork(config=config)
     if worker.split:
         worker.split = False
         if command.get("collect"):
@@ -175,7 +176,20 @@ def _take_descriptors(worker, fds):
         capture.suspend_global_capture()
 
 
-def _fork_unsafe_reason():
+def _reseed():
+    """Random state as a fresh process has it: from the OS, for ``random``
+    and, when it is imported, numpy's global generator."""
+    import random
+
+    random.seed()
+    numpy = sys.modules.get("numpy")
+    try:
+        numpy.random.seed()
+    except (AttributeError, TypeError, ValueError):
+        pass
+
+
+def _fork_unsafe_reason(worker):
     """Why forking this process would be unsafe, or None."""
     import threading
 
@@ -186,7 +200,28 @@ def _fork_unsafe_reason():
     others = [thread.name for thread in threading.enumerate() if thread is not threading.main_thread()]
     if others:
         return f"another thread is alive in the collecting process ({', '.join(sorted(others))})"
+    shared = descriptors.shared_descriptor(worker.config, _own_descriptors(worker), _shared_on_purpose())
+    if shared:
+        return (
+            f"the collecting process holds {shared}, opened at import or in a conftest: forked workers "
+            "would share it (close it in a pytest_shoal_before_fork hook)"
+        )
     return None
+
+
+def _own_descriptors(worker):
+    """The zygote's own descriptors: the channel, the fork requests and the
+    stack-dump copy of stderr."""
+    own = {worker.channel.fileno(), worker.zygote_fd, running.stack_dump_descriptor()}
+    return {fd for fd in own if fd is not None}
+
+
+def _shared_on_purpose():
+    """Directories whose files workers share on purpose: coverage's data."""
+    from . import PRIVATE
+
+    directory = PRIVATE.get("SHOAL_COVERAGE_DIR")
+    return (os.path.abspath(directory),) if directory else ()
 
 
 def _die_with_parent():

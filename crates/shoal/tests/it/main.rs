@@ -9,6 +9,7 @@ mod crash;
 mod django_pg;
 mod exit_codes;
 mod footprint;
+mod fork_hazards;
 mod github;
 mod harness;
 mod interpreters;
