@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use crate::errors::{ShoalError, exit_code};
 use crate::history::{History, HistoryPaths};
-use crate::protocol::{CollectReport, CollectedItem, PhaseReport};
+use crate::protocol::{CollectReport, CollectedItem, Phase, PhaseOutcome, PhaseReport};
 use crate::report::Reporter;
 use crate::report::json::{FORMAT_VERSION, JsonReporter};
 use crate::report::junit::JunitReporter;
@@ -433,7 +433,7 @@ fn attempt_record(
             TestDetails { crash: Some(crash), ..TestDetails::default() }
         }
         _ => {
-            let when = if outcome == Outcome::Error { "setup" } else { "call" };
+            let when = if outcome == Outcome::Error { Phase::Setup } else { Phase::Call };
             TestDetails { failed_reports: vec![failed_report(when, text)], ..TestDetails::default() }
         }
     };
@@ -443,15 +443,15 @@ fn attempt_record(
 
 /// A failed phase report carrying pytest's failure text; its one-line
 /// message is the text's first `E ` line, as pytest's crash message is.
-fn failed_report(when: &str, longrepr: &str) -> PhaseReport {
+fn failed_report(when: Phase, longrepr: &str) -> PhaseReport {
     let message = longrepr
         .lines()
         .find_map(|line| line.strip_prefix("E ").map(|rest| rest.trim().to_owned()))
         .or_else(|| longrepr.lines().rev().find(|line| !line.trim().is_empty()).map(str::to_owned));
     PhaseReport {
-        when: when.to_owned(),
-        outcome: "failed".to_owned(),
-        category: if when == "call" { "failed" } else { "error" }.to_owned(),
+        when,
+        outcome: PhaseOutcome::Failed,
+        category: if when == Phase::Call { "failed" } else { "error" }.to_owned(),
         letter: String::new(),
         word: String::new(),
         duration: 0.0,
@@ -501,7 +501,7 @@ mod tests {
         );
         assert_eq!(record.worker, Some(3));
         let report = &record.failed_reports()[0];
-        assert_eq!((report.when.as_str(), report.message.as_deref()), ("call", Some("assert 2 == 3")));
+        assert_eq!((report.when, report.message.as_deref()), (Phase::Call, Some("assert 2 == 3")));
         let crashed =
             attempt_record(Outcome::Crashed, 1.0, Some("gw0"), Some("worker gw0 died: signal 9\nlast words"));
         let crash = crashed.crash().expect("a crash");

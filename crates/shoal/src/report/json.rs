@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::errors::ShoalError;
 use crate::fs::write_atomically_with;
-use crate::protocol::PhaseReport;
+use crate::protocol::{Phase, PhaseReport};
 use crate::report::Reporter;
 use crate::results::{Outcome, StopReason};
 use crate::results::{RunHeader, RunSummary, TestRecord, TestView};
@@ -87,9 +87,9 @@ impl Serialize for Tests<'_> {
                 reason: record.not_run_reason.map(StopReason::as_str),
                 duration: f64::from(record.duration),
                 started: f64::from(record.started),
-                setup_duration: record.phase_duration("setup"),
-                call_duration: record.phase_duration("call"),
-                teardown_duration: record.phase_duration("teardown"),
+                setup_duration: record.phase_duration(Phase::Setup),
+                call_duration: record.phase_duration(Phase::Call),
+                teardown_duration: record.phase_duration(Phase::Teardown),
                 worker: record.worker.map(|slot| format!("gw{slot}")),
                 path: test.item.path,
                 line: test.item.line,
