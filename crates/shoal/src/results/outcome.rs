@@ -2,13 +2,14 @@
 //! reports; why tests did not run; and the closing-line tally counted the
 //! way pytest counts it.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use shoal_scheduler::NotRunReason;
 
 use crate::protocol::{Phase, PhaseOutcome, PhaseReport};
 
 /// The one final outcome of a test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Every phase passed.
@@ -114,6 +115,15 @@ pub enum StopReason {
 }
 
 impl StopReason {
+    /// Every cause.
+    pub const ALL: [Self; 5] = [
+        Self::MaxFail,
+        Self::Interrupted,
+        Self::WorkerRestartsExhausted,
+        Self::CollectionErrors,
+        Self::Budget,
+    ];
+
     /// The words reports use, e.g. `max-fail`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -127,15 +137,7 @@ impl StopReason {
 
     /// The cause [`StopReason::as_str`] names (as read back from a report).
     pub fn from_name(name: &str) -> Option<Self> {
-        [
-            Self::MaxFail,
-            Self::Interrupted,
-            Self::WorkerRestartsExhausted,
-            Self::CollectionErrors,
-            Self::Budget,
-        ]
-        .into_iter()
-        .find(|cause| cause.as_str() == name)
+        Self::ALL.into_iter().find(|cause| cause.as_str() == name)
     }
 }
 
