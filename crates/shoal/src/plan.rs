@@ -12,6 +12,7 @@ use crate::table::TestTable;
 use shoal_scheduler::Workload;
 
 use crate::history::{History, RunMeasurements};
+use crate::protocol::Phase;
 use crate::results::Outcome;
 use crate::results::TestRecord;
 
@@ -258,11 +259,12 @@ pub fn measurements<'a>(
     let mut module_samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for ((_, module), tests) in &groups {
         let Some((&first, rest)) = tests.split_first() else { continue };
-        let Some(others) = median(rest.iter().map(|&test| records[test].phase_duration("setup")).collect())
+        let Some(others) =
+            median(rest.iter().map(|&test| records[test].phase_duration(Phase::Setup)).collect())
         else {
             continue;
         };
-        let sample = (records[first].phase_duration("setup") - others).max(0.0);
+        let sample = (records[first].phase_duration(Phase::Setup) - others).max(0.0);
         excess.insert(first, sample);
         module_samples.entry(module).or_default().push(sample);
     }
@@ -271,8 +273,7 @@ pub fn measurements<'a>(
         .enumerate()
         .filter(|(_, record)| recordable(record.outcome))
         .map(|(test, record)| {
-            let total: f64 =
-                ["setup", "call", "teardown"].iter().map(|when| record.phase_duration(when)).sum();
+            let total: f64 = Phase::ALL.into_iter().map(|phase| record.phase_duration(phase)).sum();
             (table.nodeid(test), total - excess.get(&test).copied().unwrap_or(0.0))
         })
         .collect();
@@ -320,7 +321,7 @@ mod tests {
         assert!(split_pays(&history_of(&[0.5; 4], &[1.0; 300]), 2).is_none(), "a small share of a long run");
         assert!(split_pays(&history_of(&[2.0; 4], &[0.01; 100]), 1).is_none(), "one worker saves nothing");
     }
-    use crate::protocol::PhaseReport;
+    use crate::protocol::{PhaseOutcome, PhaseReport};
 
     #[test]
     fn file_shares_balance_import_and_test_time_and_keep_collection_order() {
@@ -356,12 +357,12 @@ mod tests {
         table
     }
 
-    fn phase(when: &str, duration: f64) -> PhaseReport {
-        PhaseReport::bare(when, "passed", "", duration)
+    fn phase(when: Phase, duration: f64) -> PhaseReport {
+        PhaseReport::bare(when, PhaseOutcome::Passed, "", duration)
     }
 
     fn record(setup: f64, call: f64) -> TestRecord {
-        let reports = [phase("setup", setup), phase("call", call), phase("teardown", 0.0)];
+        let reports = [phase(Phase::Setup, setup), phase(Phase::Call, call), phase(Phase::Teardown, 0.0)];
         TestRecord::from_reports(Outcome::Passed, 0, setup + call, &reports)
     }
 

@@ -223,13 +223,64 @@ pub struct Finished {
     pub leaked: std::collections::BTreeMap<String, Vec<u32>>,
 }
 
+/// A phase of a test's protocol, as pytest's reports name it (`when`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Fixtures are set up.
+    Setup,
+    /// The test body runs.
+    Call,
+    /// Fixtures are torn down.
+    Teardown,
+}
+
+impl Phase {
+    /// Every phase, in the order they run.
+    pub const ALL: [Self; 3] = [Self::Setup, Self::Call, Self::Teardown];
+
+    /// pytest's name for it (`setup`, `call`, `teardown`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Setup => "setup",
+            Self::Call => "call",
+            Self::Teardown => "teardown",
+        }
+    }
+
+    /// Its place in [`Phase::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for Phase {
+    /// pytest's name, padded as the format asks (`{:<8}`).
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.pad(self.as_str())
+    }
+}
+
+/// How one phase ended (pytest's `report.outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PhaseOutcome {
+    /// The phase passed.
+    Passed,
+    /// The phase failed: in `call` the test failed, in `setup` or
+    /// `teardown` it is an error.
+    Failed,
+    /// The phase was skipped (a skip, or an xfail).
+    Skipped,
+}
+
 /// One `TestReport` as pytest logged it.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct PhaseReport {
-    /// `setup`, `call` or `teardown`.
-    pub when: String,
-    /// `passed`, `failed` or `skipped`.
-    pub outcome: String,
+    /// The phase it reports on.
+    pub when: Phase,
+    /// How that phase ended.
+    pub outcome: PhaseOutcome,
     /// The status category from `pytest_report_teststatus`, as pytest's
     /// terminal counts it (`passed`, `error`, `xfailed`, `subtests passed`,
     /// or empty for a passing setup/teardown).
@@ -269,10 +320,10 @@ pub struct PhaseReport {
 #[cfg(test)]
 impl PhaseReport {
     /// A bare report for unit tests: no texts, no letter.
-    pub(crate) fn bare(when: &str, outcome: &str, category: &str, duration: f64) -> Self {
+    pub(crate) fn bare(when: Phase, outcome: PhaseOutcome, category: &str, duration: f64) -> Self {
         Self {
-            when: when.into(),
-            outcome: outcome.into(),
+            when,
+            outcome,
             category: category.into(),
             letter: String::new(),
             word: String::new(),
@@ -402,8 +453,27 @@ mod tests {
         };
         assert_eq!(finished.nodeid, "t.py::test[a b]");
         assert_eq!(finished.reports.len(), 2);
+        assert_eq!(
+            (finished.reports[0].when, finished.reports[0].outcome),
+            (Phase::Setup, PhaseOutcome::Passed)
+        );
+        assert_eq!(
+            (finished.reports[1].when, finished.reports[1].outcome),
+            (Phase::Call, PhaseOutcome::Failed)
+        );
         assert_eq!(finished.reports[1].sections[0].0, "Captured stdout call");
         assert_eq!(finished.reports[1].message.as_deref(), Some("assert 1 == 2"));
+    }
+
+    #[test]
+    fn phases_and_their_outcomes_keep_pytest_names_on_the_wire() {
+        for phase in Phase::ALL {
+            assert_eq!(serde_json::to_string(&phase).unwrap(), format!("\"{phase}\""));
+            assert_eq!(Phase::ALL[phase.index()], phase);
+        }
+        let outcomes: Vec<PhaseOutcome> = serde_json::from_str(r#"["passed","failed","skipped"]"#).unwrap();
+        assert_eq!(outcomes, [PhaseOutcome::Passed, PhaseOutcome::Failed, PhaseOutcome::Skipped]);
+        assert!(serde_json::from_str::<Phase>(r#""collect""#).is_err());
     }
 
     #[test]

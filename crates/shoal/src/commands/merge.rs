@@ -17,92 +17,25 @@
 //! teardown error reads as a setup error), and merged tests are in file
 //! and line order, which is pytest's collection order in most suites.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use serde::Deserialize;
-
 use crate::errors::{ShoalError, exit_code};
 use crate::history::{History, HistoryPaths};
-use crate::protocol::{CollectReport, CollectedItem, PhaseReport};
+use crate::protocol::{CollectReport, CollectedItem, Phase, PhaseOutcome, PhaseReport};
 use crate::report::Reporter;
-use crate::report::json::{FORMAT_VERSION, JsonReporter};
+use crate::report::json::JsonReporter;
+use crate::report::json::format::{Document, FORMAT_VERSION, TestEntry};
 use crate::report::junit::JunitReporter;
 use crate::results::ShardInfo;
 use crate::results::{CrashDetails, RunHeader, RunStats, RunSummary, TestDetails, TestRecord};
 use crate::results::{Outcome, StopReason, Tally};
 use crate::table::TestTable;
 
-/// A `--json-report` file, as far as merging needs it.
-#[derive(Debug, Deserialize)]
-struct ReportFile {
-    format_version: u32,
-    run: RunPart,
-    tests: Vec<TestPart>,
-    collect_errors: Vec<CollectErrorPart>,
-    #[serde(default)]
-    notices: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct RunPart {
-    python: String,
-    pytest: String,
-    workers: usize,
-    mode: String,
-    started_at: String,
-    wall_seconds: f64,
-    exit_code: u8,
-    hash_seed: String,
-    #[serde(default)]
-    lower_bound_seconds: f64,
-    #[serde(default)]
-    startup_seconds: f64,
-    #[serde(default)]
-    workers_cpu_seconds: f64,
-    #[serde(default)]
-    peak_rss_largest_kib: u64,
-    #[serde(default)]
-    peak_rss_total_kib: u64,
-    shard: Option<ShardInfo>,
-}
-
-#[derive(Debug, Deserialize)]
-struct TestPart {
-    nodeid: String,
-    outcome: Outcome,
-    reason: Option<String>,
-    duration: f64,
-    #[serde(default)]
-    started: f64,
-    setup_duration: f64,
-    call_duration: f64,
-    teardown_duration: f64,
-    worker: Option<String>,
-    path: String,
-    line: Option<u32>,
-    group: Option<String>,
-    markers: Vec<String>,
-    #[serde(default)]
-    attempts: Vec<AttemptPart>,
-    failure: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct AttemptPart {
-    outcome: Outcome,
-    duration: f64,
-    worker: Option<String>,
-    failure: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct CollectErrorPart {
-    nodeid: String,
-    message: Option<String>,
-    longrepr: Option<String>,
-}
+/// A `--json-report` file, read back.
+type ReportFile = Document<'static>;
 
 /// A report with the file it came from and its shard.
 struct Shard {
@@ -211,7 +144,7 @@ fn read(path: &Path) -> Result<Shard, ShoalError> {
             report.format_version
         )));
     }
-    let info = report.run.shard.clone().ok_or_else(|| {
+    let info = report.run.shard.clone().map(Cow::into_owned).ok_or_else(|| {
         refused("not from a sharded run (no run.shard): run each shard with --shard K/N".to_owned())
     })?;
     Ok(Shard { path: path.to_owned(), info, report })
@@ -279,7 +212,7 @@ struct Merged {
 
 impl Merged {
     fn from(shards: &[Shard]) -> Self {
-        let mut tests: Vec<(usize, &TestPart)> = shards
+        let mut tests: Vec<(usize, &TestEntry<'_>)> = shards
             .iter()
             .enumerate()
             .flat_map(|(shard, file)| file.report.tests.iter().map(move |test| (shard, test)))
@@ -290,12 +223,12 @@ impl Merged {
         let mut lanes: BTreeMap<(usize, u16), Vec<(f64, u32)>> = BTreeMap::new();
         for (shard, test) in tests {
             table.push(CollectedItem {
-                nodeid: test.nodeid.clone(),
-                path: test.path.clone(),
+                nodeid: test.nodeid.to_string(),
+                path: test.path.to_string(),
                 line: test.line.map(u64::from),
                 domain: test.nodeid.split_once("::").map_or("", |(_, name)| name).replace("::", "."),
-                markers: test.markers.clone(),
-                group: test.group.clone(),
+                markers: test.markers.iter().map(|marker| marker.to_string()).collect(),
+                group: test.group.as_deref().map(str::to_owned),
                 ..CollectedItem::default()
             });
             let index = u32::try_from(records.len()).expect("fewer than 4 billion tests");
@@ -318,11 +251,11 @@ impl Merged {
         for error in shards.iter().flat_map(|shard| &shard.report.collect_errors) {
             if collect_reports.iter().all(|known| known.nodeid != error.nodeid) {
                 collect_reports.push(CollectReport {
-                    nodeid: error.nodeid.clone(),
+                    nodeid: error.nodeid.to_string(),
                     outcome: "failed".to_owned(),
                     category: "error".to_owned(),
-                    longrepr: error.longrepr.clone(),
-                    message: error.message.clone(),
+                    longrepr: error.longrepr.as_deref().map(str::to_owned),
+                    message: error.message.as_deref().map(str::to_owned),
                 });
             }
         }
@@ -344,8 +277,8 @@ impl Merged {
             .unwrap_or_else(SystemTime::now);
         RunHeader {
             platform: String::new(),
-            python: first.python.clone(),
-            pytest: first.pytest.clone(),
+            python: first.python.to_string(),
+            pytest: first.pytest.to_string(),
             pluggy: String::new(),
             rootdir: String::new(),
             inifile: None,
@@ -356,7 +289,7 @@ impl Merged {
             deselected: 0,
             collect_errors: self.collect_reports.len(),
             collect_skipped: 0,
-            hash_seed: first.hash_seed.clone(),
+            hash_seed: first.hash_seed.to_string(),
             max_failures: None,
             budget: None,
             started_at,
@@ -384,7 +317,7 @@ fn slot(worker: Option<&str>) -> Option<u16> {
 }
 
 /// A test's record, as far as the report kept it.
-fn record_of(test: &TestPart) -> TestRecord {
+fn record_of(test: &TestEntry<'_>) -> TestRecord {
     let mut record =
         attempt_record(test.outcome, test.duration, test.worker.as_deref(), test.failure.as_deref());
     record.not_run_reason = test.reason.as_deref().and_then(StopReason::from_name);
@@ -433,7 +366,7 @@ fn attempt_record(
             TestDetails { crash: Some(crash), ..TestDetails::default() }
         }
         _ => {
-            let when = if outcome == Outcome::Error { "setup" } else { "call" };
+            let when = if outcome == Outcome::Error { Phase::Setup } else { Phase::Call };
             TestDetails { failed_reports: vec![failed_report(when, text)], ..TestDetails::default() }
         }
     };
@@ -443,15 +376,15 @@ fn attempt_record(
 
 /// A failed phase report carrying pytest's failure text; its one-line
 /// message is the text's first `E ` line, as pytest's crash message is.
-fn failed_report(when: &str, longrepr: &str) -> PhaseReport {
+fn failed_report(when: Phase, longrepr: &str) -> PhaseReport {
     let message = longrepr
         .lines()
         .find_map(|line| line.strip_prefix("E ").map(|rest| rest.trim().to_owned()))
         .or_else(|| longrepr.lines().rev().find(|line| !line.trim().is_empty()).map(str::to_owned));
     PhaseReport {
-        when: when.to_owned(),
-        outcome: "failed".to_owned(),
-        category: if when == "call" { "failed" } else { "error" }.to_owned(),
+        when,
+        outcome: PhaseOutcome::Failed,
+        category: if when == Phase::Call { "failed" } else { "error" }.to_owned(),
         letter: String::new(),
         word: String::new(),
         duration: 0.0,
@@ -501,7 +434,7 @@ mod tests {
         );
         assert_eq!(record.worker, Some(3));
         let report = &record.failed_reports()[0];
-        assert_eq!((report.when.as_str(), report.message.as_deref()), ("call", Some("assert 2 == 3")));
+        assert_eq!((report.when, report.message.as_deref()), (Phase::Call, Some("assert 2 == 3")));
         let crashed =
             attempt_record(Outcome::Crashed, 1.0, Some("gw0"), Some("worker gw0 died: signal 9\nlast words"));
         let crash = crashed.crash().expect("a crash");

@@ -8,10 +8,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::errors::ShoalError;
-use crate::protocol::PhaseReport;
+use crate::protocol::{Phase, PhaseReport};
 use crate::report::Reporter;
 use crate::results::Outcome;
-use crate::results::{PHASES, RunHeader, RunSummary, TestView};
+use crate::results::{RunHeader, RunSummary, TestView};
 
 /// Writes annotations to `out` (stdout, where the runner reads workflow
 /// commands) and the summary to the step-summary file.
@@ -89,7 +89,7 @@ impl<W: Write> Reporter for GithubReporter<W> {
                         .map_or(path.clone(), |relative| relative.display().to_string()),
                     None => self.relative(&rootdir, test.item.path),
                 };
-                let word = if report.when == "call" { "FAILED" } else { "ERROR" };
+                let word = if report.when == Phase::Call { "FAILED" } else { "ERROR" };
                 let title = format!("{word} {}", test.nodeid());
                 let message = report.longrepr.as_deref().or(report.message.as_deref()).unwrap_or("failed");
                 self.annotate(&file, line, &title, message);
@@ -162,7 +162,7 @@ fn step_summary(summary: &RunSummary<'_>) -> String {
         .map(|test| {
             // A timed-out or crashed test has no phase reports: its record's
             // duration is how long it ran.
-            let phases: f64 = PHASES.iter().map(|when| test.record.phase_duration(when)).sum();
+            let phases: f64 = Phase::ALL.into_iter().map(|phase| test.record.phase_duration(phase)).sum();
             (phases.max(f64::from(test.record.duration)), test.nodeid())
         })
         .filter(|(seconds, _)| *seconds >= 0.005)

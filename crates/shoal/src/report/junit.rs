@@ -17,7 +17,7 @@ use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, Te
 
 use crate::errors::ShoalError;
 use crate::fs::write_atomically_with;
-use crate::protocol::PhaseReport;
+use crate::protocol::{Phase, PhaseReport};
 use crate::report::Reporter;
 use crate::results::Outcome;
 use crate::results::{RunHeader, RunSummary, TestRecord, TestView};
@@ -69,8 +69,8 @@ fn captured(reports: &[PhaseReport]) -> (String, String) {
 
 /// The status of one attempt, as pytest's junitxml renders it.
 fn status_of(record: &TestRecord) -> TestCaseStatus {
-    let failed_call = record.failed_reports().iter().find(|report| report.when == "call");
-    let failed_fixture = record.failed_reports().iter().find(|report| report.when != "call");
+    let failed_call = record.failed_reports().iter().find(|report| report.when == Phase::Call);
+    let failed_fixture = record.failed_reports().iter().find(|report| report.when != Phase::Call);
     // pytest writes the failure text without the terminal's leading blank
     // line and indentation.
     let text = |report: &PhaseReport| report.longrepr.as_deref().unwrap_or_default().to_owned();

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::protocol::{CollectedItem, PhaseReport};
+use crate::protocol::Phase::{Call, Setup, Teardown};
+use crate::protocol::PhaseOutcome::{Failed, Passed};
+use crate::protocol::{CollectedItem, Phase, PhaseOutcome, PhaseReport};
 use crate::report::Reporter;
 use crate::results::{
     CrashDetails, Expectation, RunHeader, RunStats, RunSummary, TestDetails, TestRecord, TestView,
@@ -30,7 +32,14 @@ pub(crate) struct SampleRun {
     pub(crate) notices: Vec<String>,
 }
 
-fn report(when: &str, outcome: &str, category: &str, letter: &str, word: &str, duration: f64) -> PhaseReport {
+fn report(
+    when: Phase,
+    outcome: PhaseOutcome,
+    category: &str,
+    letter: &str,
+    word: &str,
+    duration: f64,
+) -> PhaseReport {
     PhaseReport {
         letter: letter.into(),
         word: word.into(),
@@ -40,9 +49,9 @@ fn report(when: &str, outcome: &str, category: &str, letter: &str, word: &str, d
 
 fn passing(setup: f64, call: f64, teardown: f64) -> Vec<PhaseReport> {
     vec![
-        report("setup", "passed", "", "", "", setup),
-        report("call", "passed", "passed", ".", "PASSED", call),
-        report("teardown", "passed", "", "", "", teardown),
+        report(Setup, Passed, "", "", "", setup),
+        report(Call, Passed, "passed", ".", "PASSED", call),
+        report(Teardown, Passed, "", "", "", teardown),
     ]
 }
 
@@ -113,7 +122,7 @@ impl SampleRun {
         let pass = placed(TestRecord::from_reports(Outcome::Passed, 0, 1.0, &pass_reports), 0.25);
 
         // A call failure on gw1, with pytest's text and captured stdout.
-        let mut fail_call = report("call", "failed", "failed", "F", "FAILED", 0.75);
+        let mut fail_call = report(Call, Failed, "failed", "F", "FAILED", 0.75);
         fail_call.head_line = Some("test_divides".into());
         fail_call.longrepr = Some(
             "    def test_divides():\n>       assert 1 / 2 == 1\nE       assert 0.5 == 1\n\ntests/test_math.py:11: AssertionError"
@@ -124,14 +133,14 @@ impl SampleRun {
         fail_call.crash_path = Some("/home/ci/project/tests/test_math.py".into());
         fail_call.crash_line = Some(11);
         let fail_reports = vec![
-            report("setup", "passed", "", "", "", 0.125),
+            report(Setup, Passed, "", "", "", 0.125),
             fail_call,
-            report("teardown", "passed", "", "", "", 0.125),
+            report(Teardown, Passed, "", "", "", 0.125),
         ];
         let fail = placed(TestRecord::from_reports(Outcome::Failed, 1, 1.0, &fail_reports), 0.25);
 
         // A setup error on gw0: the fixture raised.
-        let mut setup_error = report("setup", "failed", "error", "E", "ERROR", 0.5);
+        let mut setup_error = report(Setup, Failed, "error", "E", "ERROR", 0.5);
         setup_error.head_line = Some("TestQueries.test_select".into());
         setup_error.longrepr = Some(
             "    @pytest.fixture\n    def db():\n>       raise ConnectionError(\"database is down\")\nE       ConnectionError: database is down\n\ntests/test_db.py:5: ConnectionError"
@@ -140,18 +149,18 @@ impl SampleRun {
         setup_error.message = Some("ConnectionError: database is down".into());
         setup_error.crash_path = Some("/home/ci/project/tests/test_db.py".into());
         setup_error.crash_line = Some(5);
-        let error_reports = vec![setup_error, report("teardown", "passed", "", "", "", 0.0)];
+        let error_reports = vec![setup_error, report(Teardown, Passed, "", "", "", 0.0)];
         let error = placed(TestRecord::from_reports(Outcome::Error, 0, 0.5, &error_reports), 1.25);
 
         // A flaky test: its first attempt failed on gw1, its rerun passed on gw0.
-        let mut first_call = report("call", "failed", "failed", "F", "FAILED", 0.25);
+        let mut first_call = report(Call, Failed, "failed", "F", "FAILED", 0.25);
         first_call.head_line = Some("test_fetch[http]".into());
         first_call.longrepr = Some("E       ConnectionResetError: connection reset by peer".into());
         first_call.message = Some("ConnectionResetError: connection reset by peer".into());
         let first_reports = vec![
-            report("setup", "passed", "", "", "", 0.0),
+            report(Setup, Passed, "", "", "", 0.0),
             first_call,
-            report("teardown", "passed", "", "", "", 0.0),
+            report(Teardown, Passed, "", "", "", 0.0),
         ];
         let first_attempt = placed(TestRecord::from_reports(Outcome::Failed, 1, 0.5, &first_reports), 1.25);
         let flaky_reports = passing(0.0, 0.25, 0.0);

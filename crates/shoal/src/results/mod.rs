@@ -9,4 +9,4 @@ mod test;
 
 pub use self::outcome::{Outcome, StopReason, Tally, outcome_from_reports};
 pub use self::run::{Expectation, RunHeader, RunStats, RunSummary, ShardInfo};
-pub use self::test::{CrashDetails, PHASES, TestDetails, TestRecord, TestView};
+pub use self::test::{CrashDetails, TestDetails, TestRecord, TestView};

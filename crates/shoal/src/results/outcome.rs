@@ -2,13 +2,14 @@
 //! reports; why tests did not run; and the closing-line tally counted the
 //! way pytest counts it.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use shoal_scheduler::NotRunReason;
 
-use crate::protocol::PhaseReport;
+use crate::protocol::{Phase, PhaseOutcome, PhaseReport};
 
 /// The one final outcome of a test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Every phase passed.
@@ -74,14 +75,15 @@ impl Outcome {
 /// error; then xfail markers, then skips.
 pub fn outcome_from_reports(reports: &[PhaseReport]) -> Outcome {
     let main = || reports.iter().filter(|report| report.subtest.is_none());
-    let call_failed = main().any(|report| report.when == "call" && report.outcome == "failed");
+    let call_failed =
+        main().any(|report| report.when == Phase::Call && report.outcome == PhaseOutcome::Failed);
     if call_failed {
         return Outcome::Failed;
     }
-    if main().any(|report| report.outcome == "failed") {
+    if main().any(|report| report.outcome == PhaseOutcome::Failed) {
         return Outcome::Error;
     }
-    if reports.iter().any(|report| report.subtest.is_some() && report.outcome == "failed") {
+    if reports.iter().any(|report| report.subtest.is_some() && report.outcome == PhaseOutcome::Failed) {
         return Outcome::Failed;
     }
     if main().any(|report| report.category == "xfailed") {
@@ -90,7 +92,7 @@ pub fn outcome_from_reports(reports: &[PhaseReport]) -> Outcome {
     if main().any(|report| report.category == "xpassed") {
         return Outcome::Xpassed;
     }
-    if main().any(|report| report.outcome == "skipped") {
+    if main().any(|report| report.outcome == PhaseOutcome::Skipped) {
         return Outcome::Skipped;
     }
     Outcome::Passed
@@ -113,6 +115,15 @@ pub enum StopReason {
 }
 
 impl StopReason {
+    /// Every cause.
+    pub const ALL: [Self; 5] = [
+        Self::MaxFail,
+        Self::Interrupted,
+        Self::WorkerRestartsExhausted,
+        Self::CollectionErrors,
+        Self::Budget,
+    ];
+
     /// The words reports use, e.g. `max-fail`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -126,15 +137,7 @@ impl StopReason {
 
     /// The cause [`StopReason::as_str`] names (as read back from a report).
     pub fn from_name(name: &str) -> Option<Self> {
-        [
-            Self::MaxFail,
-            Self::Interrupted,
-            Self::WorkerRestartsExhausted,
-            Self::CollectionErrors,
-            Self::Budget,
-        ]
-        .into_iter()
-        .find(|cause| cause.as_str() == name)
+        Self::ALL.into_iter().find(|cause| cause.as_str() == name)
     }
 }
 
@@ -224,30 +227,32 @@ fn pluralize(count: u64, noun: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Phase::{Call, Setup, Teardown};
+    use crate::protocol::PhaseOutcome::{Failed, Passed, Skipped};
 
-    fn report(when: &str, outcome: &str, category: &str) -> PhaseReport {
+    fn report(when: Phase, outcome: PhaseOutcome, category: &str) -> PhaseReport {
         PhaseReport::bare(when, outcome, category, 0.0)
     }
 
     #[test]
     fn outcomes_follow_pytest_phase_semantics() {
-        let ok = report("setup", "passed", "");
-        let teardown_ok = report("teardown", "passed", "");
+        let ok = report(Setup, Passed, "");
+        let teardown_ok = report(Teardown, Passed, "");
         let cases = [
-            (vec![ok.clone(), report("call", "passed", "passed"), teardown_ok.clone()], Outcome::Passed),
-            (vec![ok.clone(), report("call", "failed", "failed"), teardown_ok.clone()], Outcome::Failed),
-            (vec![report("setup", "failed", "error"), teardown_ok.clone()], Outcome::Error),
+            (vec![ok.clone(), report(Call, Passed, "passed"), teardown_ok.clone()], Outcome::Passed),
+            (vec![ok.clone(), report(Call, Failed, "failed"), teardown_ok.clone()], Outcome::Failed),
+            (vec![report(Setup, Failed, "error"), teardown_ok.clone()], Outcome::Error),
             (
-                vec![ok.clone(), report("call", "passed", "passed"), report("teardown", "failed", "error")],
+                vec![ok.clone(), report(Call, Passed, "passed"), report(Teardown, Failed, "error")],
                 Outcome::Error,
             ),
             (
-                vec![ok.clone(), report("call", "failed", "failed"), report("teardown", "failed", "error")],
+                vec![ok.clone(), report(Call, Failed, "failed"), report(Teardown, Failed, "error")],
                 Outcome::Failed,
             ),
-            (vec![report("setup", "skipped", "skipped"), teardown_ok.clone()], Outcome::Skipped),
-            (vec![ok.clone(), report("call", "skipped", "xfailed"), teardown_ok.clone()], Outcome::Xfailed),
-            (vec![ok.clone(), report("call", "passed", "xpassed"), teardown_ok.clone()], Outcome::Xpassed),
+            (vec![report(Setup, Skipped, "skipped"), teardown_ok.clone()], Outcome::Skipped),
+            (vec![ok.clone(), report(Call, Skipped, "xfailed"), teardown_ok.clone()], Outcome::Xfailed),
+            (vec![ok.clone(), report(Call, Passed, "xpassed"), teardown_ok.clone()], Outcome::Xpassed),
         ];
         for (reports, expected) in cases {
             assert_eq!(outcome_from_reports(&reports), expected, "{reports:?}");
@@ -256,9 +261,9 @@ mod tests {
 
     #[test]
     fn a_failed_subtest_fails_the_test() {
-        let mut subtest = report("call", "failed", "failed");
+        let mut subtest = report(Call, Failed, "failed");
         subtest.subtest = Some("[custom]".into());
-        let reports = vec![report("setup", "passed", ""), subtest, report("call", "passed", "passed")];
+        let reports = vec![report(Setup, Passed, ""), subtest, report(Call, Passed, "passed")];
         assert_eq!(outcome_from_reports(&reports), Outcome::Failed);
     }
 

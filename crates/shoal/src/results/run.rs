@@ -4,6 +4,7 @@
 
 use std::time::SystemTime;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::coverage::CoverageReport;
@@ -84,16 +85,22 @@ pub struct RunStats {
 }
 
 /// What the JSON report says about a sharded run, for `shoal merge`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct ShardInfo {
-    /// 1-based, as in `--shard K/N`.
+    /// The shard, 1-based, as in `--shard K/N`.
+    #[schemars(range(min = 1))]
     pub index: usize,
-    /// Number of shards.
+    /// The number of shards.
+    #[schemars(range(min = 1))]
     pub total: usize,
-    /// Fingerprint of the node ids that were partitioned: every shard of
-    /// one run has the same.
+    /// A fingerprint of the node ids that were partitioned (every shard's,
+    /// after `-k`, `-m` and `--lf`): 64-bit FNV-1a over the sorted ids, each
+    /// followed by a newline, as 16 hex digits. Every shard of one run has
+    /// the same.
+    #[schemars(regex(pattern = r"^[0-9a-f]{16}$"))]
     pub collection: String,
-    /// How many tests were partitioned over all shards.
+    /// How many tests were partitioned over all the shards.
     pub collected: usize,
 }
 

@@ -1,7 +1,7 @@
 //! One test's final record: its outcome, timings and, when something is to
 //! be shown, pytest's failed reports or how its worker ended.
 
-use crate::protocol::PhaseReport;
+use crate::protocol::{Phase, PhaseOutcome, PhaseReport};
 use crate::results::{Outcome, StopReason};
 use crate::table::Item;
 
@@ -21,7 +21,8 @@ pub struct TestRecord {
     /// When it started, in seconds since the run started (0 when it did
     /// not run).
     pub started: f32,
-    /// Seconds of its setup, call and teardown phases.
+    /// Seconds of its setup, call and teardown phases (by
+    /// [`Phase::index`]).
     pub phase_seconds: [f32; 3],
     /// Failed reports and crash details, when there are any.
     pub details: Option<Box<TestDetails>>,
@@ -53,9 +54,6 @@ pub struct CrashDetails {
     pub output: String,
 }
 
-/// The phases, in the order of [`TestRecord::phase_seconds`].
-pub const PHASES: [&str; 3] = ["setup", "call", "teardown"];
-
 impl TestRecord {
     /// A record with nothing but an outcome.
     pub fn new(outcome: Outcome) -> Self {
@@ -74,16 +72,15 @@ impl TestRecord {
     pub fn from_reports(outcome: Outcome, worker: usize, duration: f64, reports: &[PhaseReport]) -> Self {
         let mut phase_seconds = [0.0f32; 3];
         for report in reports.iter().filter(|report| report.subtest.is_none()) {
-            if let Some(phase) = PHASES.iter().position(|name| *name == report.when) {
-                phase_seconds[phase] += report.duration as f32;
-            }
+            phase_seconds[report.when.index()] += report.duration as f32;
         }
         let failed_reports: Vec<PhaseReport> =
-            reports.iter().filter(|report| report.outcome == "failed").cloned().collect();
+            reports.iter().filter(|report| report.outcome == PhaseOutcome::Failed).cloned().collect();
         let skip_reason = match outcome {
-            Outcome::Skipped => {
-                reports.iter().find(|report| report.outcome == "skipped").and_then(|r| r.message.clone())
-            }
+            Outcome::Skipped => reports
+                .iter()
+                .find(|report| report.outcome == PhaseOutcome::Skipped)
+                .and_then(|r| r.message.clone()),
             Outcome::Xfailed => reports.iter().find_map(|report| report.wasxfail.clone()),
             _ => None,
         };
@@ -99,9 +96,9 @@ impl TestRecord {
         }
     }
 
-    /// Seconds spent in one phase (`setup`, `call` or `teardown`).
-    pub fn phase_duration(&self, when: &str) -> f64 {
-        PHASES.iter().position(|name| *name == when).map_or(0.0, |phase| f64::from(self.phase_seconds[phase]))
+    /// Seconds spent in one phase.
+    pub fn phase_duration(&self, phase: Phase) -> f64 {
+        f64::from(self.phase_seconds[phase.index()])
     }
 
     /// The reports that failed.

@@ -113,7 +113,7 @@ impl<W: Write> TerminalReporter<W> {
         if failed && self.immediate_failures {
             self.print_failure_now(test);
         } else if failed {
-            let only_errors = test.record.failed_reports().iter().all(|report| report.when != "call");
+            let only_errors = test.record.failed_reports().iter().all(|report| report.when != Phase::Call);
             let word =
                 test.record.outcome.shoal_word().unwrap_or(if only_errors { "ERROR" } else { "FAILED" });
             let line = format!("{} {}", self.paint(word, Some(Colour::Red), false), test.nodeid());

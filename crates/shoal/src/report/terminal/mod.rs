@@ -22,12 +22,12 @@ mod summary;
 use std::io::Write;
 use std::path::Path;
 
-use crate::protocol::PhaseReport;
+use crate::protocol::{Phase, PhaseReport};
 use crate::report::Reporter;
 use crate::results::Outcome;
 
 use self::live::{LIVE_REFRESH, LiveFooter};
-use crate::results::{PHASES, RunHeader, RunSummary, TestView};
+use crate::results::{RunHeader, RunSummary, TestView};
 
 /// Width of pytest's ` [100%]` progress column.
 const PROGRESS_WIDTH: usize = 7;

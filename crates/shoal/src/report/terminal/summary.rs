@@ -33,7 +33,7 @@ impl<W: Write> TerminalReporter<W> {
     }
 
     pub(super) fn print_errors(&mut self, summary: &RunSummary<'_>) {
-        let is_error = |report: &&PhaseReport| report.when != "call";
+        let is_error = |report: &&PhaseReport| report.when != Phase::Call;
         let has_test_errors =
             summary.tests().any(|test| test.record.failed_reports().iter().any(|r| is_error(&r)));
         let has_collect_errors = summary.collect_reports.iter().any(|report| report.category == "error");
@@ -49,7 +49,7 @@ impl<W: Write> TerminalReporter<W> {
 
     /// A test's setup and teardown errors, each under its heading.
     pub(super) fn print_errors_of(&mut self, test: TestView<'_>) {
-        for report in test.record.failed_reports().iter().filter(|report| report.when != "call") {
+        for report in test.record.failed_reports().iter().filter(|report| report.when != Phase::Call) {
             let name = report.head_line.as_deref().unwrap_or(test.item.domain);
             self.coloured_sep('_', &format!("ERROR at {} of {name}", report.when), Colour::Red);
             self.print_report_body(report);
@@ -58,7 +58,8 @@ impl<W: Write> TerminalReporter<W> {
 
     pub(super) fn print_failures(&mut self, summary: &RunSummary<'_>) {
         let any = summary.tests().any(|test| {
-            test.record.crash().is_some() || test.record.failed_reports().iter().any(|r| r.when == "call")
+            test.record.crash().is_some()
+                || test.record.failed_reports().iter().any(|r| r.when == Phase::Call)
         });
         if !any {
             return;
@@ -71,7 +72,7 @@ impl<W: Write> TerminalReporter<W> {
 
     /// A test's failed calls and its crash, if any, each under its heading.
     pub(super) fn print_failure_of(&mut self, test: TestView<'_>) {
-        for report in test.record.failed_reports().iter().filter(|report| report.when == "call") {
+        for report in test.record.failed_reports().iter().filter(|report| report.when == Phase::Call) {
             let name = report.head_line.as_deref().unwrap_or(test.item.domain);
             self.coloured_sep('_', name, Colour::Red);
             self.print_report_body(report);
@@ -168,12 +169,12 @@ impl<W: Write> TerminalReporter<W> {
     pub(super) fn print_slowest(&mut self, summary: &RunSummary<'_>) {
         const MINIMUM: f64 = 0.005;
         let Some(count) = self.show_durations else { return };
-        let mut phases: Vec<(f64, &str, &str)> = summary
+        let mut phases: Vec<(f64, Phase, &str)> = summary
             .tests()
             .filter(|test| test.record.outcome != Outcome::NotRun)
             .flat_map(|test| {
                 let nodeid = test.item.nodeid;
-                PHASES.iter().map(move |when| (test.record.phase_duration(when), *when, nodeid))
+                Phase::ALL.into_iter().map(move |phase| (test.record.phase_duration(phase), phase, nodeid))
             })
             .collect();
         if phases.is_empty() {
@@ -257,7 +258,7 @@ impl<W: Write> TerminalReporter<W> {
     pub(super) fn print_short_summary(&mut self, summary: &RunSummary<'_>) {
         let mut lines = Vec::new();
         for test in summary.tests() {
-            for report in test.record.failed_reports().iter().filter(|report| report.when == "call") {
+            for report in test.record.failed_reports().iter().filter(|report| report.when == Phase::Call) {
                 let nodeid = match &report.subtest {
                     Some(description) => format!("{}{description}", test.nodeid()),
                     None => test.nodeid().to_owned(),
@@ -282,7 +283,7 @@ impl<W: Write> TerminalReporter<W> {
             lines.push(self.short_summary_line("ERROR", &report.nodeid, report.message.as_deref()));
         }
         for test in summary.tests() {
-            for report in test.record.failed_reports().iter().filter(|report| report.when != "call") {
+            for report in test.record.failed_reports().iter().filter(|report| report.when != Phase::Call) {
                 lines.push(self.short_summary_line("ERROR", test.nodeid(), report.message.as_deref()));
             }
         }

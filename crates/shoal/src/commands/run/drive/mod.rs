@@ -14,7 +14,7 @@ use shoal_scheduler::{Action, Event, RetryCause, Scheduler, SchedulerConfig};
 
 use crate::errors::ShoalError;
 use crate::pool::{Pool, SlotPhase, check_same_collection};
-use crate::protocol::{Finished, WarningMessage, WorkerCommand, WorkerMessage};
+use crate::protocol::{Finished, PhaseOutcome, WarningMessage, WorkerCommand, WorkerMessage};
 use crate::report::Reporter;
 use crate::results::{Outcome, StopReason, Tally, TestRecord, outcome_from_reports};
 use crate::settings::RunSettings;
@@ -354,7 +354,7 @@ fn test_finished(
     } else {
         run.record(test, record, &finished.reports);
     }
-    if run.confirm_failures && finished.reports.iter().any(|report| report.outcome == "failed") {
+    if run.confirm_failures && finished.reports.iter().any(|report| report.outcome == PhaseOutcome::Failed) {
         // The worker waits for this answer before its next test;
         // a `stop` among the actions (sent first) overrides it.
         run.failure_to_answer = Some(slot);
