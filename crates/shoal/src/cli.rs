@@ -35,6 +35,10 @@ pub enum Command {
     /// Combine the JSON reports of a sharded run's shards into one JSON
     /// report, one JUnit file and one durations history.
     Merge(MergeArgs),
+    /// Rerun one test in one pytest process after the tests its worker ran
+    /// before it in a run (read from that run's `--json-report`), to
+    /// reproduce an outcome that depends on test order.
+    Replay(ReplayArgs),
 }
 
 /// Which tests, and with which Python: shared by `run` and `list`.
@@ -320,6 +324,30 @@ pub struct MergeArgs {
     /// missing), as a run does.
     #[arg(long, value_name = "PATH")]
     pub durations_path: Option<PathBuf>,
+}
+
+/// `shoal replay`'s arguments.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The run's `--json-report` file.
+    #[arg(value_name = "REPORT.json")]
+    pub report: PathBuf,
+
+    /// The test whose outcome to reproduce.
+    #[arg(value_name = "NODEID")]
+    pub nodeid: String,
+
+    /// Python interpreter with pytest (as for `shoal run`).
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+
+    /// Print the pytest command instead of running it.
+    #[arg(long)]
+    pub print: bool,
+
+    /// Arguments for pytest, after `--`.
+    #[arg(last = true, value_name = "PYTEST_ARGS")]
+    pub pytest_args: Vec<String>,
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //!
 //! Layers, each using only those below it (`tests/architecture.rs` checks
 //! there is no cycle):
-//! - [`commands`]: `run` (in phases), `list`, `plan`, `merge`, each a thin
+//! - [`commands`]: `run` (in phases), `list`, `plan`, `merge`, `replay`, each a thin
 //!   composition of the layers below; this file only dispatches to them.
 //! - [`report`]: reporters, fed by the run's events (terminal, JSON, JUnit,
 //!   GitHub, timeline, event stream); only the commands build them.
@@ -110,6 +110,14 @@ fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
                 &mut std::io::stdout().lock(),
             )
         }
+        Command::Replay(args) => commands::replay::replay(&commands::replay::ReplayInputs {
+            report: cwd.join(&args.report),
+            nodeid: args.nodeid,
+            interpreter: python::locate_interpreter(args.python.as_deref(), &cwd),
+            cwd,
+            print_only: args.print,
+            pytest_args: args.pytest_args,
+        }),
         Command::Merge(args) => commands::merge::merge(&commands::merge::MergeInputs {
             reports: args.reports.iter().map(|path| cwd.join(path)).collect(),
             junitxml: args.junitxml.map(|path| cwd.join(path)),

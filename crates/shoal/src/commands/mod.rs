@@ -1,8 +1,10 @@
 //! The commands shoal runs, each a composition of the layers below: `run`
-//! (the test run, in phases), `list`, `plan` (shard partitions) and `merge`
-//! (shards' reports into one).
+//! (the test run, in phases), `list`, `plan` (shard partitions), `merge`
+//! (shards' reports into one) and `replay` (one test after its worker's
+//! order).
 
 pub mod list;
 pub mod merge;
 pub mod plan;
+pub mod replay;
 pub mod run;

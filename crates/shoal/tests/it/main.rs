@@ -21,6 +21,7 @@ mod passthrough;
 mod plugins;
 mod pytest_cli;
 mod randomly;
+mod replay;
 mod report_json;
 mod robustness;
 mod selection;
