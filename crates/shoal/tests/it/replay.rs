@@ -41,3 +41,26 @@ fn a_test_failing_after_its_workers_earlier_tests_fails_again_when_replayed() {
     unknown.assert_code(4);
     assert!(unknown.stderr.contains("no test test_order.py::nope"), "{}", unknown.stderr);
 }
+
+#[test]
+fn a_test_that_passed_last_time_and_fails_after_other_tests_is_named_with_its_replay() {
+    let project = Project::fixture("order_effect");
+    // Alone it passes: the history and pytest's cache know it as passing.
+    project.shoal(&["run", "-n", "1", VICTIM]).assert_code(0);
+    // With the others (which have no history, so they go first) it fails.
+    let outcome = project.shoal(&["run", "-n", "1", "--json-report", "run.json"]);
+    outcome.assert_code(1);
+    let notice = format!(
+        "{VICTIM} failed, and passed last time: worker gw0 ran 2 tests before it; \
+         `shoal replay run.json {VICTIM}` reruns it after them"
+    );
+    assert!(outcome.stdout.contains(&notice), "{}", outcome.stdout);
+    // It fails again (the history now says the polluter is the longest, so
+    // it goes first): it failed last time, and nothing more is said.
+    let durations = r#"{"test_order.py::test_polluter": 5.0, "test_order.py::test_bystander": 0.001,
+        "test_order.py::test_victim": 0.001}"#;
+    project.write(".test_durations", durations);
+    let again = project.shoal(&["run", "-n", "1"]);
+    again.assert_code(1);
+    assert!(!again.stdout.contains("passed last time"), "{}", again.stdout);
+}

@@ -82,6 +82,64 @@ pub(super) fn remember(
     }
 }
 
+/// The most failures [`order_notices`] names.
+const ORDER_NOTICES: usize = 5;
+
+/// For each test that fails now and passed last time (it is in the history
+/// and not in pytest's last-failed record) after other tests ran on its
+/// worker: a line saying so, and how to rerun it after those tests alone.
+pub(super) fn order_notices(
+    settings: &RunSettings,
+    last_failed: Option<&LastFailed>,
+    history: &History,
+    results: &Results,
+) -> Vec<String> {
+    let Some(last_failed) = last_failed else { return Vec::new() };
+    let records = &results.records;
+    let newly_failing = records.iter().enumerate().filter(|(test, record)| {
+        let nodeid = results.table.nodeid(*test);
+        record.outcome.is_failure()
+            && record.outcome != Outcome::NotRun
+            && history.durations.contains_key(nodeid)
+            && !last_failed.contains(nodeid)
+    });
+    let mut notices: Vec<String> = Vec::new();
+    let mut more = 0;
+    for (test, record) in newly_failing {
+        let Some(worker) = record.worker else { continue };
+        let before = records
+            .iter()
+            .filter(|other| {
+                other.worker == Some(worker) && other.started < record.started && other.duration > 0.0
+            })
+            .count();
+        if before == 0 {
+            continue;
+        }
+        if notices.len() == ORDER_NOTICES {
+            more += 1;
+            continue;
+        }
+        let nodeid = results.table.nodeid(test);
+        let replay = match &settings.json_report {
+            Some(path) => format!("`shoal replay {} {nodeid}` reruns it after them", path.display()),
+            None => {
+                format!("run with --json-report PATH, then `shoal replay PATH {nodeid}` reruns it after them")
+            }
+        };
+        notices.push(format!(
+            "{nodeid} failed, and passed last time: worker gw{worker} ran {before} test{} before it; {replay}",
+            if before == 1 { "" } else { "s" }
+        ));
+    }
+    if more > 0 {
+        notices.push(format!(
+            "{more} more tests failed that passed last time, after other tests on their worker"
+        ));
+    }
+    notices
+}
+
 /// What the end of the run needs beyond its results.
 pub(super) struct Ending<'a> {
     pub(super) settings: &'a RunSettings,

@@ -221,7 +221,9 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
         clock,
         reporters: &mut *reporters,
     };
-    let results = drive::run_tests(&mut pool, settings, &learned, drive_start)?;
+    let mut results = drive::run_tests(&mut pool, settings, &learned, drive_start)?;
+    let order_notices = conclude::order_notices(settings, learned.last_failed.as_ref(), &history, &results);
+    results.notices.extend(order_notices);
     conclude::remember(settings, &collected, &results, history, learned.last_failed.take());
     let ending = Ending {
         settings,
