@@ -11,17 +11,22 @@ import os
 
 _file = None
 
+# Read once, at import: a test may replace os.environ while it runs (pytest's
+# own test_terminalwriter_dumb_term_no_markup does), and its reports must
+# still be written.
+_PATH = os.environ.get("CORPUS_REPORT")
+
 
 def _write(obj):
     global _file
     if _file is None:
-        _file = open(os.environ["CORPUS_REPORT"], "a", encoding="utf-8")
+        _file = open(_PATH, "a", encoding="utf-8")
     _file.write(json.dumps(obj) + "\n")
     _file.flush()
 
 
 def _active(config):
-    return bool(os.environ.get("CORPUS_REPORT")) and not hasattr(config, "workerinput")
+    return bool(_PATH) and not hasattr(config, "workerinput")
 
 
 def _text(report):
