@@ -41,6 +41,27 @@ pub struct Interpreter {
     pub origin: &'static str,
 }
 
+impl Interpreter {
+    /// Runs `python -m pytest ARGS` in `cwd`, in this terminal (its output
+    /// is pytest's own), and returns pytest's exit code.
+    pub fn run_pytest_here(&self, arguments: &[String], cwd: &Path) -> Result<u8, ShoalError> {
+        let status = std::process::Command::new(&self.path)
+            .args(["-m", "pytest"])
+            .args(arguments)
+            .current_dir(cwd)
+            .status()
+            .map_err(|source| ShoalError::PythonNotStartable {
+                python: self.path.clone(),
+                origin: self.origin,
+                source,
+            })?;
+        Ok(status
+            .code()
+            .and_then(|code| u8::try_from(code).ok())
+            .unwrap_or(crate::errors::exit_code::INTERNAL_ERROR))
+    }
+}
+
 /// Picks the interpreter: `--python` (or `[tool.shoal] python`), else
 /// `$VIRTUAL_ENV`, else the environment shoal itself is installed in, else
 /// `./.venv`, else `python3` on `PATH`.

@@ -33,10 +33,11 @@ pub struct ReplayInputs {
 pub fn replay(inputs: &ReplayInputs) -> Result<u8, ShoalError> {
     let order = order_before(&read(&inputs.report)?, &inputs.nodeid)
         .map_err(|message| ShoalError::Usage(format!("{}: {message}", inputs.report.display())))?;
-    let mut arguments = vec!["-m".to_owned(), "pytest".to_owned(), "-p".to_owned(), "no:randomly".to_owned()];
+    let mut arguments = vec!["-p".to_owned(), "no:randomly".to_owned()];
     arguments.extend(inputs.pytest_args.iter().cloned());
     arguments.extend(order.tests.iter().cloned());
-    let shown = std::iter::once(inputs.interpreter.path.display().to_string())
+    let shown = [inputs.interpreter.path.display().to_string(), "-m".to_owned(), "pytest".to_owned()]
+        .into_iter()
         .chain(arguments.iter().map(|argument| shell_quoted(argument)))
         .collect::<Vec<_>>()
         .join(" ");
@@ -51,16 +52,7 @@ pub fn replay(inputs: &ReplayInputs) -> Result<u8, ShoalError> {
         if order.tests.len() == 2 { "" } else { "s" },
         order.worker
     ));
-    let status = std::process::Command::new(&inputs.interpreter.path)
-        .args(&arguments)
-        .current_dir(&inputs.cwd)
-        .status()
-        .map_err(|source| ShoalError::PythonNotStartable {
-            python: inputs.interpreter.path.clone(),
-            origin: inputs.interpreter.origin,
-            source,
-        })?;
-    Ok(status.code().and_then(|code| u8::try_from(code).ok()).unwrap_or(exit_code::INTERNAL_ERROR))
+    inputs.interpreter.run_pytest_here(&arguments, &inputs.cwd)
 }
 
 fn read(path: &Path) -> Result<Document<'static>, ShoalError> {

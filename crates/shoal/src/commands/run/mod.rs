@@ -117,17 +117,7 @@ fn pytest_in_place(collect: &CollectSettings, reason: InPlace) -> Result<u8, Sho
 /// one process (`--pdb`, `--trace`, `--setup-show`, `--sw`). Returns
 /// pytest's exit code.
 pub fn run_pytest_in_place(collect: &CollectSettings) -> Result<u8, ShoalError> {
-    let status = std::process::Command::new(&collect.interpreter.path)
-        .args(["-m", "pytest"])
-        .args(collect.pytest_arguments(&collect.pytest_args))
-        .current_dir(&collect.cwd)
-        .status()
-        .map_err(|source| ShoalError::PythonNotStartable {
-            python: collect.interpreter.path.clone(),
-            origin: collect.interpreter.origin,
-            source,
-        })?;
-    Ok(status.code().and_then(|code| u8::try_from(code).ok()).unwrap_or(exit_code::INTERNAL_ERROR))
+    collect.interpreter.run_pytest_here(&collect.pytest_arguments(&collect.pytest_args), &collect.cwd)
 }
 
 /// pytest's own settings that shoal honours, from its command line, ini
