@@ -221,6 +221,19 @@ pub struct Finished {
     /// test that started them (shoal kills them with the worker's group).
     #[serde(default)]
     pub leaked: std::collections::BTreeMap<String, Vec<u32>>,
+    /// When the test ended, in seconds of the machine's monotonic clock
+    /// (`CLOCK_MONOTONIC`, Python's `time.monotonic()`), as the worker read
+    /// it: exact where the time its message is handled is not (messages
+    /// that arrive together).
+    #[serde(default)]
+    pub ended: Option<f64>,
+}
+
+/// Seconds of the machine's monotonic clock (`CLOCK_MONOTONIC`), the clock
+/// a worker's [`Finished::ended`] is read from.
+pub fn monotonic_seconds() -> f64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(0.0, |now| now.tv_sec() as f64 + now.tv_nsec() as f64 / 1e9)
 }
 
 /// A phase of a test's protocol, as pytest's reports name it (`when`).

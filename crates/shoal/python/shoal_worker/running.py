@@ -146,6 +146,7 @@ class RunLoop:
             "type": "finished",
             "nodeid": nodeid,
             "duration": duration,
+            "ended": time.monotonic(),
             "reports": worker.pending_reports,
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "max_rss_kib": usage.ru_maxrss,

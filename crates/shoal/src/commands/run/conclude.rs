@@ -2,7 +2,7 @@
 //! pytest's last-failed record), then conclude: the exit code, pytest-cov's
 //! combined report, and the summary every reporter ends with.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::coverage::{CoverageReport, CoverageRun};
@@ -103,16 +103,20 @@ pub(super) fn order_notices(
             && history.durations.contains_key(nodeid)
             && !last_failed.contains(nodeid)
     });
+    // How many tests its worker slot finished before each test: the order
+    // results arrived in (start times, taken as results arrive, can blur
+    // for sub-millisecond tests). A rerun's last attempt counts.
+    let mut finished_on_slot: HashMap<u16, usize> = HashMap::new();
+    let mut ran_before = vec![0usize; records.len()];
+    for &(slot, test) in &results.execution_order {
+        let count = finished_on_slot.entry(slot).or_default();
+        ran_before[test as usize] = *count;
+        *count += 1;
+    }
     let mut notices: Vec<String> = Vec::new();
     let mut more = 0;
     for (test, record) in newly_failing {
-        let Some(worker) = record.worker else { continue };
-        let before = records
-            .iter()
-            .filter(|other| {
-                other.worker == Some(worker) && other.started < record.started && other.duration > 0.0
-            })
-            .count();
+        let (Some(worker), before) = (record.worker, ran_before[test]) else { continue };
         if before == 0 {
             continue;
         }

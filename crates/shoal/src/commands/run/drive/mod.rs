@@ -92,6 +92,7 @@ pub(super) fn run_tests(
         execution_order: Vec::new(),
         usage: HashMap::new(),
         clock: start.clock,
+        monotonic_at_start: crate::protocol::monotonic_seconds() - start.clock.elapsed().as_secs_f64(),
         default_timeout: settings.timeout,
         last_finished: HashMap::new(),
         notices: Vec::new(),
@@ -332,9 +333,11 @@ fn test_finished(
     };
     let outcome = outcome_from_reports(&finished.reports);
     let mut record = TestRecord::from_reports(outcome, slot, finished.duration, &finished.reports);
-    // The result arrives as the test ends, so the end is the precise
-    // instant; the scheduler's start mark can lag behind coalesced messages.
-    record.started = (run.now() - finished.duration).max(0.0) as f32;
+    // The worker's own end time is exact; the time a message is handled
+    // lags for messages that arrive together, and so does the scheduler's
+    // start mark.
+    let ended = finished.ended.map_or_else(|| run.now(), |ended| ended - run.monotonic_at_start);
+    record.started = (ended - finished.duration).max(0.0) as f32;
     let actions =
         scheduler.handle(run.now(), Event::TestFinished { worker: slot, test, failed: outcome.is_failure() });
     let timed_out = actions.iter().any(|action| {

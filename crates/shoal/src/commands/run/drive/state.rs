@@ -34,6 +34,9 @@ pub(super) struct Run<'a> {
     pub(super) usage: HashMap<WorkerKey, (f64, u64)>,
     /// When the run started: the scheduler's clock counts from here.
     pub(super) clock: Instant,
+    /// The monotonic clock's reading (see `protocol::monotonic_seconds`)
+    /// when `clock` read 0: a worker's end times, in the run's seconds.
+    pub(super) monotonic_at_start: f64,
     /// `--timeout`, for tests without a marker of their own.
     pub(super) default_timeout: Option<f64>,
     /// The last test each slot finished, with its memory after it (KiB).
