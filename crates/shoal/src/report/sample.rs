@@ -115,6 +115,12 @@ impl SampleRun {
             started_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             expectation: Some(Expectation { wall_seconds: 3.5, lower_bound_seconds: 2.5 }),
             shard: None,
+            profile: Some("ci".to_owned()),
+            settings: vec![crate::values::ResolvedSetting {
+                key: "timeout".to_owned(),
+                value: serde_json::json!(30.0),
+                source: "pyproject.toml:12 [tool.shoal.profile.ci]".to_owned(),
+            }],
         };
 
         // A pass on gw0.

@@ -85,6 +85,44 @@ pub(super) fn remember(
 /// The most failures [`order_notices`] names.
 const ORDER_NOTICES: usize = 5;
 
+/// A test is slow against its history when it took more than this many
+/// times its recorded duration...
+const SLOWER_THAN_HISTORY: f64 = 2.0;
+
+/// ...and at least this many seconds more: a 2 ms test taking 5 ms is noise.
+const SLOWER_BY_AT_LEAST: f64 = 1.0;
+
+/// At most this many slow tests are named; the rest are counted.
+const SLOW_NOTICES: usize = 10;
+
+/// The tests that took more than twice their recorded duration (and a
+/// second more), slowest against their history first: where a performance
+/// regression in a test shows first. Timed-out tests are named elsewhere.
+pub(super) fn slow_notices(history: &History, results: &Results) -> Vec<String> {
+    let mut slow: Vec<(f64, String)> = results
+        .records
+        .iter()
+        .enumerate()
+        .filter(|(_, record)| !matches!(record.outcome, Outcome::NotRun | Outcome::Timeout))
+        .filter_map(|(test, record)| {
+            let nodeid = results.table.nodeid(test);
+            let recorded = *history.durations.get(nodeid)?;
+            let took = f64::from(record.duration);
+            (took > SLOWER_THAN_HISTORY * recorded && took - recorded >= SLOWER_BY_AT_LEAST).then(|| {
+                let ratio = took / recorded.max(f64::EPSILON);
+                (ratio, format!("{nodeid} was slow against its history: {took:.2}s, {ratio:.1}x its recorded {recorded:.2}s"))
+            })
+        })
+        .collect();
+    slow.sort_by(|(left, _), (right, _)| right.total_cmp(left));
+    let more = slow.len().saturating_sub(SLOW_NOTICES);
+    let mut notices: Vec<String> = slow.into_iter().take(SLOW_NOTICES).map(|(_, notice)| notice).collect();
+    if more > 0 {
+        notices.push(format!("{more} more tests were slow against their history"));
+    }
+    notices
+}
+
 /// For each test that fails now and passed last time (it is in the history
 /// and not in pytest's last-failed record) after other tests ran on its
 /// worker: a line saying so, and how to rerun it after those tests alone.

@@ -14,6 +14,8 @@ pub(super) const BAR_CELLS: usize = 24;
 pub(super) struct LiveFooter {
     /// Per worker: the test it runs and when it began (run seconds).
     pub(super) running: Vec<Option<(String, f64)>>,
+    /// Per worker: whether its test has passed its slow timeout.
+    pub(super) slow: Vec<bool>,
     pub(super) passed: usize,
     pub(super) failed: usize,
     pub(super) skipped: usize,
@@ -57,7 +59,8 @@ impl LiveFooter {
         for (worker, running) in self.running.iter().enumerate() {
             lines.push(match running {
                 Some((nodeid, since)) => {
-                    format!("  gw{worker} {:>6.1}s  {nodeid}", (self.elapsed - since).max(0.0))
+                    let slow = if self.slow.get(worker).copied().unwrap_or(false) { "SLOW " } else { "" };
+                    format!("  gw{worker} {:>6.1}s  {slow}{nodeid}", (self.elapsed - since).max(0.0))
                 }
                 None => format!("  gw{worker}    idle"),
             });
