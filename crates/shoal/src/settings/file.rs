@@ -442,7 +442,7 @@ mod tests {
         let error = parse_err("[[tool.shoal.profile.ci.overrides]]\nmarkers = 'e2e'\ntimout = 3\n");
         assert!(
             error.starts_with(
-                "pyproject.toml: line 3: [tool.shoal.profile.ci] overrides: unknown field `timout`"
+                "pyproject.toml: line 3: [tool.shoal.profile.ci]: unknown field `timout`, expected one of"
             ),
             "{error}"
         );

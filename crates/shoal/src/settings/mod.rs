@@ -641,3 +641,81 @@ mod tests {
         assert_eq!(defaults.serial_markers, vec!["serial".to_owned()]);
     }
 }
+
+#[cfg(test)]
+mod profile_tests {
+    use super::*;
+
+    /// `shoal run <arguments>` resolved where pyproject.toml is `pyproject`.
+    fn resolve(pyproject: &str, arguments: &[&str]) -> Result<RunSettings, String> {
+        use clap::Parser;
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(directory.path().join("pyproject.toml"), pyproject).expect("pyproject.toml written");
+        let cli = crate::cli::Cli::try_parse_from(["shoal", "run"].iter().chain(arguments)).expect("parses");
+        let crate::cli::Command::Run(args) = cli.command else { panic!("not run") };
+        RunSettings::resolve(*args, directory.path().to_owned()).map_err(|error| error.to_string())
+    }
+
+    const PROJECT: &str = "[tool.shoal]\nworkers = 2\ntimeout = 30\njson-report = 'reports/{profile}.json'\n\
+                           pytest-args = ['-p', 'no:cacheprovider']\n\n\
+                           [tool.shoal.profile.unit]\ntimeout = 5\nmarker-expression = 'not e2e'\n\n\
+                           [tool.shoal.profile.nightly]\ninherits = 'unit'\nreruns = 3\n";
+
+    /// The source of a key's value.
+    fn source<'a>(settings: &'a RunSettings, key: &str) -> &'a str {
+        let setting = settings.resolution.settings.iter().find(|setting| setting.key == key);
+        &setting.unwrap_or_else(|| panic!("no {key}")).source
+    }
+
+    #[test]
+    fn a_profile_stacks_over_the_top_level_and_under_the_flags() {
+        let unit = resolve(PROJECT, &["--profile", "unit"]).unwrap();
+        assert_eq!((unit.workers, unit.timeout), (2, Some(5.0)));
+        assert_eq!(unit.collect.markers.as_deref(), Some("not e2e"));
+        assert_eq!(unit.json_report, Some(PathBuf::from("reports/unit.json")));
+        assert_eq!(source(&unit, "timeout"), "pyproject.toml:8 [tool.shoal.profile.unit]");
+        assert_eq!(source(&unit, "workers"), "pyproject.toml:2 [tool.shoal]");
+        assert_eq!(source(&unit, "profile"), "flag --profile");
+        assert_eq!(source(&unit, "max-worker-restarts"), "default");
+
+        let nightly = resolve(PROJECT, &["--profile", "nightly", "--timeout", "9", "--", "-x"]).unwrap();
+        assert_eq!((nightly.timeout, nightly.reruns), (Some(9.0), 3));
+        assert_eq!(nightly.collect.markers.as_deref(), Some("not e2e"), "inherited from unit");
+        assert_eq!(source(&nightly, "timeout"), "flag --timeout");
+        assert_eq!(source(&nightly, "reruns"), "pyproject.toml:13 [tool.shoal.profile.nightly]");
+        assert_eq!(
+            nightly.collect.pytest_args,
+            ["-p", "no:cacheprovider", "-x"],
+            "the file's, then those typed"
+        );
+
+        let none = resolve(PROJECT, &[]).unwrap();
+        assert_eq!((none.profile(), none.timeout), (None, Some(30.0)));
+        assert_eq!(none.json_report, Some(PathBuf::from("reports/default.json")));
+        let setting = none.resolution.settings.iter().find(|setting| setting.key == "json-report").unwrap();
+        assert_eq!(setting.value, serde_json::json!("reports/default.json"));
+    }
+
+    #[test]
+    fn an_unknown_profile_names_the_known_ones() {
+        let error = resolve(PROJECT, &["--profile", "e2e"]).unwrap_err();
+        assert!(
+            error.ends_with("pyproject.toml: no profile `e2e` (known profiles: nightly, unit)"),
+            "{error}"
+        );
+        let error = resolve("[project]\nname = 'x'\n", &["--profile", "e2e"]).unwrap_err();
+        assert!(error.contains("there is no config file"), "{error}");
+    }
+
+    #[test]
+    fn overrides_reach_the_run_with_the_profile_values_under_them() {
+        let project = "[tool.shoal.profile.e2e]\ntimeout = 60\nslow-timeout = 10\n\
+                       [[tool.shoal.profile.e2e.overrides]]\nmarkers = 'e2e'\ntimeout = 120\nreruns = 2\n";
+        let settings = resolve(project, &["--profile", "e2e"]).unwrap();
+        assert_eq!(
+            settings.overrides.defaults,
+            TestLimits { timeout: Some(60.0), reruns: 0, slow_timeout: Some(10.0) }
+        );
+        assert_eq!(settings.overrides.rules.len(), 1);
+    }
+}
