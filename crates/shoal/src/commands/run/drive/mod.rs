@@ -183,20 +183,12 @@ fn drive(
         run.announce_starts(&scheduler, pool.slots.len());
         run.announce_slow(&scheduler, pool.slots.len());
         run.refresh(&mut last_refresh, refresh_interval);
-        let at_run_seconds = |at: f64| run.clock + Duration::from_secs_f64(at.max(0.0));
-        let timeout_due = scheduler.next_deadline().map(at_run_seconds);
-        let slow_due = run.next_slow(&scheduler, pool.slots.len()).map(at_run_seconds);
         let refresh_due = refresh_interval.map(|interval| last_refresh + interval);
-        let deadline = [
-            interrupted_at.map(|at| at + INTERRUPT_GRACE),
-            timeout_due,
-            slow_due,
-            pool.next_kill(),
-            refresh_due,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let deadline = [interrupted_at.map(|at| at + INTERRUPT_GRACE), pool.next_kill(), refresh_due]
+            .into_iter()
+            .chain(run.next_wake(&scheduler, pool.slots.len()))
+            .flatten()
+            .min();
         let Some(event) = pool.receive(deadline) else {
             pool.run_due_kills();
             if interrupted_at.is_some_and(|at| at.elapsed() >= INTERRUPT_GRACE) {

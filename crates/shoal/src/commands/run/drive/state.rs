@@ -110,12 +110,15 @@ impl Run<'_> {
         Some((test, threshold, since + threshold))
     }
 
-    /// When the next running test passes its slow timeout, if one will.
-    pub(super) fn next_slow(&self, scheduler: &Scheduler, workers: usize) -> Option<f64> {
-        (0..workers)
+    /// When the scheduler wants a tick (a timeout, a rerun, the budget)
+    /// and when the next running test passes its slow timeout.
+    pub(super) fn next_wake(&self, scheduler: &Scheduler, workers: usize) -> [Option<Instant>; 2] {
+        let at_run_seconds = |at: f64| self.clock + Duration::from_secs_f64(at.max(0.0));
+        let slow = (0..workers)
             .filter_map(|worker| self.slow_due(scheduler, worker))
             .map(|(_, _, due)| due)
-            .min_by(f64::total_cmp)
+            .min_by(f64::total_cmp);
+        [scheduler.next_deadline().map(at_run_seconds), slow.map(at_run_seconds)]
     }
 
     /// Tells the reporters of running tests that passed their slow timeout
