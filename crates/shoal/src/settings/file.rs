@@ -376,28 +376,24 @@ mod tests {
     #[test]
     fn every_run_option_has_a_key() {
         use clap::CommandFactory;
-        // Options that only shape one invocation, or that exist for a
-        // migration from pytest-xdist, have no key.
-        let without_key = ["help", "profile", "maxprocesses", "dist", "quiet", "verbose"];
-        let renamed =
-            [("k", "keyword"), ("m", "marker-expression"), ("lf", "last-failed"), ("ff", "failed-first")];
         let command = crate::cli::Cli::command();
         let run = command.find_subcommand("run").expect("a run command");
         let keys = declared_fields::<Layer>();
-        for argument in run.get_arguments() {
-            let name = argument.get_long().or(argument.get_short().map(|_| argument.get_id().as_str()));
-            let Some(name) = name else { continue };
-            let name = argument.get_long().unwrap_or(name);
-            let name = renamed.iter().find(|(flag, _)| *flag == name).map_or(name, |(_, key)| *key);
-            let name = argument.get_short().map_or(name, |short| match short {
-                'k' => "keyword",
-                'm' => "marker-expression",
-                _ => name,
-            });
-            if without_key.contains(&name) || argument.is_positional() {
-                continue;
-            }
-            assert!(keys.contains(&name), "--{name} has no key in a profile");
+        for argument in run.get_arguments().filter(|argument| !argument.is_positional()) {
+            let key = match (argument.get_short(), argument.get_long()) {
+                (Some('k'), _) => "keyword",
+                (Some('m'), _) => "marker-expression",
+                (Some('q' | 'v'), _) => "verbosity",
+                (_, Some("lf")) => "last-failed",
+                (_, Some("ff")) => "failed-first",
+                // The profile itself, and pytest-xdist's options accepted
+                // for a migration, have no key.
+                (_, Some("profile" | "maxprocesses" | "dist" | "help")) => continue,
+                (_, Some(long)) => long,
+                (Some(_), None) => panic!("-{:?} has no long name", argument.get_short()),
+                (None, None) => continue,
+            };
+            assert!(keys.contains(&key), "{:?} has no key in a profile", argument.get_id());
         }
     }
 
