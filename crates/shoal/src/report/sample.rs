@@ -269,6 +269,8 @@ impl SampleRun {
         started(reporter, 3, 0, 1.75);
         started(reporter, 4, 1, 1.75);
         reporter.test_finished(view(3), &self.reports[3], 4, total);
+        // The timeout passes its slow timeout first.
+        reporter.test_slow(self.table.nodeid(4), 1, 2.0);
         reporter.worker_replaced(1);
         reporter.test_finished(view(4), &self.reports[4], 5, total);
         reporter.run_finished(&self.summary()).expect("the reporter finishes");

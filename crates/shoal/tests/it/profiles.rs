@@ -2,7 +2,8 @@
 //! its tests with its timeouts and reruns, overrides by marker and path
 //! included (read back from the JSON report); `shoal config` names every
 //! value's source; a misspelt key names its file and line; a test past its
-//! slow timeout gets its `SLOW` line while it still runs; and the documented
+//! slow timeout gets its `SLOW` line while it still runs, and one slow
+//! against its history is named in the summary; and the documented
 //! configuration and CI jobs run as written.
 
 use std::io::{BufRead, BufReader};
@@ -55,8 +56,12 @@ fn line_of(project: &Project, text: &str) -> usize {
 #[test]
 fn the_unit_profile_runs_the_unit_tests_with_its_timeout_and_its_path_override() {
     let project = Project::fixture("profiles");
+    // The database test took 0.2s last time; it takes 1.5s now.
+    project.write(".test_durations", r#"{"tests/unit/test_db.py::test_query": 0.2}"#);
     let outcome = project.shoal(&["run", "--profile", "unit"]);
     outcome.assert_code(1);
+    let slow = "tests/unit/test_db.py::test_query was slow against its history: ";
+    assert!(outcome.stdout.contains(slow), "{}", outcome.stdout);
     let report = read_json(&project.path().join("report-unit.json"), &outcome);
     assert_eq!(schema_mismatches(&project, &project.path().join("report-unit.json")), None);
     assert_eq!(report["run"]["profile"], "unit");
@@ -77,6 +82,11 @@ fn the_unit_profile_runs_the_unit_tests_with_its_timeout_and_its_path_override()
         "the database test outlives the profile's 1s under its override's 6s"
     );
     assert!(tests[2].3.contains("timed out after 1s"), "{}", tests[2].3);
+    let notices = report["notices"].as_array().expect("notices");
+    assert!(
+        notices.iter().any(|notice| notice.as_str().is_some_and(|notice| notice.starts_with(slow))),
+        "{notices:?}"
+    );
     assert_eq!(report["run"]["settings"]["timeout"]["value"], 1.0);
     let profile_line = line_of(&project, "[tool.shoal.profile.unit]");
     assert_eq!(

@@ -125,3 +125,23 @@ impl<W: Write> TerminalReporter<W> {
         self.draw_footer();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Reporter;
+
+    #[test]
+    fn a_slow_test_gets_its_line_above_the_footer_and_its_mark_in_it() {
+        let run = crate::report::sample::SampleRun::new();
+        let mut reporter = TerminalReporter::new(Vec::new(), 80, 0, false).with_live_display(true);
+        reporter.run_started(&run.header);
+        reporter.test_started("tests/test_net.py::test_slow_download", 1, 0.5);
+        reporter.tick(3.0);
+        reporter.test_slow("tests/test_net.py::test_slow_download", 1, 2.0);
+        let footer = reporter.live.as_ref().expect("live").lines(80);
+        assert_eq!(footer[2], "  gw1    2.5s  SLOW tests/test_net.py::test_slow_download");
+        let output = String::from_utf8(reporter.into_inner()).expect("UTF-8");
+        assert!(output.contains("SLOW [>2s] tests/test_net.py::test_slow_download\n"), "{output}");
+    }
+}
