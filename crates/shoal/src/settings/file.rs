@@ -533,6 +533,39 @@ mod tests {
     }
 
     #[test]
+    fn the_nearest_file_is_read_and_shoal_toml_wins_beside_a_pyproject() {
+        let root = tempfile::tempdir().expect("a temporary directory");
+        let nested = root.path().join("sub");
+        std::fs::create_dir(&nested).expect("mkdir");
+        std::fs::write(
+            root.path().join("pyproject.toml"),
+            "[tool.shoal]
+reruns = 1
+",
+        )
+        .expect("write");
+        std::fs::write(
+            root.path().join(SHOAL_TOML),
+            "reruns = 2
+",
+        )
+        .expect("write");
+        let mut warnings = Vec::new();
+        let config = load(&nested, &mut |warning| warnings.push(warning)).unwrap().expect("a config");
+        assert_eq!((config.path.file_name(), config.top.layer.reruns), (Some(SHOAL_TOML.as_ref()), Some(2)));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("[tool.shoal] is ignored"), "{warnings:?}");
+        std::fs::write(
+            nested.join("pyproject.toml"),
+            "[project]
+name = 'x'
+",
+        )
+        .expect("write");
+        assert_eq!(load(&nested, &mut |_| {}).unwrap(), None, "the nearer pyproject.toml is the project's");
+    }
+
+    #[test]
     fn shoal_toml_has_the_same_keys_without_the_prefix() {
         let text =
             "timeout = 3\n[profile.ci]\nreruns = 2\n[[profile.ci.overrides]]\nmarkers = 'e2e'\ntimeout = 9\n";
