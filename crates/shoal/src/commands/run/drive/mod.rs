@@ -68,6 +68,8 @@ pub(super) struct DriveStart<'a> {
     pub(super) test_files: Vec<String>,
     /// Collection errors (the run stops before any test, unless told not to).
     pub(super) collect_errors: usize,
+    /// Each test's slow timeout (empty when no test has one).
+    pub(super) slow_timeouts: Vec<Option<f64>>,
     pub(super) clock: Instant,
     pub(super) reporters: &'a mut [Box<dyn Reporter>],
 }
@@ -93,7 +95,9 @@ pub(super) fn run_tests(
         usage: HashMap::new(),
         clock: start.clock,
         monotonic_at_start: crate::protocol::monotonic_seconds() - start.clock.elapsed().as_secs_f64(),
-        default_timeout: settings.timeout,
+        timeouts: start.workload.timeouts.clone(),
+        slow_timeouts: start.slow_timeouts,
+        announced_slow: Vec::new(),
         last_finished: HashMap::new(),
         notices: Vec::new(),
         attempts: HashMap::new(),
@@ -177,15 +181,14 @@ fn drive(
             break;
         }
         run.announce_starts(&scheduler, pool.slots.len());
+        run.announce_slow(&scheduler, pool.slots.len());
         run.refresh(&mut last_refresh, refresh_interval);
-        let timeout_due =
-            scheduler.next_deadline().map(|at| run.clock + Duration::from_secs_f64(at.max(0.0)));
         let refresh_due = refresh_interval.map(|interval| last_refresh + interval);
-        let deadline =
-            [interrupted_at.map(|at| at + INTERRUPT_GRACE), timeout_due, pool.next_kill(), refresh_due]
-                .into_iter()
-                .flatten()
-                .min();
+        let deadline = [interrupted_at.map(|at| at + INTERRUPT_GRACE), pool.next_kill(), refresh_due]
+            .into_iter()
+            .chain(run.next_wake(&scheduler, pool.slots.len()))
+            .flatten()
+            .min();
         let Some(event) = pool.receive(deadline) else {
             pool.run_due_kills();
             if interrupted_at.is_some_and(|at| at.elapsed() >= INTERRUPT_GRACE) {
