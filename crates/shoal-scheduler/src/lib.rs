@@ -54,6 +54,9 @@ pub const LOOKAHEAD_SECONDS: f64 = 0.05;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TestState {
     Pending,
+    /// Not this run's yet: a shared queue may release it (see
+    /// [`Scheduler::withhold_all`]).
+    Withheld,
     /// Sent to this worker (a `u32` keeps the table small for big suites).
     Assigned(u32),
     Final,
@@ -118,6 +121,9 @@ pub struct Scheduler {
     /// Tests waiting for a rerun, with the clock reading from which it may
     /// start (`--reruns-delay`).
     retries: VecDeque<(TestId, f64)>,
+    /// Tests are withheld and more may be released: workers wait for them
+    /// rather than end.
+    more_coming: bool,
 }
 
 impl Scheduler {
@@ -157,7 +163,31 @@ impl Scheduler {
             reruns: workload.reruns.clone(),
             attempts: if workload.reruns.is_empty() { Vec::new() } else { vec![0; workload.len()] },
             retries: VecDeque::new(),
+            more_coming: false,
         }
+    }
+
+    /// Withholds every test: the runner releases them unit by unit
+    /// ([`Event::TestsReleased`], when [`Scheduler::wants_tests`] says
+    /// workers wait) until it says none will come ([`Event::NoMoreTests`]).
+    /// Tests never released take no part in the run. Call before any event.
+    pub fn withhold_all(&mut self) {
+        self.queue.withhold_all();
+        self.tests.iter_mut().for_each(|state| *state = TestState::Withheld);
+        self.more_coming = true;
+    }
+
+    /// With tests withheld: how many active workers wait for work that only
+    /// a release can give (0 once none will come, or while tests are
+    /// queued).
+    pub fn wants_tests(&self) -> usize {
+        if !self.more_coming || !self.queue.is_empty() {
+            return 0;
+        }
+        self.workers
+            .iter()
+            .filter(|state| state.phase == WorkerPhase::Active && (state.wants_work || state.assigned.is_empty()))
+            .count()
     }
 
     /// Feeds one event, at `now` seconds on the runner's clock (any fixed
@@ -213,14 +243,31 @@ impl Scheduler {
             Event::WorkerExited { worker } => self.worker_exited(worker, &mut actions),
             Event::Interrupted => self.stop(NotRunReason::Interrupted, &mut actions),
             Event::Tick => self.time_out_due(&mut actions),
+            Event::TestsReleased { tests } => self.release(&tests),
+            Event::NoMoreTests => self.more_coming = false,
         }
         self.dispatch(&mut actions);
         actions
     }
 
-    /// True when every test has its final outcome.
+    /// True when every test has its final outcome (withheld tests that
+    /// were never released count as done once none will come).
     pub fn all_tests_final(&self) -> bool {
-        self.tests.iter().all(|state| *state == TestState::Final)
+        !self.more_coming
+            && self.tests.iter().all(|state| matches!(state, TestState::Final | TestState::Withheld))
+    }
+
+    /// Queues released tests (those still withheld) as one unit.
+    fn release(&mut self, tests: &[TestId]) {
+        let released: Vec<TestId> =
+            tests.iter().copied().filter(|&test| self.tests.get(test) == Some(&TestState::Withheld)).collect();
+        if self.stopping.is_some() || released.is_empty() {
+            return;
+        }
+        for &test in &released {
+            self.tests[test] = TestState::Pending;
+        }
+        self.queue.add_unit(&released);
     }
 
     /// Why the run is stopping early, if it is.
@@ -295,9 +342,10 @@ impl Scheduler {
         true
     }
 
-    /// Whether nothing is left to send: no queued test and no rerun.
+    /// Whether nothing is left to send: no queued test, no rerun, and no
+    /// release to come.
     fn nothing_left(&self) -> bool {
-        self.queue.is_empty() && self.retries.is_empty()
+        self.queue.is_empty() && self.retries.is_empty() && !self.more_coming
     }
 
     fn worker_exited(&mut self, worker: WorkerId, actions: &mut Vec<Action>) {
@@ -452,6 +500,7 @@ impl Scheduler {
             return;
         }
         self.stopping = Some(reason);
+        self.more_coming = false;
         let mut unsent = self.queue.drain_all();
         unsent.extend(self.retries.drain(..).map(|(test, _)| test));
         unsent.sort_unstable();

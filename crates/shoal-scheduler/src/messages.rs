@@ -46,6 +46,14 @@ pub enum Event {
     Interrupted,
     /// Time has passed: deadlines up to now are due.
     Tick,
+    /// A shared queue hands these withheld tests to this run, as one unit
+    /// (see [`crate::Scheduler::withhold_all`]).
+    TestsReleased {
+        /// The tests.
+        tests: Vec<TestId>,
+    },
+    /// No more tests will be released.
+    NoMoreTests,
 }
 
 /// Why a test ended without running.

@@ -2,7 +2,7 @@
 //!
 //! Layers, each using only those below it (`tests/architecture.rs` checks
 //! there is no cycle):
-//! - [`commands`]: `run` (in phases), `list`, `plan`, `merge`, `replay`, each a thin
+//! - [`commands`]: `run` (in phases), `list`, `plan`, `merge`, `report`, `replay`, each a thin
 //!   composition of the layers below; this file only dispatches to them.
 //! - [`report`]: reporters, fed by the run's events (terminal, JSON, JUnit,
 //!   GitHub, timeline, event stream); only the commands build them.
@@ -34,6 +34,7 @@ pub mod pool;
 pub mod protocol;
 pub mod pytest_args;
 pub mod python;
+pub mod queue;
 pub mod report;
 pub mod results;
 pub mod selection;
@@ -124,6 +125,17 @@ fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
             json_report: args.json_report.map(|path| cwd.join(path)),
             durations_path: args.durations_path.map(|path| cwd.join(path)),
         }),
+        Command::Report(args) => {
+            let durations_path = cwd.join(args.durations_path.unwrap_or_else(|| ".test_durations".into()));
+            let queue = queue::resolve(args.queue.request(), |name| std::env::var(name).ok())?
+                .ok_or_else(|| ShoalError::Usage("shoal report needs --queue URL and --build ID".to_owned()))?;
+            commands::report::report(&commands::report::ReportInputs {
+                queue,
+                junitxml: args.junitxml.map(|path| cwd.join(path)),
+                json_report: args.json_report.map(|path| cwd.join(path)),
+                durations_path,
+            })
+        }
         Command::List(args) => {
             let json = args.json;
             let settings = CollectSettings::resolve_for_list(args.selection, cwd)?;

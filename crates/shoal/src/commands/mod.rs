@@ -1,10 +1,11 @@
 //! The commands shoal runs, each a composition of the layers below: `run`
 //! (the test run, in phases), `list`, `plan` (shard partitions), `merge`
-//! (shards' reports into one) and `replay` (one test after its worker's
-//! order).
+//! (shards' reports into one), `report` (a queued build's machines as one
+//! run) and `replay` (one test after its worker's order).
 
 pub mod list;
 pub mod merge;
 pub mod plan;
 pub mod replay;
+pub mod report;
 pub mod run;

@@ -55,6 +55,8 @@ pub(super) struct FileSettings {
     pub(super) reruns_delay: Option<f64>,
     /// Whether flaky tests fail the run.
     pub(super) flaky_fails: Option<bool>,
+    /// The work queue's URL (`redis://...` or `auto`), as `--queue`.
+    pub(super) queue: Option<String>,
 }
 
 /// Finds the nearest pyproject.toml from `cwd` upwards and reads its

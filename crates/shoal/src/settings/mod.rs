@@ -141,6 +141,8 @@ pub struct RunSettings {
     pub durations_path: Option<PathBuf>,
     /// `--shard`: the one shard of N this run is.
     pub shard: Option<crate::shard::ShardRequest>,
+    /// `--queue`: the build's shared work queue.
+    pub queue: Option<crate::queue::QueueSettings>,
 }
 
 impl RunSettings {
@@ -175,6 +177,12 @@ impl RunSettings {
         let verbosity =
             i8::try_from(args.verbose).unwrap_or(i8::MAX) - i8::try_from(args.quiet).unwrap_or(i8::MAX);
         let live_display = live_display_wanted(&args, verbosity);
+        let mut queue_request = args.queue.request();
+        queue_request.queue = queue_request.queue.or_else(|| file.queue.clone());
+        let queue = crate::queue::resolve(queue_request, |name| std::env::var(name).ok())?;
+        if queue.is_some() && args.shard.is_some() {
+            return Err(ShoalError::Usage("--queue and --shard split the work two ways: give one".to_owned()));
+        }
         let mut collect = CollectSettings::resolve(args.selection, verbosity, &file, cwd.clone())?;
         collect.pytest_args.extend(coverage_arguments(&args.coverage));
         Ok(Self {
@@ -212,6 +220,7 @@ impl RunSettings {
             shard: crate::shard::ci::resolve(args.shard.as_deref(), args.shard_total, |name| {
                 std::env::var(name).ok()
             })?,
+            queue,
         })
     }
 }

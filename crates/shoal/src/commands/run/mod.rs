@@ -12,6 +12,7 @@ mod conclude;
 mod drive;
 mod planner;
 mod prepare;
+mod queued;
 mod select;
 
 use std::path::PathBuf;
@@ -160,6 +161,8 @@ impl Learned {
 fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8, ShoalError> {
     let clock = Instant::now();
     let started_at = SystemTime::now();
+    // An unreachable queue fails before anything starts.
+    let session = settings.queue.as_ref().map(crate::queue::Session::connect).transpose()?;
     let run_directory = run_directory()?;
     let spec = worker_spec(
         &settings.collect,
@@ -200,6 +203,17 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
     for report in &collected.collect_reports {
         tally.add(&report.category, 1);
     }
+    let stops_at_collection = collected.collect_errors() > 0 && !learned.continue_on_collection_errors;
+    let mut feed = match session.filter(|_| !stops_at_collection) {
+        Some(session) => Some(queued::QueueFeed::join(
+            session,
+            &selected.table,
+            &prepared.header,
+            &prepared.workload,
+            pool.slots.len(),
+        )?),
+        None => None,
+    };
     let drive_start = DriveStart {
         table: selected.table,
         whole_collection: selected.whole_collection,
@@ -210,8 +224,12 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
         collect_errors: collected.collect_errors(),
         clock,
         reporters: &mut *reporters,
+        source: feed.as_mut().map(|feed| feed as &mut dyn drive::WorkSource),
     };
     let mut results = drive::run_tests(&mut pool, settings, &learned, drive_start)?;
+    if let Some(feed) = feed {
+        queued::narrow(&mut results, &feed.finish());
+    }
     let order_notices = conclude::order_notices(settings, learned.last_failed.as_ref(), &history, &results);
     results.notices.extend(order_notices);
     conclude::remember(settings, &collected, &results, history, learned.last_failed.take());

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use shoal_scheduler::Workload;
-use shoal_scheduler::{Action, Event, RetryCause, Scheduler, SchedulerConfig};
+use shoal_scheduler::{Action, Event, RetryCause, Scheduler, SchedulerConfig, TestId};
 
 use crate::errors::ShoalError;
 use crate::pool::{Pool, SlotPhase, check_same_collection};
-use crate::protocol::{Finished, PhaseOutcome, WarningMessage, WorkerCommand, WorkerMessage};
+use crate::protocol::{Finished, PhaseOutcome, PhaseReport, WarningMessage, WorkerCommand, WorkerMessage};
 use crate::report::Reporter;
 use crate::results::{Outcome, StopReason, Tally, TestRecord, outcome_from_reports};
 use crate::settings::RunSettings;
@@ -55,6 +55,29 @@ pub(super) struct Results {
     pub(super) stop: Option<StopReason>,
 }
 
+/// Where the tests come from when a shared queue hands them out (see
+/// [`crate::queue`]): the scheduler starts with every test withheld and the
+/// source releases them, and hears of every final record.
+pub(super) trait WorkSource {
+    /// Takes the records that became final, and releases tests to the
+    /// scheduler while its workers wait (or tells it none will come);
+    /// returns the scheduler's actions.
+    fn pump(&mut self, scheduler: &mut Scheduler, finals: Finals<'_>) -> Result<Vec<Action>, ShoalError>;
+    /// When to pump again though nothing happened (other machines hold the
+    /// rest of the work).
+    fn poll_at(&self) -> Option<Instant>;
+}
+
+/// Records that became final since the last pump, and the run's clock.
+pub(super) struct Finals<'a> {
+    pub(super) table: &'a TestTable,
+    pub(super) records: &'a [TestRecord],
+    pub(super) is_final: &'a [bool],
+    /// Each newly final test with all of pytest's reports of its last attempt.
+    pub(super) newly: Vec<(TestId, Vec<PhaseReport>)>,
+    pub(super) now: f64,
+}
+
 /// What the run starts driving from.
 pub(super) struct DriveStart<'a> {
     pub(super) table: TestTable,
@@ -70,6 +93,8 @@ pub(super) struct DriveStart<'a> {
     pub(super) collect_errors: usize,
     pub(super) clock: Instant,
     pub(super) reporters: &'a mut [Box<dyn Reporter>],
+    /// A shared queue the tests come from, if any.
+    pub(super) source: Option<&'a mut dyn WorkSource>,
 }
 
 /// Runs the tests: every one ends with its final record.
@@ -102,6 +127,7 @@ pub(super) fn run_tests(
         test_files: start.test_files,
         confirm_failures: learned.max_failures.is_some(),
         failure_to_answer: None,
+        outbox: start.source.is_some().then(Vec::new),
     };
     let stop = if start.collect_errors > 0 && !learned.continue_on_collection_errors {
         for slot in 0..pool.slots.len() {
@@ -115,7 +141,7 @@ pub(super) fn run_tests(
         }
         Some(StopReason::CollectionErrors)
     } else {
-        let scheduler = Scheduler::new(
+        let mut scheduler = Scheduler::new(
             SchedulerConfig {
                 workers: pool.slots.len(),
                 max_failures: learned.max_failures,
@@ -126,7 +152,10 @@ pub(super) fn run_tests(
             &start.workload,
         );
         drop(start.workload);
-        drive(pool, &mut run, scheduler)?
+        if start.source.is_some() {
+            scheduler.withhold_all();
+        }
+        drive(pool, &mut run, scheduler, start.source)?
     };
     Ok(Results {
         table: run.table,
@@ -158,6 +187,7 @@ fn drive(
     pool: &mut Pool,
     run: &mut Run<'_>,
     mut scheduler: Scheduler,
+    mut source: Option<&mut dyn WorkSource>,
 ) -> Result<Option<StopReason>, ShoalError> {
     let mut interrupted_at: Option<Instant> = None;
     // Spawned workers are ready once collected; forked ones say so.
@@ -170,6 +200,10 @@ fn drive(
     let refresh_interval = run.reporters.iter().filter_map(|reporter| reporter.refresh_interval()).min();
     let mut last_refresh = Instant::now();
     loop {
+        if let Some(source) = source.as_deref_mut() {
+            let actions = pump(source, run, &mut scheduler)?;
+            execute(pool, run, actions)?;
+        }
         if scheduler.all_tests_final() {
             // Every result is in (a worker's last test ends with its session
             // fixtures torn down); the processes' own exits are awaited
@@ -181,8 +215,9 @@ fn drive(
         let timeout_due =
             scheduler.next_deadline().map(|at| run.clock + Duration::from_secs_f64(at.max(0.0)));
         let refresh_due = refresh_interval.map(|interval| last_refresh + interval);
+        let poll_due = source.as_deref().and_then(WorkSource::poll_at);
         let deadline =
-            [interrupted_at.map(|at| at + INTERRUPT_GRACE), timeout_due, pool.next_kill(), refresh_due]
+            [interrupted_at.map(|at| at + INTERRUPT_GRACE), timeout_due, pool.next_kill(), refresh_due, poll_due]
                 .into_iter()
                 .flatten()
                 .min();
@@ -227,7 +262,24 @@ fn drive(
         };
         execute(pool, run, actions)?;
     }
+    if let Some(source) = source {
+        // The last records (and, after a stop, those the stop ended).
+        let actions = pump(source, run, &mut scheduler)?;
+        execute(pool, run, actions)?;
+    }
     Ok(scheduler.stopping().map(StopReason::from))
+}
+
+/// Hands the source what became final since it last asked.
+fn pump(
+    source: &mut dyn WorkSource,
+    run: &mut Run<'_>,
+    scheduler: &mut Scheduler,
+) -> Result<Vec<Action>, ShoalError> {
+    let newly = run.outbox.as_mut().map(std::mem::take).unwrap_or_default();
+    let finals =
+        Finals { table: &run.table, records: &run.records, is_final: &run.is_final, newly, now: run.now() };
+    source.pump(scheduler, finals)
 }
 
 /// A batch of messages from one worker, each handled in turn.
