@@ -244,6 +244,7 @@ impl Scheduler {
             Event::Interrupted => self.stop(NotRunReason::Interrupted, &mut actions),
             Event::Tick => self.time_out_due(&mut actions),
             Event::TestsReleased { tests } => self.release(&tests),
+            Event::NothingToRelease => self.end_waiting_workers(&mut actions),
             Event::NoMoreTests => self.more_coming = false,
         }
         self.dispatch(&mut actions);
@@ -255,6 +256,24 @@ impl Scheduler {
     pub fn all_tests_final(&self) -> bool {
         !self.more_coming
             && self.tests.iter().all(|state| matches!(state, TestState::Final | TestState::Withheld))
+    }
+
+    /// With nothing queued and nothing to release: workers blocked at a
+    /// test's teardown end, so that test can end.
+    fn end_waiting_workers(&mut self, actions: &mut Vec<Action>) {
+        if !self.nothing_queued() {
+            return;
+        }
+        for worker in 0..self.workers.len() {
+            let state = &self.workers[worker];
+            if state.phase == WorkerPhase::Active && state.wants_work && !state.assigned.is_empty() {
+                self.end_worker(worker, actions);
+            }
+        }
+    }
+
+    fn nothing_queued(&self) -> bool {
+        self.queue.is_empty() && self.retries.is_empty()
     }
 
     /// Queues released tests (those still withheld) as one unit.
@@ -345,7 +364,7 @@ impl Scheduler {
     /// Whether nothing is left to send: no queued test, no rerun, and no
     /// release to come.
     fn nothing_left(&self) -> bool {
-        self.queue.is_empty() && self.retries.is_empty() && !self.more_coming
+        self.nothing_queued() && !self.more_coming
     }
 
     fn worker_exited(&mut self, worker: WorkerId, actions: &mut Vec<Action>) {

@@ -52,6 +52,11 @@ pub enum Event {
         /// The tests.
         tests: Vec<TestId>,
     },
+    /// The shared queue has nothing to release now (other machines, or
+    /// this one, hold the rest). A worker waiting at its test's teardown
+    /// for a next test ends: its test's result is what the rest may wait
+    /// for. A fresh worker starts if work comes.
+    NothingToRelease,
     /// No more tests will be released.
     NoMoreTests,
 }

@@ -663,3 +663,21 @@ fn the_units_of_a_workload_go_longest_first() {
     let workload = Workload::one_module(&[1.0, 3.0, 2.0], 0.0);
     assert_eq!(workload.units(), vec![vec![1], vec![2], vec![0]]);
 }
+
+#[test]
+fn with_nothing_to_release_a_worker_waiting_at_teardown_ends_and_the_last_is_replaced() {
+    let mut scheduler = Scheduler::new(config(2), &uniform(3));
+    scheduler.withhold_all();
+    scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
+    scheduler.handle(0.0, Event::WorkerReady { worker: 1 });
+    scheduler.handle(0.0, Event::TestsReleased { tests: vec![0] });
+    scheduler.handle(0.5, Event::WorkerWantsWork { worker: 0 });
+    let actions = scheduler.handle(0.5, Event::NothingToRelease);
+    // Worker 0 holds test 0 at its teardown: it ends; idle worker 1 stays.
+    assert_eq!(actions, vec![Action::Shutdown { worker: 0 }]);
+    scheduler.handle(1.0, Event::TestFinished { worker: 0, test: 0, failed: false });
+    assert!(scheduler.handle(1.0, Event::WorkerExited { worker: 0 }).is_empty());
+    // Worker 1 takes what comes later.
+    let actions = scheduler.handle(2.0, Event::TestsReleased { tests: vec![1, 2] });
+    assert_eq!(runs_for(&actions, 1), vec![1]);
+}

@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime};
 
 use crate::errors::{ShoalError, exit_code};
 use crate::history::{History, HistoryPaths};
-use crate::protocol::PhaseReport;
+use crate::protocol::{CollectReport, PhaseReport, WarningMessage};
 use crate::queue::session::POLL;
 use crate::queue::{BuildInfo, QueueError, QueueSettings, Session, StoredResult};
 use crate::report::Reporter;
@@ -55,8 +55,9 @@ pub fn report(inputs: &ReportInputs) -> Result<u8, ShoalError> {
     let mut session = Session::connect(&inputs.queue)?;
     let info = session.wait_for_info()?;
     wait_until_drained(&mut session)?;
-    let (results, machines) = session.results()?;
-    let build = Build::read(&info, &results, &machines);
+    let stored = session.results()?;
+    let mut build = Build::read(&info, &stored.results, &stored.machines);
+    build.tally.add("warnings", stored.warnings.len() as u64);
     let exit = build.exit_code();
     let mut reporters = reporters(inputs);
     for reporter in &mut reporters {
@@ -72,7 +73,7 @@ pub fn report(inputs: &ReportInputs) -> Result<u8, ShoalError> {
         .then(|| format!("{} tests have no stored result: their machines stopped before recording them", build.missing))
         .into_iter()
         .collect();
-    let summary = build.summary(exit, &notices);
+    let summary = build.summary(exit, &info.collect_reports, &stored.warnings, &notices);
     reporters.iter_mut().try_for_each(|reporter| reporter.run_finished(&summary))?;
     let paths = HistoryPaths::new(std::path::Path::new("."), Some(&inputs.durations_path));
     let mut history = History::load(&paths);
@@ -162,6 +163,9 @@ impl Build {
             missing: 0,
             table: TestTable::default(),
         };
+        for report in &info.collect_reports {
+            build.tally.add(&report.category, 1);
+        }
         let mut lanes: BTreeMap<u16, Vec<(f32, u32)>> = BTreeMap::new();
         for test in 0..table.len() {
             let Some(result) = by_nodeid.get(table.nodeid(test)) else {
@@ -207,7 +211,13 @@ impl Build {
         }
     }
 
-    fn summary<'a>(&'a self, exit: u8, notices: &'a [String]) -> RunSummary<'a> {
+    fn summary<'a>(
+        &'a self,
+        exit: u8,
+        collect_reports: &'a [CollectReport],
+        warnings: &'a [WarningMessage],
+        notices: &'a [String],
+    ) -> RunSummary<'a> {
         let durations = self.records.iter().map(|record| f64::from(record.duration));
         let test_seconds: f64 = durations.clone().sum();
         let longest = durations.clone().fold(0.0, f64::max);
@@ -216,8 +226,8 @@ impl Build {
             header: &self.header,
             table: &self.table,
             records: &self.records,
-            collect_reports: &[],
-            warnings: &[],
+            collect_reports,
+            warnings,
             tally: &self.tally,
             stop: (self.missing > 0).then_some(StopReason::Interrupted),
             wall_seconds: ends.fold(0.0, f64::max),
@@ -237,6 +247,7 @@ impl Build {
 }
 
 fn header(info: &BuildInfo, workers: usize, selected: usize) -> RunHeader {
+    let collect_errors = info.collect_reports.iter().filter(|report| report.category == "error").count();
     RunHeader {
         platform: info.platform.clone(),
         python: info.python.clone(),
@@ -249,8 +260,8 @@ fn header(info: &BuildInfo, workers: usize, selected: usize) -> RunHeader {
         mode: if info.mode == "fork" { "fork" } else { "spawn" },
         selected,
         deselected: 0,
-        collect_errors: 0,
-        collect_skipped: 0,
+        collect_errors,
+        collect_skipped: info.collect_reports.len() - collect_errors,
         hash_seed: info.hash_seed.clone(),
         max_failures: None,
         budget: None,

@@ -18,6 +18,7 @@
 //! | `machine:<machine>` | list | the units the machine reserved (retry mode) |
 //! | `machines` | hash | machine → its worker count |
 //! | `results` | hash | node id → [`StoredResult`], JSON, first one kept |
+//! | `warnings` | hash | machine → the warnings its run recorded, JSON |
 //!
 //! A unit leased to a machine whose heartbeat has expired is reserved
 //! again by the next machine that asks (`RESERVE`, one Lua script, so two
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 use redis::{Commands, Connection, Script};
 
 use super::stored::{BuildInfo, StoredResult};
+use crate::protocol::WarningMessage;
 use super::{QueueError, QueueSettings};
 
 /// Takes the next unit: from the queue, else one whose machine is gone.
@@ -285,6 +287,19 @@ impl Session {
         pipe.query::<()>(&mut self.connection).map_err(|error| self.lost(error))
     }
 
+    /// Stores this machine's warnings (replacing those of an earlier try).
+    pub fn store_warnings(&mut self, warnings: &[WarningMessage]) -> Result<(), QueueError> {
+        let key = self.key("warnings");
+        let json = serde_json::to_string(warnings).expect("warnings serialise");
+        redis::pipe()
+            .hset(&key, &self.settings.machine, json)
+            .ignore()
+            .expire(&key, self.settings.ttl_seconds as i64)
+            .ignore()
+            .query::<()>(&mut self.connection)
+            .map_err(|error| self.lost(error))
+    }
+
     /// Acknowledges a unit: its results are stored.
     pub fn acknowledge(&mut self, unit: &str) -> Result<(), QueueError> {
         Script::new(ACKNOWLEDGE)
@@ -314,7 +329,7 @@ impl Session {
     }
 
     /// Every stored result, and each machine's worker count.
-    pub fn results(&mut self) -> Result<(Vec<StoredResult>, Vec<(String, usize)>), QueueError> {
+    pub fn results(&mut self) -> Result<StoredBuild, QueueError> {
         let stored: Vec<String> = self.connection.hvals(self.key("results")).map_err(|error| self.lost(error))?;
         let results = stored
             .iter()
@@ -323,13 +338,33 @@ impl Session {
         let mut machines: Vec<(String, usize)> =
             self.connection.hgetall(self.key("machines")).map_err(|error| self.lost(error))?;
         machines.sort();
-        Ok((results, machines))
+        let mut warnings_by_machine: Vec<(String, String)> =
+            self.connection.hgetall(self.key("warnings")).map_err(|error| self.lost(error))?;
+        warnings_by_machine.sort();
+        let mut warnings = Vec::new();
+        for (_, text) in warnings_by_machine {
+            let mut some: Vec<WarningMessage> = serde_json::from_str(&text)
+                .map_err(|error| QueueError::Corrupt(format!("warnings: {error}")))?;
+            warnings.append(&mut some);
+        }
+        Ok(StoredBuild { results, machines, warnings })
     }
 
     /// Starts this machine's heartbeat, on a connection of its own.
     pub fn heartbeat(&self) -> Result<Heartbeat, QueueError> {
         Heartbeat::start(&self.settings, self.key(&format!("alive:{}", self.settings.machine)))
     }
+}
+
+/// What the machines stored.
+#[derive(Debug, Clone)]
+pub struct StoredBuild {
+    /// Each test's first stored result.
+    pub results: Vec<StoredResult>,
+    /// Each machine's name and worker count, by name.
+    pub machines: Vec<(String, usize)>,
+    /// The machines' warnings, by machine name.
+    pub warnings: Vec<WarningMessage>,
 }
 
 /// How far a build is.

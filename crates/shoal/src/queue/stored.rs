@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{CollectedItem, PhaseOutcome, PhaseReport};
+use crate::protocol::{CollectReport, CollectedItem, PhaseOutcome, PhaseReport};
 use crate::results::{CrashDetails, Outcome, RunHeader, StopReason, TestDetails, TestRecord, TestView};
 use crate::table::TestTable;
 
@@ -13,6 +13,8 @@ use crate::table::TestTable;
 pub struct BuildInfo {
     /// Every collected test, in collection order.
     pub collection: Vec<CollectedItem>,
+    /// Collectors that did not pass (a skipped module, say).
+    pub collect_reports: Vec<CollectReport>,
     /// `sys.platform`.
     pub platform: String,
     /// Python's version.
@@ -35,9 +37,10 @@ pub struct BuildInfo {
 
 impl BuildInfo {
     /// The build's info from this machine's collection and header.
-    pub fn new(table: &TestTable, header: &RunHeader) -> Self {
+    pub fn new(table: &TestTable, collect_reports: &[CollectReport], header: &RunHeader) -> Self {
         Self {
             collection: table.items().map(|item| item.to_collected()).collect(),
+            collect_reports: collect_reports.to_vec(),
             platform: header.platform.clone(),
             python: header.python.clone(),
             pytest: header.pytest.clone(),

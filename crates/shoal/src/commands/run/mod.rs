@@ -208,6 +208,7 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
         Some(session) => Some(queued::QueueFeed::join(
             session,
             &selected.table,
+            &collected.collect_reports,
             &prepared.header,
             &prepared.workload,
             pool.slots.len(),
@@ -228,7 +229,8 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
     };
     let mut results = drive::run_tests(&mut pool, settings, &learned, drive_start)?;
     if let Some(feed) = feed {
-        queued::narrow(&mut results, &feed.finish());
+        let taken = feed.finish(&results.warnings)?;
+        queued::narrow(&mut results, &taken);
     }
     let order_notices = conclude::order_notices(settings, learned.last_failed.as_ref(), &history, &results);
     results.notices.extend(order_notices);

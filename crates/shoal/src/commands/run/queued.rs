@@ -14,6 +14,7 @@ use shoal_scheduler::{Action, Event, Scheduler, TestId, Workload};
 use crate::errors::ShoalError;
 use crate::queue::session::POLL;
 use crate::queue::{BuildInfo, Heartbeat, Joined, Reservation, Session, StoredResult};
+use crate::protocol::{CollectReport, WarningMessage};
 use crate::results::{RunHeader, TestView};
 use crate::table::TestTable;
 
@@ -33,6 +34,9 @@ pub(super) struct QueueFeed {
     drained: bool,
     /// Other machines hold the rest: look again at this time.
     poll_at: Option<Instant>,
+    /// This machine published the build (its collection's warnings are the
+    /// build's).
+    published: bool,
 }
 
 impl QueueFeed {
@@ -41,17 +45,19 @@ impl QueueFeed {
     pub(super) fn join(
         mut session: Session,
         table: &TestTable,
+        collect_reports: &[CollectReport],
         header: &RunHeader,
         workload: &Workload,
         workers: usize,
     ) -> Result<Self, ShoalError> {
-        let info = BuildInfo::new(table, header);
+        let info = BuildInfo::new(table, collect_reports, header);
         let units = || {
             let units = workload.units();
             units.into_iter().map(|unit| unit.into_iter().map(|test| table.nodeid(test).to_owned()).collect()).collect()
         };
         let joined = session.join(&info, workers, units)?;
         let settings = session.settings();
+        let published = joined == Joined::Published;
         let retry = match joined {
             Joined::Published => {
                 crate::output::notice(&format!(
@@ -77,13 +83,29 @@ impl QueueFeed {
             }
         };
         let heartbeat = session.heartbeat()?;
-        Ok(Self { session, heartbeat, leased: Vec::new(), retry, taken: vec![false; table.len()], drained: false, poll_at: None })
+        Ok(Self {
+            session,
+            heartbeat,
+            leased: Vec::new(),
+            retry,
+            taken: vec![false; table.len()],
+            drained: false,
+            poll_at: None,
+            published,
+        })
     }
 
-    /// Ends the heartbeat: leases still held go back to the queue at once.
-    pub(super) fn finish(self) -> Vec<bool> {
+    /// Stores the run's warnings (the collection's only from the machine
+    /// that published), then ends the heartbeat: leases still held go back
+    /// to the queue at once. Returns which tests this machine ran.
+    pub(super) fn finish(mut self, warnings: &[WarningMessage]) -> Result<Vec<bool>, ShoalError> {
+        let published = self.published;
+        let warnings: Vec<WarningMessage> =
+            warnings.iter().filter(|warning| published || warning.when == "runtest").cloned().collect();
+        let stored = self.session.store_warnings(&warnings);
         self.heartbeat.stop();
-        self.taken
+        stored?;
+        Ok(self.taken)
     }
 
     fn store(&mut self, finals: &Finals<'_>) -> Result<(), ShoalError> {
@@ -185,7 +207,10 @@ impl WorkSource for QueueFeed {
             match self.next_unit(finals.table)? {
                 Some(tests) => actions.extend(scheduler.handle(finals.now, Event::TestsReleased { tests })),
                 None if self.drained => actions.extend(scheduler.handle(finals.now, Event::NoMoreTests)),
-                None => break,
+                None => {
+                    actions.extend(scheduler.handle(finals.now, Event::NothingToRelease));
+                    break;
+                }
             }
         }
         Ok(actions)
