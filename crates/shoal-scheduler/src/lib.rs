@@ -186,7 +186,9 @@ impl Scheduler {
         }
         self.workers
             .iter()
-            .filter(|state| state.phase == WorkerPhase::Active && (state.wants_work || state.assigned.is_empty()))
+            .filter(|state| {
+                state.phase == WorkerPhase::Active && (state.wants_work || state.assigned.is_empty())
+            })
             .count()
     }
 
@@ -278,8 +280,11 @@ impl Scheduler {
 
     /// Queues released tests (those still withheld) as one unit.
     fn release(&mut self, tests: &[TestId]) {
-        let released: Vec<TestId> =
-            tests.iter().copied().filter(|&test| self.tests.get(test) == Some(&TestState::Withheld)).collect();
+        let released: Vec<TestId> = tests
+            .iter()
+            .copied()
+            .filter(|&test| self.tests.get(test) == Some(&TestState::Withheld))
+            .collect();
         if self.stopping.is_some() || released.is_empty() {
             return;
         }

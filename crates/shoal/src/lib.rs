@@ -127,8 +127,10 @@ fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
         }),
         Command::Report(args) => {
             let durations_path = cwd.join(args.durations_path.unwrap_or_else(|| ".test_durations".into()));
-            let queue = queue::resolve(args.queue.request(), |name| std::env::var(name).ok())?
-                .ok_or_else(|| ShoalError::Usage("shoal report needs --queue URL and --build ID".to_owned()))?;
+            let queue =
+                queue::resolve(args.queue.request(), |name| std::env::var(name).ok())?.ok_or_else(|| {
+                    ShoalError::Usage("shoal report needs --queue URL and --build ID".to_owned())
+                })?;
             commands::report::report(&commands::report::ReportInputs {
                 queue,
                 junitxml: args.junitxml.map(|path| cwd.join(path)),

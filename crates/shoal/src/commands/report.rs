@@ -70,7 +70,12 @@ pub fn report(inputs: &ReportInputs) -> Result<u8, ShoalError> {
         }
     }
     let notices: Vec<String> = (build.missing > 0)
-        .then(|| format!("{} tests have no stored result: their machines stopped before recording them", build.missing))
+        .then(|| {
+            format!(
+                "{} tests have no stored result: their machines stopped before recording them",
+                build.missing
+            )
+        })
         .into_iter()
         .collect();
     let summary = build.summary(exit, &info.collect_reports, &stored.warnings, &notices);
@@ -178,7 +183,8 @@ impl Build {
                 continue;
             };
             let machine_lane = first_lane.get(result.machine.as_str()).copied().unwrap_or(0);
-            let lane = u16::try_from(machine_lane + usize::from(result.last.worker.unwrap_or(0))).unwrap_or(u16::MAX);
+            let lane = u16::try_from(machine_lane + usize::from(result.last.worker.unwrap_or(0)))
+                .unwrap_or(u16::MAX);
             let record = result.record(lane);
             if !matches!(record.outcome, Outcome::Crashed | Outcome::Timeout | Outcome::NotRun) {
                 lanes.entry(lane).or_default().push((record.started, test as u32));

@@ -77,16 +77,12 @@ pub struct QueueRequest {
 
 /// CI variables naming the build, in the order looked for: the same on
 /// every machine of a run and on a retried job.
-const BUILD_VARIABLES: &[&str] = &[
-    "GITHUB_RUN_ID",
-    "CI_PIPELINE_ID",
-    "BUILDKITE_BUILD_ID",
-    "CIRCLE_WORKFLOW_ID",
-    "BUILD_TAG",
-];
+const BUILD_VARIABLES: &[&str] =
+    &["GITHUB_RUN_ID", "CI_PIPELINE_ID", "BUILDKITE_BUILD_ID", "CIRCLE_WORKFLOW_ID", "BUILD_TAG"];
 
 /// CI variables naming this machine among the build's.
-const MACHINE_VARIABLES: &[&str] = &["CI_NODE_INDEX", "BUILDKITE_PARALLEL_JOB", "CIRCLE_NODE_INDEX", "GITHUB_JOB"];
+const MACHINE_VARIABLES: &[&str] =
+    &["CI_NODE_INDEX", "BUILDKITE_PARALLEL_JOB", "CIRCLE_NODE_INDEX", "GITHUB_JOB"];
 
 /// Resolves the queue flags against the environment; `None` without
 /// `--queue`.
@@ -103,13 +99,17 @@ pub fn resolve(
     };
     let url = if queue == "auto" {
         env("SHOAL_QUEUE").or_else(|| env("REDIS_URL")).ok_or_else(|| {
-            usage("--queue auto: neither $SHOAL_QUEUE nor $REDIS_URL is set; give --queue redis://HOST:PORT/DB")
+            usage(
+                "--queue auto: neither $SHOAL_QUEUE nor $REDIS_URL is set; give --queue redis://HOST:PORT/DB",
+            )
         })?
     } else {
         queue
     };
     if !url.starts_with("redis://") && !url.starts_with("rediss://") && !url.starts_with("redis+unix://") {
-        return Err(ShoalError::Usage(format!("--queue: expected redis://HOST:PORT/DB or `auto`, got `{url}`")));
+        return Err(ShoalError::Usage(format!(
+            "--queue: expected redis://HOST:PORT/DB or `auto`, got `{url}`"
+        )));
     }
     let build = request.build.or_else(|| first_set(BUILD_VARIABLES, &env)).ok_or_else(|| {
         usage(
@@ -232,7 +232,11 @@ mod tests {
         let request = QueueRequest { queue: Some("auto".to_owned()), ..QueueRequest::default() };
         let settings = resolve(
             request,
-            env(&[("REDIS_URL", "redis://10.0.0.2:6379/0"), ("CI_PIPELINE_ID", "77"), ("CI_NODE_INDEX", "2")]),
+            env(&[
+                ("REDIS_URL", "redis://10.0.0.2:6379/0"),
+                ("CI_PIPELINE_ID", "77"),
+                ("CI_NODE_INDEX", "2"),
+            ]),
         )
         .expect("resolves")
         .expect("a queue");
@@ -247,7 +251,8 @@ mod tests {
         let request = |queue: &str| QueueRequest { queue: Some(queue.to_owned()), ..QueueRequest::default() };
         let error = resolve(request("redis://127.0.0.1:6379/0"), env(&[])).expect_err("no build");
         assert!(error.to_string().contains("--build"), "{error}");
-        let error = resolve(request("localhost:6379"), env(&[("GITHUB_RUN_ID", "1")])).expect_err("no scheme");
+        let error =
+            resolve(request("localhost:6379"), env(&[("GITHUB_RUN_ID", "1")])).expect_err("no scheme");
         assert!(error.to_string().contains("redis://"), "{error}");
     }
 

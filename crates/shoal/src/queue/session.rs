@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use redis::{Commands, Connection, Script};
 
 use super::stored::{BuildInfo, StoredResult};
-use crate::protocol::WarningMessage;
 use super::{QueueError, QueueSettings};
+use crate::protocol::WarningMessage;
 
 /// Takes the next unit: from the queue, else one whose machine is gone.
 /// KEYS none (one instance); ARGV: prefix, machine, TTL seconds.
@@ -196,7 +196,8 @@ impl Session {
     pub fn wait_for_info(&mut self) -> Result<BuildInfo, QueueError> {
         let deadline = Instant::now() + self.settings.wait;
         loop {
-            let ready: Option<String> = self.connection.get(self.key("ready")).map_err(|error| self.lost(error))?;
+            let ready: Option<String> =
+                self.connection.get(self.key("ready")).map_err(|error| self.lost(error))?;
             if ready.is_some() {
                 let text: String = self.connection.get(self.key("info")).map_err(|error| self.lost(error))?;
                 return serde_json::from_str(&text)
@@ -321,8 +322,10 @@ impl Session {
             .map_err(|error| self.lost(error))?;
         let mut alive = 0;
         for machine in machines {
-            let beating: bool =
-                self.connection.exists(self.key(&format!("alive:{machine}"))).map_err(|error| self.lost(error))?;
+            let beating: bool = self
+                .connection
+                .exists(self.key(&format!("alive:{machine}")))
+                .map_err(|error| self.lost(error))?;
             alive += usize::from(beating);
         }
         Ok(Progress { units: units.unwrap_or(0), done, alive })
@@ -330,10 +333,13 @@ impl Session {
 
     /// Every stored result, and each machine's worker count.
     pub fn results(&mut self) -> Result<StoredBuild, QueueError> {
-        let stored: Vec<String> = self.connection.hvals(self.key("results")).map_err(|error| self.lost(error))?;
+        let stored: Vec<String> =
+            self.connection.hvals(self.key("results")).map_err(|error| self.lost(error))?;
         let results = stored
             .iter()
-            .map(|text| serde_json::from_str(text).map_err(|error| QueueError::Corrupt(format!("a result: {error}"))))
+            .map(|text| {
+                serde_json::from_str(text).map_err(|error| QueueError::Corrupt(format!("a result: {error}")))
+            })
             .collect::<Result<Vec<StoredResult>, _>>()?;
         let mut machines: Vec<(String, usize)> =
             self.connection.hgetall(self.key("machines")).map_err(|error| self.lost(error))?;
@@ -402,7 +408,8 @@ impl Heartbeat {
             redis::cmd("SET").arg(key).arg(1).arg("PX").arg(lease_ms).query(connection)
         };
         let url = settings.display_url();
-        beat(&mut connection, &key).map_err(|error| QueueError::Lost { url: url.clone(), error: error.to_string() })?;
+        beat(&mut connection, &key)
+            .map_err(|error| QueueError::Lost { url: url.clone(), error: error.to_string() })?;
         let stop = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(Mutex::new(None));
         let (thread_stop, thread_failure) = (Arc::clone(&stop), Arc::clone(&failure));

@@ -62,7 +62,9 @@ impl BuildInfo {
             .find(|&index| ours[index].nodeid != theirs[index].nodeid)
             .or_else(|| (ours.len() != theirs.len()).then(|| ours.len().min(theirs.len())))?;
         let name = |items: &[CollectedItem]| {
-            items.get(position).map_or_else(|| "nothing (the collection ends)".to_owned(), |item| item.nodeid.clone())
+            items
+                .get(position)
+                .map_or_else(|| "nothing (the collection ends)".to_owned(), |item| item.nodeid.clone())
         };
         Some(format!(
             "test {} is {} here but {} in the published build ({} tests here, {} published)",
@@ -184,8 +186,12 @@ fn record_of(attempt: &StoredAttempt, lane: u16) -> TestRecord {
     record.duration = attempt.duration;
     record.started = attempt.started;
     record.phase_seconds = attempt.phase_seconds;
-    let failed_reports: Vec<PhaseReport> =
-        attempt.failed_reports.iter().filter(|report| report.outcome == PhaseOutcome::Failed).cloned().collect();
+    let failed_reports: Vec<PhaseReport> = attempt
+        .failed_reports
+        .iter()
+        .filter(|report| report.outcome == PhaseOutcome::Failed)
+        .cloned()
+        .collect();
     let crash = attempt.crash.as_ref().map(|(message, description, output)| CrashDetails {
         message: message.clone(),
         description: description.clone(),

@@ -181,7 +181,9 @@ impl RunSettings {
         queue_request.queue = queue_request.queue.or_else(|| file.queue.clone());
         let queue = crate::queue::resolve(queue_request, |name| std::env::var(name).ok())?;
         if queue.is_some() && args.shard.is_some() {
-            return Err(ShoalError::Usage("--queue and --shard split the work two ways: give one".to_owned()));
+            return Err(ShoalError::Usage(
+                "--queue and --shard split the work two ways: give one".to_owned(),
+            ));
         }
         let mut collect = CollectSettings::resolve(args.selection, verbosity, &file, cwd.clone())?;
         collect.pytest_args.extend(coverage_arguments(&args.coverage));

@@ -20,6 +20,7 @@ mod parity;
 mod passthrough;
 mod plugins;
 mod pytest_cli;
+mod queue;
 mod randomly;
 mod replay;
 mod report_json;

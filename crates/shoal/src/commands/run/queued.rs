@@ -12,9 +12,9 @@ use std::time::Instant;
 use shoal_scheduler::{Action, Event, Scheduler, TestId, Workload};
 
 use crate::errors::ShoalError;
+use crate::protocol::{CollectReport, WarningMessage};
 use crate::queue::session::POLL;
 use crate::queue::{BuildInfo, Heartbeat, Joined, Reservation, Session, StoredResult};
-use crate::protocol::{CollectReport, WarningMessage};
 use crate::results::{RunHeader, TestView};
 use crate::table::TestTable;
 
@@ -53,7 +53,10 @@ impl QueueFeed {
         let info = BuildInfo::new(table, collect_reports, header);
         let units = || {
             let units = workload.units();
-            units.into_iter().map(|unit| unit.into_iter().map(|test| table.nodeid(test).to_owned()).collect()).collect()
+            units
+                .into_iter()
+                .map(|unit| unit.into_iter().map(|test| table.nodeid(test).to_owned()).collect())
+                .collect()
         };
         let joined = session.join(&info, workers, units)?;
         let settings = session.settings();
@@ -69,7 +72,10 @@ impl QueueFeed {
                 None
             }
             Joined::Found => {
-                crate::output::notice(&format!("queue: machine {} joined build {}", settings.machine, settings.build));
+                crate::output::notice(&format!(
+                    "queue: machine {} joined build {}",
+                    settings.machine, settings.build
+                ));
                 None
             }
             Joined::Retry(units) => {
@@ -182,7 +188,9 @@ impl QueueFeed {
             .iter()
             .map(|nodeid| {
                 table.find(nodeid).ok_or_else(|| {
-                    ShoalError::Queue(format!("the queue handed out {nodeid}, which this machine did not collect"))
+                    ShoalError::Queue(format!(
+                        "the queue handed out {nodeid}, which this machine did not collect"
+                    ))
                 })
             })
             .collect::<Result<Vec<TestId>, _>>()?;
@@ -234,7 +242,8 @@ pub(super) fn narrow(results: &mut Results, taken: &[bool]) {
         }
     }
     let records = std::mem::take(&mut results.records);
-    results.records = records.into_iter().zip(taken).filter(|(_, taken)| **taken).map(|(record, _)| record).collect();
+    results.records =
+        records.into_iter().zip(taken).filter(|(_, taken)| **taken).map(|(record, _)| record).collect();
     results.execution_order = results
         .execution_order
         .iter()

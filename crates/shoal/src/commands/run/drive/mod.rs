@@ -216,11 +216,16 @@ fn drive(
             scheduler.next_deadline().map(|at| run.clock + Duration::from_secs_f64(at.max(0.0)));
         let refresh_due = refresh_interval.map(|interval| last_refresh + interval);
         let poll_due = source.as_deref().and_then(WorkSource::poll_at);
-        let deadline =
-            [interrupted_at.map(|at| at + INTERRUPT_GRACE), timeout_due, pool.next_kill(), refresh_due, poll_due]
-                .into_iter()
-                .flatten()
-                .min();
+        let deadline = [
+            interrupted_at.map(|at| at + INTERRUPT_GRACE),
+            timeout_due,
+            pool.next_kill(),
+            refresh_due,
+            poll_due,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let Some(event) = pool.receive(deadline) else {
             pool.run_due_kills();
             if interrupted_at.is_some_and(|at| at.elapsed() >= INTERRUPT_GRACE) {

@@ -1,0 +1,337 @@
+//! `shoal run --queue`: several shoal processes as the machines of one
+//! build on a real `redis-server` (Debian's package, on loopback, a free
+//! port, in a temp dir): every test runs once across machines and `shoal
+//! report` equals one machine's run; a machine killed mid-test has its unit
+//! finished by another; a late machine takes work; a machine whose
+//! collection differs is refused; an unreachable or stopped Redis is a
+//! clear error that loses no stored result.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Outcome, Project};
+
+/// The tests of `fixtures/queue`.
+const TESTS: usize = 12;
+
+/// A private `redis-server` on loopback, stopped on drop.
+struct Redis {
+    directory: tempfile::TempDir,
+    port: u16,
+    server: Child,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let directory = tempfile::Builder::new().prefix("shoal-it-redis-").tempdir().expect("tempdir");
+        let port = free_port();
+        let server = Self::spawn(directory.path(), port);
+        let redis = Self { directory, port, server };
+        redis.wait_until_up();
+        redis
+    }
+
+    fn spawn(directory: &Path, port: u16) -> Child {
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(directory)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (scripts/redis.sh install)")
+    }
+
+    fn wait_until_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cli(&["PING"]) != "PONG" {
+            assert!(Instant::now() < deadline, "redis-server did not answer on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// `redis-cli <args>`'s output, trimmed (empty when it fails).
+    fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output();
+        output.map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned()).unwrap_or_default()
+    }
+
+    /// Stops the server, saving its data first, and starts it again from
+    /// that data.
+    fn stop_saving(&mut self) {
+        self.cli(&["SHUTDOWN", "SAVE"]);
+        let _ = self.server.wait();
+    }
+
+    fn restart(&mut self) {
+        self.server = Self::spawn(self.directory.path(), self.port);
+        self.wait_until_up();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("an address").port()
+}
+
+/// One machine of a build: its own copy of the fixture.
+struct Machine {
+    name: String,
+    project: Project,
+}
+
+impl Machine {
+    fn new(name: &str) -> Self {
+        Self { name: name.to_owned(), project: Project::fixture("queue") }
+    }
+
+    /// `shoal run --queue ... --machine NAME -n WORKERS`, started.
+    fn start(&self, redis: &Redis, build: &str, workers: usize, log: &Path, env: &[(&str, &str)]) -> Child {
+        let url = redis.url();
+        let count = workers.to_string();
+        let args = [
+            "run",
+            "-n",
+            &count,
+            "--queue",
+            &url,
+            "--build",
+            build,
+            "--machine",
+            &self.name,
+            "--queue-lease",
+            "1",
+            "--json-report",
+            "machine.json",
+        ];
+        let mut command = self.project.shoal_command(&args);
+        command.env("QUEUE_LOG", log).env("QUEUE_MACHINE", &self.name).envs(env.iter().copied());
+        command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("shoal starts")
+    }
+
+    /// The tests this machine's own JSON report holds.
+    fn tests_run(&self) -> Vec<String> {
+        let text =
+            std::fs::read_to_string(self.project.path().join("machine.json")).expect("a machine report");
+        let json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let tests = json["tests"].as_array().expect("tests");
+        tests.iter().map(|test| test["nodeid"].as_str().expect("a node id").to_owned()).collect()
+    }
+}
+
+fn finish(child: Child) -> Outcome {
+    Outcome::of(child.wait_with_output().expect("shoal ends"))
+}
+
+/// `shoal report` in `project`: the outcome and its JSON report.
+fn report(project: &Project, redis: &Redis, build: &str) -> (Outcome, serde_json::Value) {
+    let url = redis.url();
+    let outcome = project.shoal(&[
+        "report",
+        "--queue",
+        &url,
+        "--build",
+        build,
+        "--json-report",
+        "build.json",
+        "--junitxml",
+        "build.xml",
+        "--queue-wait",
+        "20",
+    ]);
+    let text = std::fs::read_to_string(project.path().join("build.json"))
+        .unwrap_or_else(|error| panic!("no build report ({error}):\n{}\n{}", outcome.stdout, outcome.stderr));
+    (outcome, serde_json::from_str(&text).expect("JSON"))
+}
+
+fn outcomes(report: &serde_json::Value) -> BTreeMap<String, String> {
+    let tests = report["tests"].as_array().expect("tests");
+    let pairs = tests.iter().map(|test| {
+        (
+            test["nodeid"].as_str().expect("id").to_owned(),
+            test["outcome"].as_str().expect("outcome").to_owned(),
+        )
+    });
+    pairs.collect()
+}
+
+/// How many times each test started, by the fixture's log.
+fn starts(log: &Path) -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut counts = BTreeMap::new();
+    for line in text.lines() {
+        let (_, nodeid) = line.split_once(' ').expect("machine and node id");
+        *counts.entry(nodeid.to_owned()).or_default() += 1;
+    }
+    counts
+}
+
+fn wait_for(what: &str, limit: Duration, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn log_path(project: &Project) -> PathBuf {
+    project.path().join("starts.log")
+}
+
+#[test]
+fn three_machines_run_every_test_once_and_the_report_equals_one_machine() {
+    let redis = Redis::start();
+    let single = Project::fixture("queue");
+    let alone = single.shoal(&["run", "-n", "2", "--json-report", "single.json"]);
+    alone.assert_code(1);
+    let single_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(single.path().join("single.json")).expect("report"))
+            .expect("JSON");
+    let log = log_path(&single);
+    let machines: Vec<Machine> = ["m1", "m2", "m3"].iter().map(|name| Machine::new(name)).collect();
+    let children: Vec<Child> =
+        machines.iter().map(|machine| machine.start(&redis, "b1", 2, &log, &[])).collect();
+    let codes: Vec<Option<i32>> = children.into_iter().map(|child| finish(child).code).collect();
+    let starts = starts(&log);
+    assert_eq!(
+        starts.len(),
+        TESTS - 1,
+        "every test that runs started (the skipped one does not): {starts:?}"
+    );
+    assert!(starts.values().all(|&count| count == 1), "a test ran twice: {starts:?}");
+    let mut ran: Vec<String> = machines.iter().flat_map(Machine::tests_run).collect();
+    ran.sort();
+    let before = ran.len();
+    ran.dedup();
+    assert_eq!(
+        (before, ran.len()),
+        (TESTS, TESTS),
+        "the machines' reports split the tests: {ran:?} ({codes:?})"
+    );
+    let (build, build_json) = report(&single, &redis, "b1");
+    build.assert_code(1);
+    assert_eq!(build.closing_counts(), alone.closing_counts(), "{}", build.stdout);
+    assert_eq!(outcomes(&build_json), outcomes(&single_json));
+    let junit = std::fs::read_to_string(single.path().join("build.xml")).expect("a JUnit file");
+    assert_eq!(junit.matches("<testcase ").count(), TESTS, "{junit}");
+    let history = std::fs::read_to_string(single.path().join(".test_durations")).expect("a history");
+    assert!(history.contains("test_slow.py::test_slow"), "{history}");
+}
+
+#[test]
+fn a_machine_killed_mid_test_has_its_unit_finished_by_another() {
+    let redis = Redis::start();
+    let first = Machine::new("doomed");
+    // test_slow first (the history says it is the longest) and long.
+    first.project.history_starting_with("test_slow.py::test_slow");
+    let log = log_path(&first.project);
+    let slow = [("QUEUE_SLOW", "3")];
+    let doomed = first.start(&redis, "b2", 1, &log, &slow);
+    wait_for("test_slow to start", Duration::from_secs(30), || {
+        starts(&log).contains_key("test_slow.py::test_slow")
+    });
+    kill_tree(doomed.id());
+    let survivor = Machine::new("survivor");
+    let outcome = finish(survivor.start(&redis, "b2", 2, &log, &[("QUEUE_SLOW", "0.1")]));
+    assert!(outcome.stderr.contains("took over unit"), "{}", outcome.stderr);
+    assert!(survivor.tests_run().contains(&"test_slow.py::test_slow".to_owned()));
+    let (build, build_json) = report(&survivor.project, &redis, "b2");
+    build.assert_code(1);
+    let outcomes = outcomes(&build_json);
+    assert_eq!(outcomes.len(), TESTS);
+    assert_eq!(outcomes["test_slow.py::test_slow"], "passed");
+    assert_eq!(starts(&log)["test_slow.py::test_slow"], 2, "run by both machines");
+}
+
+/// SIGKILLs a process and every process under it (a machine dying whole).
+fn kill_tree(root: u32) {
+    let mut doomed = vec![root];
+    let mut index = 0;
+    while index < doomed.len() {
+        let parent = doomed[index];
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if ppid.and_then(|ppid| ppid.parse::<u32>().ok()) == Some(parent) && !doomed.contains(&pid) {
+                doomed.push(pid);
+            }
+        }
+        index += 1;
+    }
+    for pid in doomed {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    }
+}
+
+#[test]
+fn a_machine_that_joins_late_takes_work() {
+    let redis = Redis::start();
+    let early = Machine::new("early");
+    let log = log_path(&early.project);
+    let first = early.start(&redis, "b3", 1, &log, &[]);
+    wait_for("the first tests", Duration::from_secs(30), || !starts(&log).is_empty());
+    let late = Machine::new("late");
+    let second = late.start(&redis, "b3", 1, &log, &[]);
+    finish(first);
+    let late_outcome = finish(second);
+    assert!(!late.tests_run().is_empty(), "the late machine ran nothing:\n{}", late_outcome.stdout);
+    assert_eq!(early.tests_run().len() + late.tests_run().len(), TESTS);
+}
+
+#[test]
+fn a_machine_whose_collection_differs_is_refused_naming_the_test() {
+    let redis = Redis::start();
+    let first = Machine::new("first");
+    let log = log_path(&first.project);
+    finish(first.start(&redis, "b4", 2, &log, &[]));
+    let other = Machine::new("other");
+    other.project.write("test_extra.py", "def test_extra():\n    pass\n");
+    let outcome = finish(other.start(&redis, "b4", 2, &log, &[]));
+    outcome.assert_code(3);
+    assert!(outcome.stderr.contains("refuses to join"), "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("test_extra.py::test_extra"), "{}", outcome.stderr);
+}
+
+#[test]
+fn an_unreachable_queue_fails_fast_naming_the_url() {
+    let project = Project::fixture("queue");
+    let url = format!("redis://127.0.0.1:{}/0", free_port());
+    let started = Instant::now();
+    let outcome = project.shoal(&["run", "--queue", &url, "--build", "b5"]);
+    outcome.assert_code(3);
+    assert!(outcome.stderr.contains(&format!("cannot reach the queue at {url}")), "{}", outcome.stderr);
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn redis_stopped_mid_run_is_a_clear_error_and_stored_results_stay() {
+    let mut redis = Redis::start();
+    let machine = Machine::new("alone");
+    let log = log_path(&machine.project);
+    let child = machine.start(&redis, "b6", 1, &log, &[("QUEUE_SLOW", "2")]);
+    wait_for("a stored result", Duration::from_secs(30), || {
+        redis.cli(&["HLEN", "shoal:b6:results"]).parse::<usize>().unwrap_or(0) >= 2
+    });
+    let stored_before = redis.cli(&["HKEYS", "shoal:b6:results"]);
+    redis.stop_saving();
+    let outcome = finish(child);
+    outcome.assert_code(3);
+    assert!(outcome.stderr.contains(&format!("lost the queue at {}", redis.url())), "{}", outcome.stderr);
+    redis.restart();
+    let stored_after = redis.cli(&["HKEYS", "shoal:b6:results"]);
+    for nodeid in stored_before.lines() {
+        assert!(stored_after.lines().any(|kept| kept == nodeid), "{nodeid} was lost: {stored_after}");
+    }
+}
