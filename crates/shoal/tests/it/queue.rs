@@ -237,11 +237,12 @@ fn a_machine_killed_mid_test_has_its_unit_finished_by_another() {
     first.project.history_starting_with("test_slow.py::test_slow");
     let log = log_path(&first.project);
     let slow = [("QUEUE_SLOW", "3")];
-    let doomed = first.start(&redis, "b2", 1, &log, &slow);
+    let mut doomed = first.start(&redis, "b2", 1, &log, &slow);
     wait_for("test_slow to start", Duration::from_secs(30), || {
         starts(&log).contains_key("test_slow.py::test_slow")
     });
     kill_tree(doomed.id());
+    let _ = doomed.wait();
     let survivor = Machine::new("survivor");
     let outcome = finish(survivor.start(&redis, "b2", 2, &log, &[("QUEUE_SLOW", "0.1")]));
     assert!(outcome.stderr.contains("took over unit"), "{}", outcome.stderr);

@@ -203,18 +203,7 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
     for report in &collected.collect_reports {
         tally.add(&report.category, 1);
     }
-    let stops_at_collection = collected.collect_errors() > 0 && !learned.continue_on_collection_errors;
-    let mut feed = match session.filter(|_| !stops_at_collection) {
-        Some(session) => Some(queued::QueueFeed::join(
-            session,
-            &selected.table,
-            &collected.collect_reports,
-            &prepared.header,
-            &prepared.workload,
-            pool.slots.len(),
-        )?),
-        None => None,
-    };
+    let mut feed = join_queue(session, &collected, &learned, &selected.table, &prepared, pool.slots.len())?;
     let drive_start = DriveStart {
         table: selected.table,
         whole_collection: selected.whole_collection,
@@ -247,6 +236,23 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
     let exit = conclude::conclude(&ending, &results, reporters, || drive::shut_down(&mut pool));
     drive::shut_down(&mut pool);
     exit
+}
+
+/// With `--queue`, joins the build (unless collection errors stop the run
+/// before any test).
+fn join_queue(
+    session: Option<crate::queue::Session>,
+    collected: &crate::pool::Collected,
+    learned: &Learned,
+    table: &crate::table::TestTable,
+    prepared: &prepare::Prepared,
+    workers: usize,
+) -> Result<Option<queued::QueueFeed>, ShoalError> {
+    let stops_at_collection = collected.collect_errors() > 0 && !learned.continue_on_collection_errors;
+    let Some(session) = session.filter(|_| !stops_at_collection) else { return Ok(None) };
+    let header = &prepared.header;
+    queued::QueueFeed::join(session, table, &collected.collect_reports, header, &prepared.workload, workers)
+        .map(Some)
 }
 
 /// One line for each plugin that cannot do under shoal what it does alone.

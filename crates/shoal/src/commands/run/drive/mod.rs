@@ -190,20 +190,11 @@ fn drive(
     mut source: Option<&mut dyn WorkSource>,
 ) -> Result<Option<StopReason>, ShoalError> {
     let mut interrupted_at: Option<Instant> = None;
-    // Spawned workers are ready once collected; forked ones say so.
-    for slot in 0..pool.slots.len() {
-        if pool.slots[slot].phase == SlotPhase::Running {
-            let actions = scheduler.handle(run.now(), Event::WorkerReady { worker: slot });
-            execute(pool, run, actions)?;
-        }
-    }
+    workers_ready(pool, run, &mut scheduler)?;
     let refresh_interval = run.reporters.iter().filter_map(|reporter| reporter.refresh_interval()).min();
     let mut last_refresh = Instant::now();
     loop {
-        if let Some(source) = source.as_deref_mut() {
-            let actions = pump(source, run, &mut scheduler)?;
-            execute(pool, run, actions)?;
-        }
+        pump(pool, run, &mut scheduler, source.as_deref_mut())?;
         if scheduler.all_tests_final() {
             // Every result is in (a worker's last test ends with its session
             // fixtures torn down); the processes' own exits are awaited
@@ -214,18 +205,17 @@ fn drive(
         run.refresh(&mut last_refresh, refresh_interval);
         let timeout_due =
             scheduler.next_deadline().map(|at| run.clock + Duration::from_secs_f64(at.max(0.0)));
-        let refresh_due = refresh_interval.map(|interval| last_refresh + interval);
-        let poll_due = source.as_deref().and_then(WorkSource::poll_at);
-        let deadline = [
-            interrupted_at.map(|at| at + INTERRUPT_GRACE),
-            timeout_due,
-            pool.next_kill(),
-            refresh_due,
-            poll_due,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        // A shared queue's next look counts as a refresh.
+        let refresh_due = refresh_interval
+            .map(|interval| last_refresh + interval)
+            .into_iter()
+            .chain(source.as_deref().and_then(WorkSource::poll_at))
+            .min();
+        let deadline =
+            [interrupted_at.map(|at| at + INTERRUPT_GRACE), timeout_due, pool.next_kill(), refresh_due]
+                .into_iter()
+                .flatten()
+                .min();
         let Some(event) = pool.receive(deadline) else {
             pool.run_due_kills();
             if interrupted_at.is_some_and(|at| at.elapsed() >= INTERRUPT_GRACE) {
@@ -267,24 +257,36 @@ fn drive(
         };
         execute(pool, run, actions)?;
     }
-    if let Some(source) = source {
-        // The last records (and, after a stop, those the stop ended).
-        let actions = pump(source, run, &mut scheduler)?;
-        execute(pool, run, actions)?;
-    }
+    // The last records (and, after a stop, those the stop ended).
+    pump(pool, run, &mut scheduler, source)?;
     Ok(scheduler.stopping().map(StopReason::from))
 }
 
-/// Hands the source what became final since it last asked.
+/// Spawned workers are ready once collected (forked ones say so).
+fn workers_ready(pool: &mut Pool, run: &mut Run<'_>, scheduler: &mut Scheduler) -> Result<(), ShoalError> {
+    for slot in 0..pool.slots.len() {
+        if pool.slots[slot].phase == SlotPhase::Running {
+            let actions = scheduler.handle(run.now(), Event::WorkerReady { worker: slot });
+            execute(pool, run, actions)?;
+        }
+    }
+    Ok(())
+}
+
+/// Hands a shared queue what became final since it last asked, and carries
+/// out what its releases made the scheduler decide.
 fn pump(
-    source: &mut dyn WorkSource,
+    pool: &mut Pool,
     run: &mut Run<'_>,
     scheduler: &mut Scheduler,
-) -> Result<Vec<Action>, ShoalError> {
+    source: Option<&mut (dyn WorkSource + '_)>,
+) -> Result<(), ShoalError> {
+    let Some(source) = source else { return Ok(()) };
     let newly = run.outbox.as_mut().map(std::mem::take).unwrap_or_default();
     let finals =
         Finals { table: &run.table, records: &run.records, is_final: &run.is_final, newly, now: run.now() };
-    source.pump(scheduler, finals)
+    let actions = source.pump(scheduler, finals)?;
+    execute(pool, run, actions)
 }
 
 /// A batch of messages from one worker, each handled in turn.
