@@ -411,6 +411,7 @@ mod tests {
                 "reruns",
                 "reruns-delay",
                 "flaky-fails",
+                "queue",
             ]
         );
     }
@@ -427,7 +428,7 @@ mod tests {
             parse_with_warnings("[tool.shoal]\nwokers = 3\nreruns = 1\n\n[tool.shoal.extra]\nx = 1\n");
         assert_eq!(settings.unwrap().reruns, Some(1), "the known keys are still read");
         let known = "known: workers, python, max-worker-restarts, mode, collect, timeout, \
-                     worker-memory-limit, serial-markers, budget, reruns, reruns-delay, flaky-fails";
+                     worker-memory-limit, serial-markers, budget, reruns, reruns-delay, flaky-fails, queue";
         assert_eq!(
             warnings,
             [
