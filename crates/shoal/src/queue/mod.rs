@@ -80,9 +80,9 @@ pub struct QueueRequest {
 const BUILD_VARIABLES: &[&str] =
     &["GITHUB_RUN_ID", "CI_PIPELINE_ID", "BUILDKITE_BUILD_ID", "CIRCLE_WORKFLOW_ID", "BUILD_TAG"];
 
-/// CI variables naming this machine among the build's.
-const MACHINE_VARIABLES: &[&str] =
-    &["CI_NODE_INDEX", "BUILDKITE_PARALLEL_JOB", "CIRCLE_NODE_INDEX", "GITHUB_JOB"];
+/// CI variables naming this machine among the build's (GitHub Actions has
+/// none: `$GITHUB_JOB` is the same for every job of a matrix).
+const MACHINE_VARIABLES: &[&str] = &["CI_NODE_INDEX", "BUILDKITE_PARALLEL_JOB", "CIRCLE_NODE_INDEX"];
 
 /// Resolves the queue flags against the environment; `None` without
 /// `--queue`.

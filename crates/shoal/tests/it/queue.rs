@@ -3,8 +3,9 @@
 //! port, in a temp dir): every test runs once across machines and `shoal
 //! report` equals one machine's run; a machine killed mid-test has its unit
 //! finished by another; a late machine takes work; a machine whose
-//! collection differs is refused; an unreachable or stopped Redis is a
-//! clear error that loses no stored result.
+//! collection differs is refused; a retried machine re-runs what it ran;
+//! an unreachable or stopped Redis is a clear error that loses no stored
+//! result.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -227,6 +228,26 @@ fn three_machines_run_every_test_once_and_the_report_equals_one_machine() {
     assert_eq!(junit.matches("<testcase ").count(), TESTS, "{junit}");
     let history = std::fs::read_to_string(single.path().join(".test_durations")).expect("a history");
     assert!(history.contains("test_slow.py::test_slow"), "{history}");
+    let ttl: i64 = redis.cli(&["TTL", "shoal:b1:results"]).parse().expect("a TTL");
+    assert!(ttl > 0, "the results expire: TTL {ttl}");
+}
+
+#[test]
+fn a_retried_machine_runs_again_what_it_ran_once_the_build_is_drained() {
+    let redis = Redis::start();
+    let machine = Machine::new("m1");
+    let log = log_path(&machine.project);
+    finish(machine.start(&redis, "b7", 2, &log, &[])).assert_code(1);
+    let newcomer = Machine::new("m2");
+    finish(newcomer.start(&redis, "b7", 2, &log, &[])).assert_code(0);
+    assert!(newcomer.tests_run().is_empty(), "the build was drained: {:?}", newcomer.tests_run());
+    let retried = finish(machine.start(&redis, "b7", 2, &log, &[]));
+    assert!(retried.stderr.contains("retrying the"), "{}", retried.stderr);
+    assert_eq!(machine.tests_run().len(), TESTS);
+    assert!(starts(&log).values().all(|&count| count == 2), "{:?}", starts(&log));
+    let (build, build_json) = report(&newcomer.project, &redis, "b7");
+    build.assert_code(1);
+    assert_eq!(outcomes(&build_json).len(), TESTS);
 }
 
 #[test]
