@@ -124,6 +124,11 @@ pub struct Scheduler {
     /// Tests are withheld and more may be released: workers wait for them
     /// rather than end.
     more_coming: bool,
+    /// Reruns go back to the shared queue (see [`Scheduler::hand_reruns_back`]).
+    hand_back: bool,
+    /// Tests handed back for a rerun, with the attempts made, not yet taken
+    /// by the runner.
+    handed_back: Vec<(TestId, u8)>,
 }
 
 impl Scheduler {
@@ -164,7 +169,23 @@ impl Scheduler {
             attempts: if workload.reruns.is_empty() { Vec::new() } else { vec![0; workload.len()] },
             retries: VecDeque::new(),
             more_coming: false,
+            hand_back: false,
+            handed_back: Vec::new(),
         }
+    }
+
+    /// With tests withheld: a failed test with reruns left is handed back
+    /// (withheld again, for [`Scheduler::take_handed_back`]) instead of
+    /// rerun here, so that any machine may rerun it
+    /// ([`Event::RerunReleased`]).
+    pub fn hand_reruns_back(&mut self) {
+        self.hand_back = true;
+    }
+
+    /// The tests handed back for a rerun since last asked, each with the
+    /// attempts it has made.
+    pub fn take_handed_back(&mut self) -> Vec<(TestId, u8)> {
+        std::mem::take(&mut self.handed_back)
     }
 
     /// Withholds every test: the runner releases them unit by unit
@@ -248,6 +269,12 @@ impl Scheduler {
             Event::TestsReleased { tests } => self.release(&tests),
             Event::NothingToRelease => self.end_waiting_workers(&mut actions),
             Event::NoMoreTests => self.more_coming = false,
+            Event::RerunReleased { test, attempts } => {
+                if let Some(made) = self.attempts.get_mut(test) {
+                    *made = (*made).max(attempts);
+                }
+                self.release(&[test]);
+            }
         }
         self.dispatch(&mut actions);
         actions
@@ -360,8 +387,13 @@ impl Scheduler {
             return false;
         }
         self.attempts[test] += 1;
-        self.tests[test] = TestState::Pending;
-        self.retries.push_back((test, self.now + self.config.rerun_delay));
+        if self.hand_back {
+            self.tests[test] = TestState::Withheld;
+            self.handed_back.push((test, self.attempts[test]));
+        } else {
+            self.tests[test] = TestState::Pending;
+            self.retries.push_back((test, self.now + self.config.rerun_delay));
+        }
         actions.push(Action::Retry { test, worker, cause, next_attempt: u32::from(self.attempts[test]) + 1 });
         true
     }

@@ -59,6 +59,15 @@ pub enum Event {
     NothingToRelease,
     /// No more tests will be released.
     NoMoreTests,
+    /// A shared queue hands this withheld test to this run for a rerun,
+    /// after `attempts` failed attempts (anywhere): it counts them towards
+    /// its reruns.
+    RerunReleased {
+        /// The test.
+        test: TestId,
+        /// Failed attempts it has made.
+        attempts: u8,
+    },
 }
 
 /// Why a test ended without running.

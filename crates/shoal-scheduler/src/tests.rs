@@ -681,3 +681,26 @@ fn with_nothing_to_release_a_worker_waiting_at_teardown_ends_and_the_last_is_rep
     let actions = scheduler.handle(2.0, Event::TestsReleased { tests: vec![1, 2] });
     assert_eq!(runs_for(&actions, 1), vec![1]);
 }
+
+#[test]
+fn handed_back_reruns_wait_for_the_shared_queue_and_count_earlier_attempts() {
+    let mut workload = uniform(1);
+    workload.reruns = vec![3];
+    let mut scheduler = Scheduler::new(config(1), &workload);
+    scheduler.withhold_all();
+    scheduler.hand_reruns_back();
+    scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
+    scheduler.handle(0.0, Event::TestsReleased { tests: vec![0] });
+    let actions = scheduler.handle(1.0, Event::TestFinished { worker: 0, test: 0, failed: true });
+    assert!(matches!(actions[..], [Action::Retry { test: 0, next_attempt: 2, .. }]), "{actions:?}");
+    assert_eq!(scheduler.take_handed_back(), vec![(0, 1)]);
+    // Another machine failed it again: one rerun is left.
+    let actions = scheduler.handle(2.0, Event::RerunReleased { test: 0, attempts: 2 });
+    assert_eq!(runs_for(&actions, 0), vec![0]);
+    let actions = scheduler.handle(3.0, Event::TestFinished { worker: 0, test: 0, failed: true });
+    assert!(matches!(actions[..], [Action::Retry { test: 0, next_attempt: 4, .. }]), "{actions:?}");
+    assert_eq!(scheduler.take_handed_back(), vec![(0, 3)]);
+    scheduler.handle(4.0, Event::RerunReleased { test: 0, attempts: 3 });
+    let actions = scheduler.handle(5.0, Event::TestFinished { worker: 0, test: 0, failed: true });
+    assert!(!actions.iter().any(|action| matches!(action, Action::Retry { .. })), "{actions:?}");
+}

@@ -56,7 +56,12 @@ pub fn report(inputs: &ReportInputs) -> Result<u8, ShoalError> {
     let info = session.wait_for_info()?;
     wait_until_drained(&mut session)?;
     let stored = session.results()?;
-    let mut build = Build::read(&info, &stored.results, &stored.machines);
+    let results: Vec<StoredResult> = stored
+        .results
+        .iter()
+        .map(|result| result.after(stored.handed_back.get(&result.nodeid).map_or(&[], Vec::as_slice)))
+        .collect();
+    let mut build = Build::read(&info, &results, &stored.machines);
     build.tally.add("warnings", stored.warnings.len() as u64);
     let exit = build.exit_code();
     let mut reporters = reporters(inputs);

@@ -19,11 +19,17 @@
 //! | `machines` | hash | machine → its worker count |
 //! | `results` | hash | node id → [`StoredResult`], JSON, first one kept |
 //! | `warnings` | hash | machine → the warnings its run recorded, JSON |
+//! | `attempts` | hash | `<n>:<node id>` → the failed attempt `n` handed back for a rerun |
+//!
+//! A failed test with reruns left goes back to the head of `queue` as a
+//! unit of its own, `rerun:<attempts made>:<node id>` (and `ready`, the
+//! unit count, grows by one), so any machine may rerun it.
 //!
 //! A unit leased to a machine whose heartbeat has expired is reserved
 //! again by the next machine that asks (`RESERVE`, one Lua script, so two
 //! machines never take one unit at once).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -31,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use redis::{Commands, Connection, Script};
 
-use super::stored::{BuildInfo, StoredResult};
+use super::stored::{BuildInfo, StoredAttempt, StoredResult};
 use super::{QueueError, QueueSettings};
 use crate::protocol::WarningMessage;
 
@@ -68,6 +74,19 @@ local p, unit, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 redis.call('SADD', p .. 'done', unit)
 redis.call('EXPIRE', p .. 'done', ttl)
 redis.call('HDEL', p .. 'leases', unit)
+return 1
+";
+
+/// Hands a failed test back for a rerun. ARGV: prefix, unit id, its node
+/// ids (JSON), the attempt's field, the attempt (JSON), TTL seconds.
+const HAND_BACK: &str = r"
+local p, unit, nodeids, field, attempt, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+redis.call('HSET', p .. 'attempts', field, attempt)
+redis.call('EXPIRE', p .. 'attempts', ttl)
+if redis.call('HSETNX', p .. 'units', unit, nodeids) == 1 then
+  redis.call('LPUSH', p .. 'queue', unit)
+  redis.call('INCR', p .. 'ready')
+end
 return 1
 ";
 
@@ -301,6 +320,27 @@ impl Session {
             .map_err(|error| self.lost(error))
     }
 
+    /// Hands a failed test back to the queue's head for a rerun, with its
+    /// failed attempt (the `attempts`-th).
+    pub fn hand_back(
+        &mut self,
+        nodeid: &str,
+        attempts: u8,
+        attempt: &StoredAttempt,
+    ) -> Result<(), QueueError> {
+        let nodeids = serde_json::to_string(&[nodeid]).expect("node ids serialise");
+        Script::new(HAND_BACK)
+            .arg(&self.prefix)
+            .arg(format!("{RERUN_PREFIX}{attempts}:{nodeid}"))
+            .arg(nodeids)
+            .arg(format!("{attempts}:{nodeid}"))
+            .arg(serde_json::to_string(attempt).expect("an attempt serialises"))
+            .arg(self.settings.ttl_seconds)
+            .invoke::<i64>(&mut self.connection)
+            .map(drop)
+            .map_err(|error| self.lost(error))
+    }
+
     /// Acknowledges a unit: its results are stored.
     pub fn acknowledge(&mut self, unit: &str) -> Result<(), QueueError> {
         Script::new(ACKNOWLEDGE)
@@ -353,7 +393,9 @@ impl Session {
                 .map_err(|error| QueueError::Corrupt(format!("warnings: {error}")))?;
             warnings.append(&mut some);
         }
-        Ok(StoredBuild { results, machines, warnings })
+        let handed: Vec<(String, String)> =
+            self.connection.hgetall(self.key("attempts")).map_err(|error| self.lost(error))?;
+        Ok(StoredBuild { results, machines, warnings, handed_back: handed_back(handed)? })
     }
 
     /// Starts this machine's heartbeat, on a connection of its own.
@@ -371,6 +413,35 @@ pub struct StoredBuild {
     pub machines: Vec<(String, usize)>,
     /// The machines' warnings, by machine name.
     pub warnings: Vec<WarningMessage>,
+    /// Failed attempts handed back for a rerun, by node id, oldest first.
+    pub handed_back: HashMap<String, Vec<StoredAttempt>>,
+}
+
+/// The `attempts` hash's entries, by node id, in attempt order.
+fn handed_back(entries: Vec<(String, String)>) -> Result<HashMap<String, Vec<StoredAttempt>>, QueueError> {
+    let mut numbered: HashMap<String, Vec<(u32, StoredAttempt)>> = HashMap::new();
+    for (field, text) in entries {
+        let corrupt = || QueueError::Corrupt(format!("an attempt field `{field}`"));
+        let (number, nodeid) = field.split_once(':').ok_or_else(corrupt)?;
+        let number: u32 = number.parse().map_err(|_| corrupt())?;
+        let attempt = serde_json::from_str(&text).map_err(|_| corrupt())?;
+        numbered.entry(nodeid.to_owned()).or_default().push((number, attempt));
+    }
+    Ok(numbered
+        .into_iter()
+        .map(|(nodeid, mut attempts)| {
+            attempts.sort_by_key(|(number, _)| *number);
+            (nodeid, attempts.into_iter().map(|(_, attempt)| attempt).collect())
+        })
+        .collect())
+}
+
+/// The prefix of a rerun unit's id.
+const RERUN_PREFIX: &str = "rerun:";
+
+/// For a rerun unit's id, the failed attempts its test has made.
+pub fn rerun_attempts(unit: &str) -> Option<u8> {
+    unit.strip_prefix(RERUN_PREFIX)?.split_once(':')?.0.parse().ok()
 }
 
 /// How far a build is.

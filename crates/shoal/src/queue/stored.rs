@@ -166,7 +166,24 @@ impl StoredResult {
     }
 }
 
-fn attempt_of(record: &TestRecord) -> StoredAttempt {
+impl StoredResult {
+    /// This result with the failed attempts other runs handed back before
+    /// it (those also in its own earlier attempts counted once): a test
+    /// that passes after them is flaky.
+    pub fn after(&self, handed_back: &[StoredAttempt]) -> StoredResult {
+        let mut result = self.clone();
+        let mut earlier: Vec<StoredAttempt> = handed_back.to_vec();
+        earlier.extend(self.earlier.iter().filter(|attempt| !handed_back.contains(attempt)).cloned());
+        if !earlier.is_empty() && result.last.outcome == Outcome::Passed {
+            result.last.outcome = Outcome::Flaky;
+        }
+        result.earlier = earlier;
+        result
+    }
+}
+
+/// A failed attempt as stored.
+pub fn attempt_of(record: &TestRecord) -> StoredAttempt {
     StoredAttempt {
         outcome: record.outcome,
         worker: record.worker,

@@ -3,7 +3,8 @@
 //! port, in a temp dir): every test runs once across machines and `shoal
 //! report` equals one machine's run; a machine killed mid-test has its unit
 //! finished by another; a late machine takes work; a machine whose
-//! collection differs is refused; a retried machine re-runs what it ran;
+//! collection differs is refused; a failed test's rerun goes back to the
+//! queue; a retried machine re-runs what it ran;
 //! an unreachable or stopped Redis is a clear error that loses no stored
 //! result.
 
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{Outcome, Project};
 
 /// The tests of `fixtures/queue`.
-const TESTS: usize = 12;
+const TESTS: usize = 13;
 
 /// A private `redis-server` on loopback, stopped on drop.
 struct Redis {
@@ -99,23 +100,24 @@ impl Machine {
 
     /// `shoal run --queue ... --machine NAME -n WORKERS`, started.
     fn start(&self, redis: &Redis, build: &str, workers: usize, log: &Path, env: &[(&str, &str)]) -> Child {
+        self.start_with(redis, build, workers, log, env, &[])
+    }
+
+    /// [`Self::start`] with more arguments.
+    fn start_with(
+        &self,
+        redis: &Redis,
+        build: &str,
+        workers: usize,
+        log: &Path,
+        env: &[(&str, &str)],
+        extra: &[&str],
+    ) -> Child {
         let url = redis.url();
         let count = workers.to_string();
-        let args = [
-            "run",
-            "-n",
-            &count,
-            "--queue",
-            &url,
-            "--build",
-            build,
-            "--machine",
-            &self.name,
-            "--queue-lease",
-            "1",
-            "--json-report",
-            "machine.json",
-        ];
+        let mut args = vec!["run", "-n", &count, "--queue", &url, "--build", build, "--machine", &self.name];
+        args.extend_from_slice(&["--queue-lease", "1", "--json-report", "machine.json"]);
+        args.extend_from_slice(extra);
         let mut command = self.project.shoal_command(&args);
         command.env("QUEUE_LOG", log).env("QUEUE_MACHINE", &self.name).envs(env.iter().copied());
         command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("shoal starts")
@@ -230,6 +232,33 @@ fn three_machines_run_every_test_once_and_the_report_equals_one_machine() {
     assert!(history.contains("test_slow.py::test_slow"), "{history}");
     let ttl: i64 = redis.cli(&["TTL", "shoal:b1:results"]).parse().expect("a TTL");
     assert!(ttl > 0, "the results expire: TTL {ttl}");
+}
+
+#[test]
+fn a_failed_tests_rerun_goes_back_to_the_queue_and_is_reported_once() {
+    let redis = Redis::start();
+    let machines = [Machine::new("m1"), Machine::new("m2")];
+    let log = log_path(&machines[0].project);
+    let marker = machines[0].project.path().join("flaky.marker");
+    let env = [("QUEUE_FLAKY", marker.to_str().expect("a UTF-8 path"))];
+    let children: Vec<Child> = machines
+        .iter()
+        .map(|machine| machine.start_with(&redis, "b8", 2, &log, &env, &["--reruns", "1"]))
+        .collect();
+    children.into_iter().for_each(|child| drop(finish(child)));
+    let handed_back = redis.cli(&["HKEYS", "shoal:b8:attempts"]);
+    assert!(handed_back.lines().any(|field| field == "1:test_flaky.py::test_flaky_once"), "{handed_back}");
+    let (build, build_json) = report(&machines[1].project, &redis, "b8");
+    build.assert_code(1);
+    let outcomes = outcomes(&build_json);
+    assert_eq!(outcomes.len(), TESTS);
+    assert_eq!(outcomes["test_flaky.py::test_flaky_once"], "flaky", "{}", build.stdout);
+    assert_eq!(outcomes["test_steady.py::test_fails"], "failed");
+    let starts = starts(&log);
+    assert_eq!(starts["test_flaky.py::test_flaky_once"], 2, "{starts:?}");
+    assert_eq!(starts["test_steady.py::test_fails"], 2, "{starts:?}");
+    let closing = build.closing_map();
+    assert_eq!((closing.get("flaky"), closing.get("rerun")), (Some(&1), Some(&2)), "{}", build.stdout);
 }
 
 #[test]

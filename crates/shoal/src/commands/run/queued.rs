@@ -3,8 +3,10 @@
 //! units its scheduler would start, longest first; the others must have
 //! collected the same tests); while the run drives, it reserves a unit
 //! whenever its workers wait, stores every final record as it comes and
-//! acknowledges a unit once all its tests are recorded. At the end, the
-//! run's results are narrowed to the tests this machine ran.
+//! acknowledges a unit once all its tests are recorded or handed back (a
+//! failed test with reruns left goes back to the queue, for any machine).
+//! At the end, the run's results are narrowed to the tests this machine
+//! ended.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -13,7 +15,8 @@ use shoal_scheduler::{Action, Event, Scheduler, TestId, Workload};
 
 use crate::errors::ShoalError;
 use crate::protocol::{CollectReport, WarningMessage};
-use crate::queue::session::POLL;
+use crate::queue::session::{POLL, rerun_attempts};
+use crate::queue::stored::attempt_of;
 use crate::queue::{BuildInfo, Heartbeat, Joined, Reservation, Session, StoredResult};
 use crate::results::{RunHeader, TestView};
 use crate::table::TestTable;
@@ -28,7 +31,7 @@ pub(super) struct QueueFeed {
     leased: Vec<(String, Vec<TestId>)>,
     /// Retry mode: the units this machine's name ran, still to run again.
     retry: Option<VecDeque<String>>,
-    /// The tests this machine was given.
+    /// The tests this machine was given and did not hand back.
     taken: Vec<bool>,
     /// Every unit is acknowledged (or, in retry mode, re-run).
     drained: bool,
@@ -114,7 +117,29 @@ impl QueueFeed {
         Ok(self.taken)
     }
 
-    fn store(&mut self, finals: &Finals<'_>) -> Result<(), ShoalError> {
+    /// Hands the scheduler's failed tests with reruns left back to the
+    /// queue; returns them.
+    fn hand_back(
+        &mut self,
+        scheduler: &mut Scheduler,
+        finals: &Finals<'_>,
+    ) -> Result<Vec<TestId>, ShoalError> {
+        let handed_back = scheduler.take_handed_back();
+        for &(test, attempts) in &handed_back {
+            let failed =
+                finals.attempts.get(&test).and_then(|attempts| attempts.last()).ok_or_else(|| {
+                    ShoalError::Internal(format!(
+                        "{} was handed back without a failed attempt",
+                        finals.table.nodeid(test)
+                    ))
+                })?;
+            self.session.hand_back(finals.table.nodeid(test), attempts, &attempt_of(failed))?;
+            self.taken[test] = false;
+        }
+        Ok(handed_back.into_iter().map(|(test, _)| test).collect())
+    }
+
+    fn store(&mut self, finals: &Finals<'_>, handed_back: &[TestId]) -> Result<(), ShoalError> {
         let machine = self.session.settings().machine.clone();
         let results: Vec<StoredResult> = finals
             .newly
@@ -126,6 +151,9 @@ impl QueueFeed {
             .collect();
         self.session.store(&results, self.retry.is_some())?;
         let mut still_leased = Vec::new();
+        for (_, tests) in &mut self.leased {
+            tests.retain(|test| !handed_back.contains(test));
+        }
         for (unit, tests) in std::mem::take(&mut self.leased) {
             if tests.iter().all(|&test| finals.is_final[test]) {
                 self.session.acknowledge(&unit)?;
@@ -139,7 +167,7 @@ impl QueueFeed {
 
     /// The next unit's tests still to run here, `None` when there is none
     /// now (waiting, or drained).
-    fn next_unit(&mut self, table: &TestTable) -> Result<Option<Vec<TestId>>, ShoalError> {
+    fn next_unit(&mut self, table: &TestTable) -> Result<Option<Released>, ShoalError> {
         loop {
             if let Some(retry) = self.retry.as_mut() {
                 let Some(unit) = retry.pop_front() else {
@@ -147,7 +175,7 @@ impl QueueFeed {
                     return Ok(None);
                 };
                 let nodeids = self.session.unit(&unit)?;
-                return Ok(Some(self.take(table, &nodeids)?));
+                return Ok(Some(Released { tests: self.take(table, &nodeids)?, rerun_attempts: None }));
             }
             let reserved = match self.session.reserve()? {
                 Reservation::Unit(reserved) => reserved,
@@ -178,8 +206,9 @@ impl QueueFeed {
                 continue;
             }
             let tests = self.take(table, &nodeids)?;
+            let rerun_attempts = rerun_attempts(&reserved.unit);
             self.leased.push((reserved.unit, tests.clone()));
-            return Ok(Some(tests));
+            return Ok(Some(Released { tests, rerun_attempts }));
         }
     }
 
@@ -206,14 +235,21 @@ impl WorkSource for QueueFeed {
         if let Some(failure) = self.heartbeat.failure() {
             return Err(failure.into());
         }
-        self.store(&finals)?;
+        if self.retry.is_none() {
+            // A retried machine reruns its own units' failures itself.
+            scheduler.hand_reruns_back();
+        }
+        let handed_back = self.hand_back(scheduler, &finals)?;
+        self.store(&finals, &handed_back)?;
         let mut actions = Vec::new();
         if self.poll_at.is_some_and(|at| Instant::now() < at) {
             return Ok(actions);
         }
         while !self.drained && scheduler.wants_tests() > 0 {
             match self.next_unit(finals.table)? {
-                Some(tests) => actions.extend(scheduler.handle(finals.now, Event::TestsReleased { tests })),
+                Some(released) => {
+                    actions.extend(released.events().flat_map(|event| scheduler.handle(finals.now, event)))
+                }
                 None if self.drained => actions.extend(scheduler.handle(finals.now, Event::NoMoreTests)),
                 None => {
                     actions.extend(scheduler.handle(finals.now, Event::NothingToRelease));
@@ -226,6 +262,25 @@ impl WorkSource for QueueFeed {
 
     fn poll_at(&self) -> Option<Instant> {
         self.poll_at
+    }
+}
+
+/// A unit's tests, released to this machine.
+struct Released {
+    tests: Vec<TestId>,
+    /// For a rerun unit, the failed attempts its test has made.
+    rerun_attempts: Option<u8>,
+}
+
+impl Released {
+    fn events(self) -> impl Iterator<Item = Event> {
+        let (reruns, tests) = match self.rerun_attempts {
+            Some(attempts) => {
+                (self.tests.into_iter().map(|test| Event::RerunReleased { test, attempts }).collect(), None)
+            }
+            None => (Vec::new(), Some(Event::TestsReleased { tests: self.tests })),
+        };
+        reruns.into_iter().chain(tests)
     }
 }
 

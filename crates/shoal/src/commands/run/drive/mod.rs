@@ -73,6 +73,8 @@ pub(super) struct Finals<'a> {
     pub(super) table: &'a TestTable,
     pub(super) records: &'a [TestRecord],
     pub(super) is_final: &'a [bool],
+    /// Failed attempts of tests waiting for a rerun, oldest first.
+    pub(super) attempts: &'a HashMap<TestId, Vec<TestRecord>>,
     /// Each newly final test with all of pytest's reports of its last attempt.
     pub(super) newly: Vec<(TestId, Vec<PhaseReport>)>,
     pub(super) now: f64,
@@ -283,8 +285,14 @@ fn pump(
 ) -> Result<(), ShoalError> {
     let Some(source) = source else { return Ok(()) };
     let newly = run.outbox.as_mut().map(std::mem::take).unwrap_or_default();
-    let finals =
-        Finals { table: &run.table, records: &run.records, is_final: &run.is_final, newly, now: run.now() };
+    let finals = Finals {
+        table: &run.table,
+        records: &run.records,
+        is_final: &run.is_final,
+        attempts: &run.attempts,
+        newly,
+        now: run.now(),
+    };
     let actions = source.pump(scheduler, finals)?;
     execute(pool, run, actions)
 }
