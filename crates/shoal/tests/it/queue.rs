@@ -2,7 +2,8 @@
 //! build on a real `redis-server` (Debian's package, on loopback, a free
 //! port, in a temp dir): every test runs once across machines and `shoal
 //! report` equals one machine's run; a machine killed mid-test has its unit
-//! finished by another; a late machine takes work; a machine whose
+//! finished by another, and an interrupted one's unrun tests too; a late
+//! machine takes work; a machine whose
 //! collection differs is refused; a failed test's rerun goes back to the
 //! queue; a retried machine re-runs what it ran;
 //! an unreachable or stopped Redis is a clear error that loses no stored
@@ -303,6 +304,32 @@ fn a_machine_killed_mid_test_has_its_unit_finished_by_another() {
     assert_eq!(outcomes.len(), TESTS);
     assert_eq!(outcomes["test_slow.py::test_slow"], "passed");
     assert_eq!(starts(&log)["test_slow.py::test_slow"], 2, "run by both machines");
+}
+
+#[test]
+fn an_interrupted_machine_leaves_its_unrun_tests_to_another() {
+    let redis = Redis::start();
+    let quitter = Machine::new("quitter");
+    quitter.project.history_starting_with("test_slow.py::test_slow");
+    let log = log_path(&quitter.project);
+    let child = quitter.start(&redis, "b9", 1, &log, &[("QUEUE_SLOW", "30")]);
+    wait_for("test_slow to start", Duration::from_secs(30), || {
+        starts(&log).contains_key("test_slow.py::test_slow")
+    });
+    // A CI cancelling the job: SIGTERM, then again (no grace).
+    for _ in 0..2 {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    finish(child).assert_code(2);
+    let stored = redis.cli(&["HKEYS", "shoal:b9:results"]);
+    assert!(!stored.contains("test_slow"), "an interrupted test is not a result: {stored}");
+    let survivor = Machine::new("survivor");
+    let outcome = finish(survivor.start(&redis, "b9", 2, &log, &[("QUEUE_SLOW", "0.1")]));
+    assert!(survivor.tests_run().contains(&"test_slow.py::test_slow".to_owned()), "{}", outcome.stderr);
+    let (build, build_json) = report(&survivor.project, &redis, "b9");
+    build.assert_code(1);
+    assert_eq!(outcomes(&build_json)["test_slow.py::test_slow"], "passed");
 }
 
 /// SIGKILLs a process and every process under it (a machine dying whole).

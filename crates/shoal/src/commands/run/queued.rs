@@ -8,7 +8,7 @@
 //! At the end, the run's results are narrowed to the tests this machine
 //! ended.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::Instant;
 
 use shoal_scheduler::{Action, Event, Scheduler, TestId, Workload};
@@ -33,6 +33,9 @@ pub(super) struct QueueFeed {
     retry: Option<VecDeque<String>>,
     /// The tests this machine was given and did not hand back.
     taken: Vec<bool>,
+    /// Tests it left unrun when interrupted: not stored, for another
+    /// machine to run.
+    abandoned: HashSet<TestId>,
     /// Every unit is acknowledged (or, in retry mode, re-run).
     drained: bool,
     /// Other machines hold the rest: look again at this time.
@@ -98,6 +101,7 @@ impl QueueFeed {
             leased: Vec::new(),
             retry,
             taken: vec![false; table.len()],
+            abandoned: HashSet::new(),
             drained: false,
             poll_at: None,
             published,
@@ -139,11 +143,20 @@ impl QueueFeed {
         Ok(handed_back.into_iter().map(|(test, _)| test).collect())
     }
 
+    /// Stores the new final records, except tests left unrun because this
+    /// machine was interrupted (Ctrl-C, a CI's SIGTERM on cancel or
+    /// preemption): their unit is not acknowledged, and goes to another
+    /// machine once this one's heartbeat stops.
     fn store(&mut self, finals: &Finals<'_>, handed_back: &[TestId]) -> Result<(), ShoalError> {
         let machine = self.session.settings().machine.clone();
+        let interrupted = |test: TestId| {
+            finals.records[test].not_run_reason == Some(crate::results::StopReason::Interrupted)
+        };
+        self.abandoned.extend(finals.newly.iter().map(|(test, _)| *test).filter(|&test| interrupted(test)));
         let results: Vec<StoredResult> = finals
             .newly
             .iter()
+            .filter(|(test, _)| !interrupted(*test))
             .map(|(test, reports)| {
                 let view = TestView { item: finals.table.item(*test), record: &finals.records[*test] };
                 StoredResult::new(&machine, view, reports)
@@ -155,7 +168,7 @@ impl QueueFeed {
             tests.retain(|test| !handed_back.contains(test));
         }
         for (unit, tests) in std::mem::take(&mut self.leased) {
-            if tests.iter().all(|&test| finals.is_final[test]) {
+            if tests.iter().all(|&test| finals.is_final[test] && !self.abandoned.contains(&test)) {
                 self.session.acknowledge(&unit)?;
             } else {
                 still_leased.push((unit, tests));
