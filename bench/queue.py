@@ -3,7 +3,7 @@
 against `--queue` (a Redis work queue), the issue 15 "Done when" measure.
 
     python3 bench/queue.py --suite /tmp/suites/seed81 --python PY [--shoal PATH]
-                           [--workers 2,2,1] [--repeat 3]
+                           [--workers 2,2,1] [--repeat 3] [--kill-after SECONDS]
 
 Each "machine" is a `shoal run` process in its own copy of the suite (same
 durations history); all start together. The slowed machine has fewer
@@ -11,6 +11,10 @@ workers (`--workers`, one count per machine). A build's wall time is the
 last machine's end; the spread is last end minus first end. `--queue` runs
 against a private `redis-server` (Debian's package) on a free loopback port.
 `shoal report` then checks that every test was reported once.
+
+`--kill-after S` instead runs the queue only, and SIGKILLs the last machine
+(with its workers) S seconds in, with a 3 s lease: the table shows whether
+the build still reported every test once.
 
 Standard library only; Linux. Prints a Markdown table on stdout.
 """
@@ -66,19 +70,50 @@ def machines_run(args, mode, round_index, port, work):
         else:
             command += ["--queue", f"redis://127.0.0.1:{port}/0", "--build", f"bench-{round_index}",
                         "--machine", f"m{index}"]
+            if args.kill_after is not None:
+                command += ["--queue-lease", "3"]
         processes.append((subprocess.Popen(command, cwd=directory, stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL), directory))
     ends = [None] * total
+    killed = args.kill_after is None
     while any(end is None for end in ends):
+        if not killed and time.monotonic() - start >= args.kill_after:
+            kill_tree(processes[-1][0].pid)
+            killed = True
         for index, (process, _) in enumerate(processes):
             if ends[index] is None and process.poll() is not None:
                 ends[index] = time.monotonic() - start
         time.sleep(0.01)
     counts = []
     for _, directory in processes:
-        with open(os.path.join(directory, "machine.json")) as handle:
+        path = os.path.join(directory, "machine.json")
+        if not os.path.exists(path):
+            counts.append("killed")
+            continue
+        with open(path) as handle:
             counts.append(len(json.load(handle)["tests"]))
     return ends, counts
+
+
+def kill_tree(root):
+    """SIGKILLs a process and everything under it (a machine dying whole)."""
+    doomed = [root]
+    for parent in doomed:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == parent and int(entry) not in doomed:
+                doomed.append(int(entry))
+    for pid in doomed:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
 
 
 def report_count(args, port, round_index, work):
@@ -104,13 +139,15 @@ def main():
     parser.add_argument("--shoal", default=os.path.join(REPO, "target", "release", "shoal"))
     parser.add_argument("--workers", default="2,2,1", type=lambda text: [int(n) for n in text.split(",")])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--kill-after", type=float)
     args = parser.parse_args()
+    modes = ("queue",) if args.kill_after is not None else ("shard", "queue")
     work = tempfile.mkdtemp(prefix="shoal-bench-queue-")
     server, port = start_redis(work)
     rows = {"shard": [], "queue": []}
     try:
         for round_index in range(args.repeat):
-            for mode in ("shard", "queue"):
+            for mode in modes:
                 ends, counts = machines_run(args, mode, round_index, port, work)
                 reported = report_count(args, port, round_index, work) if mode == "queue" else None
                 rows[mode].append((ends, counts, reported))
@@ -127,17 +164,21 @@ def print_table(args, rows):
     longest = longest_test(args.suite)
     print(f"{os.path.basename(args.suite.rstrip('/'))}, machines with -n {','.join(map(str, args.workers))}, "
           f"{args.repeat} rounds, longest test {longest:.2f}s (history); medians:\n")
-    print("| mode | machine ends (s) | spread (s) | build wall (s) | tests per machine |")
-    print("|---|---|---|---|---|")
+    print("| mode | machine ends (s) | spread (s) | build wall (s) | tests per machine | reported (unique) |")
+    print("|---|---|---|---|---|---|")
     walls = {}
     for mode, runs in rows.items():
+        if not runs:
+            continue
         per_machine = [statistics.median(run[0][index] for run in runs) for index in range(len(args.workers))]
         spread = statistics.median(max(run[0]) - min(run[0]) for run in runs)
         walls[mode] = statistics.median(max(run[0]) for run in runs)
         counts = "/".join(str(count) for count in rows[mode][-1][1])
         ends = ", ".join(f"{end:.2f}" for end in per_machine)
-        print(f"| `--{mode}` | {ends} | {spread:.2f} | {walls[mode]:.2f} | {counts} |")
-    print(f"\nqueue wall / shard wall: {walls['queue'] / walls['shard']:.2f}")
+        reported = "; ".join(f"{run[2][0]} ({run[2][1]})" for run in runs) if mode == "queue" else "-"
+        print(f"| `--{mode}` | {ends} | {spread:.2f} | {walls[mode]:.2f} | {counts} | {reported} |")
+    if "shard" in walls:
+        print(f"\nqueue wall / shard wall: {walls['queue'] / walls['shard']:.2f}")
 
 
 if __name__ == "__main__":
