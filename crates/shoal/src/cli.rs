@@ -317,8 +317,12 @@ pub struct PlanArgs {
 #[derive(Debug, Args)]
 pub struct MergeArgs {
     /// The shards' `--json-report` files, one per shard.
-    #[arg(value_name = "REPORT.json", required = true)]
+    #[arg(value_name = "REPORT.json", required_unless_present = "queue", conflicts_with = "queue")]
     pub reports: Vec<PathBuf>,
+
+    /// Instead of reports, a `--queue` build (as `shoal report`).
+    #[command(flatten)]
+    pub queue: QueueArgs,
 
     /// Write the merged JUnit XML file here.
     #[arg(long, alias = "junit-xml", value_name = "PATH")]

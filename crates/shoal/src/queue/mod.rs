@@ -92,8 +92,11 @@ pub fn resolve(
 ) -> Result<Option<QueueSettings>, ShoalError> {
     let usage = |message: &str| ShoalError::Usage(message.to_owned());
     let Some(queue) = request.queue else {
-        if request.build.is_some() || request.machine.is_some() {
-            return Err(usage("--build and --machine go with --queue"));
+        let typed = [request.build.is_some(), request.machine.is_some(), request.lease.is_some()];
+        if typed.into_iter().chain([request.wait.is_some(), request.ttl.is_some()]).any(|typed| typed) {
+            return Err(usage(
+                "--build, --machine, --queue-lease, --queue-wait and --queue-ttl go with --queue",
+            ));
         }
         return Ok(None);
     };

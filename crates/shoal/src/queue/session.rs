@@ -464,7 +464,8 @@ impl Progress {
 
 /// A thread renewing this machine's `alive` key, a fraction of the lease
 /// apart; ended (and the key removed: its leases go back at once) by
-/// [`Heartbeat::stop`]. A failure is kept for the run to report.
+/// [`Heartbeat::stop`] or when dropped (a run that fails). A failure is
+/// kept for the run to report.
 pub struct Heartbeat {
     stop: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<QueueError>>>,
@@ -509,8 +510,14 @@ impl Heartbeat {
         self.failure.lock().expect("not poisoned").clone()
     }
 
-    /// Ends the heartbeat and removes the key.
-    pub fn stop(mut self) {
+    /// Ends the heartbeat and removes the key (as dropping it does).
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

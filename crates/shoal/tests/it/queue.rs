@@ -233,6 +233,13 @@ fn three_machines_run_every_test_once_and_the_report_equals_one_machine() {
     assert!(history.contains("test_slow.py::test_slow"), "{history}");
     let ttl: i64 = redis.cli(&["TTL", "shoal:b1:results"]).parse().expect("a TTL");
     assert!(ttl > 0, "the results expire: TTL {ttl}");
+    let url = redis.url();
+    let merged = single.shoal(&["merge", "--queue", &url, "--build", "b1", "--json-report", "merged.json"]);
+    merged.assert_code(1);
+    let merged_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(single.path().join("merged.json")).expect("a report"))
+            .expect("JSON");
+    assert_eq!(outcomes(&merged_json), outcomes(&single_json), "shoal merge --queue is shoal report");
 }
 
 #[test]
