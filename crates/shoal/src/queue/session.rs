@@ -11,6 +11,7 @@
 //! | `ready` | string | set once everything below is published |
 //! | `info` | string | [`BuildInfo`], JSON: the collection and the header |
 //! | `units` | hash | unit id → its node ids, JSON |
+//! | `cost` | hash | unit id → its expected seconds (a reservation takes units up to a budget) |
 //! | `queue` | list | unit ids not yet reserved, longest first |
 //! | `leases` | hash | unit id → the machine holding it |
 //! | `done` | set | acknowledged unit ids |
@@ -41,41 +42,58 @@ use super::stored::{BuildInfo, StoredAttempt, StoredResult};
 use super::{QueueError, QueueSettings};
 use crate::protocol::WarningMessage;
 
-/// Takes the next unit: from the queue, else one whose machine is gone.
-/// KEYS none (one instance); ARGV: prefix, machine, TTL seconds.
+/// Takes units from the queue's head while their expected seconds (`cost`)
+/// stay under a budget (one at least, `most` at most); with none queued,
+/// one whose machine is gone. KEYS none (one instance); ARGV: prefix,
+/// machine, TTL seconds, budget seconds, most units.
 const RESERVE: &str = r"
-local p, m, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local unit = redis.call('LPOP', p .. 'queue')
-local reclaimed = 0
-if not unit then
+local p, m, ttl, budget, most = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local taken, reclaimed, spent = {}, 0, 0
+while #taken < most and (#taken == 0 or spent < budget) do
+  local unit = redis.call('LPOP', p .. 'queue')
+  if not unit then break end
+  table.insert(taken, unit)
+  spent = spent + (tonumber(redis.call('HGET', p .. 'cost', unit)) or 0)
+end
+if #taken == 0 then
   local leases = redis.call('HGETALL', p .. 'leases')
   for i = 1, #leases, 2 do
     if redis.call('EXISTS', p .. 'alive:' .. leases[i + 1]) == 0 then
-      unit = leases[i]
+      taken = {leases[i]}
       reclaimed = 1
       break
     end
   end
 end
-if not unit then
+if #taken == 0 then
   if redis.call('HLEN', p .. 'leases') == 0 then return {'drained'} end
   return {'wait'}
 end
-redis.call('HSET', p .. 'leases', unit, m)
+local reply = {'units', tostring(reclaimed)}
+for _, unit in ipairs(taken) do
+  redis.call('HSET', p .. 'leases', unit, m)
+  redis.call('RPUSH', p .. 'machine:' .. m, unit)
+  table.insert(reply, unit)
+  table.insert(reply, redis.call('HGET', p .. 'units', unit))
+end
 redis.call('EXPIRE', p .. 'leases', ttl)
-redis.call('RPUSH', p .. 'machine:' .. m, unit)
 redis.call('EXPIRE', p .. 'machine:' .. m, ttl)
-return {'unit', unit, redis.call('HGET', p .. 'units', unit), tostring(reclaimed)}
+return reply
 ";
 
-/// Acknowledges a unit. ARGV: prefix, unit, TTL seconds.
+/// Acknowledges units. ARGV: prefix, TTL seconds, the units.
 const ACKNOWLEDGE: &str = r"
-local p, unit, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
-redis.call('SADD', p .. 'done', unit)
+local p, ttl = ARGV[1], tonumber(ARGV[2])
+for i = 3, #ARGV do
+  redis.call('SADD', p .. 'done', ARGV[i])
+  redis.call('HDEL', p .. 'leases', ARGV[i])
+end
 redis.call('EXPIRE', p .. 'done', ttl)
-redis.call('HDEL', p .. 'leases', unit)
 return 1
 ";
+
+/// The most units one reservation takes.
+const MOST_UNITS: usize = 256;
 
 /// Hands a failed test back for a rerun. ARGV: prefix, unit id, its node
 /// ids (JSON), the attempt's field, the attempt (JSON), TTL seconds.
@@ -110,8 +128,8 @@ pub struct Reserved {
 /// What asking for work gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reservation {
-    /// A unit to run.
-    Unit(Reserved),
+    /// Units to run, in queue order.
+    Units(Vec<Reserved>),
     /// Nothing is queued, but other machines hold leases: ask again later.
     Wait,
     /// Every unit is acknowledged.
@@ -165,7 +183,7 @@ impl Session {
         &mut self,
         info: &BuildInfo,
         workers: usize,
-        units: impl FnOnce() -> Vec<Vec<String>>,
+        units: impl FnOnce() -> Vec<(Vec<String>, f64)>,
     ) -> Result<Joined, QueueError> {
         let ttl = self.settings.ttl_seconds;
         let machine = self.settings.machine.clone();
@@ -195,18 +213,18 @@ impl Session {
         self.retry_units()
     }
 
-    fn publish(&mut self, info: &BuildInfo, units: &[Vec<String>]) -> Result<(), QueueError> {
+    fn publish(&mut self, info: &BuildInfo, units: &[(Vec<String>, f64)]) -> Result<(), QueueError> {
         let ttl = self.settings.ttl_seconds as i64;
         let info_json = serde_json::to_string(info).expect("build info serialises");
         let mut pipe = redis::pipe();
         pipe.atomic().set_ex(self.key("info"), info_json, ttl as u64);
-        let (units_key, queue_key) = (self.key("units"), self.key("queue"));
-        pipe.del(&units_key).del(&queue_key);
-        for (id, nodeids) in units.iter().enumerate() {
+        let (units_key, queue_key, cost_key) = (self.key("units"), self.key("queue"), self.key("cost"));
+        pipe.del(&units_key).del(&queue_key).del(&cost_key);
+        for (id, (nodeids, cost)) in units.iter().enumerate() {
             let nodeids = serde_json::to_string(nodeids).expect("node ids serialise");
-            pipe.hset(&units_key, id, nodeids).rpush(&queue_key, id);
+            pipe.hset(&units_key, id, nodeids).hset(&cost_key, id, cost).rpush(&queue_key, id);
         }
-        pipe.expire(&units_key, ttl).expire(&queue_key, ttl);
+        pipe.expire(&units_key, ttl).expire(&queue_key, ttl).expire(&cost_key, ttl);
         pipe.set_ex(self.key("ready"), units.len(), ttl as u64);
         pipe.query::<()>(&mut self.connection).map_err(|error| self.lost(error))
     }
@@ -247,22 +265,27 @@ impl Session {
         Ok(if units.is_empty() { Joined::Found } else { Joined::Retry(dedup(units)) })
     }
 
-    /// Reserves the next unit under this machine's lease.
-    pub fn reserve(&mut self) -> Result<Reservation, QueueError> {
+    /// Reserves the next units, about `budget` expected seconds of them,
+    /// under this machine's lease.
+    pub fn reserve(&mut self, budget: f64) -> Result<Reservation, QueueError> {
         let reply: Vec<String> = Script::new(RESERVE)
             .arg(&self.prefix)
             .arg(&self.settings.machine)
             .arg(self.settings.ttl_seconds)
+            .arg(budget)
+            .arg(MOST_UNITS)
             .invoke(&mut self.connection)
             .map_err(|error| self.lost(error))?;
         match reply.first().map(String::as_str) {
             Some("drained") => Ok(Reservation::Drained),
             Some("wait") => Ok(Reservation::Wait),
-            Some("unit") if reply.len() == 4 => Ok(Reservation::Unit(Reserved {
-                unit: reply[1].clone(),
-                nodeids: parse_nodeids(&reply[2])?,
-                reclaimed: reply[3] == "1",
-            })),
+            Some("units") if reply.len() >= 4 && reply.len() % 2 == 0 => {
+                let reclaimed = reply[1] == "1";
+                let units = reply[2..].chunks(2).map(|pair| {
+                    Ok(Reserved { unit: pair[0].clone(), nodeids: parse_nodeids(&pair[1])?, reclaimed })
+                });
+                Ok(Reservation::Units(units.collect::<Result<Vec<_>, QueueError>>()?))
+            }
             _ => Err(QueueError::Corrupt(format!("unexpected answer to a reservation: {reply:?}"))),
         }
     }
@@ -290,20 +313,33 @@ impl Session {
         Ok(found)
     }
 
-    /// Stores results: the first stored for a test is kept, unless
-    /// `replace` (a retried job's own tests).
-    pub fn store(&mut self, results: &[StoredResult], replace: bool) -> Result<(), QueueError> {
-        if results.is_empty() {
+    /// Stores results (the first stored for a test is kept, unless
+    /// `replace`: a retried job's own tests), then acknowledges the units
+    /// they complete, in one transaction.
+    pub fn store(
+        &mut self,
+        results: &[StoredResult],
+        replace: bool,
+        done: &[String],
+    ) -> Result<(), QueueError> {
+        if results.is_empty() && done.is_empty() {
             return Ok(());
         }
+        let ttl = self.settings.ttl_seconds as i64;
         let key = self.key("results");
         let mut pipe = redis::pipe();
+        pipe.atomic();
         for result in results {
             let json = serde_json::to_string(result).expect("a result serialises");
             let command = if replace { "HSET" } else { "HSETNX" };
             pipe.cmd(command).arg(&key).arg(&result.nodeid).arg(json).ignore();
         }
-        pipe.expire(&key, self.settings.ttl_seconds as i64).ignore();
+        pipe.expire(&key, ttl).ignore();
+        if !done.is_empty() {
+            let done_key = self.key("done");
+            pipe.sadd(&done_key, done).ignore().expire(&done_key, ttl).ignore();
+            pipe.hdel(self.key("leases"), done).ignore();
+        }
         pipe.query::<()>(&mut self.connection).map_err(|error| self.lost(error))
     }
 
@@ -341,12 +377,15 @@ impl Session {
             .map_err(|error| self.lost(error))
     }
 
-    /// Acknowledges a unit: its results are stored.
-    pub fn acknowledge(&mut self, unit: &str) -> Result<(), QueueError> {
+    /// Acknowledges units: their results are stored.
+    pub fn acknowledge(&mut self, units: &[String]) -> Result<(), QueueError> {
+        if units.is_empty() {
+            return Ok(());
+        }
         Script::new(ACKNOWLEDGE)
             .arg(&self.prefix)
-            .arg(unit)
             .arg(self.settings.ttl_seconds)
+            .arg(units)
             .invoke::<i64>(&mut self.connection)
             .map(drop)
             .map_err(|error| self.lost(error))

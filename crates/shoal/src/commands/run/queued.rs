@@ -17,11 +17,16 @@ use crate::errors::ShoalError;
 use crate::protocol::{CollectReport, WarningMessage};
 use crate::queue::session::{POLL, rerun_attempts};
 use crate::queue::stored::attempt_of;
-use crate::queue::{BuildInfo, Heartbeat, Joined, Reservation, Session, StoredResult};
+use crate::queue::{BuildInfo, Heartbeat, Joined, Reservation, Reserved, Session, StoredResult};
 use crate::results::{RunHeader, TestView};
 use crate::table::TestTable;
 
 use super::drive::{Finals, Results, WorkSource};
+
+/// Expected seconds of work a reservation takes for each waiting worker:
+/// enough that tiny tests do not cost a round trip each, little enough to
+/// keep the machines' ends together.
+const RESERVE_SECONDS: f64 = 0.25;
 
 /// A machine of a queued build, while it runs.
 pub(super) struct QueueFeed {
@@ -57,12 +62,20 @@ impl QueueFeed {
         workers: usize,
     ) -> Result<Self, ShoalError> {
         let info = BuildInfo::new(table, collect_reports, header);
+        // Without history nothing is known of the tests: a reservation then
+        // takes one unit for each waiting worker.
+        let known = header.expectation.is_some();
         let units = || {
             let units = workload.units();
-            units
-                .into_iter()
-                .map(|unit| unit.into_iter().map(|test| table.nodeid(test).to_owned()).collect())
-                .collect()
+            let cost = |unit: &[TestId]| {
+                if known {
+                    unit.iter().map(|&test| workload.expected[test]).sum::<f64>()
+                } else {
+                    RESERVE_SECONDS
+                }
+            };
+            let nodeids = |unit: &[TestId]| unit.iter().map(|&test| table.nodeid(test).to_owned()).collect();
+            units.iter().map(|unit| (nodeids(unit), cost(unit))).collect()
         };
         let joined = session.join(&info, workers, units)?;
         let settings = session.settings();
@@ -162,67 +175,88 @@ impl QueueFeed {
                 StoredResult::new(&machine, view, reports)
             })
             .collect();
-        self.session.store(&results, self.retry.is_some())?;
         let mut still_leased = Vec::new();
         for (_, tests) in &mut self.leased {
             tests.retain(|test| !handed_back.contains(test));
         }
+        let mut done = Vec::new();
         for (unit, tests) in std::mem::take(&mut self.leased) {
             if tests.iter().all(|&test| finals.is_final[test] && !self.abandoned.contains(&test)) {
-                self.session.acknowledge(&unit)?;
+                done.push(unit);
             } else {
                 still_leased.push((unit, tests));
             }
         }
+        // One round trip: the results, then the units they complete.
+        self.session.store(&results, self.retry.is_some(), &done)?;
         self.leased = still_leased;
         Ok(())
     }
 
-    /// The next unit's tests still to run here, `None` when there is none
-    /// now (waiting, or drained).
-    fn next_unit(&mut self, table: &TestTable) -> Result<Option<Released>, ShoalError> {
+    /// The next units' tests still to run here, about `budget` expected
+    /// seconds of them; none when there are none now (waiting, or drained).
+    fn next_units(&mut self, table: &TestTable, budget: f64) -> Result<Vec<Released>, ShoalError> {
         loop {
             if let Some(retry) = self.retry.as_mut() {
                 let Some(unit) = retry.pop_front() else {
                     self.drained = true;
-                    return Ok(None);
+                    return Ok(Vec::new());
                 };
                 let nodeids = self.session.unit(&unit)?;
-                return Ok(Some(Released { tests: self.take(table, &nodeids)?, rerun_attempts: None }));
+                return Ok(vec![Released { tests: self.take(table, &nodeids)?, rerun_attempts: None }]);
             }
-            let reserved = match self.session.reserve()? {
-                Reservation::Unit(reserved) => reserved,
+            let units = match self.session.reserve(budget)? {
+                Reservation::Units(units) => units,
                 Reservation::Wait => {
                     self.poll_at = Some(Instant::now() + POLL);
-                    return Ok(None);
+                    return Ok(Vec::new());
                 }
                 Reservation::Drained => {
                     self.drained = true;
-                    return Ok(None);
+                    return Ok(Vec::new());
                 }
             };
             self.poll_at = None;
-            let mut nodeids = reserved.nodeids;
-            if reserved.reclaimed {
-                // A vanished machine's unit: what it recorded stays recorded.
-                let recorded = self.session.recorded(&nodeids)?;
-                let mut flags = recorded.into_iter();
-                nodeids.retain(|_| !flags.next().unwrap_or(false));
-                crate::output::notice(&format!(
-                    "queue: took over unit {} from a machine whose heartbeat stopped ({} tests left)",
-                    reserved.unit,
-                    nodeids.len()
-                ));
+            let mut released = Vec::new();
+            let mut empty = Vec::new();
+            for reserved in units {
+                match self.lease(table, reserved)? {
+                    Ok(unit) => released.push(unit),
+                    Err(id) => empty.push(id),
+                }
             }
-            if nodeids.is_empty() {
-                self.session.acknowledge(&reserved.unit)?;
-                continue;
+            self.session.acknowledge(&empty)?;
+            if !released.is_empty() {
+                return Ok(released);
             }
-            let tests = self.take(table, &nodeids)?;
-            let rerun_attempts = rerun_attempts(&reserved.unit);
-            self.leased.push((reserved.unit, tests.clone()));
-            return Ok(Some(Released { tests, rerun_attempts }));
         }
+    }
+
+    /// Holds a reserved unit's tests still to run (those a vanished
+    /// machine recorded stay recorded); the unit's id when none is left.
+    fn lease(
+        &mut self,
+        table: &TestTable,
+        reserved: Reserved,
+    ) -> Result<Result<Released, String>, ShoalError> {
+        let mut nodeids = reserved.nodeids;
+        if reserved.reclaimed {
+            let recorded = self.session.recorded(&nodeids)?;
+            let mut flags = recorded.into_iter();
+            nodeids.retain(|_| !flags.next().unwrap_or(false));
+            crate::output::notice(&format!(
+                "queue: took over unit {} from a machine whose heartbeat stopped ({} tests left)",
+                reserved.unit,
+                nodeids.len()
+            ));
+        }
+        if nodeids.is_empty() {
+            return Ok(Err(reserved.unit));
+        }
+        let tests = self.take(table, &nodeids)?;
+        let rerun_attempts = rerun_attempts(&reserved.unit);
+        self.leased.push((reserved.unit, tests.clone()));
+        Ok(Ok(Released { tests, rerun_attempts }))
     }
 
     fn take(&mut self, table: &TestTable, nodeids: &[String]) -> Result<Vec<TestId>, ShoalError> {
@@ -255,19 +289,24 @@ impl WorkSource for QueueFeed {
         let handed_back = self.hand_back(scheduler, &finals)?;
         self.store(&finals, &handed_back)?;
         let mut actions = Vec::new();
-        if self.poll_at.is_some_and(|at| Instant::now() < at) {
-            return Ok(actions);
+        if let Some(at) = self.poll_at {
+            if Instant::now() < at {
+                return Ok(actions);
+            }
+            // Due: the loop below looks again, or nobody waits; either way
+            // the drive loop must not keep waking for it.
+            self.poll_at = None;
         }
         while !self.drained && scheduler.wants_tests() > 0 {
-            match self.next_unit(finals.table)? {
-                Some(released) => {
-                    actions.extend(released.events().flat_map(|event| scheduler.handle(finals.now, event)))
-                }
-                None if self.drained => actions.extend(scheduler.handle(finals.now, Event::NoMoreTests)),
-                None => {
-                    actions.extend(scheduler.handle(finals.now, Event::NothingToRelease));
-                    break;
-                }
+            let budget = scheduler.wants_tests() as f64 * RESERVE_SECONDS;
+            let released = self.next_units(finals.table, budget)?;
+            if released.is_empty() {
+                let event = if self.drained { Event::NoMoreTests } else { Event::NothingToRelease };
+                actions.extend(scheduler.handle(finals.now, event));
+                break;
+            }
+            for unit in released {
+                actions.extend(unit.events().flat_map(|event| scheduler.handle(finals.now, event)));
             }
         }
         Ok(actions)
