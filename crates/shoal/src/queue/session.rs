@@ -279,7 +279,7 @@ impl Session {
         match reply.first().map(String::as_str) {
             Some("drained") => Ok(Reservation::Drained),
             Some("wait") => Ok(Reservation::Wait),
-            Some("units") if reply.len() >= 4 && reply.len() % 2 == 0 => {
+            Some("units") if reply.len() >= 4 && reply.len().is_multiple_of(2) => {
                 let reclaimed = reply[1] == "1";
                 let units = reply[2..].chunks(2).map(|pair| {
                     Ok(Reserved { unit: pair[0].clone(), nodeids: parse_nodeids(&pair[1])?, reclaimed })
