@@ -177,6 +177,12 @@ pub(crate) struct WorkQueue {
     is_serial: Vec<bool>,
     /// The unit each worker is draining.
     current: Vec<Option<usize>>,
+    /// Split collection, per worker: how many units at the front of
+    /// `unstarted` are known not to be cheap for it, so a worker that has
+    /// not imported the modules of the longest units does not look at them
+    /// again at every take. Reset when units go back to the front or the
+    /// worker imports a module: nothing else makes an unstarted unit cheaper.
+    not_cheap_prefix: Vec<usize>,
     remaining: f64,
     count: usize,
     /// Split collection (see the module docs); `None` with full collection.
@@ -229,26 +235,34 @@ impl SplitCollection {
 
     /// Seconds `worker` must spend importing before it can run `tests`.
     fn load_for(&self, worker: WorkerId, tests: &[TestId]) -> f64 {
+        let unloaded =
+            |module: u32| if self.loaded[worker][module as usize] { 0.0 } else { self.load[module as usize] };
+        // Most units are one test, or tests of one file: no list to build.
+        let Some(&first) = tests.first() else { return 0.0 };
+        let first = self.file[first];
+        if tests.iter().all(|&test| self.file[test] == first) {
+            return unloaded(first);
+        }
         let mut modules: Vec<u32> = tests.iter().map(|&test| self.file[test]).collect();
         modules.sort_unstable();
         modules.dedup();
-        modules
-            .iter()
-            .filter(|&&module| !self.loaded[worker][module as usize])
-            .map(|&m| self.load[m as usize])
-            .sum()
+        modules.into_iter().map(unloaded).sum()
     }
 
     /// Marks the modules of `tests` imported by `worker`; the new ones are
-    /// remembered for the next [`WorkQueue::take_loads`].
-    fn mark(&mut self, worker: WorkerId, tests: &[TestId]) {
+    /// remembered for the next [`WorkQueue::take_loads`]. Returns whether
+    /// any was new.
+    fn mark(&mut self, worker: WorkerId, tests: &[TestId]) -> bool {
+        let mut any_new = false;
         for &test in tests {
             let module = self.file[test] as usize;
             if !self.loaded[worker][module] {
                 self.loaded[worker][module] = true;
                 self.unsent[worker].push(module);
+                any_new = true;
             }
         }
+        any_new
     }
 
     /// The module whose pending work gains most from `worker` importing it,
@@ -342,6 +356,7 @@ impl WorkQueue {
             serial: serial.into(),
             is_serial: workload.serial.clone(),
             current: vec![None; workers],
+            not_cheap_prefix: vec![0; workers],
             split,
             shape: Vec::new(),
         }
@@ -404,7 +419,9 @@ impl WorkQueue {
     /// yet sent. Always empty with full collection.
     pub(crate) fn take_loads(&mut self, worker: WorkerId, tests: &[TestId]) -> Vec<usize> {
         let Some(split) = self.split.as_mut() else { return Vec::new() };
-        split.mark(worker, tests);
+        if split.mark(worker, tests) {
+            self.not_cheap_prefix[worker] = 0;
+        }
         std::mem::take(&mut split.unsent[worker])
     }
 
@@ -431,20 +448,48 @@ impl WorkQueue {
     /// should take: one it can start cheaply, else one of the module most
     /// worth importing; when `alone` (no other worker can take work), any
     /// that fits, since what nobody takes never runs. See the module docs.
-    fn choose_unstarted(&self, worker: WorkerId, alone: bool, fits: impl Fn(usize) -> bool) -> Option<usize> {
-        let position =
-            self.unstarted.iter().position(|&unit| fits(unit) && (alone || self.cheap_for(worker, unit)));
-        if position.is_some() || self.split.is_none() {
-            return position;
+    /// Also returns the new length of the worker's not-cheap prefix when
+    /// it was looked at (split collection, not `alone`).
+    fn choose_unstarted(
+        &self,
+        worker: WorkerId,
+        alone: bool,
+        fits: impl Fn(usize) -> bool,
+    ) -> (Option<usize>, Option<usize>) {
+        let Some(split) = self.split.as_ref() else {
+            return (self.unstarted.iter().position(|&unit| fits(unit)), None);
+        };
+        let known = if alone { 0 } else { self.not_cheap_prefix[worker] };
+        let mut prefix = known;
+        let position = self.unstarted.iter().enumerate().skip(known).position(|(index, &unit)| {
+            let cheap = alone || self.cheap_for(worker, unit);
+            if !cheap && prefix == index {
+                prefix = index + 1;
+            }
+            cheap && fits(unit)
+        });
+        let prefix = (!alone).then_some(prefix);
+        if let Some(position) = position {
+            return (Some(known + position), prefix);
         }
-        let split = self.split.as_ref().expect("split collection");
-        let module = split.worth_importing(worker)?;
-        self.unstarted.iter().position(|&unit| {
+        let Some(module) = split.worth_importing(worker) else { return (None, prefix) };
+        let position = self.unstarted.iter().position(|&unit| {
             fits(unit)
                 && self.order[self.units[unit].range()]
                     .iter()
                     .any(|&test| split.file[test] as usize == module)
-        })
+        });
+        (position, prefix)
+    }
+
+    /// Takes the unit at `position` out of the unstarted list.
+    fn remove_unstarted(&mut self, position: usize) -> usize {
+        for prefix in &mut self.not_cheap_prefix {
+            if position < *prefix {
+                *prefix -= 1;
+            }
+        }
+        self.unstarted.remove(position).expect("a found position")
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -488,8 +533,12 @@ impl WorkQueue {
                     return None;
                 }
                 self.release(worker);
-                let unit = match self.choose_unstarted(worker, alone, |unit| fits(self, unit)) {
-                    Some(position) => self.unstarted.remove(position).expect("a found position"),
+                let (chosen, prefix) = self.choose_unstarted(worker, alone, |unit| fits(self, unit));
+                if let Some(prefix) = prefix {
+                    self.not_cheap_prefix[worker] = prefix;
+                }
+                let unit = match chosen {
+                    Some(position) => self.remove_unstarted(position),
                     None => self.split_for_thief(worker).filter(|&unit| fits(self, unit))?,
                 };
                 self.current[worker] = Some(unit);
@@ -497,8 +546,10 @@ impl WorkQueue {
             }
         };
         let test = self.pop_front(unit);
-        if let Some(split) = self.split.as_mut() {
-            split.mark(worker, &[test]);
+        if let Some(split) = self.split.as_mut()
+            && split.mark(worker, &[test])
+        {
+            self.not_cheap_prefix[worker] = 0;
         }
         Some(test)
     }
@@ -609,6 +660,7 @@ impl WorkQueue {
         if position(self.order.len()) > start {
             self.units.push(Unit { start, end: position(self.order.len()), remaining, setup, splittable });
             self.unstarted.push_front(self.units.len() - 1);
+            self.not_cheap_prefix.fill(0);
         }
     }
 
@@ -618,6 +670,7 @@ impl WorkQueue {
             && self.units[unit].len() > 0
         {
             self.unstarted.push_front(unit);
+            self.not_cheap_prefix.fill(0);
         }
     }
 
@@ -634,6 +687,7 @@ impl WorkQueue {
             split.pending.iter_mut().for_each(|pending| *pending = 0.0);
         }
         self.unstarted.clear();
+        self.not_cheap_prefix.fill(0);
         self.serial.clear();
         self.remaining = 0.0;
         self.count = 0;
@@ -685,6 +739,30 @@ mod tests {
         assert_eq!(queue.take_loads(0, &[stolen]), vec![1]);
         let next = queue.take_for(0, None, false).expect("more of module 1");
         assert_eq!(queue.take_loads(0, &[next]), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn a_worker_passing_over_units_it_has_not_imported_still_gets_each_of_its_own_in_order() {
+        // Module 0's tests are the longest, so they lead the queue; worker 1
+        // passes over them at every take (remembering how many it passed).
+        let mut queue = WorkQueue::new(&split_workload([0.002, 0.001], [0.25, 0.25]), 2);
+        let mut taken = [Vec::new(), Vec::new()];
+        for round in 0..12 {
+            for worker in [1, 0] {
+                if let Some(test) = queue.take_for(worker, None, false) {
+                    taken[worker].push(test);
+                }
+            }
+            if round == 3 {
+                // Worker 0 dies holding nothing: its module's rest is
+                // requeued at the front; worker 1 still skips it.
+                queue.requeue_from(0, &[]);
+                queue.forget_imports(0);
+                queue.take_loads(0, &[0]);
+            }
+        }
+        assert_eq!(taken[1], (10..20).collect::<Vec<_>>());
+        assert_eq!(taken[0], (0..10).collect::<Vec<_>>());
     }
 
     #[test]

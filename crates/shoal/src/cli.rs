@@ -43,6 +43,22 @@ pub enum Command {
     /// before it in a run (read from that run's `--json-report`), to
     /// reproduce an outcome that depends on test order.
     Replay(ReplayArgs),
+    /// Print the settings `shoal run` would use with these options, each
+    /// with where it came from (flag, environment, profile and file line,
+    /// default); `--profiles` lists the config file's profiles.
+    Config(Box<ConfigArgs>),
+}
+
+/// `shoal config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// List the profiles (name, what each inherits, file and line) instead.
+    #[arg(long)]
+    pub profiles: bool,
+
+    /// The options a `shoal run` would be given.
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Which tests, and with which Python: shared by `run` and `list`.
@@ -65,6 +81,11 @@ pub struct SelectionArgs {
     /// Only run tests matching pytest's marker expression.
     #[arg(short = 'm', value_name = "EXPR")]
     pub markers: Option<String>,
+
+    /// The profile of the config file to run with (`[tool.shoal.profile.NAME]`
+    /// or shoal.toml's `[profile.NAME]`); also `SHOAL_PROFILE`.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
 
     /// The Python interpreter to run pytest with (default: $VIRTUAL_ENV,
     /// the environment shoal is installed in, ./.venv, python3 on PATH).
@@ -133,6 +154,11 @@ pub struct RunArgs {
     /// over. `@pytest.mark.timeout(N)` sets it per test.
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<String>,
+
+    /// Print `SLOW [>Ns] NODEID` for a test still running after this many
+    /// seconds (also `30s`, `2m`), and mark it in the live footer.
+    #[arg(long, value_name = "SECONDS")]
+    pub slow_timeout: Option<String>,
 
     /// Replace a worker whose resident memory passes SIZE after a test
     /// (e.g. `500M`, `2G`), before it runs another.
@@ -514,11 +540,11 @@ pub struct ReportArgs {
 
 impl QueueArgs {
     /// The flags as the queue module takes them.
-    pub fn request(self) -> crate::queue::QueueRequest {
+    pub fn request(&self) -> crate::queue::QueueRequest {
         crate::queue::QueueRequest {
-            queue: self.queue,
-            build: self.build,
-            machine: self.machine,
+            queue: self.queue.clone(),
+            build: self.build.clone(),
+            machine: self.machine.clone(),
             lease: self.queue_lease,
             wait: self.queue_wait,
             ttl: self.queue_ttl,

@@ -2,7 +2,7 @@
 //!
 //! Layers, each using only those below it (`tests/architecture.rs` checks
 //! there is no cycle):
-//! - [`commands`]: `run` (in phases), `list`, `plan`, `merge`, `report`, `replay`, each a thin
+//! - [`commands`]: `run` (in phases), `list`, `plan`, `merge`, `report`, `replay`, `config`, each a thin
 //!   composition of the layers below; this file only dispatches to them.
 //! - [`report`]: reporters, fed by the run's events (terminal, JSON, JUnit,
 //!   GitHub, timeline, event stream); only the commands build them.
@@ -13,7 +13,7 @@
 //!   remembers.
 //! - [`results`]: the results model every consumer shares (outcomes,
 //!   records, the run's header and summary); [`table`]: the collected tests.
-//! - [`settings`] resolves [`cli`] with `[tool.shoal]` and defaults, both
+//! - [`settings`] resolves [`cli`] with the config file's profiles and defaults, both
 //!   typed with the words [`values`] declares once;
 //!   [`selection`], [`pytest_args`], [`python`]: their inputs.
 //! - Shared mechanics: [`fs`] (atomic writes), [`output`], [`errors`]
@@ -148,6 +148,10 @@ fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
         }),
         Command::Report(args) => {
             queued_report(args.queue, [args.junitxml, args.json_report, args.durations_path], &cwd)
+        }
+        Command::Config(args) => {
+            let stdout = std::io::stdout();
+            commands::config::config(*args, cwd, &mut stdout.lock())
         }
         Command::List(args) => {
             let json = args.json;

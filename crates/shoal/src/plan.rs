@@ -59,9 +59,14 @@ pub fn split_pays(history: &History, workers: usize) -> Option<String> {
 pub const DEFAULT_ESTIMATE: f64 = 0.01;
 
 /// The scheduler's input for these items, from history.
-/// `default_timeout` is `--timeout`; a test's own `timeout` marker wins
-/// (`0` there means no limit, as in pytest-timeout).
-pub fn workload(table: &TestTable, history: &History, default_timeout: Option<f64>) -> Workload {
+/// `default_timeout` gives each test's timeout by its index (`--timeout`,
+/// or its profile's override); a test's own `timeout` marker wins (`0`
+/// there means no limit, as in pytest-timeout).
+pub fn workload(
+    table: &TestTable,
+    history: &History,
+    default_timeout: &dyn Fn(usize) -> Option<f64>,
+) -> Workload {
     let module: Vec<usize> = table.items().map(|item| item.module as usize).collect();
     let known: Vec<Option<f64>> =
         table.items().map(|item| history.durations.get(item.nodeid).copied()).collect();
@@ -84,10 +89,11 @@ pub fn workload(table: &TestTable, history: &History, default_timeout: Option<f6
         .collect();
     let timeouts: Vec<Option<f64>> = table
         .items()
-        .map(|item| match item.timeout {
+        .enumerate()
+        .map(|(test, item)| match item.timeout {
             Some(seconds) if seconds > 0.0 => Some(seconds),
             Some(_) => None,
-            None => default_timeout,
+            None => default_timeout(test),
         })
         .collect();
     let timeouts = if timeouts.iter().any(Option::is_some) { timeouts } else { Vec::new() };
@@ -197,16 +203,21 @@ pub fn set_split_collection(
 }
 
 /// Sets how often each test may be rerun: its `flaky(reruns=N)` marker, else
-/// `--reruns`. Tests in a group and serial tests are not rerun: a rerun runs
+/// `default_reruns` of its index (`--reruns`, or its profile's override).
+/// Tests in a group and serial tests are not rerun: a rerun runs
 /// on a fresh worker, which would break their contract (one worker, in
 /// order; nothing else running).
-pub fn set_reruns(workload: &mut Workload, table: &TestTable, default_reruns: u8) {
+pub fn set_reruns(workload: &mut Workload, table: &TestTable, default_reruns: &dyn Fn(usize) -> u8) {
     let reruns: Vec<u8> = table
         .items()
         .enumerate()
         .map(|(test, item)| {
             let serial = workload.serial.get(test).copied().unwrap_or(false);
-            if item.group.is_some() || serial { 0 } else { item.reruns.unwrap_or(default_reruns) }
+            if item.group.is_some() || serial {
+                0
+            } else {
+                item.reruns.unwrap_or_else(|| default_reruns(test))
+            }
         })
         .collect();
     if reruns.iter().any(|&count| count > 0) {
@@ -374,11 +385,14 @@ mod tests {
         history.durations.insert("a.py::1".into(), 1.0);
         history.durations.insert("a.py::2".into(), 3.0);
         history.module_setup.insert("a.py".into(), 0.4);
-        let workload = workload(&items, &history, None);
+        let workload = workload(&items, &history, &|_| None);
         assert_eq!(workload.expected, vec![1.0, 3.0, 2.0, 2.0]);
         assert_eq!(workload.module, vec![0, 0, 0, 1]);
         assert_eq!(workload.module_setup, vec![0.4, 0.0]);
-        assert_eq!(super::workload(&items, &History::default(), None).expected, vec![DEFAULT_ESTIMATE; 4]);
+        assert_eq!(
+            super::workload(&items, &History::default(), &|_| None).expected,
+            vec![DEFAULT_ESTIMATE; 4]
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 /// How workers come to be (see [`crate::worker`]): `--mode`,
 /// `[tool.shoal] mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WorkerMode {
     /// One process collects, then forks warm workers (the default on Linux).
@@ -21,7 +21,7 @@ pub enum WorkerMode {
 
 /// How fork mode collects (see [`crate::pool`]): `--collect`,
 /// `[tool.shoal] collect`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CollectionMode {
     /// Split where history says it pays, else full (the default; see
@@ -34,21 +34,25 @@ pub enum CollectionMode {
     Full,
 }
 
-/// `--color`: whether to colour the terminal report (command line only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// `--color`, `color`: whether to colour the terminal report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Colour {
     /// On a terminal, unless the environment says otherwise.
     Auto,
     /// Always (`yes` too).
     #[value(alias = "yes")]
+    #[serde(alias = "yes")]
     Always,
     /// Never (`no` too).
     #[value(alias = "no")]
+    #[serde(alias = "no")]
     Never,
 }
 
-/// `--failure-output`: when failures are shown (command line only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// `--failure-output`, `failure-output`: when failures are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum FailureOutput {
     /// As each test fails; not repeated at the end.
     Immediate,
@@ -63,6 +67,29 @@ pub(crate) enum WorkerCount {
     Auto,
     /// This many.
     Fixed(usize),
+}
+
+impl serde::Serialize for WorkerCount {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Auto => serializer.serialize_str("auto"),
+            Self::Fixed(count) => serializer.serialize_u64(*count as u64),
+        }
+    }
+}
+
+/// One setting as a run resolved it: its key (as spelt in `[tool.shoal]`),
+/// its value, and where the value came from (`flag --timeout`,
+/// `environment SHOAL_PROFILE`, `pyproject.toml:12 [tool.shoal.profile.ci]`,
+/// `default`). `shoal config` prints these; the JSON report records them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedSetting {
+    /// The key, e.g. `timeout`.
+    pub key: String,
+    /// The value (null when the setting is off or unset).
+    pub value: serde_json::Value,
+    /// Where it came from.
+    pub source: String,
 }
 
 impl WorkerCount {

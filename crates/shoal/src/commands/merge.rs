@@ -295,6 +295,9 @@ impl Merged {
             started_at,
             expectation: None,
             shard: None,
+            // The shards ran one profile; their settings differ by shard.
+            profile: first.profile.as_deref().map(str::to_owned),
+            settings: Vec::new(),
         }
     }
 

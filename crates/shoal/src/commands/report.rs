@@ -279,5 +279,7 @@ fn header(info: &BuildInfo, workers: usize, selected: usize) -> RunHeader {
         started_at: SystemTime::now(),
         expectation: None,
         shard: None,
+        profile: None,
+        settings: Vec::new(),
     }
 }

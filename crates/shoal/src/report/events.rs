@@ -1,6 +1,7 @@
 //! `--events PATH` (or `-` for stdout): the run as it happens, one JSON
 //! object a line, flushed as each is written, so other tools can follow a
-//! run live: `run_started`, `test_finished`, `attempt_retried`,
+//! run live: `run_started`, `test_started`, `test_slow` (past its slow
+//! timeout, still running), `test_finished`, `attempt_retried`,
 //! `worker_replaced`, `run_finished`. Each carries `event` and `time`
 //! (seconds since the run started).
 
@@ -44,6 +45,7 @@ impl Reporter for EventsReporter {
             "python": header.python,
             "pytest": header.pytest,
             "expected_seconds": header.expectation.map(|expectation| expectation.wall_seconds),
+            "profile": header.profile,
         }));
     }
 
@@ -62,6 +64,15 @@ impl Reporter for EventsReporter {
 
     fn test_started(&mut self, nodeid: &str, worker: usize, _elapsed: f64) {
         self.emit(json!({"event": "test_started", "nodeid": nodeid, "worker": format!("gw{worker}")}));
+    }
+
+    fn test_slow(&mut self, nodeid: &str, worker: usize, threshold: f64) {
+        self.emit(json!({
+            "event": "test_slow",
+            "nodeid": nodeid,
+            "worker": format!("gw{worker}"),
+            "slow_timeout": threshold,
+        }));
     }
 
     fn attempt_retried(&mut self, nodeid: &str, worker: usize, next_attempt: u32) {

@@ -14,7 +14,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use self::format::{AttemptEntry, CollectError, Document, FORMAT_VERSION, RunSection, TestEntry};
+use self::format::{
+    AttemptEntry, CollectError, Document, FORMAT_VERSION, RunSection, SettingEntry, TestEntry,
+};
 use crate::errors::ShoalError;
 use crate::fs::write_atomically_with;
 use crate::protocol::{Phase, PhaseReport};
@@ -138,6 +140,16 @@ fn document<'a>(header: &'a RunHeader, summary: &'a RunSummary<'a>) -> Document<
             shoal_cpu_seconds: own_usage().0,
             shoal_peak_rss_kib: own_usage().1,
             shard: header.shard.as_ref().map(Cow::Borrowed),
+            profile: header.profile.as_deref().map(Cow::Borrowed),
+            settings: header
+                .settings
+                .iter()
+                .map(|setting| {
+                    let entry =
+                        SettingEntry { value: setting.value.clone(), source: Cow::Borrowed(&setting.source) };
+                    (Cow::Borrowed(setting.key.as_str()), entry)
+                })
+                .collect(),
         },
         summary: counts,
         tests: Tests(summary),

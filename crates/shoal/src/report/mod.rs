@@ -38,6 +38,10 @@ pub trait Reporter {
     /// A worker began a test (`elapsed`: seconds since the run started).
     fn test_started(&mut self, _nodeid: &str, _worker: usize, _elapsed: f64) {}
 
+    /// A test has been running on `worker` for longer than its slow
+    /// timeout, `threshold` seconds, and is still running.
+    fn test_slow(&mut self, _nodeid: &str, _worker: usize, _threshold: f64) {}
+
     /// How often this reporter wants [`Reporter::tick`] while tests run.
     fn refresh_interval(&self) -> Option<std::time::Duration> {
         None

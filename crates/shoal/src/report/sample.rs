@@ -115,6 +115,12 @@ impl SampleRun {
             started_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             expectation: Some(Expectation { wall_seconds: 3.5, lower_bound_seconds: 2.5 }),
             shard: None,
+            profile: Some("ci".to_owned()),
+            settings: vec![crate::values::ResolvedSetting {
+                key: "timeout".to_owned(),
+                value: serde_json::json!(30.0),
+                source: "pyproject.toml:12 [tool.shoal.profile.ci]".to_owned(),
+            }],
         };
 
         // A pass on gw0.
@@ -263,6 +269,8 @@ impl SampleRun {
         started(reporter, 3, 0, 1.75);
         started(reporter, 4, 1, 1.75);
         reporter.test_finished(view(3), &self.reports[3], 4, total);
+        // The timeout passes its slow timeout first.
+        reporter.test_slow(self.table.nodeid(4), 1, 2.0);
         reporter.worker_replaced(1);
         reporter.test_finished(view(4), &self.reports[4], 5, total);
         reporter.run_finished(&self.summary()).expect("the reporter finishes");

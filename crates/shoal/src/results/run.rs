@@ -53,6 +53,11 @@ pub struct RunHeader {
     pub expectation: Option<Expectation>,
     /// The shard this run is, with `--shard`.
     pub shard: Option<ShardInfo>,
+    /// The profile the run was given, if any.
+    pub profile: Option<String>,
+    /// Every setting the run resolved, with where it came from (empty for
+    /// a merged run).
+    pub settings: Vec<crate::values::ResolvedSetting>,
 }
 
 /// The history's prediction for a run, in wall seconds from shoal's start.

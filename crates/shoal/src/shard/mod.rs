@@ -80,7 +80,7 @@ pub fn partition_table(
     serial_markers: &[String],
     shards: usize,
 ) -> Partition {
-    let mut workload = plan::workload(table, history, None);
+    let mut workload = plan::workload(table, history, &|_| None);
     plan::mark_serial_and_groups(&mut workload, table, serial_markers);
     let nodeids: Vec<&str> = table.items().map(|item| item.nodeid).collect();
     partition::partition(&workload, &nodeids, shards)

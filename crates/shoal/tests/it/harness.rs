@@ -272,6 +272,7 @@ impl Project {
             .env_remove("PY_COLORS")
             .env_remove("NO_COLOR")
             .env_remove("SHOAL_WORKER_COUNT")
+            .env_remove("SHOAL_PROFILE")
             .env_remove("SHOAL_ENV_LOG")
             .env_remove("SHOAL_FIXTURE_LOG_DIR")
             .env_remove("SHOAL_FIXTURE_ALLOW_CRASH");

@@ -19,6 +19,7 @@ mod output_shape;
 mod parity;
 mod passthrough;
 mod plugins;
+mod profiles;
 mod pytest_cli;
 mod queue;
 mod randomly;

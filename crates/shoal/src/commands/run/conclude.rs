@@ -2,7 +2,7 @@
 //! pytest's last-failed record), then conclude: the exit code, pytest-cov's
 //! combined report, and the summary every reporter ends with.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::coverage::{CoverageReport, CoverageRun};
@@ -13,7 +13,7 @@ use crate::plan;
 use crate::pool::Collected;
 use crate::protocol::CoverageOptions;
 use crate::report::Reporter;
-use crate::results::{Outcome, RunHeader, RunStats, RunSummary, StopReason};
+use crate::results::{Outcome, RunHeader, RunStats, RunSummary, StopReason, TestRecord};
 use crate::settings::RunSettings;
 use crate::table::TestTable;
 
@@ -88,6 +88,52 @@ pub(super) fn remember(
 
 /// The most failures [`order_notices`] names.
 const ORDER_NOTICES: usize = 5;
+
+/// A test is slow against its history when it took more than this many
+/// times its recorded duration...
+const SLOWER_THAN_HISTORY: f64 = 2.0;
+
+/// ...and at least this many seconds more: a 2 ms test taking 5 ms is noise.
+const SLOWER_BY_AT_LEAST: f64 = 1.0;
+
+/// At most this many slow tests are named; the rest are counted.
+const SLOW_NOTICES: usize = 10;
+
+/// The tests that took more than twice their recorded duration (and a
+/// second more), slowest against their history first: where a performance
+/// regression in a test shows first. Timed-out tests are named elsewhere.
+pub(super) fn slow_notices(history: &History, results: &Results) -> Vec<String> {
+    let tests = results.records.iter().enumerate().map(|(test, record)| (results.table.nodeid(test), record));
+    slow_against_history(tests, &history.durations)
+}
+
+/// [`slow_notices`] of `(nodeid, record)` pairs against recorded durations.
+fn slow_against_history<'a>(
+    tests: impl Iterator<Item = (&'a str, &'a TestRecord)>,
+    recorded: &BTreeMap<String, f64>,
+) -> Vec<String> {
+    let mut slow: Vec<(f64, String)> = tests
+        .filter(|(_, record)| !matches!(record.outcome, Outcome::NotRun | Outcome::Timeout))
+        .filter_map(|(nodeid, record)| {
+            let recorded = *recorded.get(nodeid)?;
+            let took = f64::from(record.duration);
+            (took > SLOWER_THAN_HISTORY * recorded && took - recorded >= SLOWER_BY_AT_LEAST).then(|| {
+                let ratio = took / recorded.max(f64::EPSILON);
+                let notice = format!(
+                    "{nodeid} was slow against its history: {took:.2}s, {ratio:.1}x its recorded {recorded:.2}s"
+                );
+                (ratio, notice)
+            })
+        })
+        .collect();
+    slow.sort_by(|(left, _), (right, _)| right.total_cmp(left));
+    let more = slow.len().saturating_sub(SLOW_NOTICES);
+    let mut notices: Vec<String> = slow.into_iter().take(SLOW_NOTICES).map(|(_, notice)| notice).collect();
+    if more > 0 {
+        notices.push(format!("{more} more tests were slow against their history"));
+    }
+    notices
+}
 
 /// For each test that fails now and passed last time (it is in the history
 /// and not in pytest's last-failed record) after other tests ran on its
@@ -265,5 +311,39 @@ fn run_stats(results: &Results, workers: usize, startup_seconds: f64) -> RunStat
         workers_cpu_seconds: usage.clone().map(|(cpu, _)| cpu).sum(),
         peak_rss_largest_kib: usage.clone().map(|(_, rss)| *rss).max().unwrap_or(0),
         peak_rss_total_kib: usage.map(|(_, rss)| rss).sum(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tests_twice_as_slow_as_their_history_and_a_second_more_are_named_slowest_first() {
+        let record = |outcome, seconds: f32| {
+            let mut record = TestRecord::new(outcome);
+            record.duration = seconds;
+            record
+        };
+        let recorded: BTreeMap<String, f64> = [("a", 1.0), ("b", 0.5), ("c", 0.001), ("d", 1.0), ("e", 1.0)]
+            .map(|(id, s)| (id.to_owned(), s))
+            .into();
+        let records = [
+            ("a", record(Outcome::Passed, 2.5)),
+            ("b", record(Outcome::Failed, 3.0)),
+            ("c", record(Outcome::Passed, 0.9)),
+            ("d", record(Outcome::Timeout, 9.0)),
+            ("e", record(Outcome::Passed, 1.9)),
+            ("new", record(Outcome::Passed, 9.0)),
+        ];
+        let notices = slow_against_history(records.iter().map(|(id, record)| (*id, record)), &recorded);
+        assert_eq!(
+            notices,
+            [
+                "b was slow against its history: 3.00s, 6.0x its recorded 0.50s",
+                "a was slow against its history: 2.50s, 2.5x its recorded 1.00s",
+            ],
+            "c is under a second more, d timed out, e is under twice, new has no history"
+        );
     }
 }

@@ -212,17 +212,18 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
         workload: prepared.workload,
         test_files: prepared.test_files,
         collect_errors: collected.collect_errors(),
+        slow_timeouts: prepared.slow_timeouts,
         clock,
         reporters: &mut *reporters,
         source: feed.as_mut().map(|feed| feed as &mut dyn drive::WorkSource),
     };
     let mut results = drive::run_tests(&mut pool, settings, &learned, drive_start)?;
     if let Some(feed) = feed {
-        let taken = feed.finish(&results.warnings)?;
-        queued::narrow(&mut results, &taken);
+        queued::conclude(feed, &mut results)?;
     }
     let order_notices = conclude::order_notices(settings, learned.last_failed.as_ref(), &history, &results);
     results.notices.extend(order_notices);
+    results.notices.extend(conclude::slow_notices(&history, &results));
     conclude::remember(settings, &collected, &results, history, learned.last_failed.take());
     let ending = Ending {
         settings,

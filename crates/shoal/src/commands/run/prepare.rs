@@ -1,6 +1,7 @@
 //! The second phase: what the scheduler is given and what the reporters are
 //! told first. The workload has each test's expected duration from the
-//! history, its timeout, serial tests and groups, reruns, last time's
+//! history, its timeout, serial tests and groups, reruns (the profile's,
+//! or its overrides' for the test: [`crate::settings::Overrides`]), last time's
 //! failures first and, with split collection, which file each test needs
 //! imported; the header says what was collected and selected, and what the
 //! history expects of the run.
@@ -14,7 +15,7 @@ use crate::history::History;
 use crate::plan;
 use crate::pool::Collected;
 use crate::results::{Expectation, RunHeader};
-use crate::settings::{LastFailedMode, RunSettings};
+use crate::settings::{LastFailedMode, RunSettings, TestLimits};
 
 use super::Learned;
 use super::select::Selected;
@@ -39,6 +40,8 @@ pub(super) struct Prepared {
     pub(super) test_files: Vec<String>,
     /// Seconds from the start until tests could start.
     pub(super) startup_seconds: f64,
+    /// Each test's slow timeout (empty when no test has one).
+    pub(super) slow_timeouts: Vec<Option<f64>>,
 }
 
 pub(super) fn prepare(
@@ -50,7 +53,8 @@ pub(super) fn prepare(
     start: &RunStart,
 ) -> Result<Prepared, ShoalError> {
     let table = &selected.table;
-    let mut workload = plan::workload(table, history, settings.timeout);
+    let limits: Vec<TestLimits> = table.items().map(|item| settings.overrides.limits_for(&item)).collect();
+    let mut workload = plan::workload(table, history, &|test| limits[test].timeout);
     let test_files = match &collected.split {
         Some(split) => {
             let oversubscription = start.workers as f64 / crate::settings::usable_cpus() as f64;
@@ -66,7 +70,11 @@ pub(super) fn prepare(
         None => Vec::new(),
     };
     plan::mark_serial_and_groups(&mut workload, table, &settings.serial_markers);
-    plan::set_reruns(&mut workload, table, settings.reruns);
+    plan::set_reruns(&mut workload, table, &|test| limits[test].reruns);
+    let mut slow_timeouts: Vec<Option<f64>> = limits.iter().map(|limits| limits.slow_timeout).collect();
+    if slow_timeouts.iter().all(Option::is_none) {
+        slow_timeouts = Vec::new();
+    }
     // --ff, and any budget, put last time's failures first.
     if (settings.last_failed == LastFailedMode::First || settings.budget.is_some())
         && let Some(record) = &learned.last_failed
@@ -87,7 +95,7 @@ pub(super) fn prepare(
         ));
     }
     let header = header(settings, learned, collected, selected, start, expectation);
-    Ok(Prepared { header, workload, test_files, startup_seconds })
+    Ok(Prepared { header, workload, test_files, startup_seconds, slow_timeouts })
 }
 
 fn header(
@@ -120,5 +128,7 @@ fn header(
         started_at: start.started_at,
         expectation,
         shard: selected.shard.clone(),
+        profile: settings.profile().map(str::to_owned),
+        settings: settings.resolution.settings.clone(),
     }
 }

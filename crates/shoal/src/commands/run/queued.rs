@@ -336,9 +336,17 @@ impl Released {
     }
 }
 
+/// Ends the machine's part of the build (its warnings stored, its
+/// heartbeat stopped) and narrows the run's results to the tests it ended.
+pub(super) fn conclude(feed: QueueFeed, results: &mut Results) -> Result<(), ShoalError> {
+    let taken = feed.finish(&results.warnings)?;
+    narrow(results, &taken);
+    Ok(())
+}
+
 /// Narrows the run's results to the tests this machine ran; the whole
 /// collection is kept aside, as `--shard` keeps it.
-pub(super) fn narrow(results: &mut Results, taken: &[bool]) {
+fn narrow(results: &mut Results, taken: &[bool]) {
     let (kept, _) = results.table.retain(|test| taken[test]);
     let mut new_index = vec![None; taken.len()];
     let mut next = 0u32;

@@ -133,6 +133,29 @@ pub struct RunSection<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "ShardInfo")]
     pub shard: Option<Cow<'a, ShardInfo>>,
+    /// The profile the run was given (`--profile` or `SHOAL_PROFILE`);
+    /// null when none was.
+    #[serde(default)]
+    pub profile: Option<Cow<'a, str>>,
+    /// Every setting the run resolved, by key as spelt in the config file
+    /// (`timeout`, `reruns`, ...), with where its value came from; empty in
+    /// a merged report.
+    #[serde(default)]
+    pub settings: BTreeMap<Cow<'a, str>, SettingEntry<'a>>,
+}
+
+/// One resolved setting.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SettingEntry<'a> {
+    /// Its value as the config file would spell it (seconds as numbers,
+    /// sizes as `"2048K"`); null when unset.
+    pub value: serde_json::Value,
+    /// Where it came from: `flag --timeout`, `environment SHOAL_PROFILE`,
+    /// `FILE:LINE [TABLE]` (e.g. `pyproject.toml:12 [tool.shoal.profile.ci]`)
+    /// or `default`.
+    #[schemars(length(min = 1))]
+    pub source: Cow<'a, str>,
 }
 
 /// One test and how it ended.

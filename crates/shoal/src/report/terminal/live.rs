@@ -14,6 +14,8 @@ pub(super) const BAR_CELLS: usize = 24;
 pub(super) struct LiveFooter {
     /// Per worker: the test it runs and when it began (run seconds).
     pub(super) running: Vec<Option<(String, f64)>>,
+    /// Per worker: whether its test has passed its slow timeout.
+    pub(super) slow: Vec<bool>,
     pub(super) passed: usize,
     pub(super) failed: usize,
     pub(super) skipped: usize,
@@ -57,7 +59,8 @@ impl LiveFooter {
         for (worker, running) in self.running.iter().enumerate() {
             lines.push(match running {
                 Some((nodeid, since)) => {
-                    format!("  gw{worker} {:>6.1}s  {nodeid}", (self.elapsed - since).max(0.0))
+                    let slow = if self.slow.get(worker).copied().unwrap_or(false) { "SLOW " } else { "" };
+                    format!("  gw{worker} {:>6.1}s  {slow}{nodeid}", (self.elapsed - since).max(0.0))
                 }
                 None => format!("  gw{worker}    idle"),
             });
@@ -120,5 +123,25 @@ impl<W: Write> TerminalReporter<W> {
             self.line(&line);
         }
         self.draw_footer();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Reporter;
+
+    #[test]
+    fn a_slow_test_gets_its_line_above_the_footer_and_its_mark_in_it() {
+        let run = crate::report::sample::SampleRun::new();
+        let mut reporter = TerminalReporter::new(Vec::new(), 80, 0, false).with_live_display(true);
+        reporter.run_started(&run.header);
+        reporter.test_started("tests/test_net.py::test_slow_download", 1, 0.5);
+        reporter.tick(3.0);
+        reporter.test_slow("tests/test_net.py::test_slow_download", 1, 2.0);
+        let footer = reporter.live.as_ref().expect("live").lines(80);
+        assert_eq!(footer[2], "  gw1    2.5s  SLOW tests/test_net.py::test_slow_download");
+        let output = String::from_utf8(reporter.into_inner()).expect("UTF-8");
+        assert!(output.contains("SLOW [>2s] tests/test_net.py::test_slow_download\n"), "{output}");
     }
 }

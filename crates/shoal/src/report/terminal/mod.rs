@@ -197,6 +197,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
     fn run_started(&mut self, header: &RunHeader) {
         if let Some(footer) = self.live.as_mut() {
             footer.running = vec![None; header.workers];
+            footer.slow = vec![false; header.workers];
             footer.total = header.selected;
             footer.expected_wall = header.expectation.map(|expectation| expectation.wall_seconds);
         }
@@ -312,9 +313,34 @@ impl<W: Write> Reporter for TerminalReporter<W> {
         if let Some(footer) = self.live.as_mut() {
             if footer.running.len() <= worker {
                 footer.running.resize(worker + 1, None);
+                footer.slow.resize(worker + 1, false);
             }
             footer.running[worker] = Some((nodeid.to_owned(), elapsed));
+            footer.slow[worker] = false;
         }
+    }
+
+    fn test_slow(&mut self, nodeid: &str, worker: usize, threshold: f64) {
+        if self.verbosity < -2 {
+            return;
+        }
+        let line = format!("{} [>{threshold}s] {nodeid}", self.paint("SLOW", Some(Colour::Yellow), true));
+        if let Some(footer) = self.live.as_mut() {
+            if let Some(slow) = footer.slow.get_mut(worker) {
+                *slow = true;
+            }
+            self.erase_footer();
+            self.line(&line);
+            self.draw_footer();
+            return;
+        }
+        // A line of its own, between progress letters.
+        if self.line_length > 0 {
+            self.line("");
+            self.line_length = 0;
+        }
+        self.line(&line);
+        let _ = self.out.flush();
     }
 
     fn refresh_interval(&self) -> Option<std::time::Duration> {

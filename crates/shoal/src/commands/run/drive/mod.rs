@@ -93,6 +93,8 @@ pub(super) struct DriveStart<'a> {
     pub(super) test_files: Vec<String>,
     /// Collection errors (the run stops before any test, unless told not to).
     pub(super) collect_errors: usize,
+    /// Each test's slow timeout (empty when no test has one).
+    pub(super) slow_timeouts: Vec<Option<f64>>,
     pub(super) clock: Instant,
     pub(super) reporters: &'a mut [Box<dyn Reporter>],
     /// A shared queue the tests come from, if any.
@@ -120,7 +122,9 @@ pub(super) fn run_tests(
         usage: HashMap::new(),
         clock: start.clock,
         monotonic_at_start: crate::protocol::monotonic_seconds() - start.clock.elapsed().as_secs_f64(),
-        default_timeout: settings.timeout,
+        timeouts: start.workload.timeouts.clone(),
+        slow_timeouts: start.slow_timeouts,
+        announced_slow: Vec::new(),
         last_finished: HashMap::new(),
         notices: Vec::new(),
         attempts: HashMap::new(),
@@ -204,18 +208,15 @@ fn drive(
             break;
         }
         run.announce_starts(&scheduler, pool.slots.len());
+        run.announce_slow(&scheduler, pool.slots.len());
         run.refresh(&mut last_refresh, refresh_interval);
-        let timeout_due =
-            scheduler.next_deadline().map(|at| run.clock + Duration::from_secs_f64(at.max(0.0)));
-        // A shared queue's next look counts as a refresh.
-        let refresh_due = refresh_interval
-            .map(|interval| last_refresh + interval)
-            .into_iter()
-            .chain(source.as_deref().and_then(WorkSource::poll_at))
-            .min();
+        let refresh_due = refresh_interval.map(|interval| last_refresh + interval);
+        // A shared queue's next look counts as a wake-up too.
+        let poll_due = source.as_deref().and_then(WorkSource::poll_at);
         let deadline =
-            [interrupted_at.map(|at| at + INTERRUPT_GRACE), timeout_due, pool.next_kill(), refresh_due]
+            [interrupted_at.map(|at| at + INTERRUPT_GRACE), pool.next_kill(), refresh_due, poll_due]
                 .into_iter()
+                .chain(run.next_wake(&scheduler, pool.slots.len()))
                 .flatten()
                 .min();
         let Some(event) = pool.receive(deadline) else {

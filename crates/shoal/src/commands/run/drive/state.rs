@@ -37,8 +37,13 @@ pub(super) struct Run<'a> {
     /// The monotonic clock's reading (see `protocol::monotonic_seconds`)
     /// when `clock` read 0: a worker's end times, in the run's seconds.
     pub(super) monotonic_at_start: f64,
-    /// `--timeout`, for tests without a marker of their own.
-    pub(super) default_timeout: Option<f64>,
+    /// Each test's timeout, as the scheduler has it (empty when no test
+    /// has one): the record of a test killed for it names it.
+    pub(super) timeouts: Vec<Option<f64>>,
+    /// Each test's slow timeout (empty when no test has one).
+    pub(super) slow_timeouts: Vec<Option<f64>>,
+    /// The test each slot was last reported slow for.
+    pub(super) announced_slow: Vec<Option<TestId>>,
     /// The last test each slot finished, with its memory after it (KiB).
     pub(super) last_finished: HashMap<usize, (TestId, u64)>,
     /// What the summary should mention (replaced workers, leaked processes).
@@ -92,6 +97,47 @@ impl Run<'_> {
             if let Some(test) = running {
                 for reporter in self.reporters.iter_mut() {
                     reporter.test_started(self.table.nodeid(test), worker, elapsed);
+                }
+            }
+        }
+    }
+
+    /// A running test on `worker` not yet reported slow: it, its slow
+    /// timeout, and when it passes it (run seconds).
+    fn slow_due(&self, scheduler: &Scheduler, worker: usize) -> Option<(TestId, f64, f64)> {
+        let (test, since) = scheduler.running(worker)?;
+        let threshold = self.slow_timeouts.get(test).copied().flatten()?;
+        if self.announced_slow.get(worker) == Some(&Some(test)) {
+            return None;
+        }
+        Some((test, threshold, since + threshold))
+    }
+
+    /// When the scheduler wants a tick (a timeout, a rerun, the budget)
+    /// and when the next running test passes its slow timeout.
+    pub(super) fn next_wake(&self, scheduler: &Scheduler, workers: usize) -> [Option<Instant>; 2] {
+        let at_run_seconds = |at: f64| self.clock + Duration::from_secs_f64(at.max(0.0));
+        let slow = (0..workers)
+            .filter_map(|worker| self.slow_due(scheduler, worker))
+            .map(|(_, _, due)| due)
+            .min_by(f64::total_cmp);
+        [scheduler.next_deadline().map(at_run_seconds), slow.map(at_run_seconds)]
+    }
+
+    /// Tells the reporters of running tests that passed their slow timeout
+    /// since last asked (once per test and worker).
+    pub(super) fn announce_slow(&mut self, scheduler: &Scheduler, workers: usize) {
+        if self.slow_timeouts.is_empty() {
+            return;
+        }
+        self.announced_slow.resize(workers, None);
+        let now = self.now();
+        for worker in 0..workers {
+            let Some((test, threshold, due)) = self.slow_due(scheduler, worker) else { continue };
+            if due <= now {
+                self.announced_slow[worker] = Some(test);
+                for reporter in self.reporters.iter_mut() {
+                    reporter.test_slow(self.table.nodeid(test), worker, threshold);
                 }
             }
         }
@@ -161,7 +207,7 @@ pub(super) fn ending(
     let status = slot.exit.clone().unwrap_or_else(|| "an unknown status".to_owned());
     let nodeid = run.table.nodeid(test);
     if outcome == Outcome::Timeout {
-        let seconds = run.table.item(test).timeout.filter(|seconds| *seconds > 0.0).or(run.default_timeout);
+        let seconds = run.timeouts.get(test).copied().flatten();
         let limit = seconds.map_or_else(String::new, |seconds| format!(" after {seconds}s"));
         let description = if slot.exit.is_some() {
             format!(
