@@ -401,6 +401,47 @@ fn an_unreachable_queue_fails_fast_naming_the_url() {
 }
 
 #[test]
+fn the_queue_from_pyproject_fails_fast_when_unreachable() {
+    let project = Project::fixture("queue");
+    let url = format!("redis://127.0.0.1:{}/0", free_port());
+    project.write("pyproject.toml", format!("[tool.shoal]\nqueue = \"{url}\"\n"));
+    let outcome = project.shoal(&["run", "--build", "b10"]);
+    outcome.assert_code(3);
+    assert!(outcome.stderr.contains(&format!("cannot reach the queue at {url}")), "{}", outcome.stderr);
+}
+
+#[test]
+fn a_machine_waits_for_the_units_a_bounded_time_naming_the_publisher() {
+    let redis = Redis::start();
+    // A machine won the right to publish and never did.
+    redis.cli(&["SET", "shoal:b11:master", "ghost"]);
+    let machine = Machine::new("waiting");
+    let log = log_path(&machine.project);
+    let outcome = finish(machine.start_with(&redis, "b11", 1, &log, &[], &["--queue-wait", "1"]));
+    outcome.assert_code(3);
+    assert!(outcome.stderr.contains("no units were published within 1s"), "{}", outcome.stderr);
+    assert!(outcome.stderr.contains("machine ghost arrived first"), "{}", outcome.stderr);
+}
+
+#[test]
+fn the_report_gives_up_when_units_are_left_and_no_machine_is_alive() {
+    let redis = Redis::start();
+    let doomed = Machine::new("doomed");
+    doomed.project.history_starting_with("test_slow.py::test_slow");
+    let log = log_path(&doomed.project);
+    let mut child = doomed.start(&redis, "b12", 1, &log, &[("QUEUE_SLOW", "30")]);
+    wait_for("test_slow to start", Duration::from_secs(30), || {
+        starts(&log).contains_key("test_slow.py::test_slow")
+    });
+    kill_tree(child.id());
+    let _ = child.wait();
+    let url = redis.url();
+    let outcome = doomed.project.shoal(&["report", "--queue", &url, "--build", "b12", "--queue-wait", "2"]);
+    outcome.assert_code(3);
+    assert!(outcome.stderr.contains("no machine has been alive for 2s"), "{}", outcome.stderr);
+}
+
+#[test]
 fn redis_stopped_mid_run_is_a_clear_error_and_stored_results_stay() {
     let mut redis = Redis::start();
     let machine = Machine::new("alone");
