@@ -101,8 +101,10 @@ class Collecting:
     def _announce(self, items):
         """Sends the collected items, in chunks."""
         chunk = []
+        # Items of one parent (a module, a class) share its test file.
+        files_of_parents = {}
         for item in items:
-            chunk.append(_describe(item))
+            chunk.append(_describe(item, files_of_parents))
             if len(chunk) >= protocol.COLLECTED_CHUNK:
                 self.channel.send({"type": "collected", "items": chunk})
                 chunk = []
@@ -203,31 +205,41 @@ def _is_test_file(collector):
 # What shoal learns of each item ---------------------------------------------------
 
 
-def _describe(item):
-    """An item as the ``collected`` message gives it."""
+def _describe(item, files_of_parents):
+    """An item as the ``collected`` message gives it. Its markers are read
+    in one walk up its parents (the first of each name is the closest, as
+    ``get_closest_marker`` finds it); ``files_of_parents`` caches the test
+    file of each parent node, shared by its items."""
     path, line, domain = item.location
+    closest = {}
+    for marker in item.iter_markers():
+        closest.setdefault(marker.name, marker)
+    group = closest.get("shoal_group")
     return {
         "nodeid": item.nodeid,
         "path": path,
         "line": line,
         "domain": domain,
-        "markers": sorted({marker.name for marker in item.iter_markers()}),
-        "timeout": _timeout_marker(item),
-        "group": _group_marker(item),
-        "reruns": _reruns_marker(item),
-        "module": _file_of(item),
+        "markers": sorted(closest),
+        "timeout": _timeout_seconds(closest.get("timeout")),
+        "group": _group_name(group if group is not None else closest.get("xdist_group")),
+        "reruns": _reruns_count(closest.get("flaky")),
+        "module": _file_of(item, files_of_parents),
     }
 
 
-def _file_of(item):
+def _file_of(item, files_of_parents):
     """The node id of the test file that collected an item."""
-    file = item.getparent(pytest.File)
-    return file.nodeid if file is not None else None
+    parent = item.parent
+    key = id(parent)
+    if key not in files_of_parents:
+        file = item.getparent(pytest.File)
+        files_of_parents[key] = file.nodeid if file is not None else None
+    return files_of_parents[key]
 
 
-def _timeout_marker(item):
+def _timeout_seconds(marker):
     """Seconds from pytest-timeout's ``@pytest.mark.timeout(N)``, if any."""
-    marker = item.get_closest_marker("timeout")
     if marker is None:
         return None
     value = marker.kwargs.get("timeout", marker.args[0] if marker.args else None)
@@ -237,9 +249,8 @@ def _timeout_marker(item):
         return None
 
 
-def _reruns_marker(item):
+def _reruns_count(marker):
     """Reruns from pytest-rerunfailures' ``@pytest.mark.flaky(reruns=N)``."""
-    marker = item.get_closest_marker("flaky")
     if marker is None:
         return None
     value = marker.kwargs.get("reruns", marker.args[0] if marker.args else 1)
@@ -249,15 +260,13 @@ def _reruns_marker(item):
         return None
 
 
-def _group_marker(item):
-    """The test group from ``xdist_group(name)`` or ``shoal_group(name)``.
+def _group_name(marker):
+    """The test group from ``shoal_group(name)`` or else ``xdist_group(name)``.
 
     Read from the marker, never from the node id (pytest 9.2 changed node
     ids and broke xdist's own grouping that way).
     """
-    for name in ("shoal_group", "xdist_group"):
-        marker = item.get_closest_marker(name)
-        if marker is not None:
-            value = marker.kwargs.get("name", marker.args[0] if marker.args else None)
-            return str(value) if value is not None else None
-    return None
+    if marker is None:
+        return None
+    value = marker.kwargs.get("name", marker.args[0] if marker.args else None)
+    return str(value) if value is not None else None

@@ -107,8 +107,11 @@ class RunLoop:
         worker = self.worker
         current = self.queue.popleft()
         item = self.items[current]
-        # Tests see which attempt this is (1-based; reruns count up).
-        os.environ["SHOAL_ATTEMPT"] = str(self.attempts.pop(current, 1))
+        # Tests see which attempt this is (1-based; reruns count up). Set
+        # only when it changes: each write is a putenv.
+        attempt = str(self.attempts.pop(current, 1))
+        if os.environ.get("SHOAL_ATTEMPT") != attempt:
+            os.environ["SHOAL_ATTEMPT"] = attempt
         if self.queue:
             next_item = self.items[self.queue[0]]
         else:
@@ -118,9 +121,13 @@ class RunLoop:
         self.waited = 0.0
         worker.pending_reports = []
         item.config.hook.pytest_runtest_protocol(item=item, nextitem=next_item)
+        # The wait for shoal's answer, when pytest asked during teardown, is
+        # inside that phase's duration: it is not the test's time.
+        waited_in_teardown = self.waited
         if isinstance(next_item, NextItem):
             next_item.resolve()
-        duration = time.perf_counter() - started - self.waited
+        wall = time.perf_counter() - started - self.waited
+        duration = _phases_seconds(worker.pending_reports, waited_in_teardown, wall)
         message, over_memory = self.finished_message(current, duration)
         self.channel.send(message)
         worker.pending_reports = []
@@ -186,6 +193,17 @@ class NextItem:
         if item is None:
             raise AttributeError(name)
         return getattr(item, name)
+
+
+def _phases_seconds(reports, waited, wall):
+    """A test's duration as pytest measures it (and pytest-split records
+    it): the sum of its setup, call and teardown reports' durations, less
+    the wait for shoal's answer; a subtest's report is part of its call.
+    ``wall`` (the whole protocol's time) when pytest reported no phase."""
+    phases = [report["duration"] for report in reports if "subtest" not in report]
+    if not phases:
+        return wall
+    return max(0.0, sum(phases) - waited)
 
 
 def _current_rss_kib():
