@@ -6,7 +6,8 @@ against `--queue` (a Redis work queue), the issue 15 "Done when" measure.
                            [--workers 2,2,1] [--repeat 3] [--kill-after SECONDS]
 
 Each "machine" is a `shoal run` process in its own copy of the suite (same
-durations history); all start together. The slowed machine has fewer
+durations history: a suite without `.test_durations` is first run once,
+`-n 2`, to write one); all start together. The slowed machine has fewer
 workers (`--workers`, one count per machine). A build's wall time is the
 last machine's end; the spread is last end minus first end. `--queue` runs
 against a private `redis-server` (Debian's package) on a free loopback port.
@@ -127,6 +128,18 @@ def report_count(args, port, round_index, work):
     return len(tests), len({test["nodeid"] for test in tests})
 
 
+def warmed_suite(args, work):
+    """A copy of the suite with a durations history (one run writes it
+    when the suite has none)."""
+    suite = os.path.join(work, "suite")
+    shutil.copytree(args.suite, suite)
+    if not os.path.exists(os.path.join(suite, ".test_durations")):
+        print("no .test_durations: one run to write it", file=sys.stderr)
+        subprocess.run([args.shoal, "run", "--python", args.python, "-n", "2", "-q"], cwd=suite,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return suite
+
+
 def longest_test(suite):
     with open(os.path.join(suite, ".test_durations")) as handle:
         return max(json.load(handle).values())
@@ -143,6 +156,8 @@ def main():
     args = parser.parse_args()
     modes = ("queue",) if args.kill_after is not None else ("shard", "queue")
     work = tempfile.mkdtemp(prefix="shoal-bench-queue-")
+    name = os.path.basename(args.suite.rstrip("/"))
+    args.suite = warmed_suite(args, work)
     server, port = start_redis(work)
     rows = {"shard": [], "queue": []}
     try:
@@ -153,16 +168,16 @@ def main():
                 rows[mode].append((ends, counts, reported))
                 print(f"round {round_index + 1} {mode}: ends {['%.2f' % end for end in ends]} tests {counts}"
                       f" reported {reported}", file=sys.stderr)
+        longest = longest_test(args.suite)
     finally:
         server.kill()
         server.wait()
         shutil.rmtree(work, ignore_errors=True)
-    print_table(args, rows)
+    print_table(args, rows, name, longest)
 
 
-def print_table(args, rows):
-    longest = longest_test(args.suite)
-    print(f"{os.path.basename(args.suite.rstrip('/'))}, machines with -n {','.join(map(str, args.workers))}, "
+def print_table(args, rows, name, longest):
+    print(f"{name}, machines with -n {','.join(map(str, args.workers))}, "
           f"{args.repeat} rounds, longest test {longest:.2f}s (history); medians:\n")
     print("| mode | machine ends (s) | spread (s) | build wall (s) | tests per machine | reported (unique) |")
     print("|---|---|---|---|---|---|")
