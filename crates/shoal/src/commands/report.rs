@@ -209,11 +209,14 @@ impl Build {
     }
 
     /// The build's exit code: 2 when tests have no result, 1 when any
-    /// failed, 5 when there were none, else 0.
+    /// failed (or a file failed to collect, the run going on with
+    /// `--continue-on-collection-errors`), 5 when there were none, else 0.
     fn exit_code(&self) -> u8 {
         if self.missing > 0 {
             exit_code::INTERRUPTED
-        } else if self.records.iter().any(|record| record.outcome.is_failure()) {
+        } else if self.header.collect_errors > 0
+            || self.records.iter().any(|record| record.outcome.is_failure())
+        {
             exit_code::TESTS_FAILED
         } else if self.records.is_empty() {
             exit_code::NO_TESTS_COLLECTED
