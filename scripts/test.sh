@@ -141,6 +141,8 @@ done
 # Third-party plugins (pytest-django, pytest-randomly, ...) get their own
 # venv, and the pytest-django tests a PostgreSQL from Debian's package.
 scripts/postgres.sh install
+# The work-queue tests start their own redis-server (Debian's package).
+scripts/redis.sh install
 SHOAL_TEST_PLUGINS_PYTHON="$PWD/$(scripts/plugins_venv.sh)"
 export SHOAL_TEST_PLUGINS_PYTHON
 build_status=0

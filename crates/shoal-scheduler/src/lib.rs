@@ -54,6 +54,9 @@ pub const LOOKAHEAD_SECONDS: f64 = 0.05;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TestState {
     Pending,
+    /// Not this run's yet: a shared queue may release it (see
+    /// [`Scheduler::withhold_all`]).
+    Withheld,
     /// Sent to this worker (a `u32` keeps the table small for big suites).
     Assigned(u32),
     Final,
@@ -118,6 +121,14 @@ pub struct Scheduler {
     /// Tests waiting for a rerun, with the clock reading from which it may
     /// start (`--reruns-delay`).
     retries: VecDeque<(TestId, f64)>,
+    /// Tests are withheld and more may be released: workers wait for them
+    /// rather than end.
+    more_coming: bool,
+    /// Reruns go back to the shared queue (see [`Scheduler::hand_reruns_back`]).
+    hand_back: bool,
+    /// Tests handed back for a rerun, with the attempts made, not yet taken
+    /// by the runner.
+    handed_back: Vec<(TestId, u8)>,
 }
 
 impl Scheduler {
@@ -157,7 +168,49 @@ impl Scheduler {
             reruns: workload.reruns.clone(),
             attempts: if workload.reruns.is_empty() { Vec::new() } else { vec![0; workload.len()] },
             retries: VecDeque::new(),
+            more_coming: false,
+            hand_back: false,
+            handed_back: Vec::new(),
         }
+    }
+
+    /// With tests withheld: a failed test with reruns left is handed back
+    /// (withheld again, for [`Scheduler::take_handed_back`]) instead of
+    /// rerun here, so that any machine may rerun it
+    /// ([`Event::RerunReleased`]).
+    pub fn hand_reruns_back(&mut self) {
+        self.hand_back = true;
+    }
+
+    /// The tests handed back for a rerun since last asked, each with the
+    /// attempts it has made.
+    pub fn take_handed_back(&mut self) -> Vec<(TestId, u8)> {
+        std::mem::take(&mut self.handed_back)
+    }
+
+    /// Withholds every test: the runner releases them unit by unit
+    /// ([`Event::TestsReleased`], when [`Scheduler::wants_tests`] says
+    /// workers wait) until it says none will come ([`Event::NoMoreTests`]).
+    /// Tests never released take no part in the run. Call before any event.
+    pub fn withhold_all(&mut self) {
+        self.queue.withhold_all();
+        self.tests.iter_mut().for_each(|state| *state = TestState::Withheld);
+        self.more_coming = true;
+    }
+
+    /// With tests withheld: how many active workers wait for work that only
+    /// a release can give (0 once none will come, or while tests are
+    /// queued).
+    pub fn wants_tests(&self) -> usize {
+        if !self.more_coming || !self.queue.is_empty() {
+            return 0;
+        }
+        self.workers
+            .iter()
+            .filter(|state| {
+                state.phase == WorkerPhase::Active && (state.wants_work || state.assigned.is_empty())
+            })
+            .count()
     }
 
     /// Feeds one event, at `now` seconds on the runner's clock (any fixed
@@ -213,14 +266,59 @@ impl Scheduler {
             Event::WorkerExited { worker } => self.worker_exited(worker, &mut actions),
             Event::Interrupted => self.stop(NotRunReason::Interrupted, &mut actions),
             Event::Tick => self.time_out_due(&mut actions),
+            Event::TestsReleased { tests } => self.release(&tests),
+            Event::NothingToRelease => self.end_waiting_workers(&mut actions),
+            Event::NoMoreTests => self.more_coming = false,
+            Event::RerunReleased { test, attempts } => {
+                if let Some(made) = self.attempts.get_mut(test) {
+                    *made = (*made).max(attempts);
+                }
+                self.release(&[test]);
+            }
         }
         self.dispatch(&mut actions);
         actions
     }
 
-    /// True when every test has its final outcome.
+    /// True when every test has its final outcome (withheld tests that
+    /// were never released count as done once none will come).
     pub fn all_tests_final(&self) -> bool {
-        self.tests.iter().all(|state| *state == TestState::Final)
+        !self.more_coming
+            && self.tests.iter().all(|state| matches!(state, TestState::Final | TestState::Withheld))
+    }
+
+    /// With nothing queued and nothing to release: workers blocked at a
+    /// test's teardown end, so that test can end.
+    fn end_waiting_workers(&mut self, actions: &mut Vec<Action>) {
+        if !self.nothing_queued() {
+            return;
+        }
+        for worker in 0..self.workers.len() {
+            let state = &self.workers[worker];
+            if state.phase == WorkerPhase::Active && state.wants_work && !state.assigned.is_empty() {
+                self.end_worker(worker, actions);
+            }
+        }
+    }
+
+    fn nothing_queued(&self) -> bool {
+        self.queue.is_empty() && self.retries.is_empty()
+    }
+
+    /// Queues released tests (those still withheld) as one unit.
+    fn release(&mut self, tests: &[TestId]) {
+        let released: Vec<TestId> = tests
+            .iter()
+            .copied()
+            .filter(|&test| self.tests.get(test) == Some(&TestState::Withheld))
+            .collect();
+        if self.stopping.is_some() || released.is_empty() {
+            return;
+        }
+        for &test in &released {
+            self.tests[test] = TestState::Pending;
+        }
+        self.queue.add_unit(&released);
     }
 
     /// Why the run is stopping early, if it is.
@@ -289,15 +387,21 @@ impl Scheduler {
             return false;
         }
         self.attempts[test] += 1;
-        self.tests[test] = TestState::Pending;
-        self.retries.push_back((test, self.now + self.config.rerun_delay));
+        if self.hand_back {
+            self.tests[test] = TestState::Withheld;
+            self.handed_back.push((test, self.attempts[test]));
+        } else {
+            self.tests[test] = TestState::Pending;
+            self.retries.push_back((test, self.now + self.config.rerun_delay));
+        }
         actions.push(Action::Retry { test, worker, cause, next_attempt: u32::from(self.attempts[test]) + 1 });
         true
     }
 
-    /// Whether nothing is left to send: no queued test and no rerun.
+    /// Whether nothing is left to send: no queued test, no rerun, and no
+    /// release to come.
     fn nothing_left(&self) -> bool {
-        self.queue.is_empty() && self.retries.is_empty()
+        self.nothing_queued() && !self.more_coming
     }
 
     fn worker_exited(&mut self, worker: WorkerId, actions: &mut Vec<Action>) {
@@ -452,6 +556,7 @@ impl Scheduler {
             return;
         }
         self.stopping = Some(reason);
+        self.more_coming = false;
         let mut unsent = self.queue.drain_all();
         unsent.extend(self.retries.drain(..).map(|(test, _)| test));
         unsent.sort_unstable();

@@ -46,6 +46,28 @@ pub enum Event {
     Interrupted,
     /// Time has passed: deadlines up to now are due.
     Tick,
+    /// A shared queue hands these withheld tests to this run, as one unit
+    /// (see [`crate::Scheduler::withhold_all`]).
+    TestsReleased {
+        /// The tests.
+        tests: Vec<TestId>,
+    },
+    /// The shared queue has nothing to release now (other machines, or
+    /// this one, hold the rest). A worker waiting at its test's teardown
+    /// for a next test ends: its test's result is what the rest may wait
+    /// for. A fresh worker starts if work comes.
+    NothingToRelease,
+    /// No more tests will be released.
+    NoMoreTests,
+    /// A shared queue hands this withheld test to this run for a rerun,
+    /// after `attempts` failed attempts (anywhere): it counts them towards
+    /// its reruns.
+    RerunReleased {
+        /// The test.
+        test: TestId,
+        /// Failed attempts it has made.
+        attempts: u8,
+    },
 }
 
 /// Why a test ended without running.

@@ -22,6 +22,14 @@
 //! when none is left it takes on the module whose pending work gains most
 //! from one more worker, if that gain exceeds the import (a module nobody
 //! alive has imported always qualifies); otherwise it gets nothing.
+//!
+//! With a shared queue across machines, the queue starts empty and takes
+//! units as they are released, each keeping the shape (set-up, wholeness)
+//! its tests were planned with.
+//!
+//! Size: over 600 lines, because the unit bookkeeping (taking, splitting,
+//! requeueing, releasing) shares one representation, ranges of one flat
+//! list, and reads best beside it; its tests are at the end.
 
 use std::collections::VecDeque;
 
@@ -73,6 +81,14 @@ pub struct Workload {
 }
 
 impl Workload {
+    /// The tests grouped into units (a group, a module worth keeping on
+    /// one worker, or one test), in the order the scheduler would start
+    /// them: last time's failures, then longest first, serial tests last.
+    /// What a shared queue publishes.
+    pub fn units(&self) -> Vec<Vec<TestId>> {
+        WorkQueue::new(self, 1).units_in_order()
+    }
+
     /// `count` tests with nothing known: equal estimates, no shared set-up,
     /// dispatched in collection order.
     pub fn uniform(count: usize, estimate: f64) -> Self {
@@ -171,6 +187,9 @@ pub(crate) struct WorkQueue {
     count: usize,
     /// Split collection (see the module docs); `None` with full collection.
     split: Option<SplitCollection>,
+    /// With tests withheld (a shared queue hands them out): each test's
+    /// set-up and whether its unit may be shared, as first planned.
+    shape: Vec<(f64, bool)>,
 }
 
 /// Which worker has imported which module, with split collection.
@@ -339,7 +358,60 @@ impl WorkQueue {
             current: vec![None; workers],
             not_cheap_prefix: vec![0; workers],
             split,
+            shape: Vec::new(),
         }
+    }
+
+    /// The units in the order they would go out: longest first, serial
+    /// ones last.
+    pub(crate) fn units_in_order(&self) -> Vec<Vec<TestId>> {
+        self.unstarted
+            .iter()
+            .chain(&self.serial)
+            .map(|&unit| self.order[self.units[unit].range()].to_vec())
+            .collect()
+    }
+
+    /// Empties the queue, remembering each test's unit shape for
+    /// [`Self::add_unit`].
+    pub(crate) fn withhold_all(&mut self) {
+        self.shape = vec![(0.0, true); self.expected.len()];
+        for unit in &self.units {
+            for &test in &self.order[unit.range()] {
+                self.shape[test] = (unit.setup, unit.splittable);
+            }
+        }
+        self.drain_all();
+    }
+
+    /// Queues tests released by a shared queue as one unit, last (serial
+    /// tests each apart, for the serial phase). The unit keeps the set-up
+    /// and the wholeness its tests were planned with.
+    pub(crate) fn add_unit(&mut self, tests: &[TestId]) {
+        let (serial, parallel): (Vec<TestId>, Vec<TestId>) =
+            tests.iter().partition(|&&test| self.is_serial(test));
+        self.add_pending(tests);
+        for test in serial {
+            let unit = self.push_released(&[test], 0.0, false);
+            self.serial.push_back(unit);
+        }
+        if !parallel.is_empty() {
+            let shape = |test: &TestId| self.shape.get(*test).copied().unwrap_or((0.0, true));
+            let setup = parallel.iter().map(|test| shape(test).0).fold(0.0, f64::max);
+            let splittable = parallel.iter().all(|test| shape(test).1);
+            let unit = self.push_released(&parallel, setup, splittable);
+            self.unstarted.push_back(unit);
+        }
+    }
+
+    fn push_released(&mut self, tests: &[TestId], setup: f64, splittable: bool) -> usize {
+        let start = position(self.order.len());
+        self.order.extend_from_slice(tests);
+        let remaining: f64 = tests.iter().map(|&test| self.expected[test]).sum();
+        self.count += tests.len();
+        self.remaining += remaining;
+        self.units.push(Unit { start, end: position(self.order.len()), remaining, setup, splittable });
+        self.units.len() - 1
     }
 
     /// The modules `worker` must import before it runs `tests` (now marked
@@ -474,10 +546,10 @@ impl WorkQueue {
             }
         };
         let test = self.pop_front(unit);
-        if let Some(split) = self.split.as_mut() {
-            if split.mark(worker, &[test]) {
-                self.not_cheap_prefix[worker] = 0;
-            }
+        if let Some(split) = self.split.as_mut()
+            && split.mark(worker, &[test])
+        {
+            self.not_cheap_prefix[worker] = 0;
         }
         Some(test)
     }

@@ -626,3 +626,81 @@ fn a_lone_replacement_takes_what_is_left_however_costly_its_import() {
     let actions = scheduler.handle(0.8, Event::WorkerReady { worker: 0 });
     assert_eq!(runs_for(&actions, 0), vec![1], "{actions:?}");
 }
+
+#[test]
+fn withheld_tests_wait_for_their_release_and_workers_wait_for_more() {
+    let mut scheduler = Scheduler::new(config(2), &uniform(3));
+    scheduler.withhold_all();
+    assert!(scheduler.handle(0.0, Event::WorkerReady { worker: 0 }).is_empty());
+    assert!(scheduler.handle(0.0, Event::WorkerReady { worker: 1 }).is_empty());
+    assert_eq!(scheduler.wants_tests(), 2);
+    assert!(!scheduler.all_tests_final());
+    let actions = scheduler.handle(0.0, Event::TestsReleased { tests: vec![2] });
+    assert_eq!(actions, vec![Action::Run { worker: 0, tests: vec![2], load: vec![] }]);
+    assert_eq!(scheduler.wants_tests(), 1);
+    // Done with its test, the worker waits for more rather than ending.
+    assert!(scheduler.handle(1.0, Event::TestFinished { worker: 0, test: 2, failed: false }).is_empty());
+    assert!(!scheduler.all_tests_final());
+    let actions = scheduler.handle(1.0, Event::NoMoreTests);
+    assert_eq!(actions, vec![Action::Shutdown { worker: 0 }, Action::Shutdown { worker: 1 }]);
+    // Tests 0 and 1 were never released: another machine ran them.
+    assert!(scheduler.all_tests_final());
+}
+
+#[test]
+fn a_released_unit_of_a_costly_module_stays_on_one_worker() {
+    let mut scheduler = Scheduler::new(config(2), &Workload::one_module(&[1.0, 1.0, 1.0, 1.0], 5.0));
+    scheduler.withhold_all();
+    scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
+    scheduler.handle(0.0, Event::WorkerReady { worker: 1 });
+    let actions = scheduler.handle(0.0, Event::TestsReleased { tests: vec![0, 1, 2, 3] });
+    assert!(runs_for(&actions, 1).is_empty(), "{actions:?}");
+    assert_eq!(runs_for(&actions, 0).len(), 1);
+}
+
+#[test]
+fn the_units_of_a_workload_go_longest_first() {
+    let workload = Workload::one_module(&[1.0, 3.0, 2.0], 0.0);
+    assert_eq!(workload.units(), vec![vec![1], vec![2], vec![0]]);
+}
+
+#[test]
+fn with_nothing_to_release_a_worker_waiting_at_teardown_ends_and_the_last_is_replaced() {
+    let mut scheduler = Scheduler::new(config(2), &uniform(3));
+    scheduler.withhold_all();
+    scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
+    scheduler.handle(0.0, Event::WorkerReady { worker: 1 });
+    scheduler.handle(0.0, Event::TestsReleased { tests: vec![0] });
+    scheduler.handle(0.5, Event::WorkerWantsWork { worker: 0 });
+    let actions = scheduler.handle(0.5, Event::NothingToRelease);
+    // Worker 0 holds test 0 at its teardown: it ends; idle worker 1 stays.
+    assert_eq!(actions, vec![Action::Shutdown { worker: 0 }]);
+    scheduler.handle(1.0, Event::TestFinished { worker: 0, test: 0, failed: false });
+    assert!(scheduler.handle(1.0, Event::WorkerExited { worker: 0 }).is_empty());
+    // Worker 1 takes what comes later.
+    let actions = scheduler.handle(2.0, Event::TestsReleased { tests: vec![1, 2] });
+    assert_eq!(runs_for(&actions, 1), vec![1]);
+}
+
+#[test]
+fn handed_back_reruns_wait_for_the_shared_queue_and_count_earlier_attempts() {
+    let mut workload = uniform(1);
+    workload.reruns = vec![3];
+    let mut scheduler = Scheduler::new(config(1), &workload);
+    scheduler.withhold_all();
+    scheduler.hand_reruns_back();
+    scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
+    scheduler.handle(0.0, Event::TestsReleased { tests: vec![0] });
+    let actions = scheduler.handle(1.0, Event::TestFinished { worker: 0, test: 0, failed: true });
+    assert!(matches!(actions[..], [Action::Retry { test: 0, next_attempt: 2, .. }]), "{actions:?}");
+    assert_eq!(scheduler.take_handed_back(), vec![(0, 1)]);
+    // Another machine failed it again: one rerun is left.
+    let actions = scheduler.handle(2.0, Event::RerunReleased { test: 0, attempts: 2 });
+    assert_eq!(runs_for(&actions, 0), vec![0]);
+    let actions = scheduler.handle(3.0, Event::TestFinished { worker: 0, test: 0, failed: true });
+    assert!(matches!(actions[..], [Action::Retry { test: 0, next_attempt: 4, .. }]), "{actions:?}");
+    assert_eq!(scheduler.take_handed_back(), vec![(0, 3)]);
+    scheduler.handle(4.0, Event::RerunReleased { test: 0, attempts: 3 });
+    let actions = scheduler.handle(5.0, Event::TestFinished { worker: 0, test: 0, failed: true });
+    assert!(!actions.iter().any(|action| matches!(action, Action::Retry { .. })), "{actions:?}");
+}

@@ -35,6 +35,10 @@ pub enum Command {
     /// Combine the JSON reports of a sharded run's shards into one JSON
     /// report, one JUnit file and one durations history.
     Merge(MergeArgs),
+    /// Wait until a `--queue` build is drained, then write what one machine
+    /// would have: the closing line, JUnit, JSON, GitHub summary, durations
+    /// history; the exit code is the build's.
+    Report(ReportArgs),
     /// Rerun one test in one pytest process after the tests its worker ran
     /// before it in a run (read from that run's `--json-report`), to
     /// reproduce an outcome that depends on test order.
@@ -99,6 +103,10 @@ pub struct RunArgs {
     /// What to run.
     #[command(flatten)]
     pub selection: SelectionArgs,
+
+    /// The work queue shared by the build's machines.
+    #[command(flatten)]
+    pub queue: QueueArgs,
 
     /// Number of workers: a number (may exceed the cores) or `auto`, the CPUs
     /// this process may use (affinity and cgroup quota aware).
@@ -335,8 +343,12 @@ pub struct PlanArgs {
 #[derive(Debug, Args)]
 pub struct MergeArgs {
     /// The shards' `--json-report` files, one per shard.
-    #[arg(value_name = "REPORT.json", required = true)]
+    #[arg(value_name = "REPORT.json", required_unless_present = "queue", conflicts_with = "queue")]
     pub reports: Vec<PathBuf>,
+
+    /// Instead of reports, a `--queue` build (as `shoal report`).
+    #[command(flatten)]
+    pub queue: QueueArgs,
 
     /// Write the merged JUnit XML file here.
     #[arg(long, alias = "junit-xml", value_name = "PATH")]
@@ -467,6 +479,75 @@ mod tests {
             let message = error.to_string();
             assert!(message.contains(&format!("invalid value 'sometimes' for '{flag} ")), "{message}");
             assert!(message.contains(&format!("[possible values: {words}]")), "{message}");
+        }
+    }
+}
+
+/// A work queue on Redis that the machines of one build drain together.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Work queue (Redis, shared by a build's machines)")]
+pub struct QueueArgs {
+    /// Pull tests from a queue on Redis shared by the build's machines:
+    /// `redis://HOST:PORT/DB`, or `auto` (`$SHOAL_QUEUE`, else `$REDIS_URL`).
+    #[arg(long, value_name = "URL|auto")]
+    pub queue: Option<String>,
+
+    /// The build's id, the same on every machine (default: the CI's run
+    /// id: `$GITHUB_RUN_ID`, `$CI_PIPELINE_ID`, ...).
+    #[arg(long, value_name = "ID")]
+    pub build: Option<String>,
+
+    /// This machine's name in the build (default: the CI's node index,
+    /// else host and pid); a retried job with the same name re-runs what
+    /// that name ran once the build is drained.
+    #[arg(long, value_name = "NAME")]
+    pub machine: Option<String>,
+
+    /// Seconds a machine's units stay leased without its heartbeat
+    /// (default 30); then another machine takes them.
+    #[arg(long, value_name = "SECONDS")]
+    pub queue_lease: Option<f64>,
+
+    /// Seconds to wait for the first machine to publish the units (default 600).
+    #[arg(long, value_name = "SECONDS")]
+    pub queue_wait: Option<f64>,
+
+    /// Seconds the build's keys live in Redis (default 86400).
+    #[arg(long, value_name = "SECONDS")]
+    pub queue_ttl: Option<u64>,
+}
+
+/// `shoal report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The queue and the build to report on (`--queue` and `--build` are required).
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
+    /// Write the build's JUnit XML file here.
+    #[arg(long, alias = "junit-xml", value_name = "PATH")]
+    pub junitxml: Option<PathBuf>,
+
+    /// Write the build's JSON report here.
+    #[arg(long, value_name = "PATH")]
+    pub json_report: Option<PathBuf>,
+
+    /// Fold the build's measured durations into this history (default:
+    /// `.test_durations` here).
+    #[arg(long, value_name = "PATH")]
+    pub durations_path: Option<PathBuf>,
+}
+
+impl QueueArgs {
+    /// The flags as the queue module takes them.
+    pub fn request(&self) -> crate::queue::QueueRequest {
+        crate::queue::QueueRequest {
+            queue: self.queue.clone(),
+            build: self.build.clone(),
+            machine: self.machine.clone(),
+            lease: self.queue_lease,
+            wait: self.queue_wait,
+            ttl: self.queue_ttl,
         }
     }
 }

@@ -71,6 +71,9 @@ pub enum ShoalError {
     /// Workers collected different tests.
     #[error("{0}")]
     CollectionMismatch(String),
+    /// The work queue (Redis) failed or refused this machine.
+    #[error("{0}")]
+    Queue(String),
     /// Something shoal did not expect; a bug or an environment problem.
     #[error("internal error: {0}")]
     Internal(String),
@@ -95,7 +98,7 @@ impl ShoalError {
             | Self::PythonNotStartable { .. } => exit_code::USAGE_ERROR,
             Self::PytestRefused { code } => *code,
             Self::CollectionMismatch(_) => exit_code::INTERRUPTED,
-            Self::Internal(_) | Self::Io { .. } => exit_code::INTERNAL_ERROR,
+            Self::Internal(_) | Self::Io { .. } | Self::Queue(_) => exit_code::INTERNAL_ERROR,
         }
     }
 

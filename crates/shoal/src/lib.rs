@@ -2,7 +2,7 @@
 //!
 //! Layers, each using only those below it (`tests/architecture.rs` checks
 //! there is no cycle):
-//! - [`commands`]: `run` (in phases), `list`, `plan`, `merge`, `replay`, `config`, each a thin
+//! - [`commands`]: `run` (in phases), `list`, `plan`, `merge`, `report`, `replay`, `config`, each a thin
 //!   composition of the layers below; this file only dispatches to them.
 //! - [`report`]: reporters, fed by the run's events (terminal, JSON, JUnit,
 //!   GitHub, timeline, event stream); only the commands build them.
@@ -34,6 +34,7 @@ pub mod pool;
 pub mod protocol;
 pub mod pytest_args;
 pub mod python;
+pub mod queue;
 pub mod report;
 pub mod results;
 pub mod selection;
@@ -93,6 +94,23 @@ fn with_pytest_arguments_apart(arguments: Vec<std::ffi::OsString>) -> Vec<std::f
     words[..2].iter().cloned().chain(split).map(std::ffi::OsString::from).collect()
 }
 
+/// `shoal report` (or `shoal merge --queue`), with its JUnit, JSON report
+/// and durations history paths.
+fn queued_report(
+    queue: cli::QueueArgs,
+    [junitxml, json_report, durations_path]: [Option<std::path::PathBuf>; 3],
+    cwd: &std::path::Path,
+) -> Result<u8, ShoalError> {
+    let queue = queue::resolve(queue.request(), |name| std::env::var(name).ok())?
+        .ok_or_else(|| ShoalError::Usage("shoal report needs --queue URL and --build ID".to_owned()))?;
+    commands::report::report(&commands::report::ReportInputs {
+        queue,
+        junitxml: junitxml.map(|path| cwd.join(path)),
+        json_report: json_report.map(|path| cwd.join(path)),
+        durations_path: cwd.join(durations_path.unwrap_or_else(|| ".test_durations".into())),
+    })
+}
+
 fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
     let cwd =
         std::env::current_dir().map_err(|error| ShoalError::io("reading the current directory", error))?;
@@ -118,12 +136,19 @@ fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
             print_only: args.print,
             pytest_args: args.pytest_args,
         }),
+        Command::Merge(args) if args.queue.queue.is_some() => {
+            let outputs = [args.junitxml, args.json_report, args.durations_path];
+            queued_report(args.queue, outputs, &cwd)
+        }
         Command::Merge(args) => commands::merge::merge(&commands::merge::MergeInputs {
             reports: args.reports.iter().map(|path| cwd.join(path)).collect(),
             junitxml: args.junitxml.map(|path| cwd.join(path)),
             json_report: args.json_report.map(|path| cwd.join(path)),
             durations_path: args.durations_path.map(|path| cwd.join(path)),
         }),
+        Command::Report(args) => {
+            queued_report(args.queue, [args.junitxml, args.json_report, args.durations_path], &cwd)
+        }
         Command::Config(args) => {
             let stdout = std::io::stdout();
             commands::config::config(*args, cwd, &mut stdout.lock())

@@ -354,7 +354,7 @@ impl PhaseReport {
 }
 
 /// A warning recorded by pytest.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct WarningMessage {
     /// `config`, `collect` or `runtest`.
     pub when: String,

@@ -389,6 +389,9 @@ mod tests {
                 // The profile itself, and pytest-xdist's options accepted
                 // for a migration, have no key.
                 (_, Some("profile" | "maxprocesses" | "dist" | "help")) => continue,
+                // A queued build's machine and its queue's timings belong
+                // to the CI job (its variables), not to a profile.
+                (_, Some("build" | "machine" | "queue-lease" | "queue-wait" | "queue-ttl")) => continue,
                 (_, Some(long)) => long,
                 (Some(_), None) => panic!("-{:?} has no long name", argument.get_short()),
                 (None, None) => continue,

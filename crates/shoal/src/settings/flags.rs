@@ -67,6 +67,7 @@ pub(super) fn run_layer(args: &RunArgs) -> Result<Layer, ShoalError> {
         failure_output: args.failure_output,
         shard: args.shard.clone(),
         shard_total: args.shard_total,
+        queue: args.queue.queue.clone(),
         ..selection_layer(&args.selection)
     };
     coverage_layer(&args.coverage, layer)

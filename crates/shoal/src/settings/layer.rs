@@ -109,6 +109,8 @@ pub(super) struct Layer {
     /// The number of shards for `shard = "auto"` where the CI does not say.
     #[serde(default, deserialize_with = "whole_number")]
     pub(super) shard_total: Option<usize>,
+    /// The work queue's URL (`redis://...`) or `auto`, as `--queue`.
+    pub(super) queue: Option<String>,
     /// pytest-cov's `--cov` sources (`""`: a bare `--cov`).
     pub(super) cov: Option<Vec<String>>,
     /// pytest-cov's `--cov-report` types.
@@ -187,7 +189,7 @@ impl Layer {
             collect, exitfirst, maxfail, continue_on_collection_errors, timeout, slow_timeout,
             worker_memory_limit, max_worker_restarts, reruns, reruns_delay, flaky_fails, last_failed,
             failed_first, budget, verbosity, durations, durations_path, json_report, junitxml, events,
-            timeline, color, failure_output, shard, shard_total, cov, cov_report, cov_config, cov_branch,
+            timeline, color, failure_output, shard, shard_total, queue, cov, cov_report, cov_config, cov_branch,
             cov_fail_under, cov_append, no_cov_on_fail, no_cov, cov_context, cov_precision, serial_markers,
         )
     }

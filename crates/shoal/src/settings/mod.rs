@@ -284,6 +284,8 @@ pub struct RunSettings {
     pub durations_path: Option<PathBuf>,
     /// `--shard`: the one shard of N this run is.
     pub shard: Option<crate::shard::ShardRequest>,
+    /// `--queue`: the build's shared work queue.
+    pub queue: Option<crate::queue::QueueSettings>,
     /// The profile and every setting with its source.
     pub resolution: Resolution,
 }
@@ -316,6 +318,7 @@ impl RunSettings {
             path.as_deref().map(|path| with_profile(path, resolution.profile.as_deref()))
         };
         let live_display = live_display_wanted(layer.events.as_deref(), &collect.pytest_args, verbosity);
+        let queue = queue_settings(&args, layer)?;
         Ok(Self {
             workers,
             mode: layer.mode.unwrap_or(WorkerMode::Auto),
@@ -352,6 +355,7 @@ impl RunSettings {
             shard: crate::shard::ci::resolve(layer.shard.as_deref(), layer.shard_total, |name| {
                 std::env::var(name).ok()
             })?,
+            queue,
             collect,
             resolution,
         })
@@ -361,6 +365,18 @@ impl RunSettings {
     pub fn profile(&self) -> Option<&str> {
         self.resolution.profile.as_deref()
     }
+}
+
+/// `--queue` (or the file's `queue`) with its flags, against the
+/// environment; refused with `--shard`.
+fn queue_settings(args: &RunArgs, layer: &Layer) -> Result<Option<crate::queue::QueueSettings>, ShoalError> {
+    let mut request = args.queue.request();
+    request.queue.clone_from(&layer.queue);
+    let queue = crate::queue::resolve(request, |name| std::env::var(name).ok())?;
+    if queue.is_some() && layer.shard.is_some() {
+        return Err(ShoalError::Usage("--queue and --shard split the work two ways: give one".to_owned()));
+    }
+    Ok(queue)
 }
 
 /// The per-test rules of a stacked layer, over its own values.

@@ -21,6 +21,7 @@ mod passthrough;
 mod plugins;
 mod profiles;
 mod pytest_cli;
+mod queue;
 mod randomly;
 mod replay;
 mod report_json;

@@ -15,6 +15,7 @@ use crate::protocol::CoverageOptions;
 use crate::report::Reporter;
 use crate::results::{Outcome, RunHeader, RunStats, RunSummary, StopReason, TestRecord};
 use crate::settings::RunSettings;
+use crate::table::TestTable;
 
 use super::drive::Results;
 
@@ -58,7 +59,10 @@ pub(super) fn remember(
         |file| rootdir.join(file).exists(),
     );
     let history_paths = HistoryPaths::new(rootdir, settings.durations_path.as_deref());
+    // A queued build's history is written by `shoal report`, from every
+    // machine's measurements.
     if settings.shard.is_none()
+        && settings.queue.is_none()
         && let Err(error) = history.save(&history_paths)
     {
         crate::output::warn(&format!("the durations history was not saved: {error}"));
@@ -267,7 +271,8 @@ fn exit_code_of(results: &Results, header: &RunHeader, any_failure: bool) -> u8 
         }
         // A shard left empty while other shards have tests is no failure.
         None if results.table.is_empty()
-            && header.shard.as_ref().is_none_or(|shard| shard.collected == 0) =>
+            && header.shard.as_ref().is_none_or(|shard| shard.collected == 0)
+            && results.whole_collection.as_ref().is_none_or(TestTable::is_empty) =>
         {
             exit_code::NO_TESTS_COLLECTED
         }

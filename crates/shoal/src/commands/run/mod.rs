@@ -12,6 +12,7 @@ mod conclude;
 mod drive;
 mod planner;
 mod prepare;
+mod queued;
 mod select;
 
 use std::path::PathBuf;
@@ -160,6 +161,8 @@ impl Learned {
 fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8, ShoalError> {
     let clock = Instant::now();
     let started_at = SystemTime::now();
+    // An unreachable queue fails before anything starts.
+    let session = settings.queue.as_ref().map(crate::queue::Session::connect).transpose()?;
     let run_directory = run_directory()?;
     let spec = worker_spec(
         &settings.collect,
@@ -200,6 +203,7 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
     for report in &collected.collect_reports {
         tally.add(&report.category, 1);
     }
+    let mut feed = join_queue(session, &collected, &learned, &selected.table, &prepared, pool.slots.len())?;
     let drive_start = DriveStart {
         table: selected.table,
         whole_collection: selected.whole_collection,
@@ -211,8 +215,12 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
         slow_timeouts: prepared.slow_timeouts,
         clock,
         reporters: &mut *reporters,
+        source: feed.as_mut().map(|feed| feed as &mut dyn drive::WorkSource),
     };
     let mut results = drive::run_tests(&mut pool, settings, &learned, drive_start)?;
+    if let Some(feed) = feed {
+        queued::conclude(feed, &mut results)?;
+    }
     let order_notices = conclude::order_notices(settings, learned.last_failed.as_ref(), &history, &results);
     results.notices.extend(order_notices);
     results.notices.extend(conclude::slow_notices(&history, &results));
@@ -229,6 +237,23 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
     let exit = conclude::conclude(&ending, &results, reporters, || drive::shut_down(&mut pool));
     drive::shut_down(&mut pool);
     exit
+}
+
+/// With `--queue`, joins the build (unless collection errors stop the run
+/// before any test).
+fn join_queue(
+    session: Option<crate::queue::Session>,
+    collected: &crate::pool::Collected,
+    learned: &Learned,
+    table: &crate::table::TestTable,
+    prepared: &prepare::Prepared,
+    workers: usize,
+) -> Result<Option<queued::QueueFeed>, ShoalError> {
+    let stops_at_collection = collected.collect_errors() > 0 && !learned.continue_on_collection_errors;
+    let Some(session) = session.filter(|_| !stops_at_collection) else { return Ok(None) };
+    let header = &prepared.header;
+    queued::QueueFeed::join(session, table, &collected.collect_reports, header, &prepared.workload, workers)
+        .map(Some)
 }
 
 /// One line for each plugin that cannot do under shoal what it does alone.

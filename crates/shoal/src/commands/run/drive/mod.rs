@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use shoal_scheduler::Workload;
-use shoal_scheduler::{Action, Event, RetryCause, Scheduler, SchedulerConfig};
+use shoal_scheduler::{Action, Event, RetryCause, Scheduler, SchedulerConfig, TestId};
 
 use crate::errors::ShoalError;
 use crate::pool::{Pool, SlotPhase, check_same_collection};
-use crate::protocol::{Finished, PhaseOutcome, WarningMessage, WorkerCommand, WorkerMessage};
+use crate::protocol::{Finished, PhaseOutcome, PhaseReport, WarningMessage, WorkerCommand, WorkerMessage};
 use crate::report::Reporter;
 use crate::results::{Outcome, StopReason, Tally, TestRecord, outcome_from_reports};
 use crate::settings::RunSettings;
@@ -55,6 +55,31 @@ pub(super) struct Results {
     pub(super) stop: Option<StopReason>,
 }
 
+/// Where the tests come from when a shared queue hands them out (see
+/// [`crate::queue`]): the scheduler starts with every test withheld and the
+/// source releases them, and hears of every final record.
+pub(super) trait WorkSource {
+    /// Takes the records that became final, and releases tests to the
+    /// scheduler while its workers wait (or tells it none will come);
+    /// returns the scheduler's actions.
+    fn pump(&mut self, scheduler: &mut Scheduler, finals: Finals<'_>) -> Result<Vec<Action>, ShoalError>;
+    /// When to pump again though nothing happened (other machines hold the
+    /// rest of the work).
+    fn poll_at(&self) -> Option<Instant>;
+}
+
+/// Records that became final since the last pump, and the run's clock.
+pub(super) struct Finals<'a> {
+    pub(super) table: &'a TestTable,
+    pub(super) records: &'a [TestRecord],
+    pub(super) is_final: &'a [bool],
+    /// Failed attempts of tests waiting for a rerun, oldest first.
+    pub(super) attempts: &'a HashMap<TestId, Vec<TestRecord>>,
+    /// Each newly final test with all of pytest's reports of its last attempt.
+    pub(super) newly: Vec<(TestId, Vec<PhaseReport>)>,
+    pub(super) now: f64,
+}
+
 /// What the run starts driving from.
 pub(super) struct DriveStart<'a> {
     pub(super) table: TestTable,
@@ -72,6 +97,8 @@ pub(super) struct DriveStart<'a> {
     pub(super) slow_timeouts: Vec<Option<f64>>,
     pub(super) clock: Instant,
     pub(super) reporters: &'a mut [Box<dyn Reporter>],
+    /// A shared queue the tests come from, if any.
+    pub(super) source: Option<&'a mut dyn WorkSource>,
 }
 
 /// Runs the tests: every one ends with its final record.
@@ -106,6 +133,7 @@ pub(super) fn run_tests(
         test_files: start.test_files,
         confirm_failures: learned.max_failures.is_some(),
         failure_to_answer: None,
+        outbox: start.source.is_some().then(Vec::new),
     };
     let stop = if start.collect_errors > 0 && !learned.continue_on_collection_errors {
         for slot in 0..pool.slots.len() {
@@ -119,7 +147,7 @@ pub(super) fn run_tests(
         }
         Some(StopReason::CollectionErrors)
     } else {
-        let scheduler = Scheduler::new(
+        let mut scheduler = Scheduler::new(
             SchedulerConfig {
                 workers: pool.slots.len(),
                 max_failures: learned.max_failures,
@@ -130,7 +158,10 @@ pub(super) fn run_tests(
             &start.workload,
         );
         drop(start.workload);
-        drive(pool, &mut run, scheduler)?
+        if start.source.is_some() {
+            scheduler.withhold_all();
+        }
+        drive(pool, &mut run, scheduler, start.source)?
     };
     Ok(Results {
         table: run.table,
@@ -162,18 +193,14 @@ fn drive(
     pool: &mut Pool,
     run: &mut Run<'_>,
     mut scheduler: Scheduler,
+    mut source: Option<&mut dyn WorkSource>,
 ) -> Result<Option<StopReason>, ShoalError> {
     let mut interrupted_at: Option<Instant> = None;
-    // Spawned workers are ready once collected; forked ones say so.
-    for slot in 0..pool.slots.len() {
-        if pool.slots[slot].phase == SlotPhase::Running {
-            let actions = scheduler.handle(run.now(), Event::WorkerReady { worker: slot });
-            execute(pool, run, actions)?;
-        }
-    }
+    workers_ready(pool, run, &mut scheduler)?;
     let refresh_interval = run.reporters.iter().filter_map(|reporter| reporter.refresh_interval()).min();
     let mut last_refresh = Instant::now();
     loop {
+        pump(pool, run, &mut scheduler, source.as_deref_mut())?;
         if scheduler.all_tests_final() {
             // Every result is in (a worker's last test ends with its session
             // fixtures torn down); the processes' own exits are awaited
@@ -184,11 +211,14 @@ fn drive(
         run.announce_slow(&scheduler, pool.slots.len());
         run.refresh(&mut last_refresh, refresh_interval);
         let refresh_due = refresh_interval.map(|interval| last_refresh + interval);
-        let deadline = [interrupted_at.map(|at| at + INTERRUPT_GRACE), pool.next_kill(), refresh_due]
-            .into_iter()
-            .chain(run.next_wake(&scheduler, pool.slots.len()))
-            .flatten()
-            .min();
+        // A shared queue's next look counts as a wake-up too.
+        let poll_due = source.as_deref().and_then(WorkSource::poll_at);
+        let deadline =
+            [interrupted_at.map(|at| at + INTERRUPT_GRACE), pool.next_kill(), refresh_due, poll_due]
+                .into_iter()
+                .chain(run.next_wake(&scheduler, pool.slots.len()))
+                .flatten()
+                .min();
         let Some(event) = pool.receive(deadline) else {
             pool.run_due_kills();
             if interrupted_at.is_some_and(|at| at.elapsed() >= INTERRUPT_GRACE) {
@@ -230,7 +260,42 @@ fn drive(
         };
         execute(pool, run, actions)?;
     }
+    // The last records (and, after a stop, those the stop ended).
+    pump(pool, run, &mut scheduler, source)?;
     Ok(scheduler.stopping().map(StopReason::from))
+}
+
+/// Spawned workers are ready once collected (forked ones say so).
+fn workers_ready(pool: &mut Pool, run: &mut Run<'_>, scheduler: &mut Scheduler) -> Result<(), ShoalError> {
+    for slot in 0..pool.slots.len() {
+        if pool.slots[slot].phase == SlotPhase::Running {
+            let actions = scheduler.handle(run.now(), Event::WorkerReady { worker: slot });
+            execute(pool, run, actions)?;
+        }
+    }
+    Ok(())
+}
+
+/// Hands a shared queue what became final since it last asked, and carries
+/// out what its releases made the scheduler decide.
+fn pump(
+    pool: &mut Pool,
+    run: &mut Run<'_>,
+    scheduler: &mut Scheduler,
+    source: Option<&mut (dyn WorkSource + '_)>,
+) -> Result<(), ShoalError> {
+    let Some(source) = source else { return Ok(()) };
+    let newly = run.outbox.as_mut().map(std::mem::take).unwrap_or_default();
+    let finals = Finals {
+        table: &run.table,
+        records: &run.records,
+        is_final: &run.is_final,
+        attempts: &run.attempts,
+        newly,
+        now: run.now(),
+    };
+    let actions = source.pump(scheduler, finals)?;
+    execute(pool, run, actions)
 }
 
 /// A batch of messages from one worker, each handled in turn.

@@ -62,6 +62,9 @@ pub(super) struct Run<'a> {
     pub(super) confirm_failures: bool,
     /// The worker waiting for `continue` after the failure just handled.
     pub(super) failure_to_answer: Option<usize>,
+    /// With a shared queue: tests whose record became final, with their
+    /// reports, until the queue takes them.
+    pub(super) outbox: Option<Vec<(TestId, Vec<PhaseReport>)>>,
 }
 
 impl Run<'_> {
@@ -180,6 +183,9 @@ impl Run<'_> {
         }
         if record.outcome == Outcome::NotRun {
             self.tally.add("not run", 1);
+        }
+        if let Some(outbox) = self.outbox.as_mut() {
+            outbox.push((test, reports.to_vec()));
         }
         let view = TestView { item: self.table.item(test), record: &record };
         for reporter in self.reporters.iter_mut() {
