@@ -30,6 +30,7 @@ import os
 import resource
 import statistics
 import subprocess
+import tempfile
 import time
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -48,7 +49,9 @@ def children_cpu():
 def timed(argv, cwd):
     """(CPU seconds of the process tree, CPU seconds of the main process alone, stdout)."""
     before = children_cpu()
-    process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Output to a file: a pipe nobody reads while polling would fill and block the run.
+    log = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, text=True)
     main = 0.0
     while process.poll() is None:
         try:
@@ -58,7 +61,9 @@ def timed(argv, cwd):
         except (OSError, IndexError, ValueError):
             pass
         time.sleep(0.02)
-    output = process.stdout.read()
+    log.seek(0)
+    output = log.read()
+    log.close()
     if process.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(argv)} exited {process.returncode}:\n{output[-2000:]}")
     return children_cpu() - before, main, output
@@ -104,6 +109,10 @@ def main():
     parser.add_argument("--suite", required=True, help="a directory with selected.txt")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    # The runs start in the suite's directory.
+    args.python = os.path.abspath(args.python) if os.sep in args.python else args.python
+    args.shoal = os.path.abspath(args.shoal)
+    args.old = os.path.abspath(args.old) if args.old else None
     binaries = [("old", args.old), ("new", args.shoal)] if args.old else [("shoal", args.shoal)]
     print(f"suite {args.suite}, CPU microseconds per test, medians of {args.repeat}\n")
     print("| binary | tests | pytest µs/test | shoal worker µs/test | plugin µs/test | shoal main µs/test |")
