@@ -226,6 +226,20 @@ impl CollectSettings {
     }
 }
 
+/// `--affected`'s settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AffectedSettings {
+    /// False with `--no-cache-results`/`--force`: everything runs (and is
+    /// recorded afresh).
+    pub use_cache: bool,
+    /// `--explain NODEID`: tests to say the verdict of.
+    pub explain: Vec<String>,
+    /// `affected-inputs`: glob patterns of files every test may read.
+    pub inputs: Vec<String>,
+    /// `affected-env`: variables every test may read.
+    pub environment_variables: Vec<String>,
+}
+
 /// Everything `shoal run` needs, resolved.
 #[derive(Debug, Clone)]
 pub struct RunSettings {
@@ -252,6 +266,8 @@ pub struct RunSettings {
     pub serial_markers: Vec<String>,
     /// `--lf` / `--ff`.
     pub last_failed: LastFailedMode,
+    /// `--affected` and what goes with it; `None` when off.
+    pub affected: Option<AffectedSettings>,
     /// `--budget`: seconds the whole run may take.
     pub budget: Option<f64>,
     /// `--reruns`: reruns of a failed test (overrides and markers may say
@@ -345,6 +361,12 @@ impl RunSettings {
                 (false, true) => LastFailedMode::First,
                 (false, false) => LastFailedMode::Off,
             },
+            affected: (layer.affected == Some(true)).then(|| AffectedSettings {
+                use_cache: layer.no_cache_results != Some(true),
+                explain: args.explain.clone(),
+                inputs: layer.affected_inputs.clone().unwrap_or_default(),
+                environment_variables: layer.affected_env.clone().unwrap_or_default(),
+            }),
             budget: layer.budget,
             reruns: layer.reruns.unwrap_or(0),
             rerun_delay: layer.reruns_delay.unwrap_or(0.0).max(0.0),

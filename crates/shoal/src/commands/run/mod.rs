@@ -3,11 +3,12 @@
 //! Start the workers and collect ([`crate::pool`], asking `planner`
 //! whether to split collection), learn pytest's own settings from the
 //! collecting process once (`Learned`), then:
-//! `select` (`--lf`, `--shard`) → `prepare` (the workload and the
+//! `select` (`--lf`, `--shard`, then `affected` for `--affected`) → `prepare` (the workload and the
 //! header) → `drive` (the scheduling loop, to every test's final record)
 //! → `conclude` (remember durations and failures; exit code, coverage and
 //! summary).
 
+mod affected;
 mod conclude;
 mod drive;
 mod planner;
@@ -164,13 +165,20 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
     // An unreachable queue fails before anything starts.
     let session = settings.queue.as_ref().map(crate::queue::Session::connect).transpose()?;
     let run_directory = run_directory()?;
-    let spec = worker_spec(
+    let mut spec = worker_spec(
         &settings.collect,
         settings.workers,
         settings.worker_memory_limit_kib,
         &settings.serial_markers,
         run_directory.path(),
     )?;
+    if settings.affected.is_some() {
+        if settings.queue.is_some() {
+            return Err(ShoalError::Usage("--affected cannot be combined with --queue".to_owned()));
+        }
+        spec.affected_directory = Some(affected::shards_directory(run_directory.path())?);
+    }
+    let shards = spec.affected_directory.clone();
     let hash_seed = spec.hash_seed.clone();
     let coverage = CoverageRun::new(
         spec.python.clone(),
@@ -193,15 +201,27 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
     let mut learned = Learned::new(settings, &collected.hello);
     let history = planner.into_history(&collected.hello.rootdir);
     let table = std::mem::take(&mut collected.table);
-    let selected = select::select(settings, table, learned.last_failed.as_ref(), &history)?;
+    let mut selected = select::select(settings, table, learned.last_failed.as_ref(), &history)?;
+    let mut affected_run = match (&settings.affected, shards) {
+        (Some(options), Some(shards)) => {
+            Some(affected::narrow(options, settings, &collected.hello, &mut selected, shards))
+        }
+        _ => None,
+    };
     let start = RunStart { clock, started_at, hash_seed, workers: pool.slots.len() };
-    let prepared = prepare::prepare(settings, &learned, &collected, &selected, &history, &start)?;
+    let mut prepared = prepare::prepare(settings, &learned, &collected, &selected, &history, &start)?;
+    if let Some(affected_run) = &affected_run {
+        prepared.header.selected = affected_run.selected_count();
+    }
     for reporter in reporters.iter_mut() {
         reporter.run_started(&prepared.header);
     }
     let mut tally = Tally::default();
     for report in &collected.collect_reports {
         tally.add(&report.category, 1);
+    }
+    if let Some(affected_run) = &affected_run {
+        affected_run.report_cached(reporters, &mut tally);
     }
     let mut feed = join_queue(session, &collected, &learned, &selected.table, &prepared, pool.slots.len())?;
     let drive_start = DriveStart {
@@ -216,10 +236,15 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
         clock,
         reporters: &mut *reporters,
         source: feed.as_mut().map(|feed| feed as &mut dyn drive::WorkSource),
+        reported_before: affected_run.as_ref().map_or(0, affected::AffectedRun::cached_count),
     };
     let mut results = drive::run_tests(&mut pool, settings, &learned, drive_start)?;
     if let Some(feed) = feed {
         queued::conclude(feed, &mut results)?;
+    }
+    if let Some(mut affected_run) = affected_run.take() {
+        affected_run.merge_into(&mut results);
+        affected_run.save(&results);
     }
     let order_notices = conclude::order_notices(settings, learned.last_failed.as_ref(), &history, &results);
     results.notices.extend(order_notices);
