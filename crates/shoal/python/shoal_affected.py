@@ -8,9 +8,9 @@ shared between workers; shoal merges the files after the run), one JSON line
 per test: ``{"nodeid": ..., "blocks": [[path, first_line, name], ...]}``, the
 code objects of the project's own files (under the rootdir, outside
 site-packages) that ran during the test's protocol (setup, call, teardown).
-Its first line, ``{"imported": [...]}``, lists the project files already
-imported when the worker began: their module-level code ran at collection,
-before any test. A line cut short by a crash is ignored by shoal.
+Lines ``{"imported": [...]}`` list the project files imported in the
+worker (at collection, before its first test, or first by some test): their
+module-level code ran once, for every later test of the worker. A line cut short by a crash is ignored by shoal.
 
 The mechanism is the cheapest reliable one: on Python 3.12+,
 ``sys.monitoring``'s PY_START event, disabled per code object after its first
@@ -40,6 +40,10 @@ class Recorder:
         self.pid = None
         self.out = None
         self.monitoring_tool = None
+        # Project files known imported in this process, and how many
+        # modules sys.modules held when last looked at.
+        self.imported = set()
+        self.modules_seen = 0
 
     def relative(self, filename):
         """The rootdir-relative path of a project file, else None."""
@@ -74,19 +78,33 @@ class Recorder:
             if relative is not None:
                 blocks.add((relative, code.co_firstlineno, code.co_name))
         self.out.write(json.dumps({"nodeid": nodeid, "blocks": sorted(blocks)}) + "\n")
+        if len(sys.modules) != self.modules_seen:
+            # A module first imported by this test ran its module-level
+            # code only here: later tests of this worker use it without
+            # running it, so it counts as imported for every test.
+            self._write_imported()
         self.out.flush()
 
     def _open(self):
         """First test in this process (a forked child or a spawned worker)."""
         self.pid = os.getpid()
         self.out = open(os.path.join(self.directory, f"{self.pid}.jsonl"), "a", encoding="utf-8")
-        imported = set()
-        for module in list(sys.modules.values()):
-            relative = self.relative(getattr(module, "__file__", None) or "")
-            if relative is not None:
-                imported.add(relative)
-        self.out.write(json.dumps({"imported": sorted(imported)}) + "\n")
+        self.imported = set()
+        self._write_imported()
         self._install()
+
+    def _write_imported(self):
+        """The project files imported in this process not yet written."""
+        modules = list(sys.modules.values())
+        self.modules_seen = len(modules)
+        imported = set()
+        for module in modules:
+            relative = self.relative(getattr(module, "__file__", None) or "")
+            if relative is not None and relative not in self.imported:
+                imported.add(relative)
+        if imported:
+            self.imported.update(imported)
+            self.out.write(json.dumps({"imported": sorted(imported)}) + "\n")
 
     def _install(self):
         add = self.seen.add

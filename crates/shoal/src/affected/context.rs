@@ -34,7 +34,8 @@ for entry in sys.path:
 /// interpreter itself (in `cwd`, with the workers' environment). If it
 /// cannot say, a value no store holds: every test runs.
 pub fn environment_hash(python: &Path, cwd: &Path) -> u64 {
-    let output = std::process::Command::new(python).arg("-c").arg(ENVIRONMENT_SCRIPT).current_dir(cwd).output();
+    let output =
+        std::process::Command::new(python).arg("-c").arg(ENVIRONMENT_SCRIPT).current_dir(cwd).output();
     match output {
         Ok(output) if output.status.success() => fnv1a64(&output.stdout),
         _ => fnv1a64(format!("unknown {:?}", std::time::SystemTime::now()).as_bytes()),
@@ -55,14 +56,18 @@ impl Context {
         variables: &[String],
     ) -> Self {
         let mut items = BTreeMap::new();
-        let configuration = inifile.and_then(|file| std::fs::read(rootdir.join(file)).ok()).unwrap_or_default();
+        let configuration =
+            inifile.and_then(|file| std::fs::read(rootdir.join(file)).ok()).unwrap_or_default();
         items.insert("pytest's configuration file".to_owned(), fnv1a64(&configuration));
         let mut arguments = Vec::new();
         let mut iterator = pytest_args.iter();
         while let Some(argument) = iterator.next() {
             if argument == "--deselect" {
                 iterator.next();
-            } else if argument.starts_with("--deselect=") || (!argument.starts_with('-') && rootdir.join(argument.split("::").next().unwrap_or(argument)).exists()) {
+            } else if argument.starts_with("--deselect=")
+                || (!argument.starts_with('-')
+                    && rootdir.join(argument.split("::").next().unwrap_or(argument)).exists())
+            {
                 continue;
             } else {
                 arguments.push(argument.as_str());
@@ -73,10 +78,8 @@ impl Context {
             items.insert("a file in affected-inputs".to_owned(), inputs_hash(rootdir, inputs));
         }
         if !variables.is_empty() {
-            let values: Vec<String> = variables
-                .iter()
-                .map(|name| format!("{name}={:?}", std::env::var_os(name)))
-                .collect();
+            let values: Vec<String> =
+                variables.iter().map(|name| format!("{name}={:?}", std::env::var_os(name))).collect();
             items.insert("a variable in affected-env".to_owned(), fnv1a64(values.join("\0").as_bytes()));
         }
         Self { environment, items }
@@ -90,7 +93,8 @@ fn inputs_hash(rootdir: &Path, patterns: &[String]) -> u64 {
         let pattern = pattern.trim_start_matches("./");
         // Walk only below the pattern's literal directories.
         let literal: Vec<&str> = pattern.split('/').take_while(|part| !part.contains(['*', '?'])).collect();
-        let base = if literal.len() == pattern.split('/').count() { pattern.to_owned() } else { literal.join("/") };
+        let base =
+            if literal.len() == pattern.split('/').count() { pattern.to_owned() } else { literal.join("/") };
         walk(rootdir, &base, &mut |relative| {
             if glob_matches(pattern, relative) {
                 files.push(relative.to_owned());
@@ -103,7 +107,9 @@ fn inputs_hash(rootdir: &Path, patterns: &[String]) -> u64 {
     for file in files {
         text.extend_from_slice(file.as_bytes());
         text.push(0);
-        text.extend_from_slice(&fnv1a64(&std::fs::read(rootdir.join(&file)).unwrap_or_default()).to_le_bytes());
+        text.extend_from_slice(
+            &fnv1a64(&std::fs::read(rootdir.join(&file)).unwrap_or_default()).to_le_bytes(),
+        );
     }
     fnv1a64(&text)
 }
@@ -138,8 +144,12 @@ fn glob_matches(pattern: &str, path: &str) -> bool {
 fn parts_match(pattern: &[&str], path: &[&str]) -> bool {
     match (pattern.first(), path.first()) {
         (None, None) => true,
-        (Some(&"**"), _) => parts_match(&pattern[1..], path) || (!path.is_empty() && parts_match(pattern, &path[1..])),
-        (Some(part), Some(name)) => part_matches(part.as_bytes(), name.as_bytes()) && parts_match(&pattern[1..], &path[1..]),
+        (Some(&"**"), _) => {
+            parts_match(&pattern[1..], path) || (!path.is_empty() && parts_match(pattern, &path[1..]))
+        }
+        (Some(part), Some(name)) => {
+            part_matches(part.as_bytes(), name.as_bytes()) && parts_match(&pattern[1..], &path[1..])
+        }
         _ => false,
     }
 }
@@ -147,7 +157,9 @@ fn parts_match(pattern: &[&str], path: &[&str]) -> bool {
 fn part_matches(pattern: &[u8], name: &[u8]) -> bool {
     match (pattern.first(), name.first()) {
         (None, None) => true,
-        (Some(b'*'), _) => part_matches(&pattern[1..], name) || (!name.is_empty() && part_matches(pattern, &name[1..])),
+        (Some(b'*'), _) => {
+            part_matches(&pattern[1..], name) || (!name.is_empty() && part_matches(pattern, &name[1..]))
+        }
         (Some(b'?'), Some(_)) => part_matches(&pattern[1..], &name[1..]),
         (Some(expected), Some(actual)) => expected == actual && part_matches(&pattern[1..], &name[1..]),
         _ => false,

@@ -47,7 +47,9 @@ impl Snapshot {
         let rootdir = &self.rootdir;
         self.files
             .entry(path.to_owned())
-            .or_insert_with(|| std::fs::read_to_string(rootdir.join(path)).ok().map(|text| source::parse(&text)))
+            .or_insert_with(|| {
+                std::fs::read_to_string(rootdir.join(path)).ok().map(|text| source::parse(&text))
+            })
             .as_ref()
     }
 
@@ -79,7 +81,13 @@ impl Snapshot {
         }
         directories
             .into_iter()
-            .map(|directory| if directory.is_empty() { "conftest.py".to_owned() } else { format!("{directory}/conftest.py") })
+            .map(|directory| {
+                if directory.is_empty() {
+                    "conftest.py".to_owned()
+                } else {
+                    format!("{directory}/conftest.py")
+                }
+            })
             .filter(|conftest| self.rootdir.join(conftest).is_file())
             .collect()
     }
@@ -195,8 +203,16 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let root = directory.path();
         std::fs::create_dir_all(root.join("tests")).unwrap();
-        std::fs::write(root.join("calc.py"), "LIMIT = 1\n\ndef add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n").unwrap();
-        std::fs::write(root.join("tests/test_calc.py"), "from calc import add\n\ndef test_add():\n    assert add(1, 2) == 3\n").unwrap();
+        std::fs::write(
+            root.join("calc.py"),
+            "LIMIT = 1\n\ndef add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("tests/test_calc.py"),
+            "from calc import add\n\ndef test_add():\n    assert add(1, 2) == 3\n",
+        )
+        .unwrap();
         let context = Context { environment: 1, items: BTreeMap::from([("pytest arguments".to_owned(), 2)]) };
         let mut store = Store::new("/r", 1, context.items.clone());
         let mut snapshot = Snapshot::new(root);
@@ -206,8 +222,13 @@ mod tests {
              {\"nodeid\": \"tests/test_calc.py::test_cut\", \"blo",
         );
         let record = crate::results::TestRecord::new(Outcome::Passed);
-        let ran = [Ran { nodeid: "tests/test_calc.py::test_add", test_file: "tests/test_calc.py", record: &record, no_cache: false }];
-        update(&mut store, &shards, &ran, &mut snapshot);
+        let ran = [Ran {
+            nodeid: "tests/test_calc.py::test_add",
+            test_file: "tests/test_calc.py",
+            record: &record,
+            no_cache: false,
+        }];
+        update(&mut store, &shards, &ran, &["tests/test_calc.py"].into(), &mut snapshot);
         (directory, store, context)
     }
 
@@ -227,7 +248,11 @@ mod tests {
         let (directory, store, context) = project();
         let root = directory.path();
         assert_eq!(verdict_now(root, &store, &context), Ok("passed".to_owned()));
-        std::fs::write(root.join("calc.py"), "LIMIT = 1\n\n# note\ndef add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return b - a\n").unwrap();
+        std::fs::write(
+            root.join("calc.py"),
+            "LIMIT = 1\n\n# note\ndef add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return b - a\n",
+        )
+        .unwrap();
         assert_eq!(verdict_now(root, &store, &context), Ok("passed".to_owned()), "sub was not run by it");
     }
 
@@ -255,7 +280,10 @@ mod tests {
         assert_eq!(verdict_now(root, &store, &other), Err(Some(Reason::Environment)));
         let mut arguments = context.clone();
         arguments.items.insert("pytest arguments".to_owned(), 3);
-        assert_eq!(verdict_now(root, &store, &arguments), Err(Some(Reason::Context("pytest arguments".to_owned()))));
+        assert_eq!(
+            verdict_now(root, &store, &arguments),
+            Err(Some(Reason::Context("pytest arguments".to_owned())))
+        );
         std::fs::write(root.join("tests/conftest.py"), "import pytest\n").unwrap();
         assert_eq!(
             verdict_now(root, &store, &context),
@@ -267,11 +295,22 @@ mod tests {
     fn a_failure_a_new_test_and_no_cache_always_run() {
         let (directory, mut store, _) = project();
         let mut snapshot = Snapshot::new(directory.path());
-        assert_eq!(verdict(&store, "tests/test_calc.py::test_add", "tests/test_calc.py", true, &mut snapshot), Verdict::Run(Reason::NoCacheMarker));
-        assert_eq!(verdict(&store, "tests/test_calc.py::test_new", "tests/test_calc.py", false, &mut snapshot), Verdict::Run(Reason::New));
+        assert_eq!(
+            verdict(&store, "tests/test_calc.py::test_add", "tests/test_calc.py", true, &mut snapshot),
+            Verdict::Run(Reason::NoCacheMarker)
+        );
+        assert_eq!(
+            verdict(&store, "tests/test_calc.py::test_new", "tests/test_calc.py", false, &mut snapshot),
+            Verdict::Run(Reason::New)
+        );
         let failed = crate::results::TestRecord::new(Outcome::Failed);
-        let ran = [Ran { nodeid: "tests/test_calc.py::test_add", test_file: "tests/test_calc.py", record: &failed, no_cache: false }];
-        update(&mut store, &Shards::default(), &ran, &mut snapshot);
+        let ran = [Ran {
+            nodeid: "tests/test_calc.py::test_add",
+            test_file: "tests/test_calc.py",
+            record: &failed,
+            no_cache: false,
+        }];
+        update(&mut store, &Shards::default(), &ran, &["tests/test_calc.py"].into(), &mut snapshot);
         assert_eq!(
             verdict(&store, "tests/test_calc.py::test_add", "tests/test_calc.py", false, &mut snapshot),
             Verdict::Run(Reason::NotPassed(Outcome::Failed))

@@ -59,7 +59,9 @@ impl Shards {
         for line in text.lines() {
             match serde_json::from_str::<ShardLine>(line) {
                 // A rerun's attempts add up.
-                Ok(ShardLine::Test { nodeid, blocks }) => self.tests.entry(nodeid).or_default().extend(blocks),
+                Ok(ShardLine::Test { nodeid, blocks }) => {
+                    self.tests.entry(nodeid).or_default().extend(blocks)
+                }
                 Ok(ShardLine::Imported { imported }) => self.imported.extend(imported),
                 Err(_) => {}
             }
@@ -76,9 +78,17 @@ pub struct Ran<'a> {
 }
 
 /// Folds this run into `store`, whose context is this run's.
-pub fn update(store: &mut Store, shards: &Shards, ran: &[Ran<'_>], snapshot: &mut Snapshot) {
-    let test_files: BTreeSet<&str> = ran.iter().map(|test| test.test_file).collect();
-    let imported: BTreeSet<String> = store.imported.keys().cloned().chain(shards.imported.iter().cloned()).collect();
+/// `test_files` are the run's test modules: their module-level code
+/// counts for their own tests (as their whole file), not for every test.
+pub fn update(
+    store: &mut Store,
+    shards: &Shards,
+    ran: &[Ran<'_>],
+    test_files: &BTreeSet<&str>,
+    snapshot: &mut Snapshot,
+) {
+    let imported: BTreeSet<String> =
+        store.imported.keys().cloned().chain(shards.imported.iter().cloned()).collect();
     store.imported = imported
         .into_iter()
         .filter(|file| !test_files.contains(file.as_str()) && !file.ends_with("conftest.py"))

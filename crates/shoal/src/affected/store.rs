@@ -118,8 +118,8 @@ impl Store {
             Ok(_) => {}
             Err(error) => return Err(Unusable::Foreign(format!("is not a store ({error})"))),
         }
-        let store: Self =
-            serde_json::from_slice(&bytes).map_err(|error| Unusable::Foreign(format!("is corrupt ({error})")))?;
+        let store: Self = serde_json::from_slice(&bytes)
+            .map_err(|error| Unusable::Foreign(format!("is corrupt ({error})")))?;
         if store.rootdir != rootdir {
             return Err(Unusable::Foreign(format!("was made for rootdir {}", store.rootdir)));
         }
@@ -144,7 +144,11 @@ mod tests {
 
     fn sample() -> Store {
         let mut store = Store::new("/project", 7, BTreeMap::from([("pytest arguments".to_owned(), 1)]));
-        store.dependencies.push(Dependency { file: "src/a.py".into(), part: Part::Block("f".into()), hash: 3 });
+        store.dependencies.push(Dependency {
+            file: "src/a.py".into(),
+            part: Part::Block("f".into()),
+            hash: 3,
+        });
         store.tests.insert(
             "tests/test_a.py::test_f".into(),
             TestEntry { outcome: Outcome::Passed, duration: 0.5, skip_reason: None, dependencies: vec![0] },
@@ -166,7 +170,9 @@ mod tests {
         let mut future = sample();
         future.format_version = 99;
         future.save(&path).unwrap();
-        assert!(matches!(Store::load(&path, "/project"), Err(Unusable::Foreign(why)) if why.contains("version 99")));
+        assert!(
+            matches!(Store::load(&path, "/project"), Err(Unusable::Foreign(why)) if why.contains("version 99"))
+        );
         std::fs::write(&path, "{not json").unwrap();
         assert!(matches!(Store::load(&path, "/project"), Err(Unusable::Foreign(_))));
     }

@@ -50,7 +50,8 @@ pub(super) fn narrow(
     shards: PathBuf,
 ) -> AffectedRun {
     let rootdir = Path::new(&hello.rootdir);
-    let environment = crate::affected::environment_hash(&settings.collect.interpreter.path, &settings.collect.cwd);
+    let environment =
+        crate::affected::environment_hash(&settings.collect.interpreter.path, &settings.collect.cwd);
     let context = Context::gather(
         environment,
         rootdir,
@@ -80,7 +81,9 @@ pub(super) fn narrow(
     for item in table.items() {
         let no_cache = item.markers().any(|marker| marker == NO_CACHE_MARKER);
         verdicts.push(match (&store, &everything) {
-            _ if !options.use_cache => Verdict::Run(Reason::Context("nothing: --no-cache-results".to_owned())),
+            _ if !options.use_cache => {
+                Verdict::Run(Reason::Context("nothing: --no-cache-results".to_owned()))
+            }
             (Some(store), None) => verdict(store, item.nodeid, item.path, no_cache, &mut snapshot),
             (_, Some(reason)) => Verdict::Run(reason.clone()),
             (None, None) => Verdict::Run(Reason::NoStore),
@@ -93,7 +96,10 @@ pub(super) fn narrow(
             let mut record = TestRecord::new(entry.outcome);
             record.cached = true;
             if let Some(reason) = &entry.skip_reason {
-                record.details = Some(Box::new(TestDetails { skip_reason: Some(reason.clone()), ..TestDetails::default() }));
+                record.details = Some(Box::new(TestDetails {
+                    skip_reason: Some(reason.clone()),
+                    ..TestDetails::default()
+                }));
             }
             cached.insert(table.nodeid(test).to_owned(), record);
         }
@@ -140,7 +146,10 @@ fn announce(
             None => "not selected in this run".to_owned(),
             Some(Verdict::Run(reason)) => format!("runs: {reason}"),
             Some(Verdict::Cached(entry)) => {
-                format!("cached ({}): nothing it ran, read or was configured by changed", entry.outcome.as_str())
+                format!(
+                    "cached ({}): nothing it ran, read or was configured by changed",
+                    entry.outcome.as_str()
+                )
             }
         };
         crate::output::notice(&format!("--explain {nodeid}: {answer}"));
@@ -190,7 +199,9 @@ impl AffectedRun {
                     position[ran] = test as u32;
                     std::mem::replace(&mut run_records[ran], TestRecord::new(Outcome::NotRun))
                 }
-                None => self.cached.get(item.nodeid).cloned().unwrap_or_else(|| TestRecord::new(Outcome::NotRun)),
+                None => {
+                    self.cached.get(item.nodeid).cloned().unwrap_or_else(|| TestRecord::new(Outcome::NotRun))
+                }
             };
             results.records.push(record);
         }
@@ -216,11 +227,11 @@ impl AffectedRun {
                 no_cache: item.markers().any(|marker| marker == NO_CACHE_MARKER),
             })
             .collect();
-        let mut store = self
-            .store
-            .take()
-            .unwrap_or_else(|| Store::new(&self.rootdir, self.context.environment, self.context.items.clone()));
-        update(&mut store, &shards, &ran, &mut self.snapshot);
+        let mut store = self.store.take().unwrap_or_else(|| {
+            Store::new(&self.rootdir, self.context.environment, self.context.items.clone())
+        });
+        let test_files = results.table.items().map(|item| item.path).collect();
+        update(&mut store, &shards, &ran, &test_files, &mut self.snapshot);
         if let Err(error) = store.save(&self.store_path) {
             crate::output::warn(&format!("--affected: the record was not saved: {error}"));
         }

@@ -455,7 +455,6 @@ fn best_relative_path(directory: &Path, dest: &Path) -> String {
     parts.join("/")
 }
 
-
 /// pytest's word and letter for an outcome replayed from the cache
 /// (`--affected`), which has no reports of its own.
 fn cached_mark(outcome: Outcome) -> (&'static str, &'static str) {
