@@ -14,6 +14,7 @@
 //! command line as one, `file` reads the config file, `overrides` gives
 //! each test its own limits.
 
+mod affected;
 mod file;
 mod flags;
 mod layer;
@@ -22,6 +23,7 @@ mod overrides;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
+pub use self::affected::AffectedSettings;
 use self::file::{ConfigFile, declared_fields};
 use self::layer::Layer;
 pub use self::overrides::{Overrides, TestLimits};
@@ -226,20 +228,6 @@ impl CollectSettings {
     }
 }
 
-/// `--affected`'s settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AffectedSettings {
-    /// False with `--no-cache-results`/`--force`: everything runs (and is
-    /// recorded afresh).
-    pub use_cache: bool,
-    /// `--explain NODEID`: tests to say the verdict of.
-    pub explain: Vec<String>,
-    /// `affected-inputs`: glob patterns of files every test may read.
-    pub inputs: Vec<String>,
-    /// `affected-env`: variables every test may read.
-    pub environment_variables: Vec<String>,
-}
-
 /// Everything `shoal run` needs, resolved.
 #[derive(Debug, Clone)]
 pub struct RunSettings {
@@ -361,12 +349,7 @@ impl RunSettings {
                 (false, true) => LastFailedMode::First,
                 (false, false) => LastFailedMode::Off,
             },
-            affected: (layer.affected == Some(true)).then(|| AffectedSettings {
-                use_cache: layer.no_cache_results != Some(true),
-                explain: args.explain.clone(),
-                inputs: layer.affected_inputs.clone().unwrap_or_default(),
-                environment_variables: layer.affected_env.clone().unwrap_or_default(),
-            }),
+            affected: AffectedSettings::from_layer(layer, &args.explain),
             budget: layer.budget,
             reruns: layer.reruns.unwrap_or(0),
             rerun_delay: layer.reruns_delay.unwrap_or(0.0).max(0.0),

@@ -184,8 +184,15 @@ impl AffectedRun {
         }
     }
 
+    /// After the run: the cached records back among the run's, and the
+    /// store updated.
+    pub(super) fn finish(mut self, results: &mut Results) {
+        self.merge_into(results);
+        self.save(results);
+    }
+
     /// Puts the cached records back among the run's, in collection order.
-    pub(super) fn merge_into(&mut self, results: &mut Results) {
+    fn merge_into(&mut self, results: &mut Results) {
         if self.cached.is_empty() {
             return;
         }
@@ -213,7 +220,7 @@ impl AffectedRun {
 
     /// Folds what the workers recorded into the store and saves it; a
     /// failure to save is a warning.
-    pub(super) fn save(mut self, results: &Results) {
+    fn save(mut self, results: &Results) {
         let shards = Shards::read(&self.shards);
         let ran: Vec<Ran<'_>> = results
             .table
@@ -238,10 +245,19 @@ impl AffectedRun {
     }
 }
 
-/// The directory the workers record into, made now.
-pub(super) fn shards_directory(run_directory: &Path) -> Result<PathBuf, ShoalError> {
+/// With `--affected`, the directory the workers record into, made now.
+pub(super) fn shards_directory(
+    settings: &RunSettings,
+    run_directory: &Path,
+) -> Result<Option<PathBuf>, ShoalError> {
+    if settings.affected.is_none() {
+        return Ok(None);
+    }
+    if settings.queue.is_some() {
+        return Err(ShoalError::Usage("--affected cannot be combined with --queue".to_owned()));
+    }
     let directory = run_directory.join("affected");
     std::fs::create_dir_all(&directory)
         .map_err(|error| ShoalError::io(format!("creating {}", directory.display()), error))?;
-    Ok(directory)
+    Ok(Some(directory))
 }

@@ -165,19 +165,7 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
     // An unreachable queue fails before anything starts.
     let session = settings.queue.as_ref().map(crate::queue::Session::connect).transpose()?;
     let run_directory = run_directory()?;
-    let mut spec = worker_spec(
-        &settings.collect,
-        settings.workers,
-        settings.worker_memory_limit_kib,
-        &settings.serial_markers,
-        run_directory.path(),
-    )?;
-    if settings.affected.is_some() {
-        if settings.queue.is_some() {
-            return Err(ShoalError::Usage("--affected cannot be combined with --queue".to_owned()));
-        }
-        spec.affected_directory = Some(affected::shards_directory(run_directory.path())?);
-    }
+    let spec = run_spec(settings, run_directory.path())?;
     let shards = spec.affected_directory.clone();
     let hash_seed = spec.hash_seed.clone();
     let coverage = CoverageRun::new(
@@ -202,27 +190,15 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
     let history = planner.into_history(&collected.hello.rootdir);
     let table = std::mem::take(&mut collected.table);
     let mut selected = select::select(settings, table, learned.last_failed.as_ref(), &history)?;
-    let mut affected_run = match (&settings.affected, shards) {
-        (Some(options), Some(shards)) => {
-            Some(affected::narrow(options, settings, &collected.hello, &mut selected, shards))
-        }
-        _ => None,
-    };
+    let affected_run = (settings.affected.as_ref().zip(shards)).map(|(options, shards)| {
+        affected::narrow(options, settings, &collected.hello, &mut selected, shards)
+    });
     let start = RunStart { clock, started_at, hash_seed, workers: pool.slots.len() };
     let mut prepared = prepare::prepare(settings, &learned, &collected, &selected, &history, &start)?;
     if let Some(affected_run) = &affected_run {
         prepared.header.selected = affected_run.selected_count();
     }
-    for reporter in reporters.iter_mut() {
-        reporter.run_started(&prepared.header);
-    }
-    let mut tally = Tally::default();
-    for report in &collected.collect_reports {
-        tally.add(&report.category, 1);
-    }
-    if let Some(affected_run) = &affected_run {
-        affected_run.report_cached(reporters, &mut tally);
-    }
+    let tally = start_reports(reporters, &prepared.header, &collected, affected_run.as_ref());
     let mut feed = join_queue(session, &collected, &learned, &selected.table, &prepared, pool.slots.len())?;
     let drive_start = DriveStart {
         table: selected.table,
@@ -242,9 +218,8 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
     if let Some(feed) = feed {
         queued::conclude(feed, &mut results)?;
     }
-    if let Some(mut affected_run) = affected_run.take() {
-        affected_run.merge_into(&mut results);
-        affected_run.save(&results);
+    if let Some(affected_run) = affected_run {
+        affected_run.finish(&mut results);
     }
     let order_notices = conclude::order_notices(settings, learned.last_failed.as_ref(), &history, &results);
     results.notices.extend(order_notices);
@@ -262,6 +237,43 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
     let exit = conclude::conclude(&ending, &results, reporters, || drive::shut_down(&mut pool));
     drive::shut_down(&mut pool);
     exit
+}
+
+/// The workers' specification (with `--affected`, where they record).
+fn run_spec(
+    settings: &RunSettings,
+    run_directory: &std::path::Path,
+) -> Result<crate::worker::WorkerSpec, ShoalError> {
+    let mut spec = worker_spec(
+        &settings.collect,
+        settings.workers,
+        settings.worker_memory_limit_kib,
+        &settings.serial_markers,
+        run_directory,
+    )?;
+    spec.affected_directory = affected::shards_directory(settings, run_directory)?;
+    Ok(spec)
+}
+
+/// Tells the reporters the run starts (and, with `--affected`, of the
+/// cached tests); returns the closing line's counts so far.
+fn start_reports(
+    reporters: &mut [Box<dyn Reporter>],
+    header: &crate::results::RunHeader,
+    collected: &crate::pool::Collected,
+    affected_run: Option<&affected::AffectedRun>,
+) -> Tally {
+    for reporter in reporters.iter_mut() {
+        reporter.run_started(header);
+    }
+    let mut tally = Tally::default();
+    for report in &collected.collect_reports {
+        tally.add(&report.category, 1);
+    }
+    if let Some(affected_run) = affected_run {
+        affected_run.report_cached(reporters, &mut tally);
+    }
+    tally
 }
 
 /// With `--queue`, joins the build (unless collection errors stop the run
