@@ -13,9 +13,10 @@ worker (at collection, before its first test, or first by some test): their
 module-level code ran once, for every later test of the worker. A line cut short by a crash is ignored by shoal.
 
 The mechanism is the cheapest reliable one: on Python 3.12+,
-``sys.monitoring``'s PY_START event, disabled per code object after its first
-call and re-armed for each test (so a test costs one callback per function it
-runs, not per call); before 3.12, a global trace function that returns no
+``sys.monitoring``'s PY_START event: code outside the project is turned off
+at its first call, for good; project code at its second call within a test,
+and re-armed for the next test (so a test costs about one callback per
+project function it runs, not one per call); before 3.12, a global trace function that returns no
 local tracer (one callback per Python call, no line events), or, when a
 tracer is already set (coverage.py's), a profile function.
 """
@@ -39,7 +40,8 @@ class Recorder:
         self.relative_paths = {}
         self.pid = None
         self.out = None
-        self.monitoring_tool = None
+        # Some project code was turned off during the current test.
+        self.rearm = False
         # Project files known imported in this process, and how many
         # modules sys.modules held when last looked at.
         self.imported = set()
@@ -67,7 +69,11 @@ class Recorder:
         if self.pid != os.getpid():
             self._open()
         self.seen.clear()
-        if self.monitoring_tool is not None:
+        if self.rearm:
+            # Project code turned off during the last test fires again
+            # (restart_events re-arms everything; the rest turns itself
+            # off again at its first call).
+            self.rearm = False
             sys.monitoring.restart_events()
 
     def end(self, nodeid):
@@ -113,15 +119,27 @@ class Recorder:
             tool = next((tool for tool in (3, 4, 2, 5) if monitoring.get_tool(tool) is None), None)
             if tool is not None:
                 disable = monitoring.DISABLE
+                paths, relative, seen = self.relative_paths, self.relative, self.seen
 
                 def started(code, _offset):
+                    # Code outside the project (pytest's own, libraries) is
+                    # turned off for good: it is never recorded. Project
+                    # code keeps firing until its second call in a test,
+                    # then is turned off until the next test re-arms it.
+                    if code in seen:
+                        self.rearm = True
+                        return disable
+                    known = paths.get(code.co_filename, False)
+                    if known is False:
+                        known = relative(code.co_filename)
+                    if known is None:
+                        return disable
                     add(code)
-                    return disable
+                    return None
 
                 monitoring.use_tool_id(tool, "shoal-affected")
                 monitoring.register_callback(tool, monitoring.events.PY_START, started)
                 monitoring.set_events(tool, monitoring.events.PY_START)
-                self.monitoring_tool = tool
                 return
 
         def traced(frame, _event, _arg):

@@ -186,3 +186,22 @@ fn without_affected_a_worker_has_no_tracer_and_no_recorder() {
     assert_eq!(report.outcomes()["tests/test_observe.py::test_nothing_observable"], "passed");
     assert!(!project.path().join(".shoal_affected.json").exists());
 }
+
+#[test]
+fn a_function_a_test_calls_twice_is_still_recorded_for_the_next_test_on_the_worker() {
+    let project = Project::fixture("affected");
+    project.write(
+        "tests/test_twice.py",
+        "from pkg.calc import add\n\n\ndef test_twice():\n    assert add(1, 1) + add(2, 2) == 6\n\n\n\
+         def test_once_after():\n    assert add(1, 1) == 2\n",
+    );
+    let run = |args: &[&str]| {
+        let mut full = vec!["--affected", "-n", "1", "tests/test_twice.py"];
+        full.extend_from_slice(args);
+        project.shoal_report(&[], &full)
+    };
+    run(&[]).outcome.assert_code(0);
+    assert_eq!(ran(&run(&[])), names(&[]));
+    edit(&project, "pkg/calc.py", "    return a + b\n", "    return b + a\n");
+    assert_eq!(ran(&run(&[])), names(&["test_twice", "test_once_after"]));
+}
