@@ -146,9 +146,9 @@ def collect_report_message(report):
     }
 
 
-def report_facts(config, report):
-    """One phase of a test (setup, call, teardown), as the terminal shows it."""
-    status = config.hook.pytest_report_teststatus(report=report, config=config)
+def report_facts(config, report, status):
+    """One phase of a test (setup, call, teardown), as the terminal shows it,
+    given what ``pytest_report_teststatus`` answered for it."""
     category, letter, word = status if status else ("", "", "")
     if isinstance(word, tuple):
         word = word[0]

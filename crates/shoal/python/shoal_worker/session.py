@@ -31,6 +31,8 @@ class ShoalWorker(Collecting):
         self.maxfail = maxfail
         self.deselected = []
         self.pending_reports = []
+        # The last report pytest_report_teststatus was asked about, and its answer.
+        self.last_status = (None, None)
         self.stopping = False
         # The coverage measurement when --cov is given; see shoal_coverage.
         self.coverage = coverage
@@ -97,8 +99,21 @@ class ShoalWorker(Collecting):
 
     # Reporting ---------------------------------------------------------------
 
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_report_teststatus(self, report, config):
+        """Remembers the answer pytest's terminal reporter just got, so the
+        facts of the phase need not ask every plugin a second time."""
+        outcome = yield
+        self.last_status = (report, outcome.get_result())
+
+    # After the terminal reporter's (which asks for the phase's status).
+    @pytest.hookimpl(trylast=True)
     def pytest_runtest_logreport(self, report):
-        self.pending_reports.append(protocol.report_facts(self.config, report))
+        asked, status = self.last_status
+        if asked is not report:
+            status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
+        self.last_status = (None, None)
+        self.pending_reports.append(protocol.report_facts(self.config, report, status))
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
         self.channel.send(protocol.warning_message(warning_message, when, nodeid))
