@@ -162,14 +162,14 @@ done
 # runs what pytest's version changes (its options and output, collection,
 # reports, the worker plugin's hooks); the newest and oldest other Pythons
 # run what the interpreter changes (fork and spawn, the zygote, signals,
-# crashes, coverage's tracer, the plugin's footprint); the Pythons between
+# crashes, coverage's tracer, --affected's recorder, the plugin's footprint); the Pythons between
 # them run a smoke set of the same.
 later_entry_modules() {
     local entry="$1" python="${1%%:*}" newest oldest
     local pytest_sensitive="workers:: split:: xdist_surface:: footprint:: pytest_cli:: parity::
         output_shape:: passthrough:: terminal:: junit:: control:: stopping::"
     local python_sensitive="workers:: split:: crash:: robustness:: xdist_surface:: footprint:: fork_hazards::
-        interpreters:: coverage:: stopping::"
+        interpreters:: coverage:: stopping:: affected::"
     local smoke="workers:: footprint:: interpreters:: xdist_surface::"
     if [[ "$python" == "${matrix[0]%%:*}" ]]; then
         echo $pytest_sensitive

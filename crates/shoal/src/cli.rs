@@ -188,6 +188,22 @@ pub struct RunArgs {
     #[arg(long = "ff", alias = "failed-first")]
     pub failed_first: bool,
 
+    /// Run only the tests a change can affect: those whose recorded
+    /// dependencies changed, that failed last time, are new or have no
+    /// record; the others report their last outcome, marked cached (see
+    /// docs/affected.md).
+    #[arg(long)]
+    pub affected: bool,
+
+    /// With --affected: run every test (and record them all afresh).
+    #[arg(long, alias = "force")]
+    pub no_cache_results: bool,
+
+    /// With --affected: say why this test runs or is cached (which file
+    /// and which function changed).
+    #[arg(long, value_name = "NODEID")]
+    pub explain: Vec<String>,
+
     /// A time budget for the whole run (`4m30s`, `270`): no test is started
     /// that history says cannot end within it; the rest are reported
     /// `not run (budget)`.

@@ -21,6 +21,7 @@
 //!
 //! The pure scheduler is its own crate, `shoal-scheduler`.
 
+pub mod affected;
 pub mod cli;
 pub mod commands;
 pub mod coverage;

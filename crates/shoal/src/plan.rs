@@ -282,7 +282,8 @@ pub fn measurements<'a>(
     let durations = records
         .iter()
         .enumerate()
-        .filter(|(_, record)| recordable(record.outcome))
+        // A cached record's time was measured by an earlier run.
+        .filter(|(_, record)| recordable(record.outcome) && !record.cached)
         .map(|(test, record)| {
             let total: f64 = Phase::ALL.into_iter().map(|phase| record.phase_duration(phase)).sum();
             (table.nodeid(test), total - excess.get(&test).copied().unwrap_or(0.0))

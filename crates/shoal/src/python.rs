@@ -19,7 +19,7 @@ pub const COVERAGE_MODULE: &str = "shoal_coverage";
 
 /// The plugin's files: path in the plugin directory (`/`-separated) and
 /// source. Every file under `python/` is here (a unit test checks it).
-const PLUGIN_FILES: [(&str, &str); 10] = [
+const PLUGIN_FILES: [(&str, &str); 11] = [
     ("shoal_worker/__init__.py", include_str!("../python/shoal_worker/__init__.py")),
     ("shoal_worker/collection.py", include_str!("../python/shoal_worker/collection.py")),
     ("shoal_worker/descriptors.py", include_str!("../python/shoal_worker/descriptors.py")),
@@ -30,6 +30,7 @@ const PLUGIN_FILES: [(&str, &str); 10] = [
     ("shoal_worker/xdist_surface.py", include_str!("../python/shoal_worker/xdist_surface.py")),
     ("shoal_worker/zygote.py", include_str!("../python/shoal_worker/zygote.py")),
     ("shoal_coverage.py", include_str!("../python/shoal_coverage.py")),
+    ("shoal_affected.py", include_str!("../python/shoal_affected.py")),
 ];
 
 /// An interpreter and how shoal chose it (for error messages).

@@ -70,6 +70,7 @@ def pytest_configure(config):
         "xdist_group": "xdist_group(name): run tests of a group on one worker, in order (shoal)",
         "shoal_group": "shoal_group(name): run tests of a group on one worker, in order (shoal)",
         "flaky": "flaky(reruns=N): rerun the test up to N times on a fresh worker (shoal)",
+        "no_cache": "no_cache: always run this test under shoal run --affected (shoal)",
     }
     extra = PRIVATE.get("SHOAL_SERIAL_MARKERS", "")
     for name in filter(None, extra.split(",")):
@@ -130,6 +131,11 @@ def _start_worker(config, fd):
         zygote_fd=int(zygote_fd) if zygote_fd else None,
         coverage=_coverage,
     )
+    affected_directory = PRIVATE.get("SHOAL_AFFECTED_DIR")
+    if affected_directory:
+        import shoal_affected
+
+        worker.affected = shoal_affected.start(affected_directory, str(config.rootpath), environment.PLUGIN_ROOT)
     if zygote_fd is None:
         xdist_surface.give_spawned_workerinput(config)
     _take_over_reports(worker, option)

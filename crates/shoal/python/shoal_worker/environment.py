@@ -17,6 +17,7 @@ _PRIVATE_VARIABLES = (
     "SHOAL_CONTROLLER_OUTPUT",
     "SHOAL_MEMORY_LIMIT_KIB",
     "SHOAL_COVERAGE_DIR",
+    "SHOAL_AFFECTED_DIR",
     "SHOAL_SERIAL_MARKERS",
     "SHOAL_MAINARGV",
     "SHOAL_WORKERINPUT",
@@ -44,6 +45,8 @@ def take():
     if taken.get("SHOAL_COVERAGE_DIR"):
         # Imported while its directory is still on sys.path.
         import shoal_coverage  # noqa: F401
+    if taken.get("SHOAL_AFFECTED_DIR"):
+        import shoal_affected  # noqa: F401
     entries = os.environ.get("PYTHONPATH", "").split(os.pathsep)
     if entries and os.path.abspath(entries[0] or ".") == PLUGIN_ROOT:
         if len(entries) > 1:

@@ -120,7 +120,11 @@ class RunLoop:
         started = time.perf_counter()
         self.waited = 0.0
         worker.pending_reports = []
+        if worker.affected:
+            worker.affected.begin()
         item.config.hook.pytest_runtest_protocol(item=item, nextitem=next_item)
+        if worker.affected:
+            worker.affected.end(current)
         # The wait for shoal's answer, when pytest asked during teardown, is
         # inside that phase's duration: it is not the test's time.
         waited_in_teardown = self.waited

@@ -36,6 +36,8 @@ class ShoalWorker(Collecting):
         self.stopping = False
         # The coverage measurement when --cov is given; see shoal_coverage.
         self.coverage = coverage
+        # What each test executes, with --affected; see shoal_affected.
+        self.affected = None
         self.session = None
         # Split collection (shoal says so after `hello`): the zygote records
         # each test file's collectors (by node id: a module and its doctests

@@ -325,6 +325,7 @@ fn record_of(test: &TestEntry<'_>) -> TestRecord {
         attempt_record(test.outcome, test.duration, test.worker.as_deref(), test.failure.as_deref());
     record.not_run_reason = test.reason.as_deref().and_then(StopReason::from_name);
     record.started = test.started as f32;
+    record.cached = test.cached;
     record.phase_seconds =
         [test.setup_duration as f32, test.call_duration as f32, test.teardown_duration as f32];
     if let Some((_, earlier)) = test.attempts.split_last() {

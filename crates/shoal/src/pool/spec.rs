@@ -46,6 +46,7 @@ pub(crate) fn worker_spec(
         serial_markers: serial_markers.to_vec(),
         run_id: format!("{:x}{:x}", std::process::id(), now_nanos()),
         coverage_directory: run_directory.join("coverage"),
+        affected_directory: None,
         mainargv: std::env::args().collect(),
         workerinputs: HashMap::new(),
         controller_output: run_directory.join("workerinput.json"),

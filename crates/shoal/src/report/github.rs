@@ -126,6 +126,15 @@ fn step_summary(summary: &RunSummary<'_>) -> String {
     let parts = summary.tally.parts();
     let counts = if parts.is_empty() { "no tests ran".to_owned() } else { parts.join(", ") };
     let _ = writeln!(text, "### shoal: {counts} in {:.2}s\n", summary.wall_seconds);
+    let cached = summary.records.iter().filter(|record| record.cached).count();
+    if cached > 0 {
+        let _ = writeln!(
+            text,
+            "{cached} of {} results are cached (`--affected`): nothing those tests depend on changed since they \
+             last passed, so they did not run\n",
+            summary.records.len()
+        );
+    }
     let stats = &summary.stats;
     if stats.test_seconds > 0.0 {
         let workers = summary.header.workers;

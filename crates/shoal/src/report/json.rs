@@ -65,6 +65,7 @@ fn test_entry(test: TestView<'_>) -> TestEntry<'_> {
         markers: test.item.markers().map(Cow::Borrowed).collect(),
         attempts: attempts_of(record),
         failure: failure_text(record),
+        cached: record.cached,
     }
 }
 

@@ -142,6 +142,10 @@ fn test_case(test: TestView<'_>) -> TestCase {
         case.add_property(Property::new("worker", format!("gw{worker}")));
     }
     case.add_property(Property::new("attempt", (record.earlier_attempts().len() + 1).to_string()));
+    if record.cached {
+        // Replayed by --affected: its outcome is from an earlier run.
+        case.add_property(Property::new("cached", "true"));
+    }
     let (out, err) = captured(record.failed_reports());
     if !out.is_empty() {
         case.set_system_out(out);

@@ -26,6 +26,8 @@ pub struct TestRecord {
     pub phase_seconds: [f32; 3],
     /// Failed reports and crash details, when there are any.
     pub details: Option<Box<TestDetails>>,
+    /// Not run: replayed from a past run by `--affected`.
+    pub cached: bool,
 }
 
 /// What a failing test leaves to show.
@@ -65,6 +67,7 @@ impl TestRecord {
             started: 0.0,
             phase_seconds: [0.0; 3],
             details: None,
+            cached: false,
         }
     }
 
@@ -93,6 +96,7 @@ impl TestRecord {
             phase_seconds,
             details: (!failed_reports.is_empty() || skip_reason.is_some())
                 .then(|| Box::new(TestDetails { failed_reports, skip_reason, ..TestDetails::default() })),
+            cached: false,
         }
     }
 

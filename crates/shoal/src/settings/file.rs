@@ -392,6 +392,8 @@ mod tests {
                 // A queued build's machine and its queue's timings belong
                 // to the CI job (its variables), not to a profile.
                 (_, Some("build" | "machine" | "queue-lease" | "queue-wait" | "queue-ttl")) => continue,
+                // A question about one test, for one run.
+                (_, Some("explain")) => continue,
                 (_, Some(long)) => long,
                 (Some(_), None) => panic!("-{:?} has no long name", argument.get_short()),
                 (None, None) => continue,

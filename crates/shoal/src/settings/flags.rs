@@ -51,6 +51,8 @@ pub(super) fn run_layer(args: &RunArgs) -> Result<Layer, ShoalError> {
         flaky_fails: switch(args.flaky_fails),
         last_failed: switch(args.last_failed),
         failed_first: switch(args.failed_first),
+        affected: switch(args.affected),
+        no_cache_results: switch(args.no_cache_results),
         budget: parsed(
             ("--budget", "a duration (e.g. `4m30s`, `270`)"),
             args.budget.as_deref(),

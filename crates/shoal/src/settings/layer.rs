@@ -78,6 +78,15 @@ pub(super) struct Layer {
     pub(super) last_failed: Option<bool>,
     /// `--ff`: last time's failures first.
     pub(super) failed_first: Option<bool>,
+    /// `--affected`: run only what a change can affect.
+    pub(super) affected: Option<bool>,
+    /// `--no-cache-results`: with `affected`, run everything.
+    pub(super) no_cache_results: Option<bool>,
+    /// Files (globs, rootdir-relative) every test may read: a change to any
+    /// runs every test under `affected`.
+    pub(super) affected_inputs: Option<Vec<String>>,
+    /// Environment variables whose values every test's result may depend on.
+    pub(super) affected_env: Option<Vec<String>>,
     /// Seconds the whole run may take.
     #[serde(default, deserialize_with = "seconds")]
     pub(super) budget: Option<f64>,
@@ -188,7 +197,7 @@ impl Layer {
             inherits, paths, select, keyword, marker_expression, python, pytest_args, workers, mode,
             collect, exitfirst, maxfail, continue_on_collection_errors, timeout, slow_timeout,
             worker_memory_limit, max_worker_restarts, reruns, reruns_delay, flaky_fails, last_failed,
-            failed_first, budget, verbosity, durations, durations_path, json_report, junitxml, events,
+            failed_first, affected, no_cache_results, affected_inputs, affected_env, budget, verbosity, durations, durations_path, json_report, junitxml, events,
             timeline, color, failure_output, shard, shard_total, queue, cov, cov_report, cov_config, cov_branch,
             cov_fail_under, cov_append, no_cov_on_fail, no_cov, cov_context, cov_precision, serial_markers,
         )

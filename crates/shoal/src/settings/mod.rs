@@ -14,6 +14,7 @@
 //! command line as one, `file` reads the config file, `overrides` gives
 //! each test its own limits.
 
+mod affected;
 mod file;
 mod flags;
 mod layer;
@@ -22,6 +23,7 @@ mod overrides;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
+pub use self::affected::AffectedSettings;
 use self::file::{ConfigFile, declared_fields};
 use self::layer::Layer;
 pub use self::overrides::{Overrides, TestLimits};
@@ -252,6 +254,8 @@ pub struct RunSettings {
     pub serial_markers: Vec<String>,
     /// `--lf` / `--ff`.
     pub last_failed: LastFailedMode,
+    /// `--affected` and what goes with it; `None` when off.
+    pub affected: Option<AffectedSettings>,
     /// `--budget`: seconds the whole run may take.
     pub budget: Option<f64>,
     /// `--reruns`: reruns of a failed test (overrides and markers may say
@@ -345,6 +349,7 @@ impl RunSettings {
                 (false, true) => LastFailedMode::First,
                 (false, false) => LastFailedMode::Off,
             },
+            affected: AffectedSettings::from_layer(layer, &args.explain),
             budget: layer.budget,
             reruns: layer.reruns.unwrap_or(0),
             rerun_delay: layer.reruns_delay.unwrap_or(0.0).max(0.0),

@@ -107,6 +107,9 @@ pub struct WorkerSpec {
     /// Where workers write their coverage data when `--cov` is given
     /// (`SHOAL_COVERAGE_DIR`).
     pub coverage_directory: PathBuf,
+    /// Where workers record what each test executed, with `--affected`
+    /// (`SHOAL_AFFECTED_DIR`; unset otherwise, so nothing is traced).
+    pub affected_directory: Option<PathBuf>,
     /// shoal's own command line, xdist's `workerinput["mainargv"]`.
     pub mainargv: Vec<String>,
     /// Each slot's `config.workerinput` as controller-side plugins made it
@@ -152,6 +155,9 @@ impl WorkerSpec {
             .process_group(0);
         if let Some(limit) = self.memory_limit_kib {
             command.env("SHOAL_MEMORY_LIMIT_KIB", limit.to_string());
+        }
+        if let Some(directory) = &self.affected_directory {
+            command.env("SHOAL_AFFECTED_DIR", directory);
         }
         if !self.serial_markers.is_empty() {
             command.env("SHOAL_SERIAL_MARKERS", self.serial_markers.join(","));

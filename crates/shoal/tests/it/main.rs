@@ -3,6 +3,7 @@
 //! The interpreter comes from `SHOAL_TEST_PYTHON` (scripts/test.sh sets it
 //! once per entry of its Python and pytest matrix); see [`harness`].
 
+mod affected;
 mod control;
 mod coverage;
 mod crash;

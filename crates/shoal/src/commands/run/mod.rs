@@ -3,11 +3,12 @@
 //! Start the workers and collect ([`crate::pool`], asking `planner`
 //! whether to split collection), learn pytest's own settings from the
 //! collecting process once (`Learned`), then:
-//! `select` (`--lf`, `--shard`) → `prepare` (the workload and the
+//! `select` (`--lf`, `--shard`, then `affected` for `--affected`) → `prepare` (the workload and the
 //! header) → `drive` (the scheduling loop, to every test's final record)
 //! → `conclude` (remember durations and failures; exit code, coverage and
 //! summary).
 
+mod affected;
 mod conclude;
 mod drive;
 mod planner;
@@ -164,13 +165,8 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
     // An unreachable queue fails before anything starts.
     let session = settings.queue.as_ref().map(crate::queue::Session::connect).transpose()?;
     let run_directory = run_directory()?;
-    let spec = worker_spec(
-        &settings.collect,
-        settings.workers,
-        settings.worker_memory_limit_kib,
-        &settings.serial_markers,
-        run_directory.path(),
-    )?;
+    let spec = run_spec(settings, run_directory.path())?;
+    let shards = spec.affected_directory.clone();
     let hash_seed = spec.hash_seed.clone();
     let coverage = CoverageRun::new(
         spec.python.clone(),
@@ -193,16 +189,16 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
     let mut learned = Learned::new(settings, &collected.hello);
     let history = planner.into_history(&collected.hello.rootdir);
     let table = std::mem::take(&mut collected.table);
-    let selected = select::select(settings, table, learned.last_failed.as_ref(), &history)?;
+    let mut selected = select::select(settings, table, learned.last_failed.as_ref(), &history)?;
+    let affected_run = (settings.affected.as_ref().zip(shards)).map(|(options, shards)| {
+        affected::narrow(options, settings, &collected.hello, &mut selected, shards)
+    });
     let start = RunStart { clock, started_at, hash_seed, workers: pool.slots.len() };
-    let prepared = prepare::prepare(settings, &learned, &collected, &selected, &history, &start)?;
-    for reporter in reporters.iter_mut() {
-        reporter.run_started(&prepared.header);
+    let mut prepared = prepare::prepare(settings, &learned, &collected, &selected, &history, &start)?;
+    if let Some(affected_run) = &affected_run {
+        prepared.header.selected = affected_run.selected_count();
     }
-    let mut tally = Tally::default();
-    for report in &collected.collect_reports {
-        tally.add(&report.category, 1);
-    }
+    let tally = start_reports(reporters, &prepared.header, &collected, affected_run.as_ref());
     let mut feed = join_queue(session, &collected, &learned, &selected.table, &prepared, pool.slots.len())?;
     let drive_start = DriveStart {
         table: selected.table,
@@ -216,10 +212,14 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
         clock,
         reporters: &mut *reporters,
         source: feed.as_mut().map(|feed| feed as &mut dyn drive::WorkSource),
+        reported_before: affected_run.as_ref().map_or(0, affected::AffectedRun::cached_count),
     };
     let mut results = drive::run_tests(&mut pool, settings, &learned, drive_start)?;
     if let Some(feed) = feed {
         queued::conclude(feed, &mut results)?;
+    }
+    if let Some(affected_run) = affected_run {
+        affected_run.finish(&mut results);
     }
     let order_notices = conclude::order_notices(settings, learned.last_failed.as_ref(), &history, &results);
     results.notices.extend(order_notices);
@@ -237,6 +237,43 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
     let exit = conclude::conclude(&ending, &results, reporters, || drive::shut_down(&mut pool));
     drive::shut_down(&mut pool);
     exit
+}
+
+/// The workers' specification (with `--affected`, where they record).
+fn run_spec(
+    settings: &RunSettings,
+    run_directory: &std::path::Path,
+) -> Result<crate::worker::WorkerSpec, ShoalError> {
+    let mut spec = worker_spec(
+        &settings.collect,
+        settings.workers,
+        settings.worker_memory_limit_kib,
+        &settings.serial_markers,
+        run_directory,
+    )?;
+    spec.affected_directory = affected::shards_directory(settings, run_directory)?;
+    Ok(spec)
+}
+
+/// Tells the reporters the run starts (and, with `--affected`, of the
+/// cached tests); returns the closing line's counts so far.
+fn start_reports(
+    reporters: &mut [Box<dyn Reporter>],
+    header: &crate::results::RunHeader,
+    collected: &crate::pool::Collected,
+    affected_run: Option<&affected::AffectedRun>,
+) -> Tally {
+    for reporter in reporters.iter_mut() {
+        reporter.run_started(header);
+    }
+    let mut tally = Tally::default();
+    for report in &collected.collect_reports {
+        tally.add(&report.category, 1);
+    }
+    if let Some(affected_run) = affected_run {
+        affected_run.report_cached(reporters, &mut tally);
+    }
+    tally
 }
 
 /// With `--queue`, joins the build (unless collection errors stop the run

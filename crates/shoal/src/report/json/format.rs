@@ -225,6 +225,10 @@ pub struct TestEntry<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "String")]
     pub failure: Option<String>,
+    /// Present (`true`) only when it did not run: `--affected` found
+    /// nothing it depends on changed and replayed its last outcome.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cached: bool,
 }
 
 /// One attempt of a rerun test.

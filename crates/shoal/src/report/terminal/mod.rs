@@ -261,6 +261,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             }
             let word = match test.record.outcome.shoal_word() {
                 Some(word) => word,
+                None if test.record.cached => cached_mark(test.record.outcome).0,
                 None => reports
                     .iter()
                     .filter(|report| !report.word.is_empty() && report.subtest.is_none())
@@ -271,7 +272,8 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             let percent = done * 100 / total.max(1);
             let worker = test.record.worker.map_or_else(String::new, |slot| format!("[gw{slot}] "));
             let word = self.paint(word, Colour::of_mark(word), false);
-            self.line(&format!("{worker}[{percent:>3}%] {word} {}", test.nodeid()));
+            let cached = if test.record.cached { " (cached)" } else { "" };
+            self.line(&format!("{worker}[{percent:>3}%] {word} {}{cached}", test.nodeid()));
             self.printed_progress = true;
             if self.immediate_failures {
                 self.print_failure_now(test);
@@ -285,6 +287,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             Outcome::Crashed => "C".to_owned(),
             Outcome::Timeout => "T".to_owned(),
             Outcome::NotRun => String::new(),
+            outcome if test.record.cached => cached_mark(outcome).1.to_owned(),
             _ => reports.iter().map(|report| report.letter.as_str()).collect(),
         };
         for letter in letters.chars() {
@@ -450,6 +453,17 @@ fn best_relative_path(directory: &Path, dest: &Path) -> String {
         .chain(dest.components().skip(common).map(|part| part.as_os_str().to_string_lossy().into_owned()))
         .collect();
     parts.join("/")
+}
+
+/// pytest's word and letter for an outcome replayed from the cache
+/// (`--affected`), which has no reports of its own.
+fn cached_mark(outcome: Outcome) -> (&'static str, &'static str) {
+    match outcome {
+        Outcome::Skipped => ("SKIPPED", "s"),
+        Outcome::Xfailed => ("XFAIL", "x"),
+        Outcome::Xpassed => ("XPASS", "X"),
+        _ => ("PASSED", "."),
+    }
 }
 
 #[cfg(test)]

@@ -99,6 +99,8 @@ pub(super) struct DriveStart<'a> {
     pub(super) reporters: &'a mut [Box<dyn Reporter>],
     /// A shared queue the tests come from, if any.
     pub(super) source: Option<&'a mut dyn WorkSource>,
+    /// Tests already told to the reporters (cached by `--affected`).
+    pub(super) reported_before: usize,
 }
 
 /// Runs the tests: every one ends with its final record.
@@ -112,9 +114,10 @@ pub(super) fn run_tests(
     let mut run = Run {
         records: vec![TestRecord::new(Outcome::NotRun); test_count],
         is_final: vec![false; test_count],
+        total: test_count + start.reported_before,
         table: start.table,
         whole_collection: start.whole_collection,
-        done: 0,
+        done: start.reported_before,
         tally: start.tally,
         warnings: start.warnings,
         reporters: start.reporters,

@@ -23,7 +23,10 @@ pub(super) struct Run<'a> {
     /// Every test's record; a test is final once `is_final` says so.
     pub(super) records: Vec<TestRecord>,
     pub(super) is_final: Vec<bool>,
+    /// Tests final so far, those reported before the run (cached) included.
     pub(super) done: usize,
+    /// Tests the reporters count: the table's and those reported before.
+    pub(super) total: usize,
     /// The closing line's counts, added up as reports arrive.
     pub(super) tally: Tally,
     pub(super) warnings: Vec<WarningMessage>,
@@ -189,7 +192,7 @@ impl Run<'_> {
         }
         let view = TestView { item: self.table.item(test), record: &record };
         for reporter in self.reporters.iter_mut() {
-            reporter.test_finished(view, reports, self.done, self.table.len());
+            reporter.test_finished(view, reports, self.done, self.total);
         }
         self.records[test] = record;
     }
