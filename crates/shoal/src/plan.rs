@@ -20,8 +20,48 @@ use crate::results::TestRecord;
 pub struct SplitCollection {
     /// The test files, in the zygote's collection order (node ids).
     pub files: Vec<String>,
-    /// Indexes into `files` that each worker slot collected.
-    pub shares: Vec<Vec<usize>>,
+    /// What each worker slot collected.
+    pub shares: Shares,
+}
+
+/// Which test files each worker collects, under split collection.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Shares {
+    /// Indexes into the files, per worker slot, in collection order. A
+    /// spread file is in the share of each worker holding one of its parts.
+    pub files: Vec<Vec<usize>>,
+    /// Files whose tests are too much for one worker: each of several
+    /// workers collects one part of it (the worker plugin's `Part`).
+    pub spread: Vec<SpreadFile>,
+}
+
+/// A test file spread over several workers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpreadFile {
+    /// Index of the file.
+    pub file: usize,
+    /// The worker slot holding each part: part `p` is `holders[p]`'s.
+    pub holders: Vec<usize>,
+}
+
+impl Shares {
+    /// The parts `slot` collects: `(file, [part, parts])`.
+    pub fn parts_of(&self, slot: usize) -> impl Iterator<Item = (usize, [usize; 2])> + '_ {
+        self.spread.iter().filter_map(move |spread| {
+            let part = spread.holders.iter().position(|&holder| holder == slot)?;
+            Some((spread.file, [part, spread.holders.len()]))
+        })
+    }
+}
+
+/// What a worker is told to import and collect before running a test: a
+/// test file, or one part of a spread file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadTarget {
+    /// The test file's node id.
+    pub file: String,
+    /// Of a spread file: `[part, parts]`.
+    pub part: Option<[usize; 2]>,
 }
 
 /// `--collect auto` splits collection only when that saves at least this
@@ -107,15 +147,17 @@ pub const DEFAULT_FILE_COLLECT: f64 = 0.05;
 /// Split collection's shares: which worker imports and collects which test
 /// files (node ids, in collection order), balanced by each file's import
 /// cost plus its tests' expected time, from history (unknown files: the
-/// median file). Files of one `together` group go to one worker. Heaviest
-/// first to the least loaded worker; ties by collection order, then by
-/// worker. Each share keeps collection order.
-pub fn file_shares(
-    files: &[String],
-    together: &[Vec<usize>],
-    history: &History,
-    workers: usize,
-) -> Vec<Vec<usize>> {
+/// median file). Files of one `together` group go to one worker.
+///
+/// A file heavier than a worker's fair share of the whole (one file holding
+/// most of the run's tests) is spread: `k` workers each collect one part of
+/// it (`k` the file's weight over the fair share, rounded up), each part
+/// weighing the whole import plus `1/k` of the tests, so long as that is
+/// lighter than the file whole (its module set-up is paid by every part).
+/// Parts go first, to the least loaded workers; then the other files,
+/// heaviest first to the least loaded worker; ties by collection order,
+/// then by worker. Each share keeps collection order.
+pub fn file_shares(files: &[String], together: &[Vec<usize>], history: &History, workers: usize) -> Shares {
     let mut tests_seconds: HashMap<&str, f64> = HashMap::new();
     for (nodeid, seconds) in &history.durations {
         *tests_seconds.entry(crate::history::file_of(nodeid)).or_default() += seconds;
@@ -125,11 +167,10 @@ pub fn file_shares(
     let known_tests: Vec<f64> =
         files.iter().filter_map(|file| tests_seconds.get(file.as_str()).copied()).collect();
     let typical_tests = median(known_tests).unwrap_or(0.0);
-    let weight = |file: usize| {
-        let name = files[file].as_str();
-        history.file_collect.get(name).copied().unwrap_or(typical_collect)
-            + tests_seconds.get(name).copied().unwrap_or(typical_tests)
-    };
+    let collect =
+        |file: usize| history.file_collect.get(files[file].as_str()).copied().unwrap_or(typical_collect);
+    let tests = |file: usize| tests_seconds.get(files[file].as_str()).copied().unwrap_or(typical_tests);
+    let weight = |file: usize| collect(file) + tests(file);
     // Bundles of files that go to one worker: a group, or a file alone.
     let mut bundle_of: Vec<Option<usize>> = vec![None; files.len()];
     let mut bundles: Vec<Vec<usize>> = Vec::new();
@@ -141,29 +182,58 @@ pub fn file_shares(
         }
         bundles.push(members);
     }
+    let grouped = bundles.len();
     for (file, bundle) in bundle_of.iter_mut().enumerate() {
         if bundle.is_none() {
             *bundle = Some(bundles.len());
             bundles.push(vec![file]);
         }
     }
+    let workers = workers.max(1);
+    let fair = (0..files.len()).map(weight).sum::<f64>() / workers as f64;
+    let setup = |file: usize| history.module_setup.get(files[file].as_str()).copied().unwrap_or(0.0);
+    let parts = |file: usize| {
+        let parts = ((weight(file) / fair).ceil() as usize).min(workers);
+        let part_weight = collect(file) + setup(file) + tests(file) / parts as f64;
+        if parts >= 2 && part_weight < weight(file) { parts } else { 1 }
+    };
+    let mut load = vec![0.0_f64; workers];
+    let mut shares = Shares { files: vec![Vec::new(); workers], spread: Vec::new() };
+    let least_loaded = |load: &[f64], taken: &[usize]| {
+        (0..workers)
+            .filter(|worker| !taken.contains(worker))
+            .min_by(|&a, &b| load[a].total_cmp(&load[b]).then(a.cmp(&b)))
+            .expect("a worker")
+    };
+    let mut whole = Vec::new();
+    for (bundle, members) in bundles.iter().enumerate() {
+        let file = members.first().copied();
+        match file.filter(|_| bundle >= grouped && fair > 0.0).map(|file| (file, parts(file))) {
+            Some((file, parts)) if parts >= 2 => {
+                let mut holders = Vec::with_capacity(parts);
+                for _ in 0..parts {
+                    let worker = least_loaded(&load, &holders);
+                    load[worker] += collect(file) + tests(file) / parts as f64;
+                    shares.files[worker].push(file);
+                    holders.push(worker);
+                }
+                shares.spread.push(SpreadFile { file, holders });
+            }
+            _ => whole.push(bundle),
+        }
+    }
     let bundle_weight: Vec<f64> =
         bundles.iter().map(|bundle| bundle.iter().map(|&file| weight(file)).sum()).collect();
     let first_file = |bundle: usize| bundles[bundle].iter().copied().min().unwrap_or(usize::MAX);
-    let mut order: Vec<usize> = (0..bundles.len()).collect();
-    order.sort_by(|&a, &b| {
+    whole.sort_by(|&a, &b| {
         bundle_weight[b].total_cmp(&bundle_weight[a]).then(first_file(a).cmp(&first_file(b)))
     });
-    let workers = workers.max(1);
-    let mut load = vec![0.0_f64; workers];
-    let mut shares = vec![Vec::new(); workers];
-    for bundle in order {
-        let worker =
-            (0..workers).min_by(|&a, &b| load[a].total_cmp(&load[b]).then(a.cmp(&b))).expect("a worker");
+    for bundle in whole {
+        let worker = least_loaded(&load, &[]);
         load[worker] += bundle_weight[bundle];
-        shares[worker].extend_from_slice(&bundles[bundle]);
+        shares.files[worker].extend_from_slice(&bundles[bundle]);
     }
-    shares.iter_mut().for_each(|share| share.sort_unstable());
+    shares.files.iter_mut().for_each(|share| share.sort_unstable());
     shares
 }
 
@@ -171,19 +241,49 @@ pub fn file_shares(
 /// what each file costs a worker to import (as measured while collecting),
 /// and which files each worker has already. With more workers than CPUs,
 /// an import also slows the others: its cost counts `workers / cpus` times.
+///
+/// Each part of a spread file is a file and a module of its own to the
+/// scheduler (a worker holds the tests of its part only). Returns what each
+/// of the scheduler's file indexes tells a worker to collect.
 pub fn set_split_collection(
     workload: &mut Workload,
     table: &TestTable,
     split: &SplitCollection,
     file_seconds: &BTreeMap<String, f64>,
     oversubscription: f64,
-) -> Result<(), crate::errors::ShoalError> {
+) -> Result<Vec<LoadTarget>, crate::errors::ShoalError> {
     let index: HashMap<&str, usize> =
         split.files.iter().enumerate().map(|(position, file)| (file.as_str(), position)).collect();
+    let mut targets: Vec<LoadTarget> =
+        split.files.iter().map(|file| LoadTarget { file: file.clone(), part: None }).collect();
+    // The scheduler's file index of each part of each spread file.
+    let mut part_index: HashMap<usize, Vec<usize>> = HashMap::new();
+    for spread in &split.shares.spread {
+        let count = spread.holders.len();
+        let indexes = (0..count)
+            .map(|part| {
+                let target = LoadTarget { file: split.files[spread.file].clone(), part: Some([part, count]) };
+                if part == 0 {
+                    targets[spread.file] = target;
+                    spread.file
+                } else {
+                    targets.push(target);
+                    targets.len() - 1
+                }
+            })
+            .collect();
+        part_index.insert(spread.file, indexes);
+    }
     workload.file = table
         .items()
         .map(|item| {
-            item.file.and_then(|file| index.get(file).copied()).ok_or_else(|| {
+            let file = item.file.and_then(|file| index.get(file).copied());
+            match (file, file.and_then(|file| part_index.get(&file))) {
+                (Some(file), None) => Some(file),
+                (Some(_), Some(parts)) => item.part.and_then(|part| parts.get(usize::from(part)).copied()),
+                (None, _) => None,
+            }
+            .ok_or_else(|| {
                 crate::errors::ShoalError::Internal(format!(
                     "split collection: no test file collected {}",
                     item.nodeid
@@ -191,15 +291,38 @@ pub fn set_split_collection(
             })
         })
         .collect::<Result<_, _>>()?;
-    workload.file_load = split
-        .files
+    // A worker holds one part of a spread file: the scheduler keeps tests of
+    // one module together, so each part counts as a module of its own.
+    let mut part_modules: HashMap<(usize, u16), usize> = HashMap::new();
+    for (test, item) in table.items().enumerate() {
+        if let Some(part) = item.part.filter(|&part| part > 0) {
+            let module = workload.module[test];
+            workload.module[test] = *part_modules.entry((module, part)).or_insert_with(|| {
+                workload.module_setup.push(workload.module_setup[module]);
+                workload.module_setup.len() - 1
+            });
+        }
+    }
+    workload.file_load = targets
         .iter()
-        .map(|file| {
-            oversubscription.max(1.0) * file_seconds.get(file).copied().unwrap_or(DEFAULT_FILE_COLLECT)
+        .map(|target| {
+            oversubscription.max(1.0)
+                * file_seconds.get(&target.file).copied().unwrap_or(DEFAULT_FILE_COLLECT)
         })
         .collect();
-    workload.initially_loaded = split.shares.clone();
-    Ok(())
+    workload.initially_loaded = (0..split.shares.files.len())
+        .map(|slot| {
+            let spread: Vec<(usize, [usize; 2])> = split.shares.parts_of(slot).collect();
+            split.shares.files[slot]
+                .iter()
+                .map(|&file| match spread.iter().find(|(spread, _)| *spread == file) {
+                    Some(&(_, [part, _])) => part_index[&file][part],
+                    None => file,
+                })
+                .collect()
+        })
+        .collect();
+    Ok(targets)
 }
 
 /// Sets how often each test may be rerun: its `flaky(reruns=N)` marker, else
@@ -347,13 +470,51 @@ mod tests {
         }
         history.file_collect.insert("a.py".into(), 0.0);
         let shares = file_shares(&files, &[], &history, 2);
-        assert_eq!(shares, vec![vec![0], vec![1, 2, 3]]);
+        assert_eq!(shares, Shares { files: vec![vec![0], vec![1, 2, 3]], spread: Vec::new() });
+        let whole = |shares: Shares| {
+            assert!(shares.spread.is_empty(), "{shares:?}");
+            shares.files
+        };
         // Nothing known: round robin by collection order.
-        assert_eq!(file_shares(&files, &[], &History::default(), 2), vec![vec![0, 2], vec![1, 3]]);
+        assert_eq!(whole(file_shares(&files, &[], &History::default(), 2)), vec![vec![0, 2], vec![1, 3]]);
         // Files imported under one name stay together.
-        assert_eq!(file_shares(&files, &[vec![1, 3]], &History::default(), 2), vec![vec![1, 3], vec![0, 2]]);
+        assert_eq!(
+            whole(file_shares(&files, &[vec![1, 3]], &History::default(), 2)),
+            vec![vec![1, 3], vec![0, 2]]
+        );
         // More workers than files: some shares are empty.
-        assert_eq!(file_shares(&files[..1], &[], &History::default(), 2), vec![vec![0], vec![]]);
+        assert_eq!(whole(file_shares(&files[..1], &[], &History::default(), 2)), vec![vec![0], vec![]]);
+    }
+
+    #[test]
+    fn a_file_heavier_than_a_fair_share_is_spread_over_workers_in_parts() {
+        let files: Vec<String> = ["big.py", "b.py", "c.py", "d.py"].map(str::to_owned).to_vec();
+        let mut history = History::default();
+        // big: 12 s of tests, 1 s to collect; the others 1 s of tests each.
+        for test in 0..120 {
+            history.durations.insert(format!("big.py::test[{test}]"), 0.1);
+        }
+        history.file_collect.insert("big.py".into(), 1.0);
+        for file in ["b.py", "c.py", "d.py"] {
+            history.durations.insert(format!("{file}::test"), 1.0);
+            history.file_collect.insert(file.into(), 0.0);
+        }
+        // Two workers: fair share 8 s; big (13 s) in two parts of 7 s.
+        let shares = file_shares(&files, &[], &history, 2);
+        assert_eq!(shares.spread, vec![SpreadFile { file: 0, holders: vec![0, 1] }]);
+        assert_eq!(shares.files, vec![vec![0, 1, 3], vec![0, 2]]);
+        assert_eq!(shares.parts_of(1).collect::<Vec<_>>(), vec![(0, [1, 2])]);
+        // Four workers: fair share 4 s; big in four parts of 4 s.
+        let shares = file_shares(&files, &[], &history, 4);
+        assert_eq!(shares.spread, vec![SpreadFile { file: 0, holders: vec![0, 1, 2, 3] }]);
+        // One worker: nothing to spread over.
+        assert!(file_shares(&files, &[], &history, 1).spread.is_empty());
+        // A module set-up that every part would pay makes parts no lighter.
+        history.module_setup.insert("big.py".into(), 7.0);
+        assert!(file_shares(&files, &[], &history, 2).spread.is_empty());
+        // A file that must stay with another is never spread.
+        history.module_setup.clear();
+        assert!(file_shares(&files, &[vec![0, 1]], &history, 2).spread.is_empty());
     }
 
     fn table(tests: &[(&str, &str)]) -> TestTable {

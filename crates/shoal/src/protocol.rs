@@ -196,6 +196,12 @@ pub struct CollectedItem {
     /// from `path`, for a test inherited from another file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
+    /// Of a spread test file (collected in parts by several workers): the
+    /// part that holds it, and its position among the whole file's tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u32>,
 }
 
 /// A test whose protocol ended, with the facts pytest reported.
@@ -379,6 +385,9 @@ pub enum WorkerCommand {
         /// before running these tests.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         load: Vec<String>,
+        /// Split collection: parts of spread files to collect, too.
+        #[serde(skip_serializing_if = "FileParts::is_empty")]
+        parts: FileParts,
         /// `-x`/`--maxfail` is on: after a test with a failed report, wait
         /// for `continue` (or `stop`) before starting the next, so nothing
         /// starts once shoal has seen the limit reached.
@@ -400,12 +409,23 @@ pub enum WorkerCommand {
     Share {
         /// Node ids of the test files.
         nodeids: Vec<String>,
+        /// Parts of spread files to collect, too.
+        #[serde(skip_serializing_if = "FileParts::is_empty")]
+        parts: FileParts,
     },
     /// Drop the queue; finish after the running test and report the rest.
     Stop,
     /// Run what is queued, then end the session.
     Shutdown,
 }
+
+/// Parts of spread test files to collect.
+pub type FileParts = Vec<FilePart>;
+
+/// One part of a spread test file, sent as `[node id, index, count]`: the
+/// file's tests at positions `index`, `index + count`, ... of the whole.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FilePart(pub String, pub usize, pub usize);
 
 /// A request to the zygote, sent on its packet socket together with the new
 /// worker's channel, stdout and stderr descriptors.
@@ -495,6 +515,7 @@ mod tests {
             nodeids: vec!["a.py::t".into()],
             attempts: Default::default(),
             load: Vec::new(),
+            parts: Vec::new(),
             confirm_failures: false,
         };
         assert_eq!(encode_command(&run), b"{\"type\":\"run\",\"nodeids\":[\"a.py::t\"]}\n");

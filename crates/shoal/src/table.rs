@@ -37,6 +37,10 @@ struct Entry {
     reruns: u8,
     /// Index of the test file that collected it, or `u32::MAX` when unknown.
     file: u32,
+    /// Of a spread file: the part that holds it, or `u16::MAX`.
+    part: u16,
+    /// Of a spread file: its position in the whole file, or `u32::MAX`.
+    position: u32,
 }
 
 /// One collected test, as the rest of shoal reads it.
@@ -61,6 +65,11 @@ pub struct Item<'a> {
     /// The node id of the test file that collected it, when the worker
     /// said (usually `path`; another file for an inherited test).
     pub file: Option<&'a str>,
+    /// Of a spread file (collected in parts by several workers): the part
+    /// that holds it.
+    pub part: Option<u16>,
+    /// Of a spread file: its position among the whole file's tests.
+    pub position: Option<u32>,
     markers: &'a str,
 }
 
@@ -82,6 +91,8 @@ impl<'a> Item<'a> {
             group: self.group.map(|(_, name)| name.to_owned()),
             reruns: self.reruns,
             module: self.file.map(str::to_owned),
+            part: self.part,
+            position: self.position,
         }
     }
 }
@@ -136,7 +147,21 @@ impl TestTable {
         let group = item.group.map_or(u32::MAX, |name| self.intern_group(name));
         let reruns = item.reruns.map_or(u8::MAX, |count| count.min(u8::MAX - 1));
         let file = item.module.map_or(u32::MAX, |name| self.intern_file(name));
-        self.entries.push(Entry { nodeid, domain, markers, module, line, timeout, group, reruns, file });
+        let part = item.part.map_or(u16::MAX, |part| part.min(u16::MAX - 1));
+        let position = item.position.map_or(u32::MAX, |position| position.min(u32::MAX - 1));
+        self.entries.push(Entry {
+            nodeid,
+            domain,
+            markers,
+            module,
+            line,
+            timeout,
+            group,
+            reruns,
+            file,
+            part,
+            position,
+        });
         true
     }
 
@@ -191,6 +216,8 @@ impl TestTable {
             group: (entry.group != u32::MAX).then(|| (entry.group, &*self.groups[entry.group as usize])),
             reruns: (entry.reruns != u8::MAX).then_some(entry.reruns),
             file: (entry.file != u32::MAX).then(|| &*self.files[entry.file as usize]),
+            part: (entry.part != u16::MAX).then_some(entry.part),
+            position: (entry.position != u32::MAX).then_some(entry.position),
             markers: self.text(entry.markers),
         }
     }

@@ -6,8 +6,10 @@ split collection: the zygote records each test file's collectors instead of
 importing them (``_prime_sys_path`` puts their roots on ``sys.path`` as
 importing them would have), and each forked child, or a worker sent tests of
 a file it has not collected, imports and collects just those files
-(``collect_files``). :class:`FileTimer` times each file's import and
-collection, the history shoal splits the files by.
+(``collect_files``). A file whose tests are too many for one worker is
+spread: several workers collect it, each only its :class:`Part` of the
+tests. :class:`FileTimer` times each file's import and collection, the
+history shoal splits the files by.
 """
 
 import sys
@@ -27,7 +29,9 @@ class Collecting:
     them), ``files`` (the recorded collectors by file node id: a module and
     its doctests share one), ``file_seconds`` (each file's import and
     collection time), ``items`` (the collected items by node id) and
-    ``deselected`` (node ids, reported with the collection).
+    ``deselected`` (node ids, reported with the collection), and
+    ``parts`` (the part and position of each item of a spread file, by node
+    id) and ``part`` (the :class:`Part` being collected, if any).
     """
 
     @pytest.hookimpl(tryfirst=True)
@@ -39,35 +43,53 @@ class Collecting:
             return pytest.CollectReport(collector.nodeid, "passed", None, [])
         return None
 
-    def collect_files(self, nodeids):
+    def collect_files(self, nodeids, parts=()):
         """Imports and collects these test files (recorded by the zygote
-        before forking) and returns their items, in order."""
+        before forking), then these ``parts`` of spread files (``[node id,
+        index, count]``), and returns their items, in order. A spread file's
+        collectors are kept, for another part of it later."""
         items = []
         for nodeid in nodeids:
             for collector in self.files.pop(nodeid, ()):
                 items.extend(self.session.genitems(collector))
+        for nodeid, index, count in parts:
+            self.part = Part(index, count)
+            try:
+                collected = [item for collector in self.files.get(nodeid, ()) for item in self.session.genitems(collector)]
+            finally:
+                part, self.part = self.part, None
+            items.extend(part.keep(collected, self.parts))
         # pytest 8+ caches collection results for its own argument walk.
         if hasattr(self.session, "_collection_cache"):
             self.session._collection_cache = {}
         return items
 
-    def collect_share(self, nodeids):
-        """A forked child's collection: its share of the test files, through
-        pytest's own hooks (deselection included), reported as a whole
-        collection is."""
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_generate_tests(self, metafunc):
+        """Collecting a part of a spread file: once the function's
+        parametrization is known (its ids need all of it), keeps only this
+        part's calls, before pytest builds an item for each."""
+        yield
+        if self.part is not None:
+            self.part.trim(metafunc)
+
+    def collect_share(self, nodeids, parts=()):
+        """A forked child's collection: its share of the test files (and
+        parts of spread files), through pytest's own hooks (deselection
+        included), reported as a whole collection is."""
         session, config = self.session, self.config
-        items = self.collect_files(nodeids)
+        items = self.collect_files(nodeids, parts)
         session.items = items
         config.hook.pytest_collection_modifyitems(session=session, config=config, items=items)
         session.testscollected = len(items)
         config.hook.pytest_collection_finish(session=session)
 
-    def load_files(self, nodeids):
-        """Collects test files shoal sends tests of, when this worker has
-        not collected them yet."""
-        if not nodeids:
+    def load_files(self, nodeids, parts=()):
+        """Collects test files (and parts of spread files) shoal sends tests
+        of, when this worker has not collected them yet."""
+        if not nodeids and not parts:
             return
-        items = self.collect_files(nodeids)
+        items = self.collect_files(nodeids, parts)
         self.config.hook.pytest_collection_modifyitems(session=self.session, config=self.config, items=items)
         # The worker that collected these first reported their deselection.
         self.deselected = []
@@ -104,7 +126,7 @@ class Collecting:
         # Items of one parent (a module, a class) share its test file.
         files_of_parents = {}
         for item in items:
-            chunk.append(_describe(item, files_of_parents))
+            chunk.append(_describe(item, files_of_parents, self.parts))
             if len(chunk) >= protocol.COLLECTED_CHUNK:
                 self.channel.send({"type": "collected", "items": chunk})
                 chunk = []
@@ -125,6 +147,60 @@ class Collecting:
         self.split = False
         self.collect_share(here)
         return True
+
+
+class Part:
+    """One of ``count`` interleaved parts of a spread test file: of the
+    file's tests in collection order, those whose position modulo ``count``
+    is ``index``. Every worker numbers the tests alike, so the parts are
+    disjoint and together make the whole file.
+
+    Parametrized functions are trimmed as their parametrization is made
+    (:meth:`trim`), so the items of other parts are never built: building
+    them is most of such a file's collection. Items made otherwise (a
+    unittest class's, a plugin's) are numbered as they come out of
+    collection (:meth:`keep`), after the functions' ones.
+    """
+
+    def __init__(self, index, count):
+        self.index, self.count = index, count
+        self.next_position = 0
+        # Node id -> position in the whole file, for this part's tests.
+        self.kept = {}
+        self.dropped = set()
+
+    def trim(self, metafunc):
+        nodeid = metafunc.definition.nodeid
+        calls = metafunc._calls
+        if not calls:
+            self._take(nodeid)
+            return
+        kept = [call for call in calls if self._take(f"{nodeid}[{call.id}]")]
+        # With no call left pytest would build the function unparametrized:
+        # one call (already dropped) stays, and its item is left out.
+        metafunc._calls = kept or calls[:1]
+
+    def keep(self, items, positions):
+        """This part's items, in order; records their (part, position) in
+        ``positions``."""
+        mine = []
+        for item in items:
+            nodeid = item.nodeid
+            if nodeid in self.dropped or (nodeid not in self.kept and not self._take(nodeid)):
+                continue
+            positions[nodeid] = (self.index, self.kept[nodeid])
+            mine.append(item)
+        return mine
+
+    def _take(self, nodeid):
+        """Numbers the next test; whether it is this part's."""
+        position = self.next_position
+        self.next_position += 1
+        if position % self.count == self.index:
+            self.kept[nodeid] = position
+            return True
+        self.dropped.add(nodeid)
+        return False
 
 
 class FileTimer:
@@ -205,17 +281,18 @@ def _is_test_file(collector):
 # What shoal learns of each item ---------------------------------------------------
 
 
-def _describe(item, files_of_parents):
+def _describe(item, files_of_parents, parts):
     """An item as the ``collected`` message gives it. Its markers are read
     in one walk up its parents (the first of each name is the closest, as
     ``get_closest_marker`` finds it); ``files_of_parents`` caches the test
-    file of each parent node, shared by its items."""
+    file of each parent node, shared by its items. An item of a spread file
+    has its part and its position in the whole file (from ``parts``)."""
     path, line, domain = item.location
     closest = {}
     for marker in item.iter_markers():
         closest.setdefault(marker.name, marker)
     group = closest.get("shoal_group")
-    return {
+    described = {
         "nodeid": item.nodeid,
         "path": path,
         "line": line,
@@ -226,6 +303,10 @@ def _describe(item, files_of_parents):
         "reruns": _reruns_count(closest.get("flaky")),
         "module": _file_of(item, files_of_parents),
     }
+    part = parts.get(item.nodeid)
+    if part is not None:
+        described["part"], described["position"] = part
+    return described
 
 
 def _file_of(item, files_of_parents):

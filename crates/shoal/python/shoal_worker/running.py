@@ -71,7 +71,7 @@ class RunLoop:
         self.closed = command is None
         kind = command["type"] if command else "shutdown"
         if kind == "run":
-            self.worker.load_files(command.get("load", ()))
+            self.worker.load_files(command.get("load", ()), command.get("parts", ()))
             self.queue.extend(command["nodeids"])
             self.attempts.update(command.get("attempts", {}))
             self.confirm_failures = command.get("confirm_failures", False)

@@ -45,6 +45,10 @@ class ShoalWorker(Collecting):
         # files shoal gives it. See Collecting.collect_files.
         self.split = False
         self.files = {}
+        # Spread files (see collection.Part): the part being collected, and
+        # the part and position of each item collected from one.
+        self.part = None
+        self.parts = {}
         # Seconds each test file took to import and collect here.
         self.file_seconds = {}
         # The collected items this process can run, by node id.

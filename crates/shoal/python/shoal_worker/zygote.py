@@ -151,7 +151,7 @@ def become_worker(worker, command, fds, workerinput):
         if command.get("collect"):
             # The first command is this worker's share of the test files.
             share = worker.channel.receive() or {}
-            worker.collect_share(share.get("nodeids", ()))
+            worker.collect_share(share.get("nodeids", ()), share.get("parts", ()))
     worker.channel.send({"type": "ready", "pid": os.getpid(), "workerinput": workerinput})
 
 

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use shoal_scheduler::TestId;
 
 use crate::errors::ShoalError;
-use crate::plan::SplitCollection;
-use crate::protocol::{CollectReport, Hello, WarningMessage, WorkerCommand, WorkerMessage};
+use crate::plan::{Shares, SplitCollection};
+use crate::protocol::{CollectReport, FilePart, Hello, WarningMessage, WorkerCommand, WorkerMessage};
 use crate::settings::{CollectSettings, WorkerMode};
 use crate::table::TestTable;
 use crate::worker::{WorkerEvent, WorkerHandle, WorkerKey, Zygote, describe_exit};
@@ -106,8 +106,8 @@ pub(crate) trait CollectionPlanner {
     fn split(&mut self, hello: &Hello) -> bool;
     /// The test files (node ids, in order), groups of them (indexes) that
     /// must go to one worker, and the number of workers: each worker's
-    /// share, as indexes into the files.
-    fn shares(&mut self, files: &[String], together: &[Vec<usize>], workers: usize) -> Vec<Vec<usize>>;
+    /// share, as indexes into the files, and the files spread in parts.
+    fn shares(&mut self, files: &[String], together: &[Vec<usize>], workers: usize) -> Shares;
 }
 
 /// The planner of a collection that is never split.
@@ -118,8 +118,8 @@ impl CollectionPlanner for CollectWhole {
         false
     }
 
-    fn shares(&mut self, _files: &[String], _together: &[Vec<usize>], _workers: usize) -> Vec<Vec<usize>> {
-        Vec::new()
+    fn shares(&mut self, _files: &[String], _together: &[Vec<usize>], _workers: usize) -> Shares {
+        Shares::default()
     }
 }
 
@@ -169,7 +169,7 @@ impl Pool {
         let zygote =
             Zygote::spawn(&self.spec, self.sender.clone()).map_err(|source| self.not_startable(source))?;
         self.zygote = Some(zygote);
-        let Some((collection, split)) = self.zygote_collection(count, collect, plan)? else {
+        let Some((collection, shares)) = self.zygote_collection(count, collect, plan)? else {
             return Ok(Some(CollectionEnd::Interrupted));
         };
         match collection.fork_unsafe.clone().flatten() {
@@ -182,8 +182,8 @@ impl Pool {
                 if let Some(reason) = unsafe_reason {
                     crate::output::warn(&format!("forking as asked with --mode fork, though {reason}"));
                 }
-                if split {
-                    return self.collect_split(collection, count, collect, plan).map(Some);
+                if let Some(shares) = shares {
+                    return self.collect_split(collection, shares, collect).map(Some);
                 }
                 // The tests are known now: fork no more workers than there
                 // are tests to give them.
@@ -198,17 +198,19 @@ impl Pool {
         }
     }
 
-    /// The zygote's own collection, and whether it was split (the planner
-    /// decides once `hello` arrives; fewer test files than workers collect
-    /// whole after all). `None` on Ctrl-C.
+    /// The zygote's own collection, and the workers' shares when it was
+    /// split (the planner decides once `hello` arrives, and gives the shares
+    /// once the zygote lists the test files; when a worker would start with
+    /// none, the zygote collects them all after all). `None` on Ctrl-C.
     fn zygote_collection(
         &mut self,
         count: usize,
         collect: &CollectSettings,
         plan: &mut dyn CollectionPlanner,
-    ) -> Result<Option<(Collection, bool)>, ShoalError> {
+    ) -> Result<Option<(Collection, Option<Shares>)>, ShoalError> {
         let mut collection = Collection::default();
         let mut split = None;
+        let mut shares = None;
         while !collection.finished || collection.fork_unsafe.is_none() {
             let messages = match self.receive(None) {
                 None => {
@@ -228,13 +230,16 @@ impl Pool {
                 let test_files = matches!(message, WorkerMessage::TestFiles { .. });
                 collection.record(message)?;
                 let command = if test_files {
-                    // Fewer files than workers: some workers would start
-                    // with nothing and import others' files again, so the
-                    // zygote collects them all before forking.
-                    let here = collection.test_files.len() < count;
+                    // A worker without a share (fewer files than workers)
+                    // would start with nothing and import others' files
+                    // again, so the zygote collects them all before forking.
+                    let planned = plan.shares(&collection.test_files, &collection.same_name, count);
+                    let here = planned.files.iter().any(Vec::is_empty);
                     split = Some(!here);
+                    shares = (!here).then_some(planned);
                     WorkerCommand::Share {
                         nodeids: if here { collection.test_files.clone() } else { Vec::new() },
+                        parts: Default::default(),
                     }
                 } else if let (None, Some(hello)) = (split, &collection.hello) {
                     let decided = plan.split(hello);
@@ -248,28 +253,35 @@ impl Pool {
                 }
             }
         }
-        Ok(Some((collection, split == Some(true))))
+        Ok(Some((collection, shares)))
     }
 
-    /// Split collection, once the zygote has recorded the test files (at
-    /// least one per worker; with fewer it collects them all itself): forks
-    /// the workers, each collecting its share, and merges their collections
-    /// in the zygote's file order.
+    /// Split collection, once the zygote has recorded the test files and
+    /// every worker has a share: forks the workers, each collecting its
+    /// share (of a spread file, its part), and merges their collections in
+    /// the zygote's file order.
     fn collect_split(
         &mut self,
         zygote: Collection,
-        count: usize,
+        shares: Shares,
         collect: &CollectSettings,
-        plan: &mut dyn CollectionPlanner,
     ) -> Result<CollectionEnd, ShoalError> {
         let files = zygote.test_files.clone();
-        let shares = plan.shares(&files, &zygote.same_name, count);
-        self.spec.worker_count = count;
-        for (slot, share) in shares.iter().enumerate() {
+        self.spec.worker_count = shares.files.len();
+        for (slot, share) in shares.files.iter().enumerate() {
             let handle = self.fork_collector(WorkerKey { slot, generation: 0 })?;
             self.slots.push(Slot::new(handle));
-            let nodeids = share.iter().map(|&file| files[file].clone()).collect();
-            self.send(slot, &WorkerCommand::Share { nodeids });
+            let parts: Vec<(usize, [usize; 2])> = shares.parts_of(slot).collect();
+            let nodeids = share
+                .iter()
+                .filter(|&&file| parts.iter().all(|&(spread, _)| spread != file))
+                .map(|&file| files[file].clone())
+                .collect();
+            let parts = parts
+                .into_iter()
+                .map(|(file, [part, count])| FilePart(files[file].clone(), part, count))
+                .collect();
+            self.send(slot, &WorkerCommand::Share { nodeids, parts });
         }
         if !self.await_collections(collect, true)? {
             return Ok(CollectionEnd::Interrupted);
@@ -382,6 +394,14 @@ fn merge_shares(zygote: Collection, files: &[String], slots: &mut [Slot]) -> Col
             }
         }
     }
+    // A spread file's parts interleave: its tests go back in the file's order.
+    for tests in &mut by_file {
+        let spread_position =
+            |&(slot, test): &(usize, TestId)| slots[slot].collection.table.item(test).position;
+        if tests.first().and_then(spread_position).is_some() {
+            tests.sort_by_key(|test| spread_position(test).unwrap_or(u32::MAX));
+        }
+    }
     for (slot, test) in by_file.into_iter().flatten().chain(unattributed) {
         merged.table.push(slots[slot].collection.table.item(test).to_collected());
     }
@@ -392,8 +412,16 @@ fn merge_shares(zygote: Collection, files: &[String], slots: &mut [Slot]) -> Col
         reports.extend(collection.collect_reports);
         merged.warnings.extend(collection.warnings);
         merged.deselected.extend(collection.deselected);
-        merged.file_seconds.extend(collection.file_seconds);
+        // Each part of a spread file was collected apart: the file costs
+        // what its costliest part did.
+        for (file, seconds) in collection.file_seconds {
+            let known = merged.file_seconds.entry(file).or_insert(seconds);
+            *known = known.max(seconds);
+        }
     }
+    // A spread file that fails to collect fails in each of its parts.
+    let mut seen = std::collections::HashSet::new();
+    reports.retain(|report| seen.insert((report.nodeid.clone(), report.category.clone())));
     reports.sort_by_key(|report| order(&report.nodeid));
     merged.collect_reports.extend(reports);
     merged

@@ -72,7 +72,7 @@ fn item(
         timeout,
         group: None,
         reruns,
-        module: None,
+        ..CollectedItem::default()
     }
 }
 

@@ -89,7 +89,7 @@ mod tests {
                 timeout: None,
                 group: None,
                 reruns: None,
-                module: None,
+                ..CollectedItem::default()
             });
         }
         table

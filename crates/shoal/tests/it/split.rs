@@ -170,3 +170,96 @@ fn by_default_collection_is_split_only_when_history_says_importing_is_a_large_sh
     assert!(!importers.contains(&heavy.collector), "heavy imports: split {:?}", heavy.imported_by);
     assert_eq!(heavy.outcomes, first.outcomes);
 }
+
+/// Writes a durations history in which every test takes 0.1 s:
+/// `tests/test_big.py` holds most of the run, more than a worker's fair
+/// share, so split collection spreads it over the workers in parts. (Each
+/// run rewrites the history with what it measured; the tests write this one
+/// again before each run.)
+fn write_spread_history(project: &Project, ids: &[String]) {
+    let durations: BTreeMap<&str, f64> = ids.iter().map(|id| (id.as_str(), 0.1)).collect();
+    project.write(".test_durations", serde_json::to_string_pretty(&durations).expect("JSON"));
+}
+
+/// What `fixtures/spread` gives under pytest: one failure, one skip.
+fn spread_outcome(nodeid: &str) -> &'static str {
+    match nodeid {
+        "tests/test_big.py::test_numbers[17]" => "failed",
+        "tests/test_big.py::test_skipped" => "skipped",
+        _ => "passed",
+    }
+}
+
+/// The workers that ran tests of `tests/test_big.py`.
+fn big_file_workers(report: &crate::harness::Report) -> BTreeSet<String> {
+    report
+        .tests()
+        .iter()
+        .filter(|test| test["nodeid"].as_str().is_some_and(|id| id.starts_with("tests/test_big.py::")))
+        .map(|test| test["worker"].as_str().expect("a worker").to_owned())
+        .collect()
+}
+
+#[test]
+fn a_file_with_most_of_the_tests_is_spread_over_the_workers_and_runs_as_in_pytest() {
+    let project = Project::fixture("spread");
+    let ids = project.pytest_node_ids(&[]);
+    let expected_counts = project.pytest(&[]).closing_counts();
+    let log = project.path().join("collected.log");
+    let log_arg = log.to_str().expect("a UTF-8 temp path").to_owned();
+    for workers in ["2", "3"] {
+        write_spread_history(&project, &ids);
+        let _ = std::fs::remove_file(&log);
+        let report =
+            project.shoal_report(&[("SPREAD_LOG", &log_arg)], &["-n", workers, "--collect", "split"]);
+        // Each worker built the items of its part only: together, each test
+        // once. (A worker's first collection is its share; a later one is a
+        // part it took over, when importing it paid.)
+        let mut seen_pids = BTreeSet::new();
+        let mut collected: Vec<String> = read_json_lines(&log)
+            .iter()
+            .filter(|line| seen_pids.insert(line["pid"].as_u64().expect("a pid")))
+            .flat_map(|line| line["items"].as_array().expect("items").clone())
+            .map(|id| id.as_str().expect("a node id").to_owned())
+            .collect();
+        collected.sort();
+        let mut expected_collected = ids.clone();
+        expected_collected.sort();
+        assert_eq!(collected, expected_collected, "-n {workers}: collected by the workers");
+        // Every test once, in pytest's collection order, with pytest's outcome.
+        assert_eq!(report.node_ids(), ids, "-n {workers}\n{}", report.outcome.stdout);
+        for (nodeid, outcome) in report.outcomes() {
+            assert_eq!(outcome, spread_outcome(nodeid), "-n {workers}: {nodeid}");
+        }
+        assert_eq!(report.outcome.closing_counts(), expected_counts, "-n {workers}");
+        let spread_over = big_file_workers(&report);
+        assert_eq!(spread_over.len(), workers.parse::<usize>().unwrap(), "-n {workers}: {spread_over:?}");
+    }
+    // Selection applies to each part as to the whole file.
+    for selection in [&["-k", "words or method"][..], &["--", "--deselect", "tests/test_big.py::test_plain"]]
+    {
+        let pytest_args: Vec<&str> = selection.iter().copied().filter(|&argument| argument != "--").collect();
+        let expected = project.pytest_node_ids(&pytest_args);
+        let mut args = vec!["-n", "2", "--collect", "split"];
+        args.extend_from_slice(selection);
+        write_spread_history(&project, &ids);
+        let report = project.shoal_report(&[], &args);
+        assert_eq!(report.node_ids(), expected, "{selection:?}\n{}", report.outcome.stdout);
+        assert_eq!(big_file_workers(&report).len(), 2, "{selection:?}");
+    }
+}
+
+#[test]
+fn a_crashed_worker_holding_a_part_of_a_spread_file_is_replaced_and_the_part_finished() {
+    let project = Project::fixture("spread");
+    let ids = project.pytest_node_ids(&[]);
+    write_spread_history(&project, &ids);
+    let crashing = "tests/test_big.py::test_numbers[4]";
+    let report = project.shoal_report(&[("SPREAD_CRASH", crashing)], &["-n", "2", "--collect", "split"]);
+    assert_eq!(report.node_ids(), ids, "{}", report.outcome.stdout);
+    for (nodeid, outcome) in report.outcomes() {
+        let expected = if nodeid == crashing { "crashed" } else { spread_outcome(nodeid) };
+        assert_eq!(outcome, expected, "{nodeid}\n{}", report.outcome.stdout);
+    }
+    assert_eq!(big_file_workers(&report).len(), 2);
+}

@@ -63,7 +63,7 @@ impl CollectionPlanner for RunPlanner<'_> {
         }
     }
 
-    fn shares(&mut self, files: &[String], together: &[Vec<usize>], workers: usize) -> Vec<Vec<usize>> {
+    fn shares(&mut self, files: &[String], together: &[Vec<usize>], workers: usize) -> plan::Shares {
         let history = self.history.as_ref().expect("split was decided, with the history, before shares");
         plan::file_shares(files, together, history, workers)
     }

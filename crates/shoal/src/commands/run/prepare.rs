@@ -37,7 +37,7 @@ pub(super) struct Prepared {
     pub(super) header: RunHeader,
     pub(super) workload: Workload,
     /// Split collection: the test files the workload's imports index.
-    pub(super) test_files: Vec<String>,
+    pub(super) test_files: Vec<plan::LoadTarget>,
     /// Seconds from the start until tests could start.
     pub(super) startup_seconds: f64,
     /// Each test's slow timeout (empty when no test has one).
@@ -64,8 +64,7 @@ pub(super) fn prepare(
                 split,
                 &collected.file_seconds,
                 oversubscription,
-            )?;
-            split.files.clone()
+            )?
         }
         None => Vec::new(),
     };

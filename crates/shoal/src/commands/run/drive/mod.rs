@@ -14,7 +14,9 @@ use shoal_scheduler::{Action, Event, RetryCause, Scheduler, SchedulerConfig, Tes
 
 use crate::errors::ShoalError;
 use crate::pool::{Pool, SlotPhase, check_same_collection};
-use crate::protocol::{Finished, PhaseOutcome, PhaseReport, WarningMessage, WorkerCommand, WorkerMessage};
+use crate::protocol::{
+    FilePart, Finished, PhaseOutcome, PhaseReport, WarningMessage, WorkerCommand, WorkerMessage,
+};
 use crate::report::Reporter;
 use crate::results::{Outcome, StopReason, Tally, TestRecord, outcome_from_reports};
 use crate::settings::RunSettings;
@@ -90,7 +92,7 @@ pub(super) struct DriveStart<'a> {
     pub(super) warnings: Vec<WarningMessage>,
     pub(super) workload: Workload,
     /// Split collection: the test files the workload's imports index.
-    pub(super) test_files: Vec<String>,
+    pub(super) test_files: Vec<crate::plan::LoadTarget>,
     /// Collection errors (the run stops before any test, unless told not to).
     pub(super) collect_errors: usize,
     /// Each test's slow timeout (empty when no test has one).
@@ -492,9 +494,18 @@ fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(
                     .map(|&test| (run.table.nodeid(test).to_owned(), run.attempt_of(test)))
                     .collect();
                 let nodeids = tests.iter().map(|&test| run.table.nodeid(test).to_owned()).collect();
-                let load = load.iter().map(|&file| run.test_files[file].clone()).collect();
+                let (mut whole, mut parts) = (Vec::new(), Vec::new());
+                for target in load.iter().map(|&file| &run.test_files[file]) {
+                    match target.part {
+                        None => whole.push(target.file.clone()),
+                        Some([part, count]) => parts.push(FilePart(target.file.clone(), part, count)),
+                    }
+                }
                 let confirm_failures = run.confirm_failures;
-                pool.send(worker, &WorkerCommand::Run { nodeids, attempts, load, confirm_failures });
+                pool.send(
+                    worker,
+                    &WorkerCommand::Run { nodeids, attempts, load: whole, parts, confirm_failures },
+                );
             }
             // A failed attempt reported by pytest was kept where it arrived.
             Action::Retry { cause: RetryCause::Failed, .. } => {}

@@ -59,7 +59,7 @@ pub(super) struct Run<'a> {
     pub(super) announced_running: Vec<Option<TestId>>,
     /// Split collection: the test files (node ids) the scheduler's loads
     /// index; empty with full collection.
-    pub(super) test_files: Vec<String>,
+    pub(super) test_files: Vec<crate::plan::LoadTarget>,
     /// `-x`/`--maxfail` is on: a worker waits for shoal's word after each
     /// test with a failed report, so nothing starts past the limit.
     pub(super) confirm_failures: bool,
