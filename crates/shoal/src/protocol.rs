@@ -513,6 +513,24 @@ mod tests {
     }
 
     #[test]
+    fn parses_the_hello_handshake_as_the_worker_sends_it() {
+        let line = br#"{"type": "hello", "protocol": 1, "pid": 42, "platform": "linux", "python": "3.12.3",
+            "pytest": "8.3.2", "pluggy": "1.5.0", "rootdir": "/project", "inifile": null,
+            "plugins": ["timeout-2.3.1"], "maxfail": 0, "cache_dir": "/project/.pytest_cache",
+            "junitxml": null, "continue_on_collection_errors": false, "coverage": null,
+            "html_report": null, "benchmarks_disabled": false}"#;
+        let WorkerMessage::Hello(hello) = parse_message(line).unwrap() else { panic!("not hello") };
+        assert_eq!((hello.protocol, hello.pid, hello.maxfail), (1, 42, 0));
+        assert_eq!(
+            (hello.platform.as_str(), hello.python.as_str(), hello.pytest.as_str(), hello.pluggy.as_str()),
+            ("linux", "3.12.3", "8.3.2", "1.5.0")
+        );
+        assert_eq!((hello.rootdir.as_str(), hello.inifile.as_deref()), ("/project", None));
+        assert_eq!(hello.plugins, ["timeout-2.3.1"]);
+        assert_eq!(hello.cache_dir.as_deref(), Some("/project/.pytest_cache"));
+    }
+
+    #[test]
     fn rejects_unknown_message_types() {
         assert!(parse_message(br#"{"type":"nonsense"}"#).is_err());
     }

@@ -219,3 +219,41 @@ fn record_of(attempt: &StoredAttempt, lane: u16) -> TestRecord {
     }
     record
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Machines of one build may run different shoal versions: what one
+    /// stores, another reads.
+    #[test]
+    fn build_info_keeps_its_json_shape() {
+        let info = BuildInfo {
+            collection: vec![CollectedItem {
+                nodeid: "t.py::test".into(),
+                path: "t.py".into(),
+                line: Some(3),
+                domain: "test".into(),
+                ..CollectedItem::default()
+            }],
+            collect_reports: Vec::new(),
+            platform: "linux".into(),
+            python: "3.12.3".into(),
+            pytest: "8.3.2".into(),
+            pluggy: "1.5.0".into(),
+            rootdir: "/project".into(),
+            inifile: Some("/project/pytest.ini".into()),
+            plugins: vec!["timeout-2.3.1".into()],
+            hash_seed: "1234".into(),
+            mode: "fork".into(),
+        };
+        let json = concat!(
+            r#"{"collection":[{"nodeid":"t.py::test","path":"t.py","line":3,"domain":"test","markers":[]}],"#,
+            r#""collect_reports":[],"platform":"linux","python":"3.12.3","pytest":"8.3.2","pluggy":"1.5.0","#,
+            r#""rootdir":"/project","inifile":"/project/pytest.ini","plugins":["timeout-2.3.1"],"#,
+            r#""hash_seed":"1234","mode":"fork"}"#
+        );
+        assert_eq!(serde_json::to_string(&info).unwrap(), json);
+        assert_eq!(serde_json::from_str::<BuildInfo>(json).unwrap(), info);
+    }
+}
