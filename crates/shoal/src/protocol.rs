@@ -114,20 +114,9 @@ pub struct Hello {
     pub protocol: u32,
     /// Process id of the worker.
     pub pid: u32,
-    /// `sys.platform`.
-    pub platform: String,
-    /// Python version, e.g. `3.11.7`.
-    pub python: String,
-    /// pytest version.
-    pub pytest: String,
-    /// pluggy version.
-    pub pluggy: String,
-    /// pytest's rootdir.
-    pub rootdir: String,
-    /// The ini file pytest read, if any.
-    pub inifile: Option<String>,
-    /// Installed pytest plugins as `name-version`, in the order pytest lists them.
-    pub plugins: Vec<String>,
+    /// What the worker runs on (its keys sit in the message itself).
+    #[serde(flatten)]
+    pub environment: Environment,
     /// `--maxfail` (or `-x`) as pytest parsed it, from the command line or
     /// addopts; 0 when unset. Workers themselves never stop on it.
     pub maxfail: u64,
@@ -153,6 +142,26 @@ pub struct Hello {
     /// workers, as pytest-xdist disables them.
     #[serde(default)]
     pub benchmarks_disabled: bool,
+}
+
+/// What the tests run on, as the worker's `hello` says it; a run's header
+/// and a queued build's info carry it on.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct Environment {
+    /// `sys.platform`.
+    pub platform: String,
+    /// Python version, e.g. `3.11.7`.
+    pub python: String,
+    /// pytest version.
+    pub pytest: String,
+    /// pluggy version.
+    pub pluggy: String,
+    /// pytest's rootdir.
+    pub rootdir: String,
+    /// The ini file pytest read, if any.
+    pub inifile: Option<String>,
+    /// Installed pytest plugins as `name-version`, in the order pytest lists them.
+    pub plugins: Vec<String>,
 }
 
 /// A collector report that did not pass.
@@ -521,12 +530,16 @@ mod tests {
             "html_report": null, "benchmarks_disabled": false}"#;
         let WorkerMessage::Hello(hello) = parse_message(line).unwrap() else { panic!("not hello") };
         assert_eq!((hello.protocol, hello.pid, hello.maxfail), (1, 42, 0));
-        assert_eq!(
-            (hello.platform.as_str(), hello.python.as_str(), hello.pytest.as_str(), hello.pluggy.as_str()),
-            ("linux", "3.12.3", "8.3.2", "1.5.0")
-        );
-        assert_eq!((hello.rootdir.as_str(), hello.inifile.as_deref()), ("/project", None));
-        assert_eq!(hello.plugins, ["timeout-2.3.1"]);
+        let expected = Environment {
+            platform: "linux".into(),
+            python: "3.12.3".into(),
+            pytest: "8.3.2".into(),
+            pluggy: "1.5.0".into(),
+            rootdir: "/project".into(),
+            inifile: None,
+            plugins: vec!["timeout-2.3.1".into()],
+        };
+        assert_eq!(hello.environment, expected);
         assert_eq!(hello.cache_dir.as_deref(), Some("/project/.pytest_cache"));
     }
 
