@@ -12,9 +12,9 @@ use std::process::Stdio;
 use crate::harness::{Outcome, Project, Report, documented_block};
 use crate::report_json::schema_mismatches;
 
-/// `(nodeid, outcome, attempts, failure)` of each test of a report.
+/// `(nodeid, outcome, attempts, failure)` of each test of a report, sorted.
 fn tests_of(report: &serde_json::Value) -> Vec<(String, String, usize, String)> {
-    report["tests"]
+    let mut tests: Vec<(String, String, usize, String)> = report["tests"]
         .as_array()
         .expect("a tests array")
         .iter()
@@ -26,6 +26,16 @@ fn tests_of(report: &serde_json::Value) -> Vec<(String, String, usize, String)> 
                 test.get("failure").and_then(|failure| failure.as_str()).unwrap_or_default().to_owned(),
             )
         })
+        .collect();
+    tests.sort();
+    tests
+}
+
+/// `(nodeid, outcome, attempts)` of each of `tests`.
+fn attempts_of(tests: &[(String, String, usize, String)]) -> Vec<(&str, &str, usize)> {
+    tests
+        .iter()
+        .map(|(nodeid, outcome, attempts, _)| (nodeid.as_str(), outcome.as_str(), *attempts))
         .collect()
 }
 
@@ -52,14 +62,9 @@ fn the_unit_profile_runs_the_unit_tests_with_its_timeout_and_its_path_override()
     assert!(outcome.stdout.contains(slow), "{}", outcome.stdout);
     assert_eq!(schema_mismatches(&project, &project.path().join("report-unit.json")), None);
     assert_eq!(report["run"]["profile"], "unit");
-    let mut tests = tests_of(report);
-    tests.sort();
-    let summary: Vec<(&str, &str, usize)> = tests
-        .iter()
-        .map(|(nodeid, outcome, attempts, _)| (nodeid.as_str(), outcome.as_str(), *attempts))
-        .collect();
+    let tests = tests_of(report);
     assert_eq!(
-        summary,
+        attempts_of(&tests),
         [
             ("tests/unit/test_db.py::test_query", "passed", 0),
             ("tests/unit/test_math.py::test_add", "passed", 0),
@@ -96,14 +101,9 @@ fn the_e2e_profile_runs_the_marked_tests_with_reruns_and_the_quick_ones_without(
     let report = &run.json;
     assert_eq!(report["run"]["profile"], "e2e");
     assert_eq!(source_of(report, "profile"), "environment SHOAL_PROFILE");
-    let mut tests = tests_of(report);
-    tests.sort();
-    let summary: Vec<(&str, &str, usize)> = tests
-        .iter()
-        .map(|(nodeid, outcome, attempts, _)| (nodeid.as_str(), outcome.as_str(), *attempts))
-        .collect();
+    let tests = tests_of(report);
     assert_eq!(
-        summary,
+        attempts_of(&tests),
         [
             ("tests/e2e/test_checkout.py::test_pay", "flaky", 2),
             ("tests/e2e/test_checkout.py::test_refund", "failed", 3),
@@ -256,10 +256,7 @@ fn documented_report(project: &Project, profile: &str, run: &Report) -> Vec<(Str
     let report = &run.json;
     assert_eq!(report["run"]["profile"], profile);
     assert!(project.path().join(format!("reports/{profile}.xml")).exists(), "the JUnit file");
-    let mut tests: Vec<(String, String)> =
-        tests_of(report).into_iter().map(|(nodeid, outcome, _, _)| (nodeid, outcome)).collect();
-    tests.sort();
-    tests
+    tests_of(report).into_iter().map(|(nodeid, outcome, _, _)| (nodeid, outcome)).collect()
 }
 
 /// What the documented profiles give on the fixture.

@@ -105,6 +105,17 @@ impl Machine {
     }
 
     /// [`Self::start`] with more arguments.
+    /// [`Self::start`] on one worker with `test_slow` first (the history
+    /// says it is the longest) taking `seconds`, once that test started.
+    fn start_in_the_slow_test(&self, redis: &Redis, build: &str, log: &Path, seconds: &str) -> Child {
+        self.project.history_starting_with("test_slow.py::test_slow");
+        let child = self.start(redis, build, 1, log, &[("QUEUE_SLOW", seconds)]);
+        wait_for("test_slow to start", Duration::from_secs(30), || {
+            starts(log).contains_key("test_slow.py::test_slow")
+        });
+        child
+    }
+
     fn start_with(
         &self,
         redis: &Redis,
@@ -280,14 +291,8 @@ fn a_retried_machine_runs_again_what_it_ran_once_the_build_is_drained() {
 fn a_machine_killed_mid_test_has_its_unit_finished_by_another() {
     let redis = Redis::start();
     let first = Machine::new("doomed");
-    // test_slow first (the history says it is the longest) and long.
-    first.project.history_starting_with("test_slow.py::test_slow");
     let log = log_path(&first.project);
-    let slow = [("QUEUE_SLOW", "3")];
-    let mut doomed = first.start(&redis, "b2", 1, &log, &slow);
-    wait_for("test_slow to start", Duration::from_secs(30), || {
-        starts(&log).contains_key("test_slow.py::test_slow")
-    });
+    let mut doomed = first.start_in_the_slow_test(&redis, "b2", &log, "3");
     kill_tree(doomed.id());
     let _ = doomed.wait();
     let survivor = Machine::new("survivor");
@@ -306,12 +311,8 @@ fn a_machine_killed_mid_test_has_its_unit_finished_by_another() {
 fn an_interrupted_machine_leaves_its_unrun_tests_to_another() {
     let redis = Redis::start();
     let quitter = Machine::new("quitter");
-    quitter.project.history_starting_with("test_slow.py::test_slow");
     let log = log_path(&quitter.project);
-    let child = quitter.start(&redis, "b9", 1, &log, &[("QUEUE_SLOW", "30")]);
-    wait_for("test_slow to start", Duration::from_secs(30), || {
-        starts(&log).contains_key("test_slow.py::test_slow")
-    });
+    let child = quitter.start_in_the_slow_test(&redis, "b9", &log, "30");
     // A CI cancelling the job: SIGTERM, then again (no grace).
     for _ in 0..2 {
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
@@ -416,12 +417,8 @@ fn a_machine_waits_for_the_units_a_bounded_time_naming_the_publisher() {
 fn the_report_gives_up_when_units_are_left_and_no_machine_is_alive() {
     let redis = Redis::start();
     let doomed = Machine::new("doomed");
-    doomed.project.history_starting_with("test_slow.py::test_slow");
     let log = log_path(&doomed.project);
-    let mut child = doomed.start(&redis, "b12", 1, &log, &[("QUEUE_SLOW", "30")]);
-    wait_for("test_slow to start", Duration::from_secs(30), || {
-        starts(&log).contains_key("test_slow.py::test_slow")
-    });
+    let mut child = doomed.start_in_the_slow_test(&redis, "b12", &log, "30");
     kill_tree(child.id());
     let _ = child.wait();
     let url = redis.url();
