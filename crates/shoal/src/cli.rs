@@ -366,16 +366,25 @@ pub struct MergeArgs {
     #[command(flatten)]
     pub queue: QueueArgs,
 
-    /// Write the merged JUnit XML file here.
+    /// What to write.
+    #[command(flatten)]
+    pub outputs: OutputArgs,
+}
+
+/// What `shoal merge` and `shoal report` write for the whole run.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Write the whole run's JUnit XML file here.
     #[arg(long, alias = "junit-xml", value_name = "PATH")]
     pub junitxml: Option<PathBuf>,
 
-    /// Write the merged JSON report here.
+    /// Write the whole run's JSON report here.
     #[arg(long, value_name = "PATH")]
     pub json_report: Option<PathBuf>,
 
-    /// Fold the shards' measured durations into this history (created when
-    /// missing), as a run does.
+    /// Fold the measured durations into this history (created when
+    /// missing), as a run does; default: `.test_durations` here for a
+    /// `--queue` build, none when merging reports.
     #[arg(long, value_name = "PATH")]
     pub durations_path: Option<PathBuf>,
 }
@@ -412,6 +421,28 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn merge_and_report_take_the_same_output_flags() {
+        let outputs = ["--junit-xml", "j.xml", "--json-report", "r.json", "--durations-path", "d"];
+        let merge = Cli::parse_from(["shoal", "merge", "a.json"].into_iter().chain(outputs));
+        let report = Cli::parse_from(
+            ["shoal", "report", "--queue", "auto", "--build", "1"].into_iter().chain(outputs),
+        );
+        let (
+            Command::Merge(MergeArgs { outputs: merged, .. }),
+            Command::Report(ReportArgs { outputs: reported, .. }),
+        ) = (merge.command, report.command)
+        else {
+            panic!("not merge and report")
+        };
+        for written in [merged, reported] {
+            assert_eq!(
+                (written.junitxml, written.json_report, written.durations_path),
+                (Some("j.xml".into()), Some("r.json".into()), Some("d".into()))
+            );
+        }
     }
 
     #[test]
@@ -540,18 +571,9 @@ pub struct ReportArgs {
     #[command(flatten)]
     pub queue: QueueArgs,
 
-    /// Write the build's JUnit XML file here.
-    #[arg(long, alias = "junit-xml", value_name = "PATH")]
-    pub junitxml: Option<PathBuf>,
-
-    /// Write the build's JSON report here.
-    #[arg(long, value_name = "PATH")]
-    pub json_report: Option<PathBuf>,
-
-    /// Fold the build's measured durations into this history (default:
-    /// `.test_durations` here).
-    #[arg(long, value_name = "PATH")]
-    pub durations_path: Option<PathBuf>,
+    /// What to write.
+    #[command(flatten)]
+    pub outputs: OutputArgs,
 }
 
 impl QueueArgs {

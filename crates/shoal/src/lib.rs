@@ -99,16 +99,16 @@ fn with_pytest_arguments_apart(arguments: Vec<std::ffi::OsString>) -> Vec<std::f
 /// and durations history paths.
 fn queued_report(
     queue: cli::QueueArgs,
-    [junitxml, json_report, durations_path]: [Option<std::path::PathBuf>; 3],
+    outputs: cli::OutputArgs,
     cwd: &std::path::Path,
 ) -> Result<u8, ShoalError> {
     let queue = queue::resolve(queue.request(), |name| std::env::var(name).ok())?
         .ok_or_else(|| ShoalError::Usage("shoal report needs --queue URL and --build ID".to_owned()))?;
     commands::report::report(&commands::report::ReportInputs {
         queue,
-        junitxml: junitxml.map(|path| cwd.join(path)),
-        json_report: json_report.map(|path| cwd.join(path)),
-        durations_path: cwd.join(durations_path.unwrap_or_else(|| ".test_durations".into())),
+        junitxml: outputs.junitxml.map(|path| cwd.join(path)),
+        json_report: outputs.json_report.map(|path| cwd.join(path)),
+        durations_path: cwd.join(outputs.durations_path.unwrap_or_else(|| ".test_durations".into())),
     })
 }
 
@@ -137,19 +137,14 @@ fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
             print_only: args.print,
             pytest_args: args.pytest_args,
         }),
-        Command::Merge(args) if args.queue.queue.is_some() => {
-            let outputs = [args.junitxml, args.json_report, args.durations_path];
-            queued_report(args.queue, outputs, &cwd)
-        }
+        Command::Merge(args) if args.queue.queue.is_some() => queued_report(args.queue, args.outputs, &cwd),
         Command::Merge(args) => commands::merge::merge(&commands::merge::MergeInputs {
             reports: args.reports.iter().map(|path| cwd.join(path)).collect(),
-            junitxml: args.junitxml.map(|path| cwd.join(path)),
-            json_report: args.json_report.map(|path| cwd.join(path)),
-            durations_path: args.durations_path.map(|path| cwd.join(path)),
+            junitxml: args.outputs.junitxml.map(|path| cwd.join(path)),
+            json_report: args.outputs.json_report.map(|path| cwd.join(path)),
+            durations_path: args.outputs.durations_path.map(|path| cwd.join(path)),
         }),
-        Command::Report(args) => {
-            queued_report(args.queue, [args.junitxml, args.json_report, args.durations_path], &cwd)
-        }
+        Command::Report(args) => queued_report(args.queue, args.outputs, &cwd),
         Command::Config(args) => {
             let stdout = std::io::stdout();
             commands::config::config(*args, cwd, &mut stdout.lock())

@@ -114,20 +114,9 @@ pub struct Hello {
     pub protocol: u32,
     /// Process id of the worker.
     pub pid: u32,
-    /// `sys.platform`.
-    pub platform: String,
-    /// Python version, e.g. `3.11.7`.
-    pub python: String,
-    /// pytest version.
-    pub pytest: String,
-    /// pluggy version.
-    pub pluggy: String,
-    /// pytest's rootdir.
-    pub rootdir: String,
-    /// The ini file pytest read, if any.
-    pub inifile: Option<String>,
-    /// Installed pytest plugins as `name-version`, in the order pytest lists them.
-    pub plugins: Vec<String>,
+    /// What the worker runs on (its keys sit in the message itself).
+    #[serde(flatten)]
+    pub environment: Environment,
     /// `--maxfail` (or `-x`) as pytest parsed it, from the command line or
     /// addopts; 0 when unset. Workers themselves never stop on it.
     pub maxfail: u64,
@@ -153,6 +142,26 @@ pub struct Hello {
     /// workers, as pytest-xdist disables them.
     #[serde(default)]
     pub benchmarks_disabled: bool,
+}
+
+/// What the tests run on, as the worker's `hello` says it; a run's header
+/// and a queued build's info carry it on.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct Environment {
+    /// `sys.platform`.
+    pub platform: String,
+    /// Python version, e.g. `3.11.7`.
+    pub python: String,
+    /// pytest version.
+    pub pytest: String,
+    /// pluggy version.
+    pub pluggy: String,
+    /// pytest's rootdir.
+    pub rootdir: String,
+    /// The ini file pytest read, if any.
+    pub inifile: Option<String>,
+    /// Installed pytest plugins as `name-version`, in the order pytest lists them.
+    pub plugins: Vec<String>,
 }
 
 /// A collector report that did not pass.
@@ -531,6 +540,28 @@ mod tests {
             panic!("not finished")
         };
         assert_eq!((fast.nodeid.as_str(), fast.rss_kib), (slow.nodeid.as_str(), slow.rss_kib));
+    }
+
+    #[test]
+    fn parses_the_hello_handshake_as_the_worker_sends_it() {
+        let line = br#"{"type": "hello", "protocol": 1, "pid": 42, "platform": "linux", "python": "3.12.3",
+            "pytest": "8.3.2", "pluggy": "1.5.0", "rootdir": "/project", "inifile": null,
+            "plugins": ["timeout-2.3.1"], "maxfail": 0, "cache_dir": "/project/.pytest_cache",
+            "junitxml": null, "continue_on_collection_errors": false, "coverage": null,
+            "html_report": null, "benchmarks_disabled": false}"#;
+        let WorkerMessage::Hello(hello) = parse_message(line).unwrap() else { panic!("not hello") };
+        assert_eq!((hello.protocol, hello.pid, hello.maxfail), (1, 42, 0));
+        let expected = Environment {
+            platform: "linux".into(),
+            python: "3.12.3".into(),
+            pytest: "8.3.2".into(),
+            pluggy: "1.5.0".into(),
+            rootdir: "/project".into(),
+            inifile: None,
+            plugins: vec!["timeout-2.3.1".into()],
+        };
+        assert_eq!(hello.environment, expected);
+        assert_eq!(hello.cache_dir.as_deref(), Some("/project/.pytest_cache"));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use std::time::SystemTime;
 
 use crate::errors::{ShoalError, exit_code};
 use crate::history::{History, HistoryPaths};
-use crate::protocol::{CollectReport, CollectedItem, Phase, PhaseOutcome, PhaseReport};
+use crate::protocol::{CollectReport, CollectedItem, Environment, Phase, PhaseOutcome, PhaseReport};
 use crate::report::Reporter;
 use crate::report::json::JsonReporter;
 use crate::report::json::format::{Document, FORMAT_VERSION, TestEntry};
@@ -276,13 +276,12 @@ impl Merged {
             .min()
             .unwrap_or_else(SystemTime::now);
         RunHeader {
-            platform: String::new(),
-            python: first.python.to_string(),
-            pytest: first.pytest.to_string(),
-            pluggy: String::new(),
-            rootdir: String::new(),
-            inifile: None,
-            plugins: Vec::new(),
+            // The shards' reports keep only these of what they ran on.
+            environment: Environment {
+                python: first.python.to_string(),
+                pytest: first.pytest.to_string(),
+                ..Environment::default()
+            },
             workers: shards.iter().map(|shard| shard.report.run.workers).sum(),
             mode: if first.mode == "fork" { "fork" } else { "spawn" },
             selected: self.table.len(),

@@ -263,13 +263,7 @@ impl Build {
 fn header(info: &BuildInfo, workers: usize, selected: usize) -> RunHeader {
     let collect_errors = info.collect_reports.iter().filter(|report| report.category == "error").count();
     RunHeader {
-        platform: info.platform.clone(),
-        python: info.python.clone(),
-        pytest: info.pytest.clone(),
-        pluggy: info.pluggy.clone(),
-        rootdir: info.rootdir.clone(),
-        inifile: info.inifile.clone(),
-        plugins: info.plugins.clone(),
+        environment: info.environment.clone(),
         workers,
         mode: if info.mode == "fork" { "fork" } else { "spawn" },
         selected,

@@ -518,7 +518,7 @@ pub(crate) fn collect_only(settings: &CollectSettings) -> Result<Option<Collecte
     let collected = *collected;
     Ok(Some(CollectedOnly {
         table: collected.table,
-        rootdir: PathBuf::from(collected.hello.rootdir),
+        rootdir: PathBuf::from(collected.hello.environment.rootdir),
         errors,
     }))
 }

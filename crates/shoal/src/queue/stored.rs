@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{CollectReport, CollectedItem, PhaseOutcome, PhaseReport};
+use crate::protocol::{CollectReport, CollectedItem, Environment, PhaseOutcome, PhaseReport};
 use crate::results::{CrashDetails, Outcome, RunHeader, StopReason, TestDetails, TestRecord, TestView};
 use crate::table::TestTable;
 
@@ -15,20 +15,10 @@ pub struct BuildInfo {
     pub collection: Vec<CollectedItem>,
     /// Collectors that did not pass (a skipped module, say).
     pub collect_reports: Vec<CollectReport>,
-    /// `sys.platform`.
-    pub platform: String,
-    /// Python's version.
-    pub python: String,
-    /// pytest's version.
-    pub pytest: String,
-    /// pluggy's version.
-    pub pluggy: String,
-    /// pytest's rootdir on the first machine.
-    pub rootdir: String,
-    /// pytest's ini file.
-    pub inifile: Option<String>,
-    /// Active plugins.
-    pub plugins: Vec<String>,
+    /// What the first machine's workers ran on (its rootdir, say); the
+    /// keys sit in the build's object itself.
+    #[serde(flatten)]
+    pub environment: Environment,
     /// `PYTHONHASHSEED` of the workers.
     pub hash_seed: String,
     /// How workers came to be (`fork` or `spawn`).
@@ -41,13 +31,7 @@ impl BuildInfo {
         Self {
             collection: table.items().map(|item| item.to_collected()).collect(),
             collect_reports: collect_reports.to_vec(),
-            platform: header.platform.clone(),
-            python: header.python.clone(),
-            pytest: header.pytest.clone(),
-            pluggy: header.pluggy.clone(),
-            rootdir: header.rootdir.clone(),
-            inifile: header.inifile.clone(),
-            plugins: header.plugins.clone(),
+            environment: header.environment.clone(),
             hash_seed: header.hash_seed.clone(),
             mode: header.mode.to_owned(),
         }
@@ -218,4 +202,44 @@ fn record_of(attempt: &StoredAttempt, lane: u16) -> TestRecord {
         record.details = Some(Box::new(TestDetails { failed_reports, crash, ..TestDetails::default() }));
     }
     record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Machines of one build may run different shoal versions: what one
+    /// stores, another reads.
+    #[test]
+    fn build_info_keeps_its_json_shape() {
+        let info = BuildInfo {
+            collection: vec![CollectedItem {
+                nodeid: "t.py::test".into(),
+                path: "t.py".into(),
+                line: Some(3),
+                domain: "test".into(),
+                ..CollectedItem::default()
+            }],
+            collect_reports: Vec::new(),
+            environment: Environment {
+                platform: "linux".into(),
+                python: "3.12.3".into(),
+                pytest: "8.3.2".into(),
+                pluggy: "1.5.0".into(),
+                rootdir: "/project".into(),
+                inifile: Some("/project/pytest.ini".into()),
+                plugins: vec!["timeout-2.3.1".into()],
+            },
+            hash_seed: "1234".into(),
+            mode: "fork".into(),
+        };
+        let json = concat!(
+            r#"{"collection":[{"nodeid":"t.py::test","path":"t.py","line":3,"domain":"test","markers":[]}],"#,
+            r#""collect_reports":[],"platform":"linux","python":"3.12.3","pytest":"8.3.2","pluggy":"1.5.0","#,
+            r#""rootdir":"/project","inifile":"/project/pytest.ini","plugins":["timeout-2.3.1"],"#,
+            r#""hash_seed":"1234","mode":"fork"}"#
+        );
+        assert_eq!(serde_json::to_string(&info).unwrap(), json);
+        assert_eq!(serde_json::from_str::<BuildInfo>(json).unwrap(), info);
+    }
 }

@@ -42,8 +42,8 @@ impl Reporter for EventsReporter {
             "deselected": header.deselected,
             "workers": header.workers,
             "mode": header.mode,
-            "python": header.python,
-            "pytest": header.pytest,
+            "python": header.environment.python,
+            "pytest": header.environment.pytest,
             "expected_seconds": header.expectation.map(|expectation| expectation.wall_seconds),
             "profile": header.profile,
         }));

@@ -79,7 +79,7 @@ impl<W: Write> Reporter for GithubReporter<W> {
     fn test_finished(&mut self, _test: TestView<'_>, _reports: &[PhaseReport], _done: usize, _total: usize) {}
 
     fn run_finished(&mut self, summary: &RunSummary<'_>) -> Result<(), ShoalError> {
-        let rootdir = summary.header.rootdir.clone();
+        let rootdir = summary.header.environment.rootdir.clone();
         for test in summary.tests() {
             for report in test.record.failed_reports() {
                 let (crash_file, line) = failure_place(report, &test);

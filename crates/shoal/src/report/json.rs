@@ -124,8 +124,8 @@ fn document<'a>(header: &'a RunHeader, summary: &'a RunSummary<'a>) -> Document<
         format_version: FORMAT_VERSION,
         run: RunSection {
             shoal: Cow::Borrowed(env!("CARGO_PKG_VERSION")),
-            python: Cow::Borrowed(&header.python),
-            pytest: Cow::Borrowed(&header.pytest),
+            python: Cow::Borrowed(&header.environment.python),
+            pytest: Cow::Borrowed(&header.environment.pytest),
             workers: header.workers,
             mode: Cow::Borrowed(header.mode),
             started_at: Cow::Owned(humantime::format_rfc3339_millis(header.started_at).to_string()),

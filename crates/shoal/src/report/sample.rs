@@ -6,7 +6,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::protocol::Phase::{Call, Setup, Teardown};
 use crate::protocol::PhaseOutcome::{Failed, Passed};
-use crate::protocol::{CollectedItem, Phase, PhaseOutcome, PhaseReport};
+use crate::protocol::{CollectedItem, Environment, Phase, PhaseOutcome, PhaseReport};
 use crate::report::Reporter;
 use crate::results::{
     CrashDetails, Expectation, RunHeader, RunStats, RunSummary, TestDetails, TestRecord, TestView,
@@ -96,13 +96,15 @@ impl SampleRun {
         }
 
         let header = RunHeader {
-            platform: "linux".into(),
-            python: "3.12.3".into(),
-            pytest: "8.3.2".into(),
-            pluggy: "1.5.0".into(),
-            rootdir: "/home/ci/project".into(),
-            inifile: Some("/home/ci/project/pyproject.toml".into()),
-            plugins: vec!["rerunfailures-14.0".into(), "timeout-2.3.1".into()],
+            environment: Environment {
+                platform: "linux".into(),
+                python: "3.12.3".into(),
+                pytest: "8.3.2".into(),
+                pluggy: "1.5.0".into(),
+                rootdir: "/home/ci/project".into(),
+                inifile: Some("/home/ci/project/pyproject.toml".into()),
+                plugins: vec!["rerunfailures-14.0".into(), "timeout-2.3.1".into()],
+            },
             workers: 2,
             mode: "fork",
             selected: 5,

@@ -8,27 +8,15 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::coverage::CoverageReport;
-use crate::protocol::{CollectReport, WarningMessage};
+use crate::protocol::{CollectReport, Environment, WarningMessage};
 use crate::results::{StopReason, Tally, TestRecord, TestView};
 use crate::table::TestTable;
 
 /// What is known when tests start.
 #[derive(Debug, Clone)]
 pub struct RunHeader {
-    /// `sys.platform` of the workers.
-    pub platform: String,
-    /// Python version.
-    pub python: String,
-    /// pytest version.
-    pub pytest: String,
-    /// pluggy version.
-    pub pluggy: String,
-    /// pytest's rootdir.
-    pub rootdir: String,
-    /// pytest's ini file, if any.
-    pub inifile: Option<String>,
-    /// Installed plugins (`name-version`).
-    pub plugins: Vec<String>,
+    /// What the workers run on.
+    pub environment: Environment,
     /// Worker processes.
     pub workers: usize,
     /// How workers come to be.

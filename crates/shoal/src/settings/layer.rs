@@ -20,9 +20,34 @@ use crate::values::{
     CollectionMode, Colour, FailureOutput, WorkerCount, WorkerMode, parse_seconds, parse_size_kib,
 };
 
+/// Declares [`Layer`] as written and `Layer::each_key_or`, which takes
+/// every key from one layer when it sets it, else from another: the keys
+/// are listed once, so a key added to the struct is stacked like the rest.
+macro_rules! declare_layer {
+    (
+        $(#[$attribute:meta])*
+        pub(super) struct Layer {
+            $($(#[$key_attribute:meta])* pub(super) $key:ident: $type:ty,)*
+        }
+    ) => {
+        $(#[$attribute])*
+        pub(super) struct Layer {
+            $($(#[$key_attribute])* pub(super) $key: $type,)*
+        }
+
+        impl Layer {
+            /// Each key from this layer when it sets it, else from `lower`.
+            fn each_key_or(self, lower: Self) -> Self {
+                Self { $($key: self.$key.or(lower.$key)),* }
+            }
+        }
+    };
+}
+
+declare_layer! {
 /// One layer: `None` for a key it does not set.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", default)]
 pub(super) struct Layer {
     /// Another profile this one starts from (profiles only).
     pub(super) inherits: Option<String>,
@@ -39,38 +64,38 @@ pub(super) struct Layer {
     /// Arguments for pytest, before any typed on the command line.
     pub(super) pytest_args: Option<Vec<String>>,
     /// A positive number or `"auto"`.
-    #[serde(default, deserialize_with = "worker_count")]
+    #[serde(deserialize_with = "worker_count")]
     pub(super) workers: Option<WorkerCount>,
     /// How workers come to be.
-    #[serde(default, deserialize_with = "choice")]
+    #[serde(deserialize_with = "choice")]
     pub(super) mode: Option<WorkerMode>,
     /// How fork mode collects.
-    #[serde(default, deserialize_with = "choice")]
+    #[serde(deserialize_with = "choice")]
     pub(super) collect: Option<CollectionMode>,
     /// Stop after the first failure.
     pub(super) exitfirst: Option<bool>,
     /// Stop after this many failures (0: never).
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "whole_number")]
     pub(super) maxfail: Option<u64>,
     /// Run the other tests when files fail to collect.
     pub(super) continue_on_collection_errors: Option<bool>,
     /// Seconds a test may run.
-    #[serde(default, deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds")]
     pub(super) timeout: Option<f64>,
     /// Seconds after which a running test is reported slow.
-    #[serde(default, deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds")]
     pub(super) slow_timeout: Option<f64>,
     /// KiB of resident memory past which a worker is replaced.
-    #[serde(default, deserialize_with = "size_kib", serialize_with = "kib_as_size")]
+    #[serde(deserialize_with = "size_kib", serialize_with = "kib_as_size")]
     pub(super) worker_memory_limit: Option<u64>,
     /// How many times a dead worker may be replaced.
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "whole_number")]
     pub(super) max_worker_restarts: Option<u32>,
     /// Reruns of a failed test.
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "whole_number")]
     pub(super) reruns: Option<u8>,
     /// Seconds before a rerun.
-    #[serde(default, deserialize_with = "delay")]
+    #[serde(deserialize_with = "delay")]
     pub(super) reruns_delay: Option<f64>,
     /// Whether flaky tests fail the run.
     pub(super) flaky_fails: Option<bool>,
@@ -88,13 +113,13 @@ pub(super) struct Layer {
     /// Environment variables whose values every test's result may depend on.
     pub(super) affected_env: Option<Vec<String>>,
     /// Seconds the whole run may take.
-    #[serde(default, deserialize_with = "seconds")]
+    #[serde(deserialize_with = "seconds")]
     pub(super) budget: Option<f64>,
     /// pytest's verbosity: `-v` counts up, `-q` down.
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "whole_number")]
     pub(super) verbosity: Option<i8>,
     /// How many slowest phases to list (0: all).
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "whole_number")]
     pub(super) durations: Option<usize>,
     /// Where the durations history lives.
     pub(super) durations_path: Option<PathBuf>,
@@ -107,16 +132,16 @@ pub(super) struct Layer {
     /// Where to write the HTML timeline.
     pub(super) timeline: Option<PathBuf>,
     /// Whether to colour the terminal report.
-    #[serde(default, deserialize_with = "choice")]
+    #[serde(deserialize_with = "choice")]
     pub(super) color: Option<Colour>,
     /// When failures are shown.
-    #[serde(default, deserialize_with = "choice")]
+    #[serde(deserialize_with = "choice")]
     pub(super) failure_output: Option<FailureOutput>,
     /// `K/N` or `auto`.
-    #[serde(default, deserialize_with = "shard")]
+    #[serde(deserialize_with = "shard")]
     pub(super) shard: Option<String>,
     /// The number of shards for `shard = "auto"` where the CI does not say.
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "whole_number")]
     pub(super) shard_total: Option<usize>,
     /// The work queue's URL (`redis://...`) or `auto`, as `--queue`.
     pub(super) queue: Option<String>,
@@ -139,12 +164,13 @@ pub(super) struct Layer {
     /// pytest-cov's `--cov-context`.
     pub(super) cov_context: Option<String>,
     /// pytest-cov's `--cov-precision`.
-    #[serde(default, deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "whole_number")]
     pub(super) cov_precision: Option<u8>,
     /// Markers that make a test serial.
     pub(super) serial_markers: Option<Vec<String>>,
     /// Per-test settings for tests chosen by marker or path.
     pub(super) overrides: Option<Vec<Override>>,
+}
 }
 
 /// `[[tool.shoal.profile.NAME.overrides]]`: settings for the tests that
@@ -171,36 +197,19 @@ pub(super) struct Override {
     pub(super) slow_timeout: Option<f64>,
 }
 
-/// `upper.x.or(lower.x)` for each listed field of [`Layer`]; a field left
-/// out of the list is a compile error in the struct literal.
-macro_rules! stacked {
-    ($upper:ident, $lower:ident, overrides: $overrides:expr, $($field:ident),* $(,)?) => {
-        Layer { overrides: $overrides, $($field: $upper.$field.or($lower.$field)),* }
-    };
-}
-
 impl Layer {
     /// This layer over `lower`: each key from this layer when it sets it,
     /// else from `lower`. Overrides add up, this layer's first (the order
     /// breaks ties between equally specific overrides).
-    pub(super) fn over(self, lower: Self) -> Self {
-        let overrides = match (self.overrides.clone(), lower.overrides.clone()) {
+    pub(super) fn over(mut self, mut lower: Self) -> Self {
+        let overrides = match (self.overrides.take(), lower.overrides.take()) {
             (Some(mut upper), Some(lower)) => {
                 upper.extend(lower);
                 Some(upper)
             }
             (upper, lower) => upper.or(lower),
         };
-        let upper = self;
-        stacked!(
-            upper, lower, overrides: overrides,
-            inherits, paths, select, keyword, marker_expression, python, pytest_args, workers, mode,
-            collect, exitfirst, maxfail, continue_on_collection_errors, timeout, slow_timeout,
-            worker_memory_limit, max_worker_restarts, reruns, reruns_delay, flaky_fails, last_failed,
-            failed_first, affected, no_cache_results, affected_inputs, affected_env, budget, verbosity, durations, durations_path, json_report, junitxml, events,
-            timeline, color, failure_output, shard, shard_total, queue, cov, cov_report, cov_config, cov_branch,
-            cov_fail_under, cov_append, no_cov_on_fail, no_cov, cov_context, cov_precision, serial_markers,
-        )
+        Self { overrides, ..self.each_key_or(lower) }
     }
 
     /// The keys this layer sets, with their values (in key order).

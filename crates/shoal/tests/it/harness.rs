@@ -1,5 +1,6 @@
-//! Test harness: fixture projects copied to temp dirs, and helpers that run
-//! shoal and sequential pytest on them.
+//! Test harness: fixture projects copied to temp dirs, helpers that run
+//! shoal, sequential pytest and documented command lines on them and read
+//! the JSON reports they write, and the docs' fenced blocks.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -179,12 +180,20 @@ impl Project {
     /// took. `args` must not start with `run`.
     pub(crate) fn shoal_report(&self, env: &[(&str, &str)], args: &[&str]) -> Report {
         let report_path = self.path().join(".shoal-it-report.json");
-        let _ = std::fs::remove_file(&report_path);
         let report_arg = report_path.to_str().expect("a UTF-8 temp path").to_owned();
         let mut full = vec!["run", "--json-report", &report_arg];
         full.extend_from_slice(args);
+        self.report_from(&report_path, || self.shoal_with_env(env, &full))
+    }
+
+    /// Runs `command`, which writes a JSON report at `path` (relative to
+    /// the project; an earlier file there is removed first): the outcome,
+    /// the parsed report and how long the command took.
+    pub(crate) fn report_from(&self, path: impl AsRef<Path>, command: impl FnOnce() -> Outcome) -> Report {
+        let report_path = self.path().join(path);
+        let _ = std::fs::remove_file(&report_path);
         let before = SystemTime::now();
-        let outcome = self.shoal_with_env(env, &full);
+        let outcome = command();
         let after = SystemTime::now();
         let text = std::fs::read_to_string(&report_path).unwrap_or_else(|error| {
             panic!(
@@ -230,6 +239,25 @@ impl Project {
         let mut command = Command::new(program);
         self.isolate(&mut command);
         command
+    }
+
+    /// Runs a command line with `sh` in the project, with shoal and the
+    /// test interpreter first on `PATH`, as in a CI job that installed
+    /// both (the documented jobs).
+    pub(crate) fn sh(&self, line: &str, env: &[(&str, &str)]) -> Outcome {
+        let shoal_directory =
+            Path::new(env!("CARGO_BIN_EXE_shoal")).parent().expect("a directory").to_owned();
+        let mut path: Vec<PathBuf> = vec![shoal_directory];
+        if let Some(directory) = python().parent().filter(|directory| !directory.as_os_str().is_empty()) {
+            path.push(directory.to_owned());
+        }
+        path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+        let mut command = self.command("sh");
+        command
+            .args(["-c", line])
+            .env("PATH", std::env::join_paths(path).expect("a PATH"))
+            .envs(env.iter().copied());
+        Outcome::of(command.output().expect("sh starts"))
     }
 
     /// An isolated `python` command in the project, not yet started.
@@ -434,6 +462,18 @@ impl Report {
         }
         counts
     }
+}
+
+/// The fenced block of `language` under `## heading` in `docs/<doc>`.
+pub(crate) fn documented_block(doc: &str, heading: &str, language: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs").join(doc);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let section = text
+        .split(&format!("\n## {heading}\n"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {heading} section in docs/{doc}"));
+    let fence = format!("```{language}\n");
+    section.split(&fence).nth(1).and_then(|rest| rest.split("```").next()).expect("a fenced block").to_owned()
 }
 
 /// The JSON lines of a log file (none when the file was never written).

@@ -7,27 +7,14 @@
 //! configuration and CI jobs run as written.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use crate::harness::{Outcome, Project, python};
+use crate::harness::{Outcome, Project, Report, documented_block};
 use crate::report_json::schema_mismatches;
 
-fn read_json(path: &Path, outcome: &Outcome) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|error| {
-        panic!(
-            "no report at {} ({error})\nstdout:\n{}\nstderr:\n{}",
-            path.display(),
-            outcome.stdout,
-            outcome.stderr
-        )
-    });
-    serde_json::from_str(&text).expect("a JSON report")
-}
-
-/// `(nodeid, outcome, attempts, failure)` of each test of a report.
+/// `(nodeid, outcome, attempts, failure)` of each test of a report, sorted.
 fn tests_of(report: &serde_json::Value) -> Vec<(String, String, usize, String)> {
-    report["tests"]
+    let mut tests: Vec<(String, String, usize, String)> = report["tests"]
         .as_array()
         .expect("a tests array")
         .iter()
@@ -39,6 +26,16 @@ fn tests_of(report: &serde_json::Value) -> Vec<(String, String, usize, String)> 
                 test.get("failure").and_then(|failure| failure.as_str()).unwrap_or_default().to_owned(),
             )
         })
+        .collect();
+    tests.sort();
+    tests
+}
+
+/// `(nodeid, outcome, attempts)` of each of `tests`.
+fn attempts_of(tests: &[(String, String, usize, String)]) -> Vec<(&str, &str, usize)> {
+    tests
+        .iter()
+        .map(|(nodeid, outcome, attempts, _)| (nodeid.as_str(), outcome.as_str(), *attempts))
         .collect()
 }
 
@@ -58,21 +55,16 @@ fn the_unit_profile_runs_the_unit_tests_with_its_timeout_and_its_path_override()
     let project = Project::fixture("profiles");
     // The database test took 0.2s last time; it takes 1.5s now.
     project.write(".test_durations", r#"{"tests/unit/test_db.py::test_query": 0.2}"#);
-    let outcome = project.shoal(&["run", "--profile", "unit"]);
+    let run = project.report_from("report-unit.json", || project.shoal(&["run", "--profile", "unit"]));
+    let (outcome, report) = (&run.outcome, &run.json);
     outcome.assert_code(1);
     let slow = "tests/unit/test_db.py::test_query was slow against its history: ";
     assert!(outcome.stdout.contains(slow), "{}", outcome.stdout);
-    let report = read_json(&project.path().join("report-unit.json"), &outcome);
     assert_eq!(schema_mismatches(&project, &project.path().join("report-unit.json")), None);
     assert_eq!(report["run"]["profile"], "unit");
-    let mut tests = tests_of(&report);
-    tests.sort();
-    let summary: Vec<(&str, &str, usize)> = tests
-        .iter()
-        .map(|(nodeid, outcome, attempts, _)| (nodeid.as_str(), outcome.as_str(), *attempts))
-        .collect();
+    let tests = tests_of(report);
     assert_eq!(
-        summary,
+        attempts_of(&tests),
         [
             ("tests/unit/test_db.py::test_query", "passed", 0),
             ("tests/unit/test_math.py::test_add", "passed", 0),
@@ -90,12 +82,12 @@ fn the_unit_profile_runs_the_unit_tests_with_its_timeout_and_its_path_override()
     assert_eq!(report["run"]["settings"]["timeout"]["value"], 1.0);
     let profile_line = line_of(&project, "[tool.shoal.profile.unit]");
     assert_eq!(
-        source_of(&report, "timeout"),
+        source_of(report, "timeout"),
         format!("pyproject.toml:{} [tool.shoal.profile.unit]", profile_line + 2)
     );
-    assert_eq!(source_of(&report, "profile"), "flag --profile");
+    assert_eq!(source_of(report, "profile"), "flag --profile");
     assert_eq!(
-        source_of(&report, "workers"),
+        source_of(report, "workers"),
         format!("pyproject.toml:{} [tool.shoal]", line_of(&project, "workers = 2"))
     );
 }
@@ -103,19 +95,15 @@ fn the_unit_profile_runs_the_unit_tests_with_its_timeout_and_its_path_override()
 #[test]
 fn the_e2e_profile_runs_the_marked_tests_with_reruns_and_the_quick_ones_without() {
     let project = Project::fixture("profiles");
-    let outcome = project.shoal_with_env(&[("SHOAL_PROFILE", "e2e")], &["run"]);
-    outcome.assert_code(1);
-    let report = read_json(&project.path().join("report-e2e.json"), &outcome);
+    let run = project
+        .report_from("report-e2e.json", || project.shoal_with_env(&[("SHOAL_PROFILE", "e2e")], &["run"]));
+    run.outcome.assert_code(1);
+    let report = &run.json;
     assert_eq!(report["run"]["profile"], "e2e");
-    assert_eq!(source_of(&report, "profile"), "environment SHOAL_PROFILE");
-    let mut tests = tests_of(&report);
-    tests.sort();
-    let summary: Vec<(&str, &str, usize)> = tests
-        .iter()
-        .map(|(nodeid, outcome, attempts, _)| (nodeid.as_str(), outcome.as_str(), *attempts))
-        .collect();
+    assert_eq!(source_of(report, "profile"), "environment SHOAL_PROFILE");
+    let tests = tests_of(report);
     assert_eq!(
-        summary,
+        attempts_of(&tests),
         [
             ("tests/e2e/test_checkout.py::test_pay", "flaky", 2),
             ("tests/e2e/test_checkout.py::test_refund", "failed", 3),
@@ -247,49 +235,28 @@ fn a_test_past_its_slow_timeout_gets_its_slow_line_while_it_still_runs() {
     assert!(project.path().join("slow-seen").exists(), "no SLOW line:\n{}", seen.join("\n"));
 }
 
-/// The fenced block of `language` under `## heading` in docs/profiles.md.
-fn documented_block(heading: &str, language: &str) -> String {
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/profiles.md"))
-        .expect("docs/profiles.md");
-    let section =
-        doc.split(&format!("\n## {heading}\n")).nth(1).unwrap_or_else(|| panic!("no {heading} section"));
-    let fence = format!("```{language}\n");
-    section.split(&fence).nth(1).and_then(|rest| rest.split("```").next()).expect("a fenced block").to_owned()
-}
-
-/// Runs a documented command line with `sh`, with shoal and the test
-/// interpreter first on `PATH` (the jobs install both).
-fn run_documented(project: &Project, line: &str, env: &[(&str, &str)]) -> Outcome {
-    let shoal_directory = Path::new(env!("CARGO_BIN_EXE_shoal")).parent().expect("a directory").to_owned();
-    let mut path: Vec<PathBuf> = vec![shoal_directory];
-    if let Some(directory) = python().parent().filter(|directory| !directory.as_os_str().is_empty()) {
-        path.push(directory.to_owned());
-    }
-    path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
-    let mut command = project.command("sh");
-    command
-        .args(["-c", line])
-        .env("PATH", std::env::join_paths(path).expect("a PATH"))
-        .envs(env.iter().copied());
-    Outcome::of(command.output().expect("sh starts"))
-}
-
 /// The fixture with the documented configuration as its pyproject.toml.
 fn documented_project() -> Project {
     let project = Project::fixture("profiles");
-    project.write("pyproject.toml", documented_block("The origin CI job as two profiles", "toml"));
+    project.write(
+        "pyproject.toml",
+        documented_block("profiles.md", "The origin CI job as two profiles", "toml"),
+    );
     project
 }
 
+/// A documented job's command `line` for `profile`, with the report it
+/// writes.
+fn run_documented(project: &Project, profile: &str, line: &str, env: &[(&str, &str)]) -> Report {
+    project.report_from(format!("reports/{profile}.json"), || project.sh(line, env))
+}
+
 /// The node ids and outcomes of a report written by a documented job.
-fn documented_report(project: &Project, profile: &str, outcome: &Outcome) -> Vec<(String, String)> {
-    let report = read_json(&project.path().join(format!("reports/{profile}.json")), outcome);
+fn documented_report(project: &Project, profile: &str, run: &Report) -> Vec<(String, String)> {
+    let report = &run.json;
     assert_eq!(report["run"]["profile"], profile);
     assert!(project.path().join(format!("reports/{profile}.xml")).exists(), "the JUnit file");
-    let mut tests: Vec<(String, String)> =
-        tests_of(&report).into_iter().map(|(nodeid, outcome, _, _)| (nodeid, outcome)).collect();
-    tests.sort();
-    tests
+    tests_of(report).into_iter().map(|(nodeid, outcome, _, _)| (nodeid, outcome)).collect()
 }
 
 /// What the documented profiles give on the fixture.
@@ -314,7 +281,7 @@ fn expected(profile: &str) -> Vec<(String, String)> {
 
 #[test]
 fn the_documented_github_actions_jobs_run_locally() {
-    let block = documented_block("GitHub Actions", "yaml");
+    let block = documented_block("profiles.md", "GitHub Actions", "yaml");
     let commands: Vec<&str> = block
         .lines()
         .filter_map(|line| line.trim().strip_prefix("- run: "))
@@ -323,15 +290,16 @@ fn the_documented_github_actions_jobs_run_locally() {
     assert_eq!(commands, ["shoal run --profile ${{ matrix.profile }}"]);
     let project = documented_project();
     for (profile, code) in [("unit", 0), ("e2e", 1)] {
-        let outcome = run_documented(&project, &commands[0].replace("${{ matrix.profile }}", profile), &[]);
-        outcome.assert_code(code);
-        assert_eq!(documented_report(&project, profile, &outcome), expected(profile), "{profile}");
+        let line = commands[0].replace("${{ matrix.profile }}", profile);
+        let run = run_documented(&project, profile, &line, &[]);
+        run.outcome.assert_code(code);
+        assert_eq!(documented_report(&project, profile, &run), expected(profile), "{profile}");
     }
 }
 
 #[test]
 fn the_documented_gitlab_jobs_run_locally() {
-    let block = documented_block("GitLab CI", "yaml");
+    let block = documented_block("profiles.md", "GitLab CI", "yaml");
     let commands: Vec<&str> = block
         .lines()
         .filter_map(|line| line.trim().strip_prefix("- "))
@@ -343,8 +311,9 @@ fn the_documented_gitlab_jobs_run_locally() {
     assert_eq!(profiles, ["unit", "e2e"]);
     let project = documented_project();
     for profile in profiles {
-        let outcome = run_documented(&project, commands[0], &[("SHOAL_PROFILE", profile)]);
+        let run = run_documented(&project, profile, commands[0], &[("SHOAL_PROFILE", profile)]);
+        let outcome = &run.outcome;
         assert!(matches!(outcome.code, Some(0 | 1)), "{}\n{}", outcome.stdout, outcome.stderr);
-        assert_eq!(documented_report(&project, profile, &outcome), expected(profile), "{profile}");
+        assert_eq!(documented_report(&project, profile, &run), expected(profile), "{profile}");
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Outcome, Project};
+use crate::harness::{Outcome, Project, Report};
 
 /// The tests of `fixtures/queue`.
 const TESTS: usize = 13;
@@ -105,6 +105,17 @@ impl Machine {
     }
 
     /// [`Self::start`] with more arguments.
+    /// [`Self::start`] on one worker with `test_slow` first (the history
+    /// says it is the longest) taking `seconds`, once that test started.
+    fn start_in_the_slow_test(&self, redis: &Redis, build: &str, log: &Path, seconds: &str) -> Child {
+        self.project.history_starting_with("test_slow.py::test_slow");
+        let child = self.start(redis, build, 1, log, &[("QUEUE_SLOW", seconds)]);
+        wait_for("test_slow to start", Duration::from_secs(30), || {
+            starts(log).contains_key("test_slow.py::test_slow")
+        });
+        child
+    }
+
     fn start_with(
         &self,
         redis: &Redis,
@@ -138,10 +149,10 @@ fn finish(child: Child) -> Outcome {
     Outcome::of(child.wait_with_output().expect("shoal ends"))
 }
 
-/// `shoal report` in `project`: the outcome and its JSON report.
-fn report(project: &Project, redis: &Redis, build: &str) -> (Outcome, serde_json::Value) {
+/// `shoal report` in `project`, with its JSON report.
+fn report(project: &Project, redis: &Redis, build: &str) -> Report {
     let url = redis.url();
-    let outcome = project.shoal(&[
+    let args = [
         "report",
         "--queue",
         &url,
@@ -153,21 +164,8 @@ fn report(project: &Project, redis: &Redis, build: &str) -> (Outcome, serde_json
         "build.xml",
         "--queue-wait",
         "20",
-    ]);
-    let text = std::fs::read_to_string(project.path().join("build.json"))
-        .unwrap_or_else(|error| panic!("no build report ({error}):\n{}\n{}", outcome.stdout, outcome.stderr));
-    (outcome, serde_json::from_str(&text).expect("JSON"))
-}
-
-fn outcomes(report: &serde_json::Value) -> BTreeMap<String, String> {
-    let tests = report["tests"].as_array().expect("tests");
-    let pairs = tests.iter().map(|test| {
-        (
-            test["nodeid"].as_str().expect("id").to_owned(),
-            test["outcome"].as_str().expect("outcome").to_owned(),
-        )
-    });
-    pairs.collect()
+    ];
+    project.report_from("build.json", || project.shoal(&args))
 }
 
 /// How many times each test started, by the fixture's log.
@@ -197,11 +195,9 @@ fn log_path(project: &Project) -> PathBuf {
 fn three_machines_run_every_test_once_and_the_report_equals_one_machine() {
     let redis = Redis::start();
     let single = Project::fixture("queue");
-    let alone = single.shoal(&["run", "-n", "2", "--json-report", "single.json"]);
-    alone.assert_code(1);
-    let single_json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(single.path().join("single.json")).expect("report"))
-            .expect("JSON");
+    let alone = single
+        .report_from("single.json", || single.shoal(&["run", "-n", "2", "--json-report", "single.json"]));
+    alone.outcome.assert_code(1);
     let log = log_path(&single);
     let machines: Vec<Machine> = ["m1", "m2", "m3"].iter().map(|name| Machine::new(name)).collect();
     let children: Vec<Child> =
@@ -223,10 +219,10 @@ fn three_machines_run_every_test_once_and_the_report_equals_one_machine() {
         (TESTS, TESTS),
         "the machines' reports split the tests: {ran:?} ({codes:?})"
     );
-    let (build, build_json) = report(&single, &redis, "b1");
-    build.assert_code(1);
-    assert_eq!(build.closing_counts(), alone.closing_counts(), "{}", build.stdout);
-    assert_eq!(outcomes(&build_json), outcomes(&single_json));
+    let build = report(&single, &redis, "b1");
+    build.outcome.assert_code(1);
+    assert_eq!(build.outcome.closing_counts(), alone.outcome.closing_counts(), "{}", build.outcome.stdout);
+    assert_eq!(build.outcomes(), alone.outcomes());
     let junit = std::fs::read_to_string(single.path().join("build.xml")).expect("a JUnit file");
     assert_eq!(junit.matches("<testcase ").count(), TESTS, "{junit}");
     let history = std::fs::read_to_string(single.path().join(".test_durations")).expect("a history");
@@ -234,12 +230,11 @@ fn three_machines_run_every_test_once_and_the_report_equals_one_machine() {
     let ttl: i64 = redis.cli(&["TTL", "shoal:b1:results"]).parse().expect("a TTL");
     assert!(ttl > 0, "the results expire: TTL {ttl}");
     let url = redis.url();
-    let merged = single.shoal(&["merge", "--queue", &url, "--build", "b1", "--json-report", "merged.json"]);
-    merged.assert_code(1);
-    let merged_json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(single.path().join("merged.json")).expect("a report"))
-            .expect("JSON");
-    assert_eq!(outcomes(&merged_json), outcomes(&single_json), "shoal merge --queue is shoal report");
+    let merged = single.report_from("merged.json", || {
+        single.shoal(&["merge", "--queue", &url, "--build", "b1", "--json-report", "merged.json"])
+    });
+    merged.outcome.assert_code(1);
+    assert_eq!(merged.outcomes(), alone.outcomes(), "shoal merge --queue is shoal report");
 }
 
 #[test]
@@ -256,17 +251,22 @@ fn a_failed_tests_rerun_goes_back_to_the_queue_and_is_reported_once() {
     children.into_iter().for_each(|child| drop(finish(child)));
     let handed_back = redis.cli(&["HKEYS", "shoal:b8:attempts"]);
     assert!(handed_back.lines().any(|field| field == "1:test_flaky.py::test_flaky_once"), "{handed_back}");
-    let (build, build_json) = report(&machines[1].project, &redis, "b8");
-    build.assert_code(1);
-    let outcomes = outcomes(&build_json);
+    let build = report(&machines[1].project, &redis, "b8");
+    build.outcome.assert_code(1);
+    let outcomes = build.outcomes();
     assert_eq!(outcomes.len(), TESTS);
-    assert_eq!(outcomes["test_flaky.py::test_flaky_once"], "flaky", "{}", build.stdout);
+    assert_eq!(outcomes["test_flaky.py::test_flaky_once"], "flaky", "{}", build.outcome.stdout);
     assert_eq!(outcomes["test_steady.py::test_fails"], "failed");
     let starts = starts(&log);
     assert_eq!(starts["test_flaky.py::test_flaky_once"], 2, "{starts:?}");
     assert_eq!(starts["test_steady.py::test_fails"], 2, "{starts:?}");
-    let closing = build.closing_map();
-    assert_eq!((closing.get("flaky"), closing.get("rerun")), (Some(&1), Some(&2)), "{}", build.stdout);
+    let closing = build.outcome.closing_map();
+    assert_eq!(
+        (closing.get("flaky"), closing.get("rerun")),
+        (Some(&1), Some(&2)),
+        "{}",
+        build.outcome.stdout
+    );
 }
 
 #[test]
@@ -282,32 +282,26 @@ fn a_retried_machine_runs_again_what_it_ran_once_the_build_is_drained() {
     assert!(retried.stderr.contains("retrying the"), "{}", retried.stderr);
     assert_eq!(machine.tests_run().len(), TESTS);
     assert!(starts(&log).values().all(|&count| count == 2), "{:?}", starts(&log));
-    let (build, build_json) = report(&newcomer.project, &redis, "b7");
-    build.assert_code(1);
-    assert_eq!(outcomes(&build_json).len(), TESTS);
+    let build = report(&newcomer.project, &redis, "b7");
+    build.outcome.assert_code(1);
+    assert_eq!(build.outcomes().len(), TESTS);
 }
 
 #[test]
 fn a_machine_killed_mid_test_has_its_unit_finished_by_another() {
     let redis = Redis::start();
     let first = Machine::new("doomed");
-    // test_slow first (the history says it is the longest) and long.
-    first.project.history_starting_with("test_slow.py::test_slow");
     let log = log_path(&first.project);
-    let slow = [("QUEUE_SLOW", "3")];
-    let mut doomed = first.start(&redis, "b2", 1, &log, &slow);
-    wait_for("test_slow to start", Duration::from_secs(30), || {
-        starts(&log).contains_key("test_slow.py::test_slow")
-    });
+    let mut doomed = first.start_in_the_slow_test(&redis, "b2", &log, "3");
     kill_tree(doomed.id());
     let _ = doomed.wait();
     let survivor = Machine::new("survivor");
     let outcome = finish(survivor.start(&redis, "b2", 2, &log, &[("QUEUE_SLOW", "0.1")]));
     assert!(outcome.stderr.contains("took over unit"), "{}", outcome.stderr);
     assert!(survivor.tests_run().contains(&"test_slow.py::test_slow".to_owned()));
-    let (build, build_json) = report(&survivor.project, &redis, "b2");
-    build.assert_code(1);
-    let outcomes = outcomes(&build_json);
+    let build = report(&survivor.project, &redis, "b2");
+    build.outcome.assert_code(1);
+    let outcomes = build.outcomes();
     assert_eq!(outcomes.len(), TESTS);
     assert_eq!(outcomes["test_slow.py::test_slow"], "passed");
     assert_eq!(starts(&log)["test_slow.py::test_slow"], 2, "run by both machines");
@@ -317,12 +311,8 @@ fn a_machine_killed_mid_test_has_its_unit_finished_by_another() {
 fn an_interrupted_machine_leaves_its_unrun_tests_to_another() {
     let redis = Redis::start();
     let quitter = Machine::new("quitter");
-    quitter.project.history_starting_with("test_slow.py::test_slow");
     let log = log_path(&quitter.project);
-    let child = quitter.start(&redis, "b9", 1, &log, &[("QUEUE_SLOW", "30")]);
-    wait_for("test_slow to start", Duration::from_secs(30), || {
-        starts(&log).contains_key("test_slow.py::test_slow")
-    });
+    let child = quitter.start_in_the_slow_test(&redis, "b9", &log, "30");
     // A CI cancelling the job: SIGTERM, then again (no grace).
     for _ in 0..2 {
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
@@ -334,9 +324,9 @@ fn an_interrupted_machine_leaves_its_unrun_tests_to_another() {
     let survivor = Machine::new("survivor");
     let outcome = finish(survivor.start(&redis, "b9", 2, &log, &[("QUEUE_SLOW", "0.1")]));
     assert!(survivor.tests_run().contains(&"test_slow.py::test_slow".to_owned()), "{}", outcome.stderr);
-    let (build, build_json) = report(&survivor.project, &redis, "b9");
-    build.assert_code(1);
-    assert_eq!(outcomes(&build_json)["test_slow.py::test_slow"], "passed");
+    let build = report(&survivor.project, &redis, "b9");
+    build.outcome.assert_code(1);
+    assert_eq!(build.outcomes()["test_slow.py::test_slow"], "passed");
 }
 
 /// SIGKILLs a process and every process under it (a machine dying whole).
@@ -427,12 +417,8 @@ fn a_machine_waits_for_the_units_a_bounded_time_naming_the_publisher() {
 fn the_report_gives_up_when_units_are_left_and_no_machine_is_alive() {
     let redis = Redis::start();
     let doomed = Machine::new("doomed");
-    doomed.project.history_starting_with("test_slow.py::test_slow");
     let log = log_path(&doomed.project);
-    let mut child = doomed.start(&redis, "b12", 1, &log, &[("QUEUE_SLOW", "30")]);
-    wait_for("test_slow to start", Duration::from_secs(30), || {
-        starts(&log).contains_key("test_slow.py::test_slow")
-    });
+    let mut child = doomed.start_in_the_slow_test(&redis, "b12", &log, "30");
     kill_tree(child.id());
     let _ = child.wait();
     let url = redis.url();

@@ -6,49 +6,20 @@
 //! workflows of `docs/sharding.md` work as written.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::harness::{Outcome, Project, python};
+use crate::harness::{Outcome, Project, Report, documented_block};
 use crate::report_json::schema_mismatches;
 
 /// The tests of `fixtures/shards`.
 const SHARDS_FIXTURE_TESTS: usize = 31;
 
-/// `shoal run --shard <spec> --json-report <name>` (plus `extra`): the
-/// outcome and the parsed report.
-fn run_shard(
-    project: &Project,
-    spec: &str,
-    name: &str,
-    env: &[(&str, &str)],
-    extra: &[&str],
-) -> (Outcome, serde_json::Value) {
+/// `shoal run --shard <spec> --json-report <name>` (plus `extra`), with
+/// its report.
+fn run_shard(project: &Project, spec: &str, name: &str, env: &[(&str, &str)], extra: &[&str]) -> Report {
     let mut args = vec!["run", "--shard", spec, "--json-report", name];
     args.extend_from_slice(extra);
-    let outcome = project.shoal_with_env(env, &args);
-    let report = read_json(&project.path().join(name), &outcome);
-    (outcome, report)
-}
-
-fn read_json(path: &Path, outcome: &Outcome) -> serde_json::Value {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|error| {
-        panic!(
-            "no report at {} ({error})\nstdout:\n{}\nstderr:\n{}",
-            path.display(),
-            outcome.stdout,
-            outcome.stderr
-        )
-    });
-    serde_json::from_str(&text).expect("a JSON report")
-}
-
-fn node_ids(report: &serde_json::Value) -> Vec<String> {
-    report["tests"]
-        .as_array()
-        .expect("a tests array")
-        .iter()
-        .map(|test| test["nodeid"].as_str().expect("a node id").to_owned())
-        .collect()
+    project.report_from(name, || project.shoal_with_env(env, &args))
 }
 
 fn path_arg(path: &Path) -> &str {
@@ -85,11 +56,12 @@ fn every_test_runs_in_one_shard_and_merging_gives_the_unsharded_counts() {
     let mut reports = Vec::new();
     for shard in 1..=3 {
         let name = format!("shard-{shard}.json");
-        let (outcome, report) = run_shard(&project, &format!("{shard}/3"), &name, &fail, &["-n", "2"]);
-        let ids = node_ids(&report);
+        let run = run_shard(&project, &format!("{shard}/3"), &name, &fail, &["-n", "2"]);
+        let (outcome, report) = (&run.outcome, &run.json);
+        let ids = run.node_ids();
         assert!(!ids.is_empty(), "shard {shard} is empty");
         assert_eq!(ids.len(), planned[shard - 1], "shard {shard} runs what plan said");
-        let failed = ids.iter().any(|id| id == "test_failing.py::test_sometimes_fails");
+        let failed = ids.contains(&"test_failing.py::test_sometimes_fails");
         outcome.assert_code(if failed { 1 } else { 0 });
         assert_eq!(
             outcome.closing_map().get("deselected").copied(),
@@ -105,7 +77,7 @@ fn every_test_runs_in_one_shard_and_merging_gives_the_unsharded_counts() {
         assert_eq!(report["run"]["shard"]["collected"], SHARDS_FIXTURE_TESTS);
         assert_eq!(schema_mismatches(&project, &project.path().join(&name)), None);
         for id in ids {
-            if let Some(other) = seen.insert(id.clone(), shard) {
+            if let Some(other) = seen.insert(id.to_owned(), shard) {
                 panic!("{id} ran in shard {other} and in shard {shard}");
             }
         }
@@ -132,19 +104,18 @@ fn every_test_runs_in_one_shard_and_merging_gives_the_unsharded_counts() {
         "--durations-path",
         ".test_durations",
     ]);
-    let merged_outcome = project.shoal(&merge);
-    merged_outcome.assert_code(1);
-    let merged = read_json(&project.path().join("merged.json"), &merged_outcome);
+    let merged = project.report_from("merged.json", || project.shoal(&merge));
+    merged.outcome.assert_code(1);
     assert_eq!(schema_mismatches(&project, &project.path().join("merged.json")), None);
-    assert!(merged["run"].get("shard").is_none(), "a merged report is a whole run");
+    assert!(merged.json["run"].get("shard").is_none(), "a merged report is a whole run");
 
     let whole = Project::fixture("shards");
     let unsharded = whole.shoal_report(&fail, &["-n", "2", "--junitxml", "whole.xml"]);
     unsharded.outcome.assert_code(1);
-    assert_eq!(merged["summary"], unsharded.json["summary"]);
+    assert_eq!(merged.json["summary"], unsharded.json["summary"]);
     assert_eq!(
-        node_ids(&merged).into_iter().collect::<BTreeSet<_>>(),
-        unsharded.node_ids().into_iter().map(str::to_owned).collect::<BTreeSet<_>>()
+        merged.node_ids().into_iter().collect::<BTreeSet<_>>(),
+        unsharded.node_ids().into_iter().collect::<BTreeSet<_>>()
     );
     let ours = crate::junit::parse(&project.path().join("merged.xml"));
     let theirs = crate::junit::parse(&whole.path().join("whole.xml"));
@@ -163,11 +134,7 @@ fn every_test_runs_in_one_shard_and_merging_gives_the_unsharded_counts() {
         serde_json::from_slice(&history_before).expect("the fixture's history");
     let slow = "pkg/test_slow.py::test_slow_one";
     let (old, new) = (before[slow], history[slow]);
-    let sample = merged["tests"]
-        .as_array()
-        .and_then(|tests| tests.iter().find(|test| test["nodeid"] == slow))
-        .and_then(|test| test["duration"].as_f64())
-        .expect("the slow test's measured duration");
+    let sample = merged.test(slow)["duration"].as_f64().expect("the slow test's measured duration");
     // Strictly between the old estimate and the new sample (how far depends
     // on the sample, which a loaded machine stretches).
     assert!(
@@ -182,9 +149,9 @@ fn the_partition_is_the_same_in_separate_processes_whatever_the_collection_order
     let listed = |seed: &str| project.shoal_with_env(&[("PYTHONHASHSEED", seed)], &["list"]).stdout;
     assert_ne!(listed("1"), listed("2"), "the two seeds collect test_words.py in different orders");
     let shard_ids = |seed: &str, name: &str| {
-        let (outcome, report) = run_shard(&project, "2/3", name, &[("PYTHONHASHSEED", seed)], &["-n", "1"]);
-        outcome.assert_code(0);
-        node_ids(&report).into_iter().collect::<BTreeSet<_>>()
+        let run = run_shard(&project, "2/3", name, &[("PYTHONHASHSEED", seed)], &["-n", "1"]);
+        run.outcome.assert_code(0);
+        run.node_ids().into_iter().map(str::to_owned).collect::<BTreeSet<_>>()
     };
     assert_eq!(shard_ids("1", "first.json"), shard_ids("2", "second.json"));
     let plan = |seed: &str| {
@@ -198,16 +165,17 @@ fn the_partition_is_the_same_in_separate_processes_whatever_the_collection_order
 #[test]
 fn an_empty_shard_exits_0_with_a_notice() {
     let project = Project::fixture("allpass");
-    let (outcome, report) = run_shard(&project, "7/7", "empty.json", &[], &["-n", "1"]);
+    let empty = run_shard(&project, "7/7", "empty.json", &[], &["-n", "1"]);
+    let outcome = &empty.outcome;
     outcome.assert_code(0);
     assert!(outcome.stderr.contains("shard 7/7 has no tests: 6 tests over 7 shards"), "{}", outcome.stderr);
     assert_eq!(outcome.closing_counts(), "6 deselected");
-    assert_eq!(node_ids(&report).len(), 0);
+    assert_eq!(empty.node_ids().len(), 0);
     // With as many shards as tests, none is empty.
     for shard in 1..=6 {
-        let (outcome, report) = run_shard(&project, &format!("{shard}/6"), "one.json", &[], &["-n", "1"]);
-        outcome.assert_code(0);
-        assert_eq!(node_ids(&report).len(), 1, "shard {shard}/6");
+        let one = run_shard(&project, &format!("{shard}/6"), "one.json", &[], &["-n", "1"]);
+        one.outcome.assert_code(0);
+        assert_eq!(one.node_ids().len(), 1, "shard {shard}/6");
     }
 }
 
@@ -264,7 +232,8 @@ fn shard_auto_reads_each_ci_systems_variables() {
     for AutoCase { system, env, extra, shard: (index, total) } in cases {
         let mut args = vec!["-n", "1"];
         args.extend_from_slice(extra);
-        let (outcome, report) = run_shard(&project, "auto", "auto.json", env, &args);
+        let run = run_shard(&project, "auto", "auto.json", env, &args);
+        let outcome = &run.outcome;
         outcome.assert_code(0);
         let announced = format!("shoal: shard {index}/{total} from {system} ");
         assert_eq!(outcome.stderr.matches(&announced).count(), 1, "{system}: {}", outcome.stderr);
@@ -273,7 +242,7 @@ fn shard_auto_reads_each_ci_systems_variables() {
                 assert!(outcome.stderr.contains(&format!("{variable}={value}")), "{}", outcome.stderr);
             }
         }
-        let shard = &report["run"]["shard"];
+        let shard = &run.json["run"]["shard"];
         assert_eq!((shard["index"].as_u64(), shard["total"].as_u64()), (Some(index), Some(total)));
     }
     assert!(status_file.exists(), "Bazel's TEST_SHARD_STATUS_FILE is touched");
@@ -285,14 +254,15 @@ fn shard_auto_reads_each_ci_systems_variables() {
 #[test]
 fn merge_refuses_reports_that_do_not_belong_together() {
     let project = Project::fixture("allpass");
-    let (first, _) = run_shard(&project, "1/2", "first.json", &[], &["-n", "1"]);
-    first.assert_code(0);
-    run_shard(&project, "2/2", "second.json", &[], &["-n", "1"]).0.assert_code(0);
-    run_shard(&project, "2/2", "other-run.json", &[], &["-n", "1", "-k", "test_one"]).0.assert_code(0);
+    let first = run_shard(&project, "1/2", "first.json", &[], &["-n", "1"]);
+    first.outcome.assert_code(0);
+    let second = run_shard(&project, "2/2", "second.json", &[], &["-n", "1"]);
+    second.outcome.assert_code(0);
+    run_shard(&project, "2/2", "other-run.json", &[], &["-n", "1", "-k", "test_one"]).outcome.assert_code(0);
     project.shoal(&["run", "-n", "1", "--json-report", "unsharded.json"]).assert_code(0);
     // Shard 2's report with one of shard 1's tests in it too.
-    let mut overlapping = read_json(&project.path().join("second.json"), &first);
-    let stolen = read_json(&project.path().join("first.json"), &first)["tests"][0].clone();
+    let mut overlapping = second.json;
+    let stolen = first.json["tests"][0].clone();
     overlapping["tests"].as_array_mut().expect("tests").push(stolen.clone());
     std::fs::write(project.path().join("overlapping.json"), overlapping.to_string()).expect("write");
 
@@ -316,44 +286,22 @@ fn merge_refuses_reports_that_do_not_belong_together() {
     let missing = project.shoal(&["merge", "first.json", "--json-report", "partial.json"]);
     missing.assert_code(2);
     assert!(missing.stderr.contains("no report for shard 2/2"), "{}", missing.stderr);
-    let complete = project.shoal(&["merge", "second.json", "first.json", "--json-report", "all.json"]);
-    complete.assert_code(0);
-    assert_eq!(read_json(&project.path().join("all.json"), &complete)["summary"]["passed"], 6);
+    let complete = project.report_from("all.json", || {
+        project.shoal(&["merge", "second.json", "first.json", "--json-report", "all.json"])
+    });
+    complete.outcome.assert_code(0);
+    assert_eq!(complete.json["summary"]["passed"], 6);
 }
 
-/// The `shoal` command lines of one fenced block of `docs/sharding.md`,
-/// found by the heading above it.
+/// The `shoal` command lines of the yaml block under `## heading` in
+/// `docs/sharding.md`.
 fn documented_commands(heading: &str) -> Vec<String> {
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/sharding.md"))
-        .expect("docs/sharding.md");
-    let section =
-        doc.split(&format!("\n## {heading}\n")).nth(1).unwrap_or_else(|| panic!("no {heading} section"));
-    let block =
-        section.split("```yaml\n").nth(1).and_then(|rest| rest.split("```").next()).expect("a yaml block");
-    block
+    documented_block("sharding.md", heading, "yaml")
         .lines()
         .map(|line| line.trim().trim_start_matches("- ").trim_start_matches("run: ").trim())
         .filter(|line| line.starts_with("shoal "))
         .map(|line| line.split(" #").next().unwrap_or(line).trim().to_owned())
         .collect()
-}
-
-/// Runs a documented command line with `sh`, with shoal and the test
-/// interpreter first on `PATH` (the workflows install both).
-fn run_documented(project: &Project, line: &str, env: &[(&str, &str)]) -> Outcome {
-    let shoal_directory = Path::new(env!("CARGO_BIN_EXE_shoal")).parent().expect("a directory").to_owned();
-    let mut path: Vec<PathBuf> = vec![shoal_directory];
-    let interpreter = python();
-    if let Some(directory) = interpreter.parent().filter(|directory| !directory.as_os_str().is_empty()) {
-        path.push(directory.to_owned());
-    }
-    path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
-    let mut command = project.command("sh");
-    command
-        .args(["-c", line])
-        .env("PATH", std::env::join_paths(path).expect("a PATH"))
-        .envs(env.iter().copied());
-    Outcome::of(command.output().expect("sh starts"))
 }
 
 #[test]
@@ -364,18 +312,17 @@ fn the_documented_github_actions_workflow_runs_locally() {
     std::fs::create_dir_all(project.path().join("reports")).expect("mkdir");
     for shard in 1..=4 {
         let line = commands[0].replace("${{ matrix.shard }}", &shard.to_string());
-        let outcome = run_documented(&project, &line, &[]);
+        let outcome = project.sh(&line, &[]);
         assert!(matches!(outcome.code, Some(0 | 1)), "{line}: {}\n{}", outcome.stdout, outcome.stderr);
         // actions/download-artifact with merge-multiple puts them in reports/.
         let name = format!("shard-{shard}.json");
         std::fs::rename(project.path().join(&name), project.path().join("reports").join(&name))
             .expect("move");
     }
-    let merged = run_documented(&project, &commands[1], &[]);
-    merged.assert_code(0);
-    let report = read_json(&project.path().join("shoal-report.json"), &merged);
-    assert_eq!(node_ids(&report).len(), SHARDS_FIXTURE_TESTS);
-    assert_eq!(report["summary"]["passed"], SHARDS_FIXTURE_TESTS - 2);
+    let merged = project.report_from("shoal-report.json", || project.sh(&commands[1], &[]));
+    merged.outcome.assert_code(0);
+    assert_eq!(merged.node_ids().len(), SHARDS_FIXTURE_TESTS);
+    assert_eq!(merged.json["summary"]["passed"], SHARDS_FIXTURE_TESTS - 2);
     assert!(project.path().join("junit.xml").exists());
 }
 
@@ -386,13 +333,11 @@ fn the_documented_gitlab_pipeline_runs_locally() {
     let project = Project::fixture("shards");
     for shard in 1..=4 {
         let index = shard.to_string();
-        let outcome =
-            run_documented(&project, &commands[0], &[("CI_NODE_INDEX", &index), ("CI_NODE_TOTAL", "4")]);
+        let outcome = project.sh(&commands[0], &[("CI_NODE_INDEX", &index), ("CI_NODE_TOTAL", "4")]);
         outcome.assert_code(0);
         assert!(outcome.stderr.contains(&format!("shard {shard}/4 from GitLab")), "{}", outcome.stderr);
     }
-    let merged = run_documented(&project, &commands[1], &[]);
-    merged.assert_code(0);
-    let report = read_json(&project.path().join("shoal-report.json"), &merged);
-    assert_eq!(node_ids(&report).len(), SHARDS_FIXTURE_TESTS);
+    let merged = project.report_from("shoal-report.json", || project.sh(&commands[1], &[]));
+    merged.outcome.assert_code(0);
+    assert_eq!(merged.node_ids().len(), SHARDS_FIXTURE_TESTS);
 }

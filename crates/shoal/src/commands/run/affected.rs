@@ -49,20 +49,20 @@ pub(super) fn narrow(
     selected: &mut Selected,
     shards: PathBuf,
 ) -> AffectedRun {
-    let rootdir = Path::new(&hello.rootdir);
+    let rootdir = Path::new(&hello.environment.rootdir);
     let environment =
         crate::affected::environment_hash(&settings.collect.interpreter.path, &settings.collect.cwd);
     let context = Context::gather(
         environment,
         rootdir,
-        hello.inifile.as_deref(),
+        hello.environment.inifile.as_deref(),
         &settings.collect.pytest_args,
         &options.inputs,
         &options.environment_variables,
     );
     let store_path = rootdir.join(STORE_FILE);
     let mut snapshot = Snapshot::new(rootdir);
-    let (store, everything) = match Store::load(&store_path, &hello.rootdir) {
+    let (store, everything) = match Store::load(&store_path, &hello.environment.rootdir) {
         Ok(store) => match global_reason(&store, &context, &mut snapshot) {
             None => (Some(store), None),
             Some(reason) => (None, Some(reason)),
@@ -112,7 +112,7 @@ pub(super) fn narrow(
     }
     AffectedRun {
         store_path,
-        rootdir: hello.rootdir.clone(),
+        rootdir: hello.environment.rootdir.clone(),
         store,
         context,
         snapshot,

@@ -30,7 +30,7 @@ pub(super) fn remember(
     mut history: History,
     last_failed: Option<LastFailed>,
 ) {
-    let rootdir = Path::new(&collected.hello.rootdir);
+    let rootdir = Path::new(&collected.hello.environment.rootdir);
     let deselected: HashSet<&str> = collected.deselected.iter().map(String::as_str).collect();
     // Files named by node id (`test_pay.py::test_visa`) were collected in
     // part: their other tests keep their entries.

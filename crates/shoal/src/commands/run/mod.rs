@@ -187,7 +187,7 @@ fn run(settings: &RunSettings, reporters: &mut [Box<dyn Reporter>]) -> Result<u8
         };
     announce_plugin_limits(&collected.hello);
     let mut learned = Learned::new(settings, &collected.hello);
-    let history = planner.into_history(&collected.hello.rootdir);
+    let history = planner.into_history(&collected.hello.environment.rootdir);
     let table = std::mem::take(&mut collected.table);
     let mut selected = select::select(settings, table, learned.last_failed.as_ref(), &history)?;
     let affected_run = (settings.affected.as_ref().zip(shards)).map(|(options, shards)| {
@@ -301,7 +301,7 @@ fn announce_plugin_limits(hello: &Hello) {
              report); use --junitxml or --json-report"
         ));
     }
-    if hello.plugins.iter().any(|plugin| plugin.starts_with("syrupy-")) {
+    if hello.environment.plugins.iter().any(|plugin| plugin.starts_with("syrupy-")) {
         crate::output::notice(
             "syrupy: its snapshot report, the unused-snapshot check and their removal by --snapshot-update \
              need pytest-xdist's controller and are not done; snapshots are still compared and written",

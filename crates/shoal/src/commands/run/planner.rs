@@ -41,11 +41,11 @@ impl<'a> RunPlanner<'a> {
 impl CollectionPlanner for RunPlanner<'_> {
     fn split(&mut self, hello: &Hello) -> bool {
         let settings = self.settings;
-        let history = self.history(&hello.rootdir);
+        let history = self.history(&hello.environment.rootdir);
         if settings.collection == CollectionMode::Full || names_tests(&settings.collect) {
             return false;
         }
-        match plugin_needing_whole_collection(&hello.plugins) {
+        match plugin_needing_whole_collection(&hello.environment.plugins) {
             Some(plugin) => {
                 crate::output::notice(&format!(
                     "collecting every test file before forking: {plugin} works on the whole collection"

@@ -105,16 +105,9 @@ fn header(
     start: &RunStart,
     expectation: Option<Expectation>,
 ) -> RunHeader {
-    let hello = &collected.hello;
     let collect_errors = collected.collect_errors();
     RunHeader {
-        platform: hello.platform.clone(),
-        python: hello.python.clone(),
-        pytest: hello.pytest.clone(),
-        pluggy: hello.pluggy.clone(),
-        rootdir: hello.rootdir.clone(),
-        inifile: hello.inifile.clone(),
-        plugins: hello.plugins.clone(),
+        environment: collected.hello.environment.clone(),
         workers: start.workers,
         mode: collected.mode,
         selected: selected.table.len(),

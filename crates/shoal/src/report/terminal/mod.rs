@@ -205,17 +205,18 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             return;
         }
         self.sep('=', "test session starts");
+        let environment = &header.environment;
         self.line(&format!(
             "platform {} -- Python {}, pytest-{}, pluggy-{}",
-            header.platform, header.python, header.pytest, header.pluggy
+            environment.platform, environment.python, environment.pytest, environment.pluggy
         ));
-        self.line(&format!("rootdir: {}", header.rootdir));
-        if let Some(inifile) = &header.inifile {
-            let shown = best_relative_path(Path::new(&header.rootdir), Path::new(inifile));
+        self.line(&format!("rootdir: {}", environment.rootdir));
+        if let Some(inifile) = &environment.inifile {
+            let shown = best_relative_path(Path::new(&environment.rootdir), Path::new(inifile));
             self.line(&format!("configfile: {shown}"));
         }
-        if !header.plugins.is_empty() {
-            self.line(&format!("plugins: {}", header.plugins.join(", ")));
+        if !environment.plugins.is_empty() {
+            self.line(&format!("plugins: {}", environment.plugins.join(", ")));
         }
         let mut line = format!(
             "shoal {}: {} worker{} ({} mode)",
