@@ -330,6 +330,12 @@ def clean_env():
     env = dict(os.environ)
     # A user's PYTEST_ADDOPTS would change every runner's behaviour behind the table's back.
     env.pop("PYTEST_ADDOPTS", None)
+    # The warm-up writes the .pyc files (pytest's rewritten test modules among
+    # them) that every timed run then reuses, as a developer's next run does;
+    # a PYTHONDONTWRITEBYTECODE=1 inherited from the shell (some CI images
+    # and sandboxes set it) would make every run parse and rewrite every test
+    # file again.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
