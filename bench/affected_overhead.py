@@ -20,10 +20,14 @@ median of `--repeat` runs:
   (the `no_cache` and failing ones only) and wall seconds;
 - `store`: the size of `.shoal_affected.json` and the number of tests in it.
 
+CPU time is counted for every descendant: this process is their subreaper,
+so a worker that outlives shoal is still waited for and counted.
+
 Standard library only; Linux.
 """
 
 import argparse
+import ctypes
 import json
 import os
 import resource
@@ -33,10 +37,28 @@ import subprocess
 import tempfile
 import time
 
+PR_SET_CHILD_SUBREAPER = 36
+
 
 def children_cpu():
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def become_subreaper():
+    """Descendants orphaned by their parent's exit (a worker outliving
+    shoal) are reparented here rather than to init, so their CPU time is
+    counted once they are reaped."""
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def reap_orphans():
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
 
 
 def run(argv, cwd):
@@ -44,6 +66,7 @@ def run(argv, cwd):
     before, started = children_cpu(), time.perf_counter()
     done = subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wall = time.perf_counter() - started
+    reap_orphans()
     if done.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout[-2000:]}")
     return children_cpu() - before, wall, done.stdout
@@ -57,6 +80,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    become_subreaper()
     with tempfile.TemporaryDirectory(prefix="shoal-affected-bench-") as directory:
         suite = os.path.join(directory, "suite")
         shutil.copytree(args.suite, suite)
@@ -78,7 +102,8 @@ def main():
     plain_cpu = medians["plain"][0]
     print(f"suite {args.suite}: {tests} tests in the store, -n {args.workers}, median of {args.repeat}")
     for name, (cpu, wall) in medians.items():
-        print(f"  {name:<10} CPU {cpu:7.2f}s  wall {wall:6.2f}s  CPU vs plain {100 * (cpu / plain_cpu - 1):+6.1f}%")
+        each = " ".join(f"{c:.2f}" for c, _ in figures[name])
+        print(f"  {name:<10} CPU {cpu:7.2f}s  wall {wall:6.2f}s  CPU vs plain {100 * (cpu / plain_cpu - 1):+6.1f}%  (runs: {each})")
     print(f"  store      {size / 1024:.1f} KiB ({size / max(tests, 1):.0f} bytes a test)")
     print(f"  cached run: {closing}")
 

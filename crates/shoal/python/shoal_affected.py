@@ -10,15 +10,24 @@ code objects of the project's own files (under the rootdir, outside
 site-packages) that ran during the test's protocol (setup, call, teardown).
 Lines ``{"imported": [...]}`` list the project files imported in the
 worker (at collection, before its first test, or first by some test): their
-module-level code ran once, for every later test of the worker. A line cut short by a crash is ignored by shoal.
+module-level code ran once, for every later test of the worker. A line cut
+short by a crash is ignored by shoal.
 
-The mechanism is the cheapest reliable one: on Python 3.12+,
-``sys.monitoring``'s PY_START event: code outside the project is turned off
-at its first call, for good; project code at its second call within a test,
-and re-armed for the next test (so a test costs about one callback per
-project function it runs, not one per call); before 3.12, a global trace function that returns no
-local tracer (one callback per Python call, no line events), or, when a
-tracer is already set (coverage.py's), a profile function.
+The mechanism is the cheapest reliable one. On Python 3.12+,
+``sys.monitoring``'s PY_START event through two tools: a global one finds
+each code object at its first call in the process and turns it off there
+for good (``DISABLE``; pytest's own code and libraries then never call back
+again); a project code object gets the second tool's PY_START as a local
+event, which fires at its first call in a test, is turned off there, and is
+re-armed (that code object alone) before the next test. A test costs one
+callback per project function it runs, not one per call, and nothing for
+code outside the project. ``sys.monitoring.restart_events()`` is never
+called: it would re-arm every code object, pytest's included.
+
+Before 3.12 there is no per-code-object event: a global trace function that
+returns no local tracer (one callback per Python call, no line events), or,
+when a tracer is already set (coverage.py's), a profile function, set only
+while a test's protocol runs.
 """
 
 import json
@@ -36,12 +45,25 @@ class Recorder:
         self.directory = directory
         self.rootdir = os.path.join(os.path.realpath(rootdir), "")
         self.plugin_root = os.path.join(os.path.realpath(plugin_root), "")
-        self.seen = set()
+        # Code objects are keyed by id(): equal code objects (the same
+        # function at the same line of two files) are distinct blocks.
+        # Those that ran since the last test began (3.12+: project code
+        # only, each turned off after it ran; before 3.12: everything
+        # called, filtered at the test's end).
+        self.ran = {}
+        # Per code object, (the code object, kept alive so its id stays
+        # its own; its (file, first line, name) if it is project code,
+        # else None): worked out once per code object.
+        self.blocks = {}
+        # The JSON list of blocks per set of code objects' ids.
+        self.encoded = {}
         self.relative_paths = {}
         self.pid = None
         self.out = None
-        # Some project code was turned off during the current test.
-        self.rearm = False
+        # 3.12+: re-arms the given code objects for the next test.
+        self.rearm = None
+        # Before 3.12: turns the trace function on (True) or off (False).
+        self.trace = None
         # Project files known imported in this process, and how many
         # modules sys.modules held when last looked at.
         self.imported = set()
@@ -64,26 +86,43 @@ class Recorder:
         self.relative_paths[filename] = relative
         return relative
 
+    def block(self, code):
+        """A code object's (file, first line, name) if it is project code."""
+        known = self.blocks.get(id(code))
+        if known is None:
+            relative = self.relative(code.co_filename)
+            known = (code, None if relative is None else (relative, code.co_firstlineno, code.co_name))
+            self.blocks[id(code)] = known
+        return known[1]
+
     def begin(self):
         """A test's protocol is about to run."""
         if self.pid != os.getpid():
             self._open()
-        self.seen.clear()
-        if self.rearm:
-            # Project code turned off during the last test fires again
-            # (restart_events re-arms everything; the rest turns itself
-            # off again at its first call).
-            self.rearm = False
-            sys.monitoring.restart_events()
+        ran = self.ran
+        # What ran since the last test began (that test, and anything
+        # between tests) fires again in this one. Only those are removed:
+        # one added meanwhile by another thread stays, to be re-armed next.
+        codes = [ran.pop(key) for key in list(ran)]
+        if self.rearm is not None:
+            self.rearm(codes)
+        else:
+            self.trace(True)
 
     def end(self, nodeid):
         """The test's protocol ended: its line."""
-        blocks = set()
-        for code in list(self.seen):
-            relative = self.relative(code.co_filename)
-            if relative is not None:
-                blocks.add((relative, code.co_firstlineno, code.co_name))
-        self.out.write(json.dumps({"nodeid": nodeid, "blocks": sorted(blocks)}) + "\n")
+        if self.trace is not None:
+            self.trace(False)
+        # Tests that ran the same code objects (a parametrized test's
+        # cases, mostly) share the encoded list.
+        codes = dict(self.ran)
+        ids = frozenset(codes)
+        blocks = self.encoded.get(ids)
+        if blocks is None:
+            found = {self.block(code) for code in codes.values()}
+            found.discard(None)
+            blocks = self.encoded[ids] = json.dumps(sorted(found))
+        self.out.write('{"nodeid": ' + json.dumps(nodeid) + ', "blocks": ' + blocks + "}\n")
         if len(sys.modules) != self.modules_seen:
             # A module first imported by this test ran its module-level
             # code only here: later tests of this worker use it without
@@ -97,7 +136,8 @@ class Recorder:
         self.out = open(os.path.join(self.directory, f"{self.pid}.jsonl"), "a", encoding="utf-8")
         self.imported = set()
         self._write_imported()
-        self._install()
+        if not self._monitor():
+            self._trace()
 
     def _write_imported(self):
         """The project files imported in this process not yet written."""
@@ -112,49 +152,71 @@ class Recorder:
             self.imported.update(imported)
             self.out.write(json.dumps({"imported": sorted(imported)}) + "\n")
 
-    def _install(self):
-        add = self.seen.add
+    def _monitor(self):
+        """3.12+: the two sys.monitoring tools. False if unavailable."""
         monitoring = getattr(sys, "monitoring", None)
-        if monitoring is not None:
-            tool = next((tool for tool in (3, 4, 2, 5) if monitoring.get_tool(tool) is None), None)
-            if tool is not None:
-                disable = monitoring.DISABLE
-                paths, relative, seen = self.relative_paths, self.relative, self.seen
+        if monitoring is None:
+            return False
+        free = [tool for tool in (3, 4, 2, 5) if monitoring.get_tool(tool) is None]
+        if len(free) < 2:
+            return False
+        first_call, in_test = free[:2]
+        disable, py_start = monitoring.DISABLE, monitoring.events.PY_START
+        set_local_events = monitoring.set_local_events
+        block, ran = self.block, self.ran
 
-                def started(code, _offset):
-                    # Code outside the project (pytest's own, libraries) is
-                    # turned off for good: it is never recorded. Project
-                    # code keeps firing until its second call in a test,
-                    # then is turned off until the next test re-arms it.
-                    if code in seen:
-                        self.rearm = True
-                        return disable
-                    known = paths.get(code.co_filename, False)
-                    if known is False:
-                        known = relative(code.co_filename)
-                    if known is None:
-                        return disable
-                    add(code)
-                    return None
+        def first_called(code, _offset):
+            # Each code object's first call in this process: project code
+            # is recorded and will fire through `in_test` from now on;
+            # any code is turned off here for good.
+            if block(code) is not None:
+                ran[id(code)] = code
+            return disable
 
-                monitoring.use_tool_id(tool, "shoal-affected")
-                monitoring.register_callback(tool, monitoring.events.PY_START, started)
-                monitoring.set_events(tool, monitoring.events.PY_START)
-                return
+        def called_in_test(code, _offset):
+            # A project code object's first call since it was re-armed.
+            ran[id(code)] = code
+            return disable
+
+        def rearm(codes):
+            for code in codes:
+                # Off, then on: setting the events a code object already
+                # has is a no-op, and would not undo the DISABLE.
+                set_local_events(in_test, code, 0)
+                set_local_events(in_test, code, py_start)
+
+        monitoring.use_tool_id(first_call, "shoal-affected")
+        monitoring.use_tool_id(in_test, "shoal-affected-test")
+        monitoring.register_callback(first_call, py_start, first_called)
+        monitoring.register_callback(in_test, py_start, called_in_test)
+        monitoring.set_events(first_call, py_start)
+        self.rearm = rearm
+        return True
+
+    def _trace(self):
+        """Before 3.12: a trace (or profile) function, on during tests."""
+        ran = self.ran
 
         def traced(frame, _event, _arg):
-            add(frame.f_code)
+            code = frame.f_code
+            ran[id(code)] = code
 
         def profiled(frame, event, _arg):
             if event == "call":
-                add(frame.f_code)
+                code = frame.f_code
+                ran[id(code)] = code
 
         if sys.gettrace() is None:
-            sys.settrace(traced)
-            threading.settrace(traced)
+            function, install, install_in_threads = traced, sys.settrace, threading.settrace
         else:
-            sys.setprofile(profiled)
-            threading.setprofile(profiled)
+            function, install, install_in_threads = profiled, sys.setprofile, threading.setprofile
+        # Threads a test starts are traced whenever they run.
+        install_in_threads(function)
+
+        def trace(on):
+            install(function if on else None)
+
+        self.trace = trace
 
 
 def start(directory, rootdir, plugin_root):

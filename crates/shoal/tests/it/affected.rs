@@ -205,3 +205,45 @@ fn a_function_a_test_calls_twice_is_still_recorded_for_the_next_test_on_the_work
     edit(&project, "pkg/calc.py", "    return a + b\n", "    return b + a\n");
     assert_eq!(ran(&run(&[])), names(&["test_twice", "test_once_after"]));
 }
+
+#[test]
+fn every_way_a_test_runs_project_code_is_recorded_on_a_worker_that_runs_it_again_and_again() {
+    let project = Project::fixture("affected");
+    project.write(
+        "pkg/shapes.py",
+        "def countdown(n):\n    while n:\n        yield n\n        n -= 1\n\n\n\
+         def cleanup():\n    return 'clean'\n\n\n\
+         class Square:\n    def area(self):\n        return 4\n\n    measure = area\n",
+    );
+    // The same function at the same line of two files: equal code objects,
+    // two blocks.
+    project.write("pkg/one.py", "def helper():\n    return 1\n");
+    project.write("pkg/two.py", "def helper():\n    return 1\n");
+    // One worker runs them in this order: countdown runs again after a
+    // test that did not run it.
+    project.write(
+        "tests/test_paths.py",
+        "import pytest\n\nfrom pkg import one, shapes, two\n\n\n\
+         @pytest.fixture\ndef tidy():\n    yield\n    shapes.cleanup()\n\n\n\
+         def test_generator():\n    assert list(shapes.countdown(2)) == [2, 1]\n\n\n\
+         def test_teardown(tidy):\n    pass\n\n\n\
+         def test_method():\n    assert shapes.Square().measure() == 4\n\n\n\
+         def test_twins():\n    assert one.helper() + two.helper() == 2\n\n\n\
+         def test_nothing():\n    pass\n\n\n\
+         def test_generator_again():\n    assert sum(shapes.countdown(3)) == 6\n\n\n\
+         def test_late_import():\n    from pkg import lazy\n\n    assert lazy.FACTOR == 3\n",
+    );
+    let run = || project.shoal_report(&[], &["--affected", "-n", "1", "tests/test_paths.py"]);
+    run().outcome.assert_code(0);
+    assert_eq!(ran(&run()), names(&[]));
+    edit(&project, "pkg/shapes.py", "        n -= 1\n", "        n = n - 1\n");
+    assert_eq!(ran(&run()), names(&["test_generator", "test_generator_again"]));
+    edit(&project, "pkg/shapes.py", "    return 'clean'\n", "    return 'tidy'\n");
+    assert_eq!(ran(&run()), names(&["test_teardown"]));
+    edit(&project, "pkg/shapes.py", "        return 4\n", "        return 2 * 2\n");
+    assert_eq!(ran(&run()), names(&["test_method"]));
+    edit(&project, "pkg/two.py", "    return 1\n", "    return 2 - 1\n");
+    assert_eq!(ran(&run()), names(&["test_twins"]));
+    edit(&project, "pkg/lazy.py", "FACTOR = 3\n", "FACTOR = 1 + 2\n");
+    assert!(ran(&run()).contains("test_late_import"));
+}
