@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run real open-source test suites under pytest, pytest-xdist and shoal; compare per test.
 
-    python3 bench/corpus/run.py [--projects a,b] [--runners pytest,xdist,shoal-fork,shoal-spawn]
+    python3 bench/corpus/run.py [--projects a,b] [--runners pytest,xdist,shoal-fork,shoal-spawn,shoal-split]
                                 [--python 3.12|PATH] [--work DIR] [--shoal PATH]
 
 For each project (pinned sdist from PyPI, its own venv with pinned test dependencies,
@@ -153,9 +153,14 @@ PROJECTS = [
 ]
 BY_NAME = {p.name: p for p in PROJECTS}
 
-RUNNERS = ["pytest", "xdist", "shoal-fork", "shoal-spawn"]
+RUNNERS = ["pytest", "xdist", "shoal-fork", "shoal-spawn", "shoal-split"]
+# shoal-split (fork mode, `--collect split`: each worker imports its share of
+# the test files, a file heavier than a worker's fair share spread over
+# several in parts, as the history says) is run when asked for.
+DEFAULT_RUNNERS = RUNNERS[:4]
 RUNNER_TITLES = {"pytest": "sequential s", "xdist": f"pytest -n {WORKERS} s",
-                 "shoal-fork": "shoal fork s", "shoal-spawn": "shoal spawn s"}
+                 "shoal-fork": "shoal fork s", "shoal-spawn": "shoal spawn s",
+                 "shoal-split": "shoal split s"}
 
 
 def runner_argv(runner, project, python, shoal, report):
@@ -165,7 +170,10 @@ def runner_argv(runner, project, python, shoal, report):
         return [python, "-m", "pytest", "-p", "corpus_report", "-n", str(WORKERS),
                 *project.args, *project.paths]
     mode = runner.split("-", 1)[1]
-    argv = [shoal, "run", "-n", str(WORKERS), "--mode", mode, "--python", python,
+    collect = []
+    if mode == "split":
+        mode, collect = "fork", ["--collect", "split"]
+    argv = [shoal, "run", "-n", str(WORKERS), "--mode", mode, *collect, "--python", python,
             "--json-report", report, *project.paths]
     if project.args:
         argv += ["--", *project.args]
@@ -506,7 +514,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--projects", help="comma-separated names (default: all): " + ",".join(BY_NAME))
-    ap.add_argument("--runners", default=",".join(RUNNERS), help="comma-separated, from " + ",".join(RUNNERS))
+    ap.add_argument("--runners", default=",".join(DEFAULT_RUNNERS),
+                    help="comma-separated, from " + ",".join(RUNNERS) + " (default: all but shoal-split)")
     ap.add_argument("--python", "--python-version", dest="python",
                     help="interpreter path or version (3.12: python3.12 on PATH or pyenv's); default: this one")
     ap.add_argument("--work", default="/tmp/shoal-corpus", help="work directory (default /tmp/shoal-corpus)")
