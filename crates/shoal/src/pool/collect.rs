@@ -461,6 +461,8 @@ pub(crate) struct CollectedOnly {
     pub table: TestTable,
     /// pytest's rootdir.
     pub rootdir: PathBuf,
+    /// pytest's configuration file, rootdir-relative.
+    pub inifile: Option<String>,
     /// How many collectors failed (each is reported on stderr).
     pub errors: usize,
 }
@@ -491,6 +493,7 @@ pub(crate) fn collect_only(settings: &CollectSettings) -> Result<Option<Collecte
     Ok(Some(CollectedOnly {
         table: collected.table,
         rootdir: PathBuf::from(collected.hello.rootdir),
+        inifile: collected.hello.inifile,
         errors,
     }))
 }

@@ -21,11 +21,17 @@ pub struct AffectedSettings {
 impl AffectedSettings {
     /// The settings when `affected` is on, else `None`.
     pub(super) fn from_layer(layer: &Layer, explain: &[String]) -> Option<Self> {
-        (layer.affected == Some(true)).then(|| Self {
+        (layer.affected == Some(true)).then(|| Self::on(layer, explain))
+    }
+
+    /// The settings of a run with `--affected` (`shoal why` asks as one
+    /// would, whether or not the file turns it on).
+    pub(super) fn on(layer: &Layer, explain: &[String]) -> Self {
+        Self {
             use_cache: layer.no_cache_results != Some(true),
             explain: explain.to_vec(),
             inputs: layer.affected_inputs.clone().unwrap_or_default(),
             environment_variables: layer.affected_env.clone().unwrap_or_default(),
-        })
+        }
     }
 }

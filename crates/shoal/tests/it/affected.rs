@@ -205,3 +205,50 @@ fn a_function_a_test_calls_twice_is_still_recorded_for_the_next_test_on_the_work
     edit(&project, "pkg/calc.py", "    return a + b\n", "    return b + a\n");
     assert_eq!(ran(&run(&[])), names(&["test_twice", "test_once_after"]));
 }
+
+#[test]
+fn shoal_why_says_what_a_run_would_decide_and_runs_nothing() {
+    let project = Project::fixture("affected");
+    project.write("tests/test_touch.py", "def test_touch():\n    open('touched', 'w').close()\n");
+    let none = project.shoal(&["why", "tests/test_calc.py::test_sub"]);
+    none.assert_code(0);
+    assert_eq!(none.stdout, "tests/test_calc.py::test_sub: runs: there is no usable record of past runs\n");
+
+    affected(&project, &[], &["-k", "not test_touch"]).outcome.assert_code(0);
+    let store = project.path().join(".shoal_affected.json");
+    let recorded = std::fs::read(&store).unwrap();
+    edit(&project, "pkg/calc.py", "    return a - b\n", "    return (a - b)\n");
+    let why = project.shoal(&[
+        "why",
+        "tests/test_calc.py::test_sub",
+        "tests/test_calc.py::test_add",
+        "tests/test_marked.py",
+        "tests/test_touch.py",
+    ]);
+    why.assert_code(0);
+    assert_eq!(
+        why.stdout,
+        "tests/test_calc.py::test_sub: runs: pkg/calc.py: function sub changed\n\
+         tests/test_calc.py::test_add: cached (passed): nothing it ran, read or was configured by changed\n\
+         tests/test_marked.py::test_always: runs: it is marked no_cache\n\
+         tests/test_marked.py::test_skipped: cached (skipped): nothing it ran, read or was configured by changed\n\
+         tests/test_touch.py::test_touch: runs: it has no record: it is new or never ran under --affected\n"
+    );
+    // Nothing ran and nothing was recorded.
+    assert!(!project.path().join("touched").exists());
+    assert_eq!(std::fs::read(&store).unwrap(), recorded);
+
+    // The run's own --explain agrees.
+    let run = affected(&project, &[], &["--explain", "tests/test_calc.py::test_sub"]);
+    assert!(
+        run.outcome
+            .stderr
+            .contains("--explain tests/test_calc.py::test_sub: runs: pkg/calc.py: function sub changed"),
+        "{}",
+        run.outcome.stderr
+    );
+    // pytest's arguments are part of every key, as in a run.
+    let arguments = project.shoal(&["why", "tests/test_calc.py::test_add", "--", "-p", "no:randomly"]);
+    assert_eq!(arguments.stdout, "tests/test_calc.py::test_add: runs: pytest's arguments changed\n");
+    project.shoal(&["why", "tests/test_nowhere.py"]).assert_code(4);
+}
