@@ -8,9 +8,14 @@ shared between workers; shoal merges the files after the run), one JSON line
 per test: ``{"nodeid": ..., "blocks": [[path, first_line, name], ...]}``, the
 code objects of the project's own files (under the rootdir, outside
 site-packages) that ran during the test's protocol (setup, call, teardown).
-Lines ``{"imported": [...]}`` list the project files imported in the
-worker (at collection, before its first test, or first by some test): their
-module-level code ran once, for every later test of the worker. A line cut short by a crash is ignored by shoal.
+Lines ``{"imported": [...], "blocks": [...]}`` list the project files
+imported in the worker (at collection, before its first test, or first by
+some test) and the code objects run while they were: their module-level
+code, and the functions it called (a registry filled at import, a
+decorator's work), ran once, for every later test of the worker. Recording
+starts when this module is imported, as the plugin loads, before any
+conftest; code run before the rootdir is known is kept and filtered once it
+is. A line cut short by a crash is ignored by shoal.
 
 The mechanism is the cheapest reliable one: on Python 3.12+,
 ``sys.monitoring``'s PY_START event: code outside the project is turned off
@@ -28,6 +33,39 @@ import threading
 
 _EXCLUDED_PARTS = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
 
+# Code objects run before the recorder starts (the rootdir unknown yet):
+# every one, each once (turned off at its first call on 3.12+).
+_early = set()
+
+
+def _record_early():
+    """Records every code object run from now on; returns the monitoring
+    tool id or the trace function used, for the recorder to take over."""
+    monitoring = getattr(sys, "monitoring", None)
+    if monitoring is not None:
+        tool = next((tool for tool in (3, 4, 2, 5) if monitoring.get_tool(tool) is None), None)
+        if tool is not None:
+            disable = monitoring.DISABLE
+
+            def started(code, _offset):
+                _early.add(code)
+                return disable
+
+            monitoring.use_tool_id(tool, "shoal-affected")
+            monitoring.register_callback(tool, monitoring.events.PY_START, started)
+            monitoring.set_events(tool, monitoring.events.PY_START)
+        return tool
+
+    def traced(frame, _event, _arg):
+        _early.add(frame.f_code)
+
+    sys.settrace(traced)
+    threading.settrace(traced)
+    return traced
+
+
+_EARLY = _record_early()
+
 
 class Recorder:
     """Records, per test, the project code objects it ran."""
@@ -40,12 +78,16 @@ class Recorder:
         self.relative_paths = {}
         self.pid = None
         self.out = None
-        # Some project code was turned off during the current test.
-        self.rearm = False
         # Project files known imported in this process, and how many
         # modules sys.modules held when last looked at.
         self.imported = set()
         self.modules_seen = 0
+        self._install()
+        self.seen.update(code for code in _early if self.relative(code.co_filename) is not None)
+        _early.clear()
+        # Some project code was turned off during the current test (or, at
+        # first, early: with sys.monitoring everything was, at its first call).
+        self.rearm = getattr(sys, "monitoring", None) is not None and _EARLY is not None
 
     def relative(self, filename):
         """The rootdir-relative path of a project file, else None."""
@@ -78,29 +120,37 @@ class Recorder:
 
     def end(self, nodeid):
         """The test's protocol ended: its line."""
+        blocks = self._blocks()
+        self.out.write(json.dumps({"nodeid": nodeid, "blocks": blocks}) + "\n")
+        if len(sys.modules) != self.modules_seen:
+            # A module first imported by this test ran its module-level
+            # code (and what it called) only here: later tests of this
+            # worker use it without running it, so it counts as imported
+            # for every test, with all this test ran (what the import ran
+            # is not told apart: more tests run, none is missed).
+            self._write_imported(blocks, always=False)
+        self.out.flush()
+
+    def _blocks(self):
+        """The project code objects in ``seen``, as ``[path, line, name]``."""
         blocks = set()
         for code in list(self.seen):
             relative = self.relative(code.co_filename)
             if relative is not None:
                 blocks.add((relative, code.co_firstlineno, code.co_name))
-        self.out.write(json.dumps({"nodeid": nodeid, "blocks": sorted(blocks)}) + "\n")
-        if len(sys.modules) != self.modules_seen:
-            # A module first imported by this test ran its module-level
-            # code only here: later tests of this worker use it without
-            # running it, so it counts as imported for every test.
-            self._write_imported()
-        self.out.flush()
+        return sorted(blocks)
 
     def _open(self):
-        """First test in this process (a forked child or a spawned worker)."""
+        """First test in this process (a forked child or a spawned worker):
+        what ran before it (collection, imports) counts for every test."""
         self.pid = os.getpid()
         self.out = open(os.path.join(self.directory, f"{self.pid}.jsonl"), "a", encoding="utf-8")
         self.imported = set()
-        self._write_imported()
-        self._install()
+        self._write_imported(self._blocks(), always=True)
 
-    def _write_imported(self):
-        """The project files imported in this process not yet written."""
+    def _write_imported(self, blocks, always):
+        """The project files imported in this process not yet written, with
+        ``blocks``; nothing when no file is new, unless ``always``."""
         modules = list(sys.modules.values())
         self.modules_seen = len(modules)
         imported = set()
@@ -108,15 +158,16 @@ class Recorder:
             relative = self.relative(getattr(module, "__file__", None) or "")
             if relative is not None and relative not in self.imported:
                 imported.add(relative)
-        if imported:
+        if imported or always:
             self.imported.update(imported)
-            self.out.write(json.dumps({"imported": sorted(imported)}) + "\n")
+            self.out.write(json.dumps({"imported": sorted(imported), "blocks": blocks}) + "\n")
 
     def _install(self):
         add = self.seen.add
         monitoring = getattr(sys, "monitoring", None)
         if monitoring is not None:
-            tool = next((tool for tool in (3, 4, 2, 5) if monitoring.get_tool(tool) is None), None)
+            # The tool recording early, taken over (none was free: nothing is recorded).
+            tool = _EARLY
             if tool is not None:
                 disable = monitoring.DISABLE
                 paths, relative, seen = self.relative_paths, self.relative, self.seen
@@ -137,9 +188,7 @@ class Recorder:
                     add(code)
                     return None
 
-                monitoring.use_tool_id(tool, "shoal-affected")
                 monitoring.register_callback(tool, monitoring.events.PY_START, started)
-                monitoring.set_events(tool, monitoring.events.PY_START)
                 return
 
         def traced(frame, _event, _arg):
@@ -149,7 +198,8 @@ class Recorder:
             if event == "call":
                 add(frame.f_code)
 
-        if sys.gettrace() is None:
+        # The early trace function is replaced; a tracer set since (coverage.py's) is kept.
+        if sys.gettrace() in (None, _EARLY):
             sys.settrace(traced)
             threading.settrace(traced)
         else:
@@ -158,5 +208,5 @@ class Recorder:
 
 
 def start(directory, rootdir, plugin_root):
-    """The recorder for this run; it installs itself at the first test."""
+    """The recorder for this run, taking over from the early recording."""
     return Recorder(directory, rootdir, plugin_root)
