@@ -27,7 +27,7 @@ pub use self::affected::AffectedSettings;
 use self::file::{ConfigFile, declared_fields};
 use self::layer::Layer;
 pub use self::overrides::{Overrides, TestLimits};
-use crate::cli::{RunArgs, SelectionArgs, WhyArgs};
+use crate::cli::{RunArgs, SelectionArgs};
 use crate::errors::ShoalError;
 use crate::python::{Interpreter, locate_interpreter};
 use crate::selection::Selection;
@@ -439,31 +439,6 @@ impl CollectSettings {
             })?;
         let markers = resolution.stacked.serial_markers.clone().unwrap_or_default();
         Ok((Self::from_layer(&resolution.stacked, 0, cwd)?, markers))
-    }
-
-    /// Resolves `shoal why`'s settings: what to collect, with pytest's
-    /// arguments as a run would give them (pytest-cov's included), and
-    /// `--affected`'s settings from the file.
-    pub fn resolve_for_why(args: WhyArgs, cwd: PathBuf) -> Result<(Self, AffectedSettings), ShoalError> {
-        let selection = SelectionArgs {
-            paths: args.nodeids,
-            select: Vec::new(),
-            keyword: None,
-            markers: None,
-            profile: args.profile,
-            python: args.python,
-            pytest_args: args.pytest_args,
-        };
-        let resolution = Resolution::gather(
-            flags::selection_layer(&selection),
-            selection.profile,
-            &cwd,
-            &mut |warning| crate::output::warn(&warning),
-        )?;
-        let layer = &resolution.stacked;
-        let mut collect = Self::from_layer(layer, 0, cwd)?;
-        collect.pytest_args.extend(coverage_arguments(layer));
-        Ok((collect, AffectedSettings::on(layer, &[])))
     }
 
     /// Resolves `shoal list`'s settings.
