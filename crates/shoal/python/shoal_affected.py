@@ -8,10 +8,14 @@ shared between workers; shoal merges the files after the run), one JSON line
 per test: ``{"nodeid": ..., "blocks": [[path, first_line, name], ...]}``, the
 code objects of the project's own files (under the rootdir, outside
 site-packages) that ran during the test's protocol (setup, call, teardown).
-Lines ``{"imported": [...]}`` list the project files imported in the
-worker (at collection, before its first test, or first by some test): their
-module-level code ran once, for every later test of the worker. A line cut
-short by a crash is ignored by shoal.
+Lines ``{"imported": [...], "blocks": [...]}`` list the project files
+imported in the worker (at collection, before its first test, or first by
+some test) and the code objects run while they were: their module-level
+code, and the functions it called (a registry filled at import, a
+decorator's work), ran once, for every later test of the worker. Recording
+starts when this module is imported, as the plugin loads, before any
+conftest; code run before the rootdir is known is kept and filtered once it
+is. A line cut short by a crash is ignored by shoal.
 
 The mechanism is the cheapest reliable one. On Python 3.12+,
 ``sys.monitoring``'s PY_START event through two tools: a global one finds
@@ -26,8 +30,9 @@ called: it would re-arm every code object, pytest's included.
 
 Before 3.12 there is no per-code-object event: a global trace function that
 returns no local tracer (one callback per Python call, no line events), or,
-when a tracer is already set (coverage.py's), a profile function, set only
-while a test's protocol runs.
+when a tracer is already set (coverage.py's), a profile function. It is on
+from the import of this module through collection, then only while a
+test's protocol runs.
 """
 
 import json
@@ -37,6 +42,45 @@ import threading
 
 _EXCLUDED_PARTS = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
 
+# Code objects run since recording started, by id() (equal code objects,
+# the same function at the same line of two files, are distinct blocks).
+# Before the rootdir is known every code object goes in; the recorder keeps
+# the project's and records into the same dict.
+_ran = {}
+
+
+def _record_early():
+    """Starts recording every code object run from now on. Returns the two
+    sys.monitoring tool ids (3.12+), or the trace function (before 3.12, or
+    when fewer than two tools are free)."""
+    monitoring = getattr(sys, "monitoring", None)
+    if monitoring is not None:
+        free = [tool for tool in (3, 4, 2, 5) if monitoring.get_tool(tool) is None]
+        if len(free) >= 2:
+            first_call = free[0]
+            disable = monitoring.DISABLE
+
+            def started(code, _offset):
+                _ran[id(code)] = code
+                return disable
+
+            monitoring.use_tool_id(first_call, "shoal-affected")
+            monitoring.use_tool_id(free[1], "shoal-affected-test")
+            monitoring.register_callback(first_call, monitoring.events.PY_START, started)
+            monitoring.set_events(first_call, monitoring.events.PY_START)
+            return tuple(free[:2])
+
+    def traced(frame, _event, _arg):
+        code = frame.f_code
+        _ran[id(code)] = code
+
+    sys.settrace(traced)
+    threading.settrace(traced)
+    return traced
+
+
+_EARLY = _record_early()
+
 
 class Recorder:
     """Records, per test, the project code objects it ran."""
@@ -45,12 +89,6 @@ class Recorder:
         self.directory = directory
         self.rootdir = os.path.join(os.path.realpath(rootdir), "")
         self.plugin_root = os.path.join(os.path.realpath(plugin_root), "")
-        # Code objects are keyed by id(): equal code objects (the same
-        # function at the same line of two files) are distinct blocks.
-        # Those that ran since the last test began (3.12+: project code
-        # only, each turned off after it ran; before 3.12: everything
-        # called, filtered at the test's end).
-        self.ran = {}
         # Per code object, (the code object, kept alive so its id stays
         # its own; its (file, first line, name) if it is project code,
         # else None): worked out once per code object.
@@ -68,6 +106,19 @@ class Recorder:
         # modules sys.modules held when last looked at.
         self.imported = set()
         self.modules_seen = 0
+        # Project code run since the last test began (3.12+: each turned
+        # off after it ran; before 3.12: everything called, filtered at the
+        # test's end). What ran before the rootdir was known is kept if it
+        # is the project's.
+        self.ran = _ran
+        for key, code in list(_ran.items()):
+            if self.block(code) is None:
+                del _ran[key]
+        if isinstance(_EARLY, tuple):
+            self._monitor(*_EARLY)
+        else:
+            self._trace()
+            self.trace(True)
 
     def relative(self, filename):
         """The rootdir-relative path of a project file, else None."""
@@ -113,8 +164,21 @@ class Recorder:
         """The test's protocol ended: its line."""
         if self.trace is not None:
             self.trace(False)
-        # Tests that ran the same code objects (a parametrized test's
-        # cases, mostly) share the encoded list.
+        blocks = self._encoded()
+        self.out.write('{"nodeid": ' + json.dumps(nodeid) + ', "blocks": ' + blocks + "}\n")
+        if len(sys.modules) != self.modules_seen:
+            # A module first imported by this test ran its module-level
+            # code (and what it called) only here: later tests of this
+            # worker use it without running it, so it counts as imported
+            # for every test, with all this test ran (what the import ran
+            # is not told apart: more tests run, none is missed).
+            self._write_imported(blocks, always=False)
+        self.out.flush()
+
+    def _encoded(self):
+        """The project code objects in ``ran`` as a JSON list of ``[path,
+        line, name]``; tests that ran the same code objects (a
+        parametrized test's cases, mostly) share one."""
         codes = dict(self.ran)
         ids = frozenset(codes)
         blocks = self.encoded.get(ids)
@@ -122,25 +186,20 @@ class Recorder:
             found = {self.block(code) for code in codes.values()}
             found.discard(None)
             blocks = self.encoded[ids] = json.dumps(sorted(found))
-        self.out.write('{"nodeid": ' + json.dumps(nodeid) + ', "blocks": ' + blocks + "}\n")
-        if len(sys.modules) != self.modules_seen:
-            # A module first imported by this test ran its module-level
-            # code only here: later tests of this worker use it without
-            # running it, so it counts as imported for every test.
-            self._write_imported()
-        self.out.flush()
+        return blocks
 
     def _open(self):
-        """First test in this process (a forked child or a spawned worker)."""
+        """First test in this process (a forked child or a spawned worker):
+        what ran before it (collection, imports) counts for every test."""
         self.pid = os.getpid()
         self.out = open(os.path.join(self.directory, f"{self.pid}.jsonl"), "a", encoding="utf-8")
         self.imported = set()
-        self._write_imported()
-        if not self._monitor():
-            self._trace()
+        self._write_imported(self._encoded(), always=True)
 
-    def _write_imported(self):
-        """The project files imported in this process not yet written."""
+    def _write_imported(self, blocks, always):
+        """The project files imported in this process not yet written, with
+        ``blocks`` (a JSON list); nothing when no file is new, unless
+        ``always``."""
         modules = list(sys.modules.values())
         self.modules_seen = len(modules)
         imported = set()
@@ -148,19 +207,14 @@ class Recorder:
             relative = self.relative(getattr(module, "__file__", None) or "")
             if relative is not None and relative not in self.imported:
                 imported.add(relative)
-        if imported:
+        if imported or always:
             self.imported.update(imported)
-            self.out.write(json.dumps({"imported": sorted(imported)}) + "\n")
+            self.out.write('{"imported": ' + json.dumps(sorted(imported)) + ', "blocks": ' + blocks + "}\n")
 
-    def _monitor(self):
-        """3.12+: the two sys.monitoring tools. False if unavailable."""
-        monitoring = getattr(sys, "monitoring", None)
-        if monitoring is None:
-            return False
-        free = [tool for tool in (3, 4, 2, 5) if monitoring.get_tool(tool) is None]
-        if len(free) < 2:
-            return False
-        first_call, in_test = free[:2]
+    def _monitor(self, first_call, in_test):
+        """3.12+: the two sys.monitoring tools, taken over from the early
+        recording (its global tool)."""
+        monitoring = sys.monitoring
         disable, py_start = monitoring.DISABLE, monitoring.events.PY_START
         set_local_events = monitoring.set_local_events
         block, ran = self.block, self.ran
@@ -185,16 +239,13 @@ class Recorder:
                 set_local_events(in_test, code, 0)
                 set_local_events(in_test, code, py_start)
 
-        monitoring.use_tool_id(first_call, "shoal-affected")
-        monitoring.use_tool_id(in_test, "shoal-affected-test")
         monitoring.register_callback(first_call, py_start, first_called)
         monitoring.register_callback(in_test, py_start, called_in_test)
-        monitoring.set_events(first_call, py_start)
         self.rearm = rearm
-        return True
 
     def _trace(self):
-        """Before 3.12: a trace (or profile) function, on during tests."""
+        """Before 3.12: a trace (or profile) function, turned on and off by
+        ``self.trace``."""
         ran = self.ran
 
         def traced(frame, _event, _arg):
@@ -206,7 +257,10 @@ class Recorder:
                 code = frame.f_code
                 ran[id(code)] = code
 
-        if sys.gettrace() is None:
+        # The early trace function is replaced; a tracer set since
+        # (coverage.py's, in threads too) is kept, and a profile function
+        # records.
+        if sys.gettrace() in (None, _EARLY):
             function, install, install_in_threads = traced, sys.settrace, threading.settrace
         else:
             function, install, install_in_threads = profiled, sys.setprofile, threading.setprofile
@@ -220,5 +274,5 @@ class Recorder:
 
 
 def start(directory, rootdir, plugin_root):
-    """The recorder for this run; it installs itself at the first test."""
+    """The recorder for this run, taking over from the early recording."""
     return Recorder(directory, rootdir, plugin_root)

@@ -43,6 +43,10 @@ pub enum Command {
     /// before it in a run (read from that run's `--json-report`), to
     /// reproduce an outcome that depends on test order.
     Replay(ReplayArgs),
+    /// Say why each test would run or be cached under `shoal run
+    /// --affected` (which file and which function changed): collects the
+    /// tests, runs none.
+    Why(WhyArgs),
     /// Print the settings `shoal run` would use with these options, each
     /// with where it came from (flag, environment, profile and file line,
     /// default); `--profiles` lists the config file's profiles.
@@ -353,6 +357,29 @@ pub struct PlanArgs {
     /// the rootdir).
     #[arg(long, value_name = "PATH")]
     pub durations_path: Option<PathBuf>,
+}
+
+/// `shoal why`.
+#[derive(Debug, Args)]
+pub struct WhyArgs {
+    /// The tests to explain: node ids, files or directories (each test
+    /// collected from them gets a line).
+    #[arg(value_name = "NODEID", required = true)]
+    pub nodeids: Vec<String>,
+
+    /// The profile `shoal run` would use (its `affected-inputs`,
+    /// `affected-env` and `pytest-args` count); also `SHOAL_PROFILE`.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// The Python interpreter (as for `shoal run`).
+    #[arg(long, value_name = "PATH")]
+    pub python: Option<PathBuf>,
+
+    /// pytest's arguments, after `--`, as `shoal run` is given them (they
+    /// are part of every test's key).
+    #[arg(last = true, value_name = "PYTEST_ARGS")]
+    pub pytest_args: Vec<String>,
 }
 
 /// `shoal merge`.

@@ -2,7 +2,7 @@
 //!
 //! Layers, each using only those below it (`tests/architecture.rs` checks
 //! there is no cycle):
-//! - [`commands`]: `run` (in phases), `list`, `plan`, `merge`, `report`, `replay`, `config`, each a thin
+//! - [`commands`]: `run` (in phases), `list`, `plan`, `merge`, `report`, `replay`, `why`, `config`, each a thin
 //!   composition of the layers below; this file only dispatches to them.
 //! - [`report`]: reporters, fed by the run's events (terminal, JSON, JUnit,
 //!   GitHub, timeline, event stream); only the commands build them.
@@ -145,6 +145,10 @@ fn dispatch(cli: Cli) -> Result<u8, ShoalError> {
             durations_path: args.outputs.durations_path.map(|path| cwd.join(path)),
         }),
         Command::Report(args) => queued_report(args.queue, args.outputs, &cwd),
+        Command::Why(args) => {
+            let (settings, options) = CollectSettings::resolve_for_why(args, cwd)?;
+            commands::why::why(&settings, &options, &mut std::io::stdout().lock())
+        }
         Command::Config(args) => {
             let stdout = std::io::stdout();
             commands::config::config(*args, cwd, &mut stdout.lock())

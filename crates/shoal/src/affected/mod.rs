@@ -110,6 +110,8 @@ pub enum Reason {
     Context(String),
     /// Module-level code of a file imported at collection changed.
     Imported(String),
+    /// A function run at collection (or at an import) changed.
+    ImportedBlock(Dependency),
     /// A file part it depended on changed or is gone.
     Changed(Dependency),
     /// A conftest.py appeared above it.
@@ -130,6 +132,18 @@ impl fmt::Display for Reason {
             Self::Imported(file) => {
                 write!(formatter, "{file}: its module-level code (run at collection, for every test) changed")
             }
+            Self::ImportedBlock(dependency) => match &dependency.part {
+                Part::Block(name) => write!(
+                    formatter,
+                    "{}: function {name}, run at collection or at an import (for every test), changed",
+                    dependency.file
+                ),
+                _ => write!(
+                    formatter,
+                    "{}: code run at collection or at an import (for every test) changed",
+                    dependency.file
+                ),
+            },
             Self::Changed(dependency) => match &dependency.part {
                 Part::Whole => write!(formatter, "{} changed", dependency.file),
                 Part::ModuleLevel => write!(formatter, "{}: module-level code changed", dependency.file),
@@ -156,11 +170,16 @@ pub fn global_reason(store: &Store, context: &Context, snapshot: &mut Snapshot) 
     if let Some(name) = names.into_iter().find(|name| store.context.get(*name) != context.items.get(*name)) {
         return Some(Reason::Context(name.clone()));
     }
+    if let Some((file, _)) =
+        store.imported.iter().find(|(file, hash)| snapshot.hash(file, &Part::ModuleLevel) != Some(**hash))
+    {
+        return Some(Reason::Imported(file.clone()));
+    }
     store
-        .imported
+        .imported_blocks
         .iter()
-        .find(|(file, hash)| snapshot.hash(file, &Part::ModuleLevel) != Some(**hash))
-        .map(|(file, _)| Reason::Imported(file.clone()))
+        .find(|dependency| snapshot.hash(&dependency.file, &dependency.part) != Some(dependency.hash))
+        .map(|dependency| Reason::ImportedBlock(dependency.clone()))
 }
 
 /// One test's verdict, the store being usable and no [`global_reason`].
@@ -270,6 +289,46 @@ mod tests {
             verdict_now(root, &store, &context).unwrap_err(),
             Some(Reason::Imported("calc.py".to_owned()))
         );
+    }
+
+    #[test]
+    fn a_function_run_at_collection_runs_every_test_when_it_changes() {
+        let (directory, mut store, context) = project();
+        let root = directory.path();
+        let mut snapshot = Snapshot::new(root);
+        let shards = Shards::from_lines(
+            "{\"imported\": [], \"blocks\": [[\"calc.py\", 6, \"sub\"], [\"tests/test_calc.py\", 3, \"test_add\"]]}\n",
+        );
+        update(&mut store, &shards, &[], &["tests/test_calc.py"].into(), &mut snapshot);
+        let parts: Vec<(&str, &Part)> = store
+            .imported_blocks
+            .iter()
+            .map(|dependency| (dependency.file.as_str(), &dependency.part))
+            .collect();
+        assert_eq!(
+            parts,
+            [("calc.py", &Part::Block("sub".to_owned()))],
+            "a test module's own code is its tests'"
+        );
+        assert_eq!(verdict_now(root, &store, &context), Ok("passed".to_owned()));
+        std::fs::write(
+            root.join("calc.py"),
+            "LIMIT = 1\n\ndef add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return b - a\n",
+        )
+        .unwrap();
+        assert_eq!(
+            verdict_now(root, &store, &context).unwrap_err().unwrap().to_string(),
+            "calc.py: function sub, run at collection or at an import (for every test), changed"
+        );
+    }
+
+    #[test]
+    fn a_module_with_collected_doctests_counts_for_every_test_and_a_test_module_for_its_own() {
+        let (directory, mut store, _) = project();
+        let mut snapshot = Snapshot::new(directory.path());
+        let shards = Shards::from_lines("{\"imported\": [\"calc.py\", \"tests/test_calc.py\"]}\n");
+        update(&mut store, &shards, &[], &["calc.py", "tests/test_calc.py"].into(), &mut snapshot);
+        assert_eq!(store.imported.keys().collect::<Vec<_>>(), ["calc.py"]);
     }
 
     #[test]

@@ -25,13 +25,23 @@ pub struct Shards {
     tests: HashMap<String, BTreeSet<(String, u32, String)>>,
     /// Project files imported before the first test, in any worker.
     imported: BTreeSet<String>,
+    /// Code objects run while they were (at collection, or by a test that
+    /// imported a module first): what their module-level code called.
+    imported_blocks: BTreeSet<(String, u32, String)>,
 }
 
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum ShardLine {
-    Test { nodeid: String, blocks: Vec<(String, u32, String)> },
-    Imported { imported: Vec<String> },
+    Test {
+        nodeid: String,
+        blocks: Vec<(String, u32, String)>,
+    },
+    Imported {
+        imported: Vec<String>,
+        #[serde(default)]
+        blocks: Vec<(String, u32, String)>,
+    },
 }
 
 impl Shards {
@@ -62,7 +72,10 @@ impl Shards {
                 Ok(ShardLine::Test { nodeid, blocks }) => {
                     self.tests.entry(nodeid).or_default().extend(blocks)
                 }
-                Ok(ShardLine::Imported { imported }) => self.imported.extend(imported),
+                Ok(ShardLine::Imported { imported, blocks }) => {
+                    self.imported.extend(imported);
+                    self.imported_blocks.extend(blocks);
+                }
                 Err(_) => {}
             }
         }
@@ -78,8 +91,9 @@ pub struct Ran<'a> {
 }
 
 /// Folds this run into `store`, whose context is this run's.
-/// `test_files` are the run's test modules: their module-level code
-/// counts for their own tests (as their whole file), not for every test.
+/// `test_files` are the files of the run's tests: what a test module ran
+/// at collection counts for its own tests (as their whole file), not for
+/// every test (see [`own_tests_only`]).
 pub fn update(
     store: &mut Store,
     shards: &Shards,
@@ -87,12 +101,27 @@ pub fn update(
     test_files: &BTreeSet<&str>,
     snapshot: &mut Snapshot,
 ) {
+    let every_tests = |file: &str| !own_tests_only(file, test_files);
     let imported: BTreeSet<String> =
         store.imported.keys().cloned().chain(shards.imported.iter().cloned()).collect();
     store.imported = imported
         .into_iter()
-        .filter(|file| !test_files.contains(file.as_str()) && !file.ends_with("conftest.py"))
+        .filter(|file| every_tests(file))
         .filter_map(|file| snapshot.hash(&file, &Part::ModuleLevel).map(|hash| (file, hash)))
+        .collect();
+    let mut imported_blocks: BTreeSet<(String, Part)> = std::mem::take(&mut store.imported_blocks)
+        .into_iter()
+        .map(|dependency| (dependency.file, dependency.part))
+        .collect();
+    for (file, line, name) in &shards.imported_blocks {
+        if let Some(part) = snapshot.part_at(file, *line, name) {
+            imported_blocks.insert((file.clone(), part));
+        }
+    }
+    store.imported_blocks = imported_blocks
+        .into_iter()
+        .filter(|(file, _)| every_tests(file))
+        .filter_map(|(file, part)| snapshot.hash(&file, &part).map(|hash| Dependency { file, part, hash }))
         .collect();
     let mut tests: BTreeMap<String, (TestEntry, Vec<Dependency>)> = std::mem::take(&mut store.tests)
         .into_iter()
@@ -126,6 +155,17 @@ pub fn update(
         tests.insert(test.nodeid.to_owned(), (entry, dependencies));
     }
     intern(store, tests);
+}
+
+/// Whether what a file ran at collection counts for its own tests only (as
+/// its whole file): a conftest, or a test module by pytest's default names
+/// (`test_*.py`, `*_test.py`). Any other project file, a module whose
+/// doctests are collected too, counts for every test: other tests import
+/// it.
+fn own_tests_only(file: &str, test_files: &BTreeSet<&str>) -> bool {
+    let name = file.rsplit('/').next().unwrap_or(file);
+    name == "conftest.py"
+        || (test_files.contains(file) && (name.starts_with("test_") || name.ends_with("_test.py")))
 }
 
 /// A test's dependencies: the parts of files it ran, its module and its

@@ -21,7 +21,7 @@ use crate::results::Outcome;
 pub const STORE_FILE: &str = ".shoal_affected.json";
 
 /// Version of the store's shape.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// What part of a file a test depended on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -71,6 +71,10 @@ pub struct Store {
     /// Project files imported at collection, with their module-level hash:
     /// that code ran before any test, for all of them.
     pub imported: BTreeMap<String, u64>,
+    /// The code objects (functions, mostly) run at collection, or while a
+    /// test imported a module first: what module-level code called (a
+    /// registry filled at import), for every test.
+    pub imported_blocks: Vec<Dependency>,
     pub dependencies: Vec<Dependency>,
     pub tests: BTreeMap<String, TestEntry>,
 }
@@ -92,6 +96,7 @@ impl Store {
             environment,
             context,
             imported: BTreeMap::new(),
+            imported_blocks: Vec::new(),
             dependencies: Vec::new(),
             tests: BTreeMap::new(),
         }

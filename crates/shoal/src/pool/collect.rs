@@ -489,6 +489,8 @@ pub(crate) struct CollectedOnly {
     pub table: TestTable,
     /// pytest's rootdir.
     pub rootdir: PathBuf,
+    /// pytest's configuration file, rootdir-relative.
+    pub inifile: Option<String>,
     /// How many collectors failed (each is reported on stderr).
     pub errors: usize,
 }
@@ -519,6 +521,7 @@ pub(crate) fn collect_only(settings: &CollectSettings) -> Result<Option<Collecte
     Ok(Some(CollectedOnly {
         table: collected.table,
         rootdir: PathBuf::from(collected.hello.environment.rootdir),
+        inifile: collected.hello.environment.inifile,
         errors,
     }))
 }

@@ -247,3 +247,120 @@ fn every_way_a_test_runs_project_code_is_recorded_on_a_worker_that_runs_it_again
     edit(&project, "pkg/lazy.py", "FACTOR = 3\n", "FACTOR = 1 + 2\n");
     assert!(ran(&run()).contains("test_late_import"));
 }
+
+#[test]
+fn shoal_why_says_what_a_run_would_decide_and_runs_nothing() {
+    let project = Project::fixture("affected");
+    project.write("tests/test_touch.py", "def test_touch():\n    open('touched', 'w').close()\n");
+    let none = project.shoal(&["why", "tests/test_calc.py::test_sub"]);
+    none.assert_code(0);
+    assert_eq!(none.stdout, "tests/test_calc.py::test_sub: runs: there is no usable record of past runs\n");
+
+    affected(&project, &[], &["-k", "not test_touch"]).outcome.assert_code(0);
+    let store = project.path().join(".shoal_affected.json");
+    let recorded = std::fs::read(&store).unwrap();
+    edit(&project, "pkg/calc.py", "    return a - b\n", "    return (a - b)\n");
+    let why = project.shoal(&[
+        "why",
+        "tests/test_calc.py::test_sub",
+        "tests/test_calc.py::test_add",
+        "tests/test_marked.py",
+        "tests/test_touch.py",
+    ]);
+    why.assert_code(0);
+    assert_eq!(
+        why.stdout,
+        "tests/test_calc.py::test_sub: runs: pkg/calc.py: function sub changed\n\
+         tests/test_calc.py::test_add: cached (passed): nothing it ran, read or was configured by changed\n\
+         tests/test_marked.py::test_always: runs: it is marked no_cache\n\
+         tests/test_marked.py::test_skipped: cached (skipped): nothing it ran, read or was configured by changed\n\
+         tests/test_touch.py::test_touch: runs: it has no record: it is new or never ran under --affected\n"
+    );
+    // Nothing ran and nothing was recorded.
+    assert!(!project.path().join("touched").exists());
+    assert_eq!(std::fs::read(&store).unwrap(), recorded);
+
+    // The run's own --explain agrees.
+    let run = affected(&project, &[], &["--explain", "tests/test_calc.py::test_sub"]);
+    assert!(
+        run.outcome
+            .stderr
+            .contains("--explain tests/test_calc.py::test_sub: runs: pkg/calc.py: function sub changed"),
+        "{}",
+        run.outcome.stderr
+    );
+    // pytest's arguments are part of every key, as in a run.
+    let arguments = project.shoal(&["why", "tests/test_calc.py::test_add", "--", "-p", "no:randomly"]);
+    assert_eq!(arguments.stdout, "tests/test_calc.py::test_add: runs: pytest's arguments changed\n");
+    project.shoal(&["why", "tests/test_nowhere.py"]).assert_code(4);
+}
+
+/// A table filled at import by a function no test calls (the miss the
+/// mutation check found in toolz: `_signatures.create_signature_registry`).
+const REGISTRY: &str = "\"\"\"Filled at import: tests read what double made, never calling it.\"\"\"\n\n\n\
+                        def double(values):\n    \"\"\"\n    >>> double([1])\n    {1: 2}\n    \"\"\"\n    \
+                        return {value: value * 2 for value in values}\n\n\n\
+                        TABLE = double([1, 2, 3])\n";
+
+#[test]
+fn a_function_run_at_collection_runs_every_test_when_it_changes() {
+    let project = Project::fixture("affected");
+    project.write("pkg/registry.py", REGISTRY);
+    project.write(
+        "tests/test_registry.py",
+        "from pkg.registry import TABLE\n\n\ndef test_table():\n    assert TABLE[2] == 4\n",
+    );
+    affected(&project, &[], &[]).outcome.assert_code(0);
+    assert_eq!(ran(&affected(&project, &[], &[])), names(&["test_always"]));
+    edit(&project, "pkg/registry.py", "value * 2", "value * 3");
+    let changed = affected(&project, &[], &["--explain", "tests/test_registry.py::test_table"]);
+    changed.outcome.assert_code(1);
+    assert_eq!(changed.outcomes()["tests/test_registry.py::test_table"], "failed");
+    assert!(
+        changed.outcome.stderr.contains(
+            "every test runs: pkg/registry.py: function double, run at collection or at an import (for every test), changed"
+        ),
+        "{}",
+        changed.outcome.stderr
+    );
+}
+
+#[test]
+fn a_function_run_by_an_import_inside_a_test_counts_for_the_later_tests_of_its_worker() {
+    let project = Project::fixture("affected");
+    project.write("pkg/registry.py", REGISTRY);
+    project.write(
+        "tests/test_late.py",
+        "def test_imports():\n    from pkg.registry import TABLE\n\n    assert TABLE[1] == 2\n\n\n\
+         def test_reads_after():\n    from pkg.registry import TABLE\n\n    assert TABLE[2] == 4\n",
+    );
+    let run = || project.shoal_report(&[], &["--affected", "-n", "1", "tests/test_late.py"]);
+    run().outcome.assert_code(0);
+    assert_eq!(ran(&run()), names(&[]));
+    edit(&project, "pkg/registry.py", "value * 2", "value * 3");
+    let changed = run();
+    assert_eq!(ran(&changed), names(&["test_imports", "test_reads_after"]));
+    assert_eq!(changed.outcomes()["tests/test_late.py::test_reads_after"], "failed");
+}
+
+#[test]
+fn a_module_whose_doctests_are_collected_is_every_tests_import_too() {
+    let project = Project::fixture("affected");
+    project.write("pkg/registry.py", REGISTRY.replace("TABLE = ", "LIMIT = 2\nTABLE = "));
+    project.write(
+        "tests/test_registry.py",
+        "from pkg.registry import LIMIT\n\n\ndef test_limit():\n    assert LIMIT == 2\n",
+    );
+    let run = || affected(&project, &[], &["--doctest-modules", "pkg", "tests"]);
+    run().outcome.assert_code(0);
+    assert_eq!(ran(&run()), names(&["test_always"]));
+    edit(&project, "pkg/registry.py", "LIMIT = 2", "LIMIT = 3");
+    let changed = run();
+    assert_eq!(changed.outcomes()["pkg/registry.py::pkg.registry.double"], "passed");
+    assert_eq!(changed.outcomes()["tests/test_registry.py::test_limit"], "failed");
+    assert!(
+        changed.outcome.stderr.contains("pkg/registry.py: its module-level code"),
+        "{}",
+        changed.outcome.stderr
+    );
+}

@@ -138,7 +138,7 @@ impl Project {
         self
     }
 
-    /// `shoal <args>` in the project; for `run`, `list` and `plan`, `--python` is
+    /// `shoal <args>` in the project; for `run`, `list`, `plan` and `why`, `--python` is
     /// added after the subcommand.
     pub(crate) fn shoal(&self, args: &[&str]) -> Outcome {
         self.shoal_with_env(&[], args)
@@ -158,7 +158,7 @@ impl Project {
         let mut args = args.iter();
         if let Some(subcommand) = args.next() {
             command.arg(subcommand);
-            if matches!(*subcommand, "run" | "list" | "plan") {
+            if matches!(*subcommand, "run" | "list" | "plan" | "why") {
                 command.arg("--python").arg(self.interpreter());
             }
         }

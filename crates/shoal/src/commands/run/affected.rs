@@ -13,7 +13,7 @@ use crate::errors::ShoalError;
 use crate::protocol::Hello;
 use crate::report::Reporter;
 use crate::results::{Outcome, Tally, TestDetails, TestRecord, TestView};
-use crate::settings::{AffectedSettings, RunSettings};
+use crate::settings::{AffectedSettings, CollectSettings, RunSettings};
 use crate::table::TestTable;
 
 use super::drive::Results;
@@ -41,6 +41,90 @@ pub(super) struct AffectedRun {
     cached: HashMap<String, TestRecord>,
 }
 
+/// What `--affected` decides from: the store when its entries hold, why
+/// every test runs when something they all depend on changed, the run's
+/// context and the project's files as read now.
+pub(crate) struct Decision {
+    pub(crate) store_path: PathBuf,
+    pub(crate) store: Option<Store>,
+    pub(crate) everything: Option<Reason>,
+    pub(crate) context: Context,
+    pub(crate) snapshot: Snapshot,
+}
+
+impl Decision {
+    /// Reads the store at the rootdir and gathers the run's context (a
+    /// foreign store is named in a notice).
+    pub(crate) fn read(
+        options: &AffectedSettings,
+        collect: &CollectSettings,
+        rootdir: &str,
+        inifile: Option<&str>,
+    ) -> Self {
+        let root = Path::new(rootdir);
+        let environment = crate::affected::environment_hash(&collect.interpreter.path, &collect.cwd);
+        let context = Context::gather(
+            environment,
+            root,
+            inifile,
+            &collect.pytest_args,
+            &options.inputs,
+            &options.environment_variables,
+        );
+        let store_path = root.join(STORE_FILE);
+        let mut snapshot = Snapshot::new(root);
+        let (store, everything) = match Store::load(&store_path, rootdir) {
+            Ok(store) => match global_reason(&store, &context, &mut snapshot) {
+                None => (Some(store), None),
+                Some(reason) => (None, Some(reason)),
+            },
+            Err(Unusable::Missing) => (None, Some(Reason::NoStore)),
+            Err(Unusable::Foreign(why)) => {
+                crate::output::notice(&format!(
+                    "--affected: {} {why}; it is ignored (every test runs) and will be rewritten",
+                    store_path.display()
+                ));
+                (None, Some(Reason::NoStore))
+            }
+        };
+        Self { store_path, store, everything, context, snapshot }
+    }
+}
+
+/// Each test's verdict, in the table's order.
+pub(crate) fn verdicts<'a>(
+    options: &AffectedSettings,
+    store: Option<&'a Store>,
+    everything: Option<&Reason>,
+    table: &TestTable,
+    snapshot: &mut Snapshot,
+) -> Vec<Verdict<'a>> {
+    table
+        .items()
+        .map(|item| {
+            let no_cache = item.markers().any(|marker| marker == NO_CACHE_MARKER);
+            match (store, everything) {
+                _ if !options.use_cache => {
+                    Verdict::Run(Reason::Context("nothing: --no-cache-results".to_owned()))
+                }
+                (Some(store), None) => verdict(store, item.nodeid, item.path, no_cache, snapshot),
+                (_, Some(reason)) => Verdict::Run(reason.clone()),
+                (None, None) => Verdict::Run(Reason::NoStore),
+            }
+        })
+        .collect()
+}
+
+/// Why a test runs or is cached, in words (`--explain`, `shoal why`).
+pub(crate) fn answer(verdict: &Verdict<'_>) -> String {
+    match verdict {
+        Verdict::Run(reason) => format!("runs: {reason}"),
+        Verdict::Cached(entry) => {
+            format!("cached ({}): nothing it ran, read or was configured by changed", entry.outcome.as_str())
+        }
+    }
+}
+
 /// Decides which selected tests run; the cached ones leave `selected`.
 pub(super) fn narrow(
     options: &AffectedSettings,
@@ -49,46 +133,14 @@ pub(super) fn narrow(
     selected: &mut Selected,
     shards: PathBuf,
 ) -> AffectedRun {
-    let rootdir = Path::new(&hello.environment.rootdir);
-    let environment =
-        crate::affected::environment_hash(&settings.collect.interpreter.path, &settings.collect.cwd);
-    let context = Context::gather(
-        environment,
-        rootdir,
+    let Decision { store_path, store, everything, context, mut snapshot } = Decision::read(
+        options,
+        &settings.collect,
+        &hello.environment.rootdir,
         hello.environment.inifile.as_deref(),
-        &settings.collect.pytest_args,
-        &options.inputs,
-        &options.environment_variables,
     );
-    let store_path = rootdir.join(STORE_FILE);
-    let mut snapshot = Snapshot::new(rootdir);
-    let (store, everything) = match Store::load(&store_path, &hello.environment.rootdir) {
-        Ok(store) => match global_reason(&store, &context, &mut snapshot) {
-            None => (Some(store), None),
-            Some(reason) => (None, Some(reason)),
-        },
-        Err(Unusable::Missing) => (None, Some(Reason::NoStore)),
-        Err(Unusable::Foreign(why)) => {
-            crate::output::notice(&format!(
-                "--affected: {} {why}; it is ignored (every test runs) and will be rewritten",
-                store_path.display()
-            ));
-            (None, Some(Reason::NoStore))
-        }
-    };
     let table = &selected.table;
-    let mut verdicts: Vec<Verdict<'_>> = Vec::with_capacity(table.len());
-    for item in table.items() {
-        let no_cache = item.markers().any(|marker| marker == NO_CACHE_MARKER);
-        verdicts.push(match (&store, &everything) {
-            _ if !options.use_cache => {
-                Verdict::Run(Reason::Context("nothing: --no-cache-results".to_owned()))
-            }
-            (Some(store), None) => verdict(store, item.nodeid, item.path, no_cache, &mut snapshot),
-            (_, Some(reason)) => Verdict::Run(reason.clone()),
-            (None, None) => Verdict::Run(Reason::NoStore),
-        });
-    }
+    let verdicts = verdicts(options, store.as_ref(), everything.as_ref(), table, &mut snapshot);
     announce(options, &store_path, table, &verdicts, everything.as_ref());
     let mut cached = HashMap::new();
     for (test, verdict) in verdicts.iter().enumerate() {
@@ -142,16 +194,9 @@ fn announce(
         _ => {}
     }
     for nodeid in &options.explain {
-        let answer = match table.find(nodeid).map(|test| &verdicts[test]) {
-            None => "not selected in this run".to_owned(),
-            Some(Verdict::Run(reason)) => format!("runs: {reason}"),
-            Some(Verdict::Cached(entry)) => {
-                format!(
-                    "cached ({}): nothing it ran, read or was configured by changed",
-                    entry.outcome.as_str()
-                )
-            }
-        };
+        let answer = table
+            .find(nodeid)
+            .map_or_else(|| "not selected in this run".to_owned(), |test| answer(&verdicts[test]));
         crate::output::notice(&format!("--explain {nodeid}: {answer}"));
     }
 }

@@ -8,7 +8,7 @@
 //! → `conclude` (remember durations and failures; exit code, coverage and
 //! summary).
 
-mod affected;
+pub(crate) mod affected;
 mod conclude;
 mod drive;
 mod planner;
