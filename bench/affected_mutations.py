@@ -408,14 +408,9 @@ def replace_tree(src, tarball, scratch):
             shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
     shutil.rmtree(scratch, ignore_errors=True)
     os.makedirs(scratch)
-    with tarfile.open(tarball) as tar:
-        top = tar.getnames()[0].split("/")[0]
-        if sys.version_info >= (3, 12):
-            tar.extractall(scratch, filter="data")
-        else:
-            tar.extractall(scratch)
-    for name in os.listdir(os.path.join(scratch, top)):
-        shutil.move(os.path.join(scratch, top, name), os.path.join(src, name))
+    top = corpus.unpack(tarball, scratch)
+    for name in os.listdir(top):
+        shutil.move(os.path.join(top, name), os.path.join(src, name))
 
 
 def git_tarball(git_dir, commit, out):

@@ -184,6 +184,18 @@ def runner_argv(runner, project, python, shoal, report):
 # Helpers
 
 
+def unpack(tarball, into):
+    """Unpacks a tarball with one top directory (an sdist) into `into`; returns
+    that directory's path."""
+    with tarfile.open(tarball) as tar:
+        top = tar.getnames()[0].split("/")[0]
+        if sys.version_info >= (3, 12):
+            tar.extractall(into, filter="data")
+        else:
+            tar.extractall(into)
+    return os.path.join(into, top)
+
+
 def run(argv, what, cwd=None, env=None, timeout=1800):
     try:
         p = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -314,13 +326,7 @@ def setup_project(project, python, pydir, sdists):
         sdist = find_sdist(project, sdists)
         if not sdist:
             raise CorpusError(f"[{project.name}] pip download left no sdist in {sdists}")
-    with tarfile.open(sdist) as tar:
-        top = tar.getnames()[0].split("/")[0]
-        if sys.version_info >= (3, 12):
-            tar.extractall(pdir, filter="data")
-        else:
-            tar.extractall(pdir)
-    os.rename(os.path.join(pdir, top), src)
+    os.rename(unpack(sdist, pdir), src)
     run([python, "-m", "venv", venv], f"[{project.name}] venv")
     pip = [vpy, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     run([*pip, "-c", CONSTRAINTS, *PINS, *project.deps], f"[{project.name}] pip install pins",
