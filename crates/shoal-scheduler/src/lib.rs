@@ -263,7 +263,9 @@ impl Scheduler {
                     }
                 }
             }
-            Event::WorkerExited { worker } => self.worker_exited(worker, &mut actions),
+            Event::WorkerExited { worker, unreported, in_test } => {
+                self.worker_exited(worker, unreported, in_test, &mut actions);
+            }
             Event::Interrupted => self.stop(NotRunReason::Interrupted, &mut actions),
             Event::Tick => self.time_out_due(&mut actions),
             Event::TestsReleased { tests } => self.release(&tests),
@@ -404,7 +406,13 @@ impl Scheduler {
         self.nothing_queued() && !self.more_coming
     }
 
-    fn worker_exited(&mut self, worker: WorkerId, actions: &mut Vec<Action>) {
+    fn worker_exited(
+        &mut self,
+        worker: WorkerId,
+        unreported: usize,
+        in_test: bool,
+        actions: &mut Vec<Action>,
+    ) {
         self.queue.forget_imports(worker);
         let state = &mut self.workers[worker];
         // Told to end (nothing left suits it), and it did.
@@ -429,7 +437,7 @@ impl Scheduler {
         state.retiring = false;
         state.recycling = false;
         state.finished_any = false;
-        if !self.settle_held(worker, &held, timed_out, actions) {
+        if !self.settle_held(worker, &held, (unreported, in_test), timed_out, actions) {
             return;
         }
         if self.stopping.is_some() || self.nothing_left() {
@@ -457,18 +465,31 @@ impl Scheduler {
 
     /// The tests a dead worker held: the one it ran is retried or ends as
     /// lost or timed out (not run, when Ctrl-C's grace ran out); the others
-    /// go back to the queue, or end not run when the run is stopping.
+    /// (those finished whose results never came, and those not started) go
+    /// back to the queue, or end not run when the run is stopping.
     /// Returns false when the run is stopping.
     fn settle_held(
         &mut self,
         worker: WorkerId,
         held: &[TestId],
+        (unreported, in_test): (usize, bool),
         timed_out: bool,
         actions: &mut Vec<Action>,
     ) -> bool {
-        let Some((&running, queued)) = held.split_first() else {
-            self.queue.release(worker);
-            return true;
+        let unreported = unreported.min(held.len());
+        let running = held.get(unreported).filter(|_| in_test).copied();
+        let queued: Vec<TestId> = held
+            .iter()
+            .enumerate()
+            .filter(|&(index, _)| index != unreported || !in_test)
+            .map(|(_, &test)| test)
+            .collect();
+        let Some(running) = running else {
+            if queued.is_empty() {
+                self.queue.release(worker);
+                return true;
+            }
+            return self.requeue_held(worker, &queued, actions);
         };
         let cause = if timed_out { RetryCause::TimedOut } else { RetryCause::Crashed };
         if self.stopping == Some(NotRunReason::Interrupted) && !timed_out {
@@ -486,6 +507,12 @@ impl Scheduler {
             // A crash or a timeout is a failure, for -x and --maxfail too.
             self.count_failure(actions);
         }
+        self.requeue_held(worker, &queued, actions)
+    }
+
+    /// Tests a dead worker held and did not die in: back to the queue, or
+    /// not run when the run is stopping (then returns false).
+    fn requeue_held(&mut self, worker: WorkerId, queued: &[TestId], actions: &mut Vec<Action>) -> bool {
         if let Some(reason) = self.stopping {
             for &test in queued {
                 self.tests[test] = TestState::Final;

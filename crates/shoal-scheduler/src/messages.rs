@@ -41,6 +41,14 @@ pub enum Event {
     WorkerExited {
         /// The worker.
         worker: WorkerId,
+        /// Of the tests it held, how many it had finished without their
+        /// results arriving (a worker may send quick tests' results
+        /// together): they go back to the queue, blamed for nothing.
+        unreported: usize,
+        /// It died in the test after those (which is retried or ends as
+        /// crashed or timed out), not between two tests (then every test
+        /// it held goes back to the queue).
+        in_test: bool,
     },
     /// The user asked the run to stop (Ctrl-C, SIGTERM).
     Interrupted,

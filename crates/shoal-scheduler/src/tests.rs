@@ -12,6 +12,11 @@ fn uniform(count: usize) -> Workload {
     Workload::uniform(count, 1.0)
 }
 
+/// A worker died in its running test, every earlier result received.
+fn exited(worker: WorkerId) -> Event {
+    Event::WorkerExited { worker, unreported: 0, in_test: true }
+}
+
 fn runs_for(actions: &[Action], worker: WorkerId) -> Vec<TestId> {
     actions
         .iter()
@@ -94,10 +99,45 @@ fn max_fail_stops_dispatch_and_reports_the_rest_not_run() {
 fn a_dead_worker_loses_its_running_test_and_is_replaced() {
     let mut scheduler = Scheduler::new(config(1), &uniform(4));
     scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
-    let actions = scheduler.handle(0.0, Event::WorkerExited { worker: 0 });
+    let actions = scheduler.handle(0.0, exited(0));
     assert_eq!(actions, vec![Action::TestLost { test: 0, worker: 0 }, Action::StartWorker { worker: 0 },]);
     let actions = scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
     assert_eq!(runs_for(&actions, 0), vec![1]);
+}
+
+#[test]
+fn a_worker_that_dies_with_results_unsent_loses_only_the_test_it_died_in() {
+    let mut scheduler = Scheduler::new(config(1), &Workload::uniform(200, 0.0001));
+    let first = runs_for(&scheduler.handle(0.0, Event::WorkerReady { worker: 0 }), 0);
+    assert!(first.len() >= 4, "tiny tests go out in a batch: {first:?}");
+    // It finished two tests whose results never came and died in the third.
+    let actions = scheduler.handle(0.0, Event::WorkerExited { worker: 0, unreported: 2, in_test: true });
+    let lost: Vec<TestId> = actions
+        .iter()
+        .filter_map(|action| match action {
+            Action::TestLost { test, .. } => Some(*test),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lost, vec![first[2]], "{actions:?}");
+    assert!(actions.iter().any(|action| matches!(action, Action::StartWorker { worker: 0 })));
+    // The replacement runs the two whose results were lost, first.
+    let again = runs_for(&scheduler.handle(0.1, Event::WorkerReady { worker: 0 }), 0);
+    assert_eq!(again[..2], first[..2], "{again:?}");
+    assert!(!again.contains(&first[2]));
+}
+
+#[test]
+fn a_worker_that_dies_between_tests_blames_none_of_them() {
+    let mut scheduler = Scheduler::new(config(1), &Workload::uniform(200, 0.0001));
+    let first = runs_for(&scheduler.handle(0.0, Event::WorkerReady { worker: 0 }), 0);
+    let actions = scheduler.handle(0.0, Event::WorkerExited { worker: 0, unreported: 1, in_test: false });
+    assert!(
+        !actions.iter().any(|action| matches!(action, Action::TestLost { .. } | Action::Retry { .. })),
+        "{actions:?}"
+    );
+    let again = runs_for(&scheduler.handle(0.1, Event::WorkerReady { worker: 0 }), 0);
+    assert_eq!(again[..first.len()], first[..], "every test it held runs again, in order");
 }
 
 #[test]
@@ -105,11 +145,8 @@ fn restarts_exhausted_reports_the_rest_not_run() {
     // A worker that dies before it is ready (a broken start-up) is what
     // the restart budget is for.
     let mut scheduler = Scheduler::new(SchedulerConfig { max_worker_restarts: 1, ..config(1) }, &uniform(3));
-    assert_eq!(
-        scheduler.handle(0.0, Event::WorkerExited { worker: 0 }),
-        vec![Action::StartWorker { worker: 0 }]
-    );
-    let actions = scheduler.handle(0.0, Event::WorkerExited { worker: 0 });
+    assert_eq!(scheduler.handle(0.0, exited(0)), vec![Action::StartWorker { worker: 0 }]);
+    let actions = scheduler.handle(0.0, exited(0));
     assert_eq!(
         actions,
         vec![Action::NotRun { tests: vec![0, 1, 2], reason: NotRunReason::WorkerRestartsExhausted }]
@@ -127,11 +164,11 @@ fn tests_that_crash_or_hang_their_workers_never_exhaust_the_restart_budget() {
     for test in 0..6 {
         // Even tests: crash their fresh worker; odd ones: hang until killed.
         let actions = if test % 2 == 0 {
-            scheduler.handle(now, Event::WorkerExited { worker: 0 })
+            scheduler.handle(now, exited(0))
         } else {
             now += 1.0;
             assert_eq!(scheduler.handle(now, Event::Tick), vec![Action::TimeOut { worker: 0, test }]);
-            scheduler.handle(now, Event::WorkerExited { worker: 0 })
+            scheduler.handle(now, exited(0))
         };
         assert!(
             actions.iter().all(|action| !matches!(action, Action::NotRun { .. })),
@@ -182,7 +219,7 @@ fn a_test_past_its_timeout_is_timed_out_and_its_worker_replaced() {
     assert!(scheduler.handle(11.9, Event::Tick).is_empty());
     assert_eq!(scheduler.handle(12.0, Event::Tick), vec![Action::TimeOut { worker: 0, test: 0 }]);
     assert_eq!(scheduler.next_deadline(), None, "a worker is timed out once");
-    let actions = scheduler.handle(12.5, Event::WorkerExited { worker: 0 });
+    let actions = scheduler.handle(12.5, exited(0));
     assert_eq!(actions, vec![Action::TestTimedOut { test: 0, worker: 0 }, Action::StartWorker { worker: 0 }]);
 }
 
@@ -241,7 +278,7 @@ fn a_crash_counts_towards_maxfail() {
     let mut scheduler = Scheduler::new(SchedulerConfig { max_failures: Some(1), ..config(2) }, &uniform(4));
     scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
     scheduler.handle(0.0, Event::WorkerReady { worker: 1 });
-    let actions = scheduler.handle(1.0, Event::WorkerExited { worker: 0 });
+    let actions = scheduler.handle(1.0, exited(0));
     assert_eq!(actions[0], Action::TestLost { test: 0, worker: 0 });
     assert!(
         actions.iter().any(|action| matches!(action, Action::NotRun { reason: NotRunReason::MaxFail, .. })),
@@ -255,7 +292,7 @@ fn a_test_killed_when_the_interrupt_grace_runs_out_is_not_run_not_crashed() {
     let mut scheduler = Scheduler::new(config(1), &uniform(2));
     scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
     scheduler.handle(1.0, Event::Interrupted);
-    let actions = scheduler.handle(6.0, Event::WorkerExited { worker: 0 });
+    let actions = scheduler.handle(6.0, exited(0));
     assert_eq!(actions, vec![Action::NotRun { tests: vec![0], reason: NotRunReason::Interrupted }]);
     assert!(scheduler.all_tests_final());
 }
@@ -271,7 +308,7 @@ fn a_worker_over_its_memory_limit_is_replaced_and_its_tests_run_elsewhere() {
     let actions = scheduler
         .handle(0.0, Event::WorkerStopped { worker: 0, dropped: sent[1..].to_vec(), over_memory: true });
     assert!(actions.iter().all(|action| !matches!(action, Action::NotRun { .. })), "{actions:?}");
-    let actions = scheduler.handle(0.0, Event::WorkerExited { worker: 0 });
+    let actions = scheduler.handle(0.0, exited(0));
     assert_eq!(actions, vec![Action::StartWorker { worker: 0 }], "no restart budget is needed");
     let actions = scheduler.handle(0.0, Event::WorkerReady { worker: 0 });
     assert_eq!(runs_for(&actions, 0)[0], sent[1], "the dropped tests go out first");
@@ -460,7 +497,7 @@ proptest! {
                         // The runner kills the worker; its exit follows.
                         simulated[worker].alive = false;
                         simulated[worker].queue.clear();
-                        inbox.push_back(Event::WorkerExited { worker });
+                        inbox.push_back(exited(worker));
                     }
                     Action::NotRun { tests, .. } => for test in tests { final_count[test] += 1 },
                 }
@@ -501,7 +538,7 @@ proptest! {
                     progressed = true;
                 } else if state.alive && state.ending && state.queue.is_empty() {
                     state.alive = false;
-                    inbox.push_back(Event::WorkerExited { worker });
+                    inbox.push_back(exited(worker));
                     progressed = true;
                 }
             }
@@ -538,7 +575,7 @@ proptest! {
                     if simulated[worker].alive {
                         simulated[worker].alive = false;
                         simulated[worker].queue.clear();
-                        inbox.push_back(Event::WorkerExited { worker });
+                        inbox.push_back(exited(worker));
                     }
                 }
                 Step::Interrupt => inbox.push_back(Event::Interrupted),
@@ -592,7 +629,7 @@ fn a_worker_ended_because_nothing_left_suits_it_is_not_replaced_while_others_wor
     let actions = scheduler.handle(0.0, Event::WorkerWantsWork { worker: 1 });
     assert_eq!(actions, vec![Action::Shutdown { worker: 1 }]);
     scheduler.handle(0.01, Event::TestFinished { worker: 1, test: 10, failed: false });
-    let actions = scheduler.handle(0.02, Event::WorkerExited { worker: 1 });
+    let actions = scheduler.handle(0.02, exited(1));
     assert!(!actions.contains(&Action::StartWorker { worker: 1 }), "{actions:?}");
     assert!(actions.iter().all(|action| !matches!(action, Action::NotRun { .. })), "{actions:?}");
 }
@@ -621,7 +658,7 @@ fn a_lone_replacement_takes_what_is_left_however_costly_its_import() {
     assert_eq!(runs_for(&actions, 0), vec![1]);
     scheduler.handle(0.6, Event::TestFinished { worker: 0, test: 0, failed: false });
     scheduler.handle(0.6, Event::WorkerStopped { worker: 0, dropped: vec![1], over_memory: true });
-    let actions = scheduler.handle(0.7, Event::WorkerExited { worker: 0 });
+    let actions = scheduler.handle(0.7, exited(0));
     assert_eq!(actions, vec![Action::StartWorker { worker: 0 }]);
     let actions = scheduler.handle(0.8, Event::WorkerReady { worker: 0 });
     assert_eq!(runs_for(&actions, 0), vec![1], "{actions:?}");
@@ -676,7 +713,7 @@ fn with_nothing_to_release_a_worker_waiting_at_teardown_ends_and_the_last_is_rep
     // Worker 0 holds test 0 at its teardown: it ends; idle worker 1 stays.
     assert_eq!(actions, vec![Action::Shutdown { worker: 0 }]);
     scheduler.handle(1.0, Event::TestFinished { worker: 0, test: 0, failed: false });
-    assert!(scheduler.handle(1.0, Event::WorkerExited { worker: 0 }).is_empty());
+    assert!(scheduler.handle(1.0, exited(0)).is_empty());
     // Worker 1 takes what comes later.
     let actions = scheduler.handle(2.0, Event::TestsReleased { tests: vec![1, 2] });
     assert_eq!(runs_for(&actions, 1), vec![1]);

@@ -20,6 +20,16 @@
 //! separate packet socket (which carries the new worker's descriptors); it
 //! reports each reaped child with `child_exited`. A forked worker's first
 //! message is `ready`.
+//!
+//! A forked worker writes the `finished` messages of passing tests that
+//! `run` marked `batch` (expected quick from history, with no timeout)
+//! together: up to 64, for up to 50 ms; any other message, the start of a
+//! test not so marked, and any wait for a command write them first. It
+//! counts the tests it started and finished in memory it shares with the
+//! zygote, which adds both counts to `child_exited`: when a worker dies,
+//! shoal tells the finished tests whose results never came (run again,
+//! blamed for nothing) from the test it died in. A spawned worker has no
+//! zygote to count for it and sends each result at once.
 
 use serde::{Deserialize, Serialize};
 
@@ -104,6 +114,13 @@ pub enum WorkerMessage {
         pid: u32,
         /// The raw wait status.
         status: i32,
+        /// Tests the worker started, and tests it finished, as it counted
+        /// them in memory shared with the zygote (a worker sends quick
+        /// tests' results in batches: see `worker::Progress`).
+        #[serde(default)]
+        started: Option<u64>,
+        #[serde(default)]
+        finished: Option<u64>,
     },
 }
 
@@ -402,6 +419,10 @@ pub enum WorkerCommand {
         /// starts once shoal has seen the limit reached.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         confirm_failures: bool,
+        /// Every one of these tests is expected to be quick: a forked worker
+        /// may send their results together (see the module docs).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        batch: bool,
     },
     /// The answer to a failure the worker waits on (`confirm_failures`):
     /// go on with the queue.
@@ -526,6 +547,7 @@ mod tests {
             load: Vec::new(),
             parts: Vec::new(),
             confirm_failures: false,
+            batch: false,
         };
         assert_eq!(encode_command(&run), b"{\"type\":\"run\",\"nodeids\":[\"a.py::t\"]}\n");
         assert_eq!(encode_command(&WorkerCommand::Stop), b"{\"type\":\"stop\"}\n");

@@ -18,6 +18,7 @@ import platform
 import select
 import socket
 import sys
+import time
 
 import pytest
 
@@ -32,6 +33,13 @@ MAX_TEXT_CHARS = 256 * 1024
 COLLECTED_CHUNK = 1000
 
 
+def _line(message):
+    """A message as its protocol line. Lone surrogates (from undecodable
+    bytes) cannot be encoded; they are replaced when the line is written,
+    rather than the message lost."""
+    return json.dumps(message, ensure_ascii=False, default=repr) + "\n"
+
+
 def cut(text):
     if text is None:
         return None
@@ -42,24 +50,53 @@ def cut(text):
     return text
 
 
+# Results held back by Channel.post: at most this many, for at most this
+# long (seconds, from the first). Enough to make the write and shoal's
+# wake-up once per batch of sub-millisecond tests; short enough that
+# shoal's live view (progress, timeline, slow-test notices) stays current.
+POSTED_MOST = 64
+POSTED_LONGEST = 0.05
+
+
 class Channel:
     """The JSON-lines socket shared with shoal."""
 
     def __init__(self, fd):
         self._socket = socket.socket(fileno=fd)
         self._buffer = b""
+        # Lines posted and not yet written, and when the first was posted.
+        self._posted = []
+        self._posted_since = 0.0
+
+    def post(self, message):
+        """Sends ``message`` with the next one: now if enough are waiting or
+        the first has waited long enough. Every `send` and `receive` writes
+        what was posted first, so messages keep their order and none waits
+        while the worker waits for shoal."""
+        now = time.perf_counter()
+        if not self._posted:
+            self._posted_since = now
+        self._posted.append(_line(message))
+        if len(self._posted) >= POSTED_MOST or now - self._posted_since >= POSTED_LONGEST:
+            self.flush()
+
+    def flush(self):
+        """Writes what was posted."""
+        if self._posted:
+            lines, self._posted = self._posted, []
+            self._socket.sendall("".join(lines).encode("utf-8", "replace"))
 
     def fileno(self):
         return self._socket.fileno()
 
     def send(self, message):
-        line = json.dumps(message, ensure_ascii=False, default=repr) + "\n"
-        # Lone surrogates (from undecodable bytes) cannot be encoded: replace
-        # them rather than lose the message.
-        self._socket.sendall(line.encode("utf-8", "replace"))
+        """Sends ``message`` now, after what was posted."""
+        self._posted.append(_line(message))
+        self.flush()
 
     def receive(self):
         """Blocks for the next command; None when shoal closed the channel."""
+        self.flush()
         while b"\n" not in self._buffer:
             data = self._socket.recv(65536)
             if not data:

@@ -4,14 +4,18 @@ This module owns :class:`RunLoop` (the ``run``, ``continue``, ``stop`` and
 ``shutdown`` commands, the attempt number of a rerun, the ``finished``
 message with each test's time and resources, stopping when over the memory
 limit), :class:`NextItem` (the next test, learned from shoal only when
-pytest needs it), :class:`ChildWatch` (child processes a test left running)
-and the stack dump shoal asks for before killing a test past its timeout.
+pytest needs it), :class:`Progress` (how far a forked worker got, for its
+zygote to tell after its death), :class:`ChildWatch` (child processes a
+test left running) and the stack dump shoal asks for before killing a test
+past its timeout.
 """
 
 import collections
+import mmap
 import os
 import resource
 import signal
+import struct
 import time
 
 from .protocol import cut
@@ -45,6 +49,10 @@ class RunLoop:
         self.waited = 0.0
         # Set by `run` commands under -x/--maxfail (see await_verdict).
         self.confirm_failures = False
+        # A forked worker's counters (see Progress); None when spawned.
+        self.progress = worker.progress
+        # Node ids shoal expects to be quick (`batch`): see report().
+        self.quick = set()
 
     def run(self):
         self.take_commands(block=True)
@@ -61,6 +69,7 @@ class RunLoop:
                 self.take_commands(block=False)
                 self.channel.send({"type": "stopped", "dropped": list(self.queue), "over_memory": True})
                 break
+        self.channel.flush()
 
     def take_command(self):
         """Reads one command and returns its type.
@@ -75,6 +84,8 @@ class RunLoop:
             self.queue.extend(command["nodeids"])
             self.attempts.update(command.get("attempts", {}))
             self.confirm_failures = command.get("confirm_failures", False)
+            if command.get("batch"):
+                self.quick.update(command["nodeids"])
         elif kind != "continue":
             self.worker.stopping = self.worker.stopping or kind == "stop"
             self.ended = True
@@ -122,6 +133,13 @@ class RunLoop:
         worker.pending_reports = []
         if worker.affected:
             worker.affected.begin()
+        expected_quick = current in self.quick
+        if self.progress:
+            if not expected_quick:
+                # Results still waiting would make shoal take their first
+                # test for this one, with that test's timeout.
+                self.channel.flush()
+            self.progress.started()
         item.config.hook.pytest_runtest_protocol(item=item, nextitem=next_item)
         if worker.affected:
             worker.affected.end(current)
@@ -133,15 +151,37 @@ class RunLoop:
         wall = time.perf_counter() - started - self.waited
         duration = _phases_seconds(worker.pending_reports, waited_in_teardown, wall)
         message, over_memory = self.finished_message(current, duration)
-        self.channel.send(message)
+        failed = any(report["outcome"] == "failed" for report in message["reports"])
+        self.quick.discard(current)
+        self.report(message, batched=expected_quick and not failed and not over_memory)
         worker.pending_reports = []
-        if self.confirm_failures and any(report["outcome"] == "failed" for report in message["reports"]):
+        if self.confirm_failures and failed:
             self.await_verdict()
         if worker.coverage:
             # A safe point: if this worker is killed later, only the
             # coverage of the test it is then running is lost.
             worker.coverage.save()
         return over_memory
+
+    def report(self, message, batched):
+        """Sends a test's ``finished`` message, or posts it to go with the
+        next ones (see Channel.post) when shoal expected the test to be
+        quick, it passed, and more follow.
+
+        Only a forked worker batches: its zygote reads its Progress after
+        its death, so shoal can tell the tests whose results were still
+        posted (they go back to the queue) from the one it died in. The
+        test counts as finished before its message leaves: a death in
+        between loses a result, which is run again, never blames the next
+        test."""
+        if self.progress is None:
+            self.channel.send(message)
+            return
+        self.progress.finished()
+        if batched and self.queue:
+            self.channel.post(message)
+        else:
+            self.channel.send(message)
 
     def finished_message(self, nodeid, duration):
         """The ``finished`` message of a test that just ran, and whether the
@@ -167,6 +207,65 @@ class RunLoop:
             # The session's fixtures are gone: what still runs leaked.
             message["leaked"] = worker.children.leaked()
         return message, over_memory
+
+
+class Progress:
+    """How far a forked worker got: the tests it started and finished, as two
+    counters in a page of memory it shares with its zygote (no descriptor,
+    no system call per test).
+
+    The zygote maps one :class:`ProgressBoard` before forking; each child
+    counts in its own region, and the zygote reads the region when it
+    reaps the child and reports both numbers with ``child_exited``.
+    """
+
+    def __init__(self, board, region):
+        self._page = board.page
+        self._offset = region * ProgressBoard.REGION_BYTES
+        self._started = 0
+        self._finished = 0
+
+    def started(self):
+        self._started += 1
+        struct.pack_into("<Q", self._page, self._offset, self._started)
+
+    def finished(self):
+        self._finished += 1
+        struct.pack_into("<Q", self._page, self._offset + 8, self._finished)
+
+
+class ProgressBoard:
+    """The zygote's page of :class:`Progress` regions, one per living child."""
+
+    REGION_BYTES = 16
+    REGIONS = mmap.PAGESIZE // REGION_BYTES
+
+    def __init__(self):
+        # Anonymous and shared: the children write, the zygote reads.
+        self.page = mmap.mmap(-1, mmap.PAGESIZE)
+        self.region_of = {}
+
+    def free_region(self):
+        """A region no living child uses, zeroed; None when all are used."""
+        used = set(self.region_of.values())
+        region = next((index for index in range(self.REGIONS) if index not in used), None)
+        if region is not None:
+            offset = region * self.REGION_BYTES
+            self.page[offset : offset + self.REGION_BYTES] = bytes(self.REGION_BYTES)
+        return region
+
+    def give(self, pid, region):
+        """The child ``pid`` counts in ``region`` (None: it has none)."""
+        if region is not None:
+            self.region_of[pid] = region
+
+    def read(self, pid):
+        """The child's (started, finished) counts, freeing its region; None
+        when it had none."""
+        region = self.region_of.pop(pid, None)
+        if region is None:
+            return None
+        return struct.unpack_from("<QQ", self.page, region * self.REGION_BYTES)
 
 
 class NextItem:

@@ -55,6 +55,7 @@ class _ForkServer:
         self.previous_wakeup = signal.set_wakeup_fd(self.wake_write)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.children = set()
+        self.progress = running.ProgressBoard()
         self.shutting_down = False
 
     def serve(self):
@@ -93,6 +94,7 @@ class _ForkServer:
         )
         sys.stdout.flush()
         sys.stderr.flush()
+        region = self.progress.free_region()
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -100,9 +102,12 @@ class _ForkServer:
             for fd in (self.wake_read, self.wake_write):
                 os.close(fd)
             self.control.close()
+            if region is not None:
+                self.worker.progress = running.Progress(self.progress, region)
             become_worker(self.worker, command, fds, workerinput)
             return True
         self.children.add(pid)
+        self.progress.give(pid, region)
         for fd in fds:
             os.close(fd)
         return False
@@ -118,7 +123,11 @@ class _ForkServer:
             if pid == 0:
                 return
             children.discard(pid)
-            self.worker.channel.send({"type": "child_exited", "pid": pid, "status": status})
+            message = {"type": "child_exited", "pid": pid, "status": status}
+            progress = self.progress.read(pid)
+            if progress is not None:
+                message["started"], message["finished"] = progress
+            self.worker.channel.send(message)
 
 
 def become_worker(worker, command, fds, workerinput):

@@ -221,9 +221,9 @@ impl Pool {
                 Some(WorkerEvent::ProtocolError(_, error)) => {
                     return Err(ShoalError::Internal(format!("the zygote broke the protocol: {error}")));
                 }
-                Some(WorkerEvent::Exited(_, status)) => {
+                Some(WorkerEvent::Exited(_, exit)) => {
                     let output = self.zygote.as_ref().map(Zygote::output_tail).unwrap_or_default();
-                    return Err(collection_exit_error(&output, status, collect, "the zygote"));
+                    return Err(collection_exit_error(&output, exit.status, collect, "the zygote"));
                 }
             };
             for message in messages {
@@ -325,10 +325,15 @@ impl Pool {
                         key.slot
                     )));
                 }
-                WorkerEvent::Exited(key, status) => {
+                WorkerEvent::Exited(key, exit) => {
                     let Some(slot) = self.current(key) else { continue };
                     let output = self.slots[slot].handle.output_tail();
-                    return Err(collection_exit_error(&output, status, collect, &format!("worker gw{slot}")));
+                    return Err(collection_exit_error(
+                        &output,
+                        exit.status,
+                        collect,
+                        &format!("worker gw{slot}"),
+                    ));
                 }
             }
         }

@@ -69,9 +69,8 @@ pub enum WorkerEvent {
     Messages(WorkerKey, Vec<WorkerMessage>),
     /// A line that is not a valid message: the worker is misbehaving.
     ProtocolError(WorkerKey, String),
-    /// The process ended (after its channel closed); `None` when its status
-    /// could not be learned.
-    Exited(WorkerKey, Option<ExitStatus>),
+    /// The process ended (after its channel closed).
+    Exited(WorkerKey, Exit),
     /// Ctrl-C or SIGTERM reached shoal. The signal thread delivers it on the
     /// same queue so the runner waits on one thing only.
     Interrupt,
@@ -166,18 +165,41 @@ impl WorkerSpec {
     }
 }
 
-/// Exit statuses of forked workers, as the zygote reports them, for the
-/// threads that wait on those workers' ends.
+/// How a worker process ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exit {
+    /// Its wait status; `None` when it could not be learned.
+    pub status: Option<ExitStatus>,
+    /// How far it got: a forked worker's counts, as its zygote read them.
+    pub progress: Option<Progress>,
+}
+
+/// A forked worker's counts of the tests it started and finished, kept in
+/// memory it shares with the zygote. A worker sends a quick test's result
+/// with the next ones; when it dies, the counts tell the results that never
+/// came (`finished` beyond those received: run again, unblamed) from the
+/// test it died in (`started` beyond `finished`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Tests it started.
+    pub started: u64,
+    /// Tests it finished (counted before their results were sent).
+    pub finished: u64,
+}
+
+/// Exits of forked workers, as the zygote reports them, for the threads
+/// that wait on those workers' ends.
 #[derive(Debug, Default)]
 pub struct ExitBoard {
-    /// Statuses not yet collected, by pid; `closed` once no more will come.
-    statuses: Mutex<(HashMap<u32, i32>, bool)>,
+    /// Exits not yet collected, by pid; `closed` once no more will come.
+    statuses: Mutex<(HashMap<u32, Exit>, bool)>,
     changed: Condvar,
 }
 
 impl ExitBoard {
-    pub(super) fn record(&self, pid: u32, status: i32) {
-        self.statuses.lock().expect("exit board lock").0.insert(pid, status);
+    pub(super) fn record(&self, pid: u32, status: i32, progress: Option<Progress>) {
+        let exit = Exit { status: Some(ExitStatus::from_raw(status)), progress };
+        self.statuses.lock().expect("exit board lock").0.insert(pid, exit);
         self.changed.notify_all();
     }
 
@@ -188,7 +210,7 @@ impl ExitBoard {
         self.changed.notify_all();
     }
 
-    pub(super) fn wait(&self, pid: u32, timeout: Duration) -> Option<ExitStatus> {
+    pub(super) fn wait(&self, pid: u32, timeout: Duration) -> Option<Exit> {
         let statuses = self.statuses.lock().expect("exit board lock");
         let (mut statuses, _) = self
             .changed
@@ -196,7 +218,7 @@ impl ExitBoard {
                 !*closed && !statuses.contains_key(&pid)
             })
             .expect("exit board lock");
-        statuses.0.remove(&pid).map(ExitStatus::from_raw)
+        statuses.0.remove(&pid)
     }
 }
 
@@ -219,7 +241,7 @@ impl Reaper {
         thread::Builder::new().name("shoal-waiter".to_owned()).spawn(move || {
             let status = child.wait().map_or(0xff00, ExitStatusExt::into_raw);
             signal_group(pid, Signal::SIGKILL);
-            writer.record(pid, status);
+            writer.record(pid, status, None);
         })?;
         Ok(Self { board, pid: Some(pid) })
     }
@@ -377,9 +399,11 @@ mod tests {
         let writer = Arc::clone(&board);
         let handle = thread::spawn(move || {
             thread::sleep(Duration::from_millis(20));
-            writer.record(42, 7 << 8);
+            writer.record(42, 7 << 8, Some(Progress { started: 3, finished: 2 }));
         });
-        assert_eq!(board.wait(42, Duration::from_secs(5)).and_then(|status| status.code()), Some(7));
+        let exit = board.wait(42, Duration::from_secs(5)).expect("recorded");
+        assert_eq!(exit.status.and_then(|status| status.code()), Some(7));
+        assert_eq!(exit.progress, Some(Progress { started: 3, finished: 2 }));
         handle.join().unwrap();
         assert_eq!(board.wait(43, Duration::from_millis(10)), None);
         board.close();

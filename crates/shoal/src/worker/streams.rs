@@ -16,7 +16,9 @@ use nix::sys::signal::Signal;
 
 use crate::protocol::{self, WorkerMessage};
 
-use super::{ExitBoard, OUTPUT_TAIL_BYTES, Reaper, WorkerEvent, WorkerKey, ZYGOTE_SLOT, signal_group};
+use super::{
+    ExitBoard, OUTPUT_TAIL_BYTES, Progress, Reaper, WorkerEvent, WorkerKey, ZYGOTE_SLOT, signal_group,
+};
 
 /// Results of tiny tests arrive thousands a second; waking the runner for
 /// each costs more than the test. A result waits this long for company
@@ -196,11 +198,15 @@ pub(super) fn read_channel(
                 Some("a protocol line exceeded the size limit".to_owned())
             }
             Ok(_) => match protocol::parse_message(&line) {
-                Ok(WorkerMessage::ChildExited { pid, status }) if zygote_board.is_some() => {
+                Ok(WorkerMessage::ChildExited { pid, status, started, finished })
+                    if zygote_board.is_some() =>
+                {
                     // As for spawned workers: what the worker left in its
                     // group dies with it.
                     signal_group(pid, Signal::SIGKILL);
-                    zygote_board.expect("checked").record(pid, status);
+                    let progress =
+                        started.zip(finished).map(|(started, finished)| Progress { started, finished });
+                    zygote_board.expect("checked").record(pid, status, progress);
                     None
                 }
                 Ok(message) => {
@@ -236,12 +242,12 @@ pub(super) fn read_channel(
         // The zygote is gone: its workers' statuses will never be reported.
         board.close();
     }
-    let status = reaper.pid.or(forked_pid).and_then(|pid| reaper.board.wait(pid, EXIT_STATUS_WAIT));
+    let exit = reaper.pid.or(forked_pid).and_then(|pid| reaper.board.wait(pid, EXIT_STATUS_WAIT));
     // Output written just before the end belongs in the diagnostics.
     for reader in output_readers.into_iter().flatten() {
         let _ = reader.join();
     }
-    let _ = events.send(WorkerEvent::Exited(key, status));
+    let _ = events.send(WorkerEvent::Exited(key, exit.unwrap_or_default()));
 }
 
 /// Whether the channel has data within [`COALESCE_WAIT_MS`].

@@ -152,6 +152,58 @@ fn under_lf_spawned_replacements_are_accepted_and_the_crashes_run_again() {
 }
 
 #[test]
+fn a_worker_that_dies_before_sending_its_batched_results_is_charged_only_for_its_crash() {
+    let project = Project::fixture("crash_batched");
+    project.write("conftest.py", RECORDING_CONFTEST);
+    // History first: the worker then holds many quick tests at once and
+    // sends their results together.
+    project.shoal(&["run", "-n", "1", "--mode", "fork"]).assert_code(0);
+    // Whether results were still waiting when the worker died depends on
+    // timing (they go after 50 ms): a few tries, each checked in full.
+    for attempt in 1..=3 {
+        let (log, mark) = (
+            project.path().join(format!("env{attempt}.log")),
+            project.path().join(format!("crashed{attempt}")),
+        );
+        let env = [
+            ("SHOAL_ENV_LOG", log.to_str().expect("a UTF-8 temp path")),
+            ("SHOAL_FIXTURE_CRASH_MARK", mark.to_str().expect("a UTF-8 temp path")),
+        ];
+        let report = project.shoal_report(&env, &["-n", "1", "--mode", "fork"]);
+        report.outcome.assert_code(1);
+        assert_eq!(report.outcome.closing_counts(), "999 passed, 1 crashed", "{}", report.outcome.stdout);
+        let crashed = std::fs::read_to_string(&mark).expect("the dying test left its mark");
+        assert_eq!(report.outcomes().get(crashed.as_str()), Some(&"crashed"), "{crashed}");
+        let records = read_json_lines(&log);
+        let nodeids: Vec<&str> =
+            records.iter().map(|record| record["nodeid"].as_str().expect("a nodeid")).collect();
+        let first_process = &records[0]["pid"];
+        let before_crash =
+            &nodeids[..records.iter().take_while(|record| &record["pid"] == first_process).count()];
+        assert_eq!(before_crash.last(), Some(&crashed.as_str()), "the fifth test of the first worker died");
+        let mut starts: BTreeMap<&str, usize> = BTreeMap::new();
+        for &nodeid in &nodeids {
+            *starts.entry(nodeid).or_default() += 1;
+        }
+        assert_eq!(starts[crashed.as_str()], 1, "the crash is not retried");
+        // Results finished but not yet sent when the worker died were lost:
+        // those tests ran again, and only tests the dead worker had run.
+        let again: Vec<&str> =
+            starts.iter().filter(|&(_, &count)| count > 1).map(|(&nodeid, _)| nodeid).collect();
+        assert!(again.iter().all(|nodeid| before_crash.contains(nodeid)), "{again:?}");
+        assert_eq!(
+            (starts.len(), nodeids.len()),
+            (1000, 1000 + again.len()),
+            "every other test started once"
+        );
+        if !again.is_empty() {
+            return;
+        }
+    }
+    panic!("in three tries, the worker never had results waiting when it died");
+}
+
+#[test]
 fn among_crashing_and_hanging_tests_every_healthy_test_passes_every_run() {
     for (mode, workers) in [("fork", "2"), ("fork", "3"), ("spawn", "2"), ("spawn", "3")] {
         let project = Project::fixture("crashmix");

@@ -21,13 +21,13 @@ use crate::report::Reporter;
 use crate::results::{Outcome, StopReason, Tally, TestRecord, outcome_from_reports};
 use crate::settings::RunSettings;
 use crate::table::TestTable;
-use crate::worker::{WorkerEvent, WorkerKey, Zygote, describe_exit};
+use crate::worker::{Exit, WorkerEvent, WorkerKey, Zygote, describe_exit};
 
 use super::Learned;
 
 mod state;
 
-use self::state::{Run, ended_record, ending};
+use self::state::{QUICK_TEST_SECONDS, Run, ended_record, ending};
 
 /// How long running tests get to finish after the first Ctrl-C.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
@@ -105,6 +105,20 @@ pub(super) struct DriveStart<'a> {
     pub(super) reported_before: usize,
 }
 
+/// Which tests a forked worker may send the results of together: those
+/// expected quick, without a timeout. (While results wait, shoal takes the
+/// first of them for the running test: its timeout must be the running
+/// test's. The worker sends what waits before starting any other test.)
+fn quick_tests(workload: &Workload) -> Vec<bool> {
+    let no_timeout = |test: usize| workload.timeouts.get(test).is_none_or(Option::is_none);
+    workload
+        .expected
+        .iter()
+        .enumerate()
+        .map(|(test, &seconds)| seconds < QUICK_TEST_SECONDS && no_timeout(test))
+        .collect()
+}
+
 /// Runs the tests: every one ends with its final record.
 pub(super) fn run_tests(
     pool: &mut Pool,
@@ -129,6 +143,7 @@ pub(super) fn run_tests(
         monotonic_at_start: crate::protocol::monotonic_seconds() - start.clock.elapsed().as_secs_f64(),
         timeouts: start.workload.timeouts.clone(),
         slow_timeouts: start.slow_timeouts,
+        quick: quick_tests(&start.workload),
         announced_slow: Vec::new(),
         last_finished: HashMap::new(),
         notices: Vec::new(),
@@ -258,9 +273,9 @@ fn drive(
                 pool.zygote_exited = true;
                 continue;
             }
-            WorkerEvent::Exited(key, status) => {
+            WorkerEvent::Exited(key, exit) => {
                 let Some(slot) = pool.current(key) else { continue };
-                worker_exited(pool, run, &mut scheduler, slot, status)
+                worker_exited(pool, run, &mut scheduler, slot, exit)
             }
         };
         execute(pool, run, actions)?;
@@ -332,21 +347,31 @@ fn worker_exited(
     run: &mut Run<'_>,
     scheduler: &mut Scheduler,
     slot: usize,
-    status: Option<std::process::ExitStatus>,
+    exit: Exit,
 ) -> Vec<Action> {
     if let Some((_, since)) = scheduler.running(slot) {
         run.died_running_since.insert(slot, since);
     }
     let state = &mut pool.slots[slot];
     state.phase = SlotPhase::Exited;
-    let mut description = describe_exit(status);
+    let mut description = describe_exit(exit.status);
     if let Some(error) = &state.protocol_error {
         description = format!("{description} after a protocol error: {error}");
     }
     state.exit = Some(description);
     // Grandchildren a test left behind die with the worker's group.
     state.handle.signal_group(Signal::SIGKILL);
-    scheduler.handle(run.now(), Event::WorkerExited { worker: slot })
+    // A forked worker sends quick tests' results together: its counts tell
+    // those it finished whose results never came from the one it died in.
+    let (unreported, in_test) = match exit.progress {
+        Some(progress) => (
+            progress.finished.saturating_sub(state.results),
+            progress.started > progress.finished || progress.started == 0,
+        ),
+        None => (0, true),
+    };
+    let unreported = usize::try_from(unreported).unwrap_or(usize::MAX);
+    scheduler.handle(run.now(), Event::WorkerExited { worker: slot, unreported, in_test })
 }
 
 fn handle_message(
@@ -360,7 +385,10 @@ fn handle_message(
         return replacement_message(pool, run, scheduler, slot, message);
     }
     Ok(match message {
-        WorkerMessage::Finished(finished) => test_finished(pool, run, scheduler, slot, &finished)?,
+        WorkerMessage::Finished(finished) => {
+            pool.slots[slot].results += 1;
+            test_finished(pool, run, scheduler, slot, &finished)?
+        }
         WorkerMessage::Warning(warning) => {
             if warning.when == "runtest" {
                 run.warnings.push(warning);
@@ -502,9 +530,10 @@ fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(
                     }
                 }
                 let confirm_failures = run.confirm_failures;
+                let batch = tests.iter().all(|&test| run.quick.get(test).copied().unwrap_or(false));
                 pool.send(
                     worker,
-                    &WorkerCommand::Run { nodeids, attempts, load: whole, parts, confirm_failures },
+                    &WorkerCommand::Run { nodeids, attempts, load: whole, parts, confirm_failures, batch },
                 );
             }
             // A failed attempt reported by pytest was kept where it arrived.

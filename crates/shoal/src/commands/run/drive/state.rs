@@ -14,6 +14,10 @@ use crate::results::{CrashDetails, Outcome, Tally, TestDetails, TestRecord, Test
 use crate::table::TestTable;
 use crate::worker::WorkerKey;
 
+/// A test expected to take less than this (seconds) is quick: see
+/// [`Run::quick`].
+pub(super) const QUICK_TEST_SECONDS: f64 = 0.005;
+
 /// The state of a run while tests run.
 pub(super) struct Run<'a> {
     pub(super) table: TestTable,
@@ -45,6 +49,9 @@ pub(super) struct Run<'a> {
     pub(super) timeouts: Vec<Option<f64>>,
     /// Each test's slow timeout (empty when no test has one).
     pub(super) slow_timeouts: Vec<Option<f64>>,
+    /// Tests expected (from history) to take under [`QUICK_TEST_SECONDS`],
+    /// with no timeout: a forked worker may send their results together.
+    pub(super) quick: Vec<bool>,
     /// The test each slot was last reported slow for.
     pub(super) announced_slow: Vec<Option<TestId>>,
     /// The last test each slot finished, with its memory after it (KiB).
