@@ -14,10 +14,13 @@ on a shared, noisy machine. Each figure is the median of `--repeat` runs:
   runner;
 - `pytest run`: sequential `python -m pytest -q`, less the collection: what
   pytest itself spends per test;
-- `shoal worker`: `shoal run -n 1 --mode spawn` (one worker, which collects
-  everything itself), the CPU of shoal's child processes (the worker, and
-  the interpreter probes) less the collection: pytest's per-test work plus
-  the worker plugin's;
+- `shoal worker`: `shoal run -n 1 --mode MODE` (one worker; `--mode fork`,
+  the default, as users run it: the zygote collects and the worker runs;
+  `--mode spawn`: the worker collects everything itself), the CPU of
+  shoal's child processes (zygote, worker, the interpreter probes) less the
+  collection: pytest's per-test work plus the worker plugin's. A first,
+  unmeasured run gives shoal its history (a fork-mode worker batches the
+  results of tests history says are quick);
 - `shoal main`: the shoal process itself (sampled from /proc until it exits):
   parsing, scheduling, reporting.
 
@@ -80,14 +83,16 @@ def test_count(output):
 def measure(args, shoal):
     paths = selection(args.suite)
     pytest = [args.python, "-m", "pytest", "-q"]
+    shoal_run = [shoal, "run", "-n", "1", "--mode", args.mode, "--python", args.python, "-q", *paths]
     collect, run, worker, main = [], [], [], []
     count = None
+    timed(shoal_run, args.suite)
     for _ in range(args.repeat):
         collect.append(timed(pytest + ["--collect-only", *paths], args.suite)[0])
         total, _, output = timed(pytest + paths, args.suite)
         count = test_count(output)
         run.append(total)
-        tree, own, output = timed([shoal, "run", "-n", "1", "--mode", "spawn", "--python", args.python, "-q", *paths], args.suite)
+        tree, own, output = timed(shoal_run, args.suite)
         worker.append(tree - own)
         main.append(own)
     collect_seconds = statistics.median(collect)
@@ -108,13 +113,14 @@ def main():
     parser.add_argument("--python", required=True, help="interpreter with pytest")
     parser.add_argument("--suite", required=True, help="a directory with selected.txt")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--mode", choices=("fork", "spawn"), default="fork", help="shoal's worker mode")
     args = parser.parse_args()
     # The runs start in the suite's directory.
     args.python = os.path.abspath(args.python) if os.sep in args.python else args.python
     args.shoal = os.path.abspath(args.shoal)
     args.old = os.path.abspath(args.old) if args.old else None
     binaries = [("old", args.old), ("new", args.shoal)] if args.old else [("shoal", args.shoal)]
-    print(f"suite {args.suite}, CPU microseconds per test, medians of {args.repeat}\n")
+    print(f"suite {args.suite}, {args.mode} mode, CPU microseconds per test, medians of {args.repeat}\n")
     print("| binary | tests | pytest µs/test | shoal worker µs/test | plugin µs/test | shoal main µs/test |")
     print("|---|---|---|---|---|---|")
     for name, binary in binaries:
