@@ -22,7 +22,7 @@
 //! message is `ready`.
 //!
 //! A forked worker writes the `finished` messages of passing tests that
-//! `run` marked `batch` (expected quick from history, with no timeout)
+//! `run` marked `batch` (expected quick from history, sharing one timeout)
 //! together: up to 64, for up to 50 ms; any other message, the start of a
 //! test not so marked, and any wait for a command write them first. It
 //! counts the tests it started and finished in memory it shares with the

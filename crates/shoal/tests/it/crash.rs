@@ -158,20 +158,35 @@ fn a_worker_that_dies_before_sending_its_batched_results_is_charged_only_for_its
     // History first: the worker then holds many quick tests at once and
     // sends their results together.
     project.shoal(&["run", "-n", "1", "--mode", "fork"]).assert_code(0);
-    // Whether results were still waiting when the worker died depends on
-    // timing (they go after 50 ms): a few tries, each checked in full.
+    // With a timeout for every test too: quick tests sharing one still
+    // send their results together.
+    for extra in [&[][..], &["--timeout", "30"][..]] {
+        crash_with_results_waiting(&project, extra);
+    }
+}
+
+/// Runs `fixtures/crash_batched` with its crash on until the worker dies
+/// with results waiting (whether it does depends on timing: they go after
+/// 50 ms), checking every try in full.
+fn crash_with_results_waiting(project: &Project, extra: &[&str]) {
     for attempt in 1..=3 {
-        let (log, mark) = (
-            project.path().join(format!("env{attempt}.log")),
-            project.path().join(format!("crashed{attempt}")),
-        );
+        let tag = format!("{}-{attempt}", extra.len());
+        let (log, mark) =
+            (project.path().join(format!("env{tag}.log")), project.path().join(format!("crashed{tag}")));
         let env = [
             ("SHOAL_ENV_LOG", log.to_str().expect("a UTF-8 temp path")),
             ("SHOAL_FIXTURE_CRASH_MARK", mark.to_str().expect("a UTF-8 temp path")),
         ];
-        let report = project.shoal_report(&env, &["-n", "1", "--mode", "fork"]);
+        let mut args = vec!["-n", "1", "--mode", "fork"];
+        args.extend_from_slice(extra);
+        let report = project.shoal_report(&env, &args);
         report.outcome.assert_code(1);
-        assert_eq!(report.outcome.closing_counts(), "999 passed, 1 crashed", "{}", report.outcome.stdout);
+        assert_eq!(
+            report.outcome.closing_counts(),
+            "999 passed, 1 crashed",
+            "{extra:?}: {}",
+            report.outcome.stdout
+        );
         let crashed = std::fs::read_to_string(&mark).expect("the dying test left its mark");
         assert_eq!(report.outcomes().get(crashed.as_str()), Some(&"crashed"), "{crashed}");
         let records = read_json_lines(&log);
@@ -200,7 +215,7 @@ fn a_worker_that_dies_before_sending_its_batched_results_is_charged_only_for_its
             return;
         }
     }
-    panic!("in three tries, the worker never had results waiting when it died");
+    panic!("{extra:?}: in three tries, the worker never had results waiting when it died");
 }
 
 #[test]

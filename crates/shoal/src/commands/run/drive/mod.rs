@@ -27,7 +27,7 @@ use super::Learned;
 
 mod state;
 
-use self::state::{QUICK_TEST_SECONDS, Run, ended_record, ending};
+use self::state::{Run, ended_record, ending, quick_tests};
 
 /// How long running tests get to finish after the first Ctrl-C.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
@@ -103,20 +103,6 @@ pub(super) struct DriveStart<'a> {
     pub(super) source: Option<&'a mut dyn WorkSource>,
     /// Tests already told to the reporters (cached by `--affected`).
     pub(super) reported_before: usize,
-}
-
-/// Which tests a forked worker may send the results of together: those
-/// expected quick, without a timeout. (While results wait, shoal takes the
-/// first of them for the running test: its timeout must be the running
-/// test's. The worker sends what waits before starting any other test.)
-fn quick_tests(workload: &Workload) -> Vec<bool> {
-    let no_timeout = |test: usize| workload.timeouts.get(test).is_none_or(Option::is_none);
-    workload
-        .expected
-        .iter()
-        .enumerate()
-        .map(|(test, &seconds)| seconds < QUICK_TEST_SECONDS && no_timeout(test))
-        .collect()
 }
 
 /// Runs the tests: every one ends with its final record.
