@@ -34,7 +34,7 @@ mod simulate;
 
 use std::collections::VecDeque;
 
-pub use messages::{Action, Event, NotRunReason, RetryCause, SchedulerConfig};
+pub use messages::{Action, Event, NotRunReason, Progress, RetryCause, SchedulerConfig};
 pub use queue::{LOCALITY_MIN_SETUP, Workload};
 pub use simulate::simulate;
 
@@ -94,8 +94,8 @@ struct WorkerState {
     fresh: bool,
     /// It was shut down to be replaced by a fresh worker for a rerun.
     recycling: bool,
-    /// It has finished a test since it started.
-    finished_any: bool,
+    /// Results received from its process (`TestFinished`), since it started.
+    results: u64,
 }
 
 /// The scheduling state machine. See the crate docs.
@@ -152,7 +152,7 @@ impl Scheduler {
                 retiring: false,
                 fresh: true,
                 recycling: false,
-                finished_any: false,
+                results: 0,
             })
             .collect();
         Self {
@@ -263,9 +263,7 @@ impl Scheduler {
                     }
                 }
             }
-            Event::WorkerExited { worker, unreported, in_test } => {
-                self.worker_exited(worker, unreported, in_test, &mut actions);
-            }
+            Event::WorkerExited { worker, progress } => self.worker_exited(worker, progress, &mut actions),
             Event::Interrupted => self.stop(NotRunReason::Interrupted, &mut actions),
             Event::Tick => self.time_out_due(&mut actions),
             Event::TestsReleased { tests } => self.release(&tests),
@@ -334,11 +332,11 @@ impl Scheduler {
     }
 
     fn finish_test(&mut self, worker: WorkerId, test: TestId, failed: bool, actions: &mut Vec<Action>) {
+        self.workers[worker].results += 1;
         if self.tests.get(test) != Some(&TestState::Assigned(slot(worker))) {
             return;
         }
         let state = &mut self.workers[worker];
-        state.finished_any = true;
         let mut timed_out = false;
         if state.timing_out && state.assigned.front() == Some(&test) {
             // It ended between the stack dump and the kill: the kill must
@@ -406,13 +404,7 @@ impl Scheduler {
         self.nothing_queued() && !self.more_coming
     }
 
-    fn worker_exited(
-        &mut self,
-        worker: WorkerId,
-        unreported: usize,
-        in_test: bool,
-        actions: &mut Vec<Action>,
-    ) {
+    fn worker_exited(&mut self, worker: WorkerId, progress: Option<Progress>, actions: &mut Vec<Action>) {
         self.queue.forget_imports(worker);
         let state = &mut self.workers[worker];
         // Told to end (nothing left suits it), and it did.
@@ -431,12 +423,21 @@ impl Scheduler {
         // when it said `stopped`.)
         let (timed_out, free_replacement) = (
             state.timing_out,
-            ended_for_a_fresh_start || ended_as_told || state.finished_any || !held.is_empty(),
+            ended_for_a_fresh_start || ended_as_told || state.results > 0 || !held.is_empty(),
         );
+        // Results it finished and never sent; whether it died in a test (one
+        // that dies before starting any is taken to die in its first).
+        let (unreported, in_test) = match progress {
+            Some(Progress { started, finished }) => {
+                (finished.saturating_sub(state.results), started > finished || started == 0)
+            }
+            None => (0, true),
+        };
+        let unreported = usize::try_from(unreported).unwrap_or(usize::MAX);
         state.timing_out = false;
         state.retiring = false;
         state.recycling = false;
-        state.finished_any = false;
+        state.results = 0;
         if !self.settle_held(worker, &held, (unreported, in_test), timed_out, actions) {
             return;
         }

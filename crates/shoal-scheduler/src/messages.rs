@@ -4,6 +4,19 @@
 use crate::{TestId, WorkerId};
 
 /// What the scheduler is told.
+/// A worker's own count, kept where it survives the worker's death, of the
+/// tests it started and finished (counted before their results were sent).
+/// Finished tests beyond the results that arrived lost their results: they
+/// go back to the queue, blamed for nothing. A test started and not
+/// finished is the one it died in; none such: it died between two tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Tests it started.
+    pub started: u64,
+    /// Tests it finished.
+    pub finished: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A worker finished collecting and waits for work.
@@ -41,14 +54,10 @@ pub enum Event {
     WorkerExited {
         /// The worker.
         worker: WorkerId,
-        /// Of the tests it held, how many it had finished without their
-        /// results arriving (a worker may send quick tests' results
-        /// together): they go back to the queue, blamed for nothing.
-        unreported: usize,
-        /// It died in the test after those (which is retried or ends as
-        /// crashed or timed out), not between two tests (then every test
-        /// it held goes back to the queue).
-        in_test: bool,
+        /// Its own count of the tests it started and finished, when it kept
+        /// one (a worker that sends quick tests' results together does).
+        /// `None`: every result it had was sent at once.
+        progress: Option<Progress>,
     },
     /// The user asked the run to stop (Ctrl-C, SIGTERM).
     Interrupted,

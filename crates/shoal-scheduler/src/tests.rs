@@ -14,7 +14,7 @@ fn uniform(count: usize) -> Workload {
 
 /// A worker died in its running test, every earlier result received.
 fn exited(worker: WorkerId) -> Event {
-    Event::WorkerExited { worker, unreported: 0, in_test: true }
+    Event::WorkerExited { worker, progress: None }
 }
 
 fn runs_for(actions: &[Action], worker: WorkerId) -> Vec<TestId> {
@@ -111,7 +111,8 @@ fn a_worker_that_dies_with_results_unsent_loses_only_the_test_it_died_in() {
     let first = runs_for(&scheduler.handle(0.0, Event::WorkerReady { worker: 0 }), 0);
     assert!(first.len() >= 4, "tiny tests go out in a batch: {first:?}");
     // It finished two tests whose results never came and died in the third.
-    let actions = scheduler.handle(0.0, Event::WorkerExited { worker: 0, unreported: 2, in_test: true });
+    let progress = Some(Progress { started: 3, finished: 2 });
+    let actions = scheduler.handle(0.0, Event::WorkerExited { worker: 0, progress });
     let lost: Vec<TestId> = actions
         .iter()
         .filter_map(|action| match action {
@@ -131,7 +132,8 @@ fn a_worker_that_dies_with_results_unsent_loses_only_the_test_it_died_in() {
 fn a_worker_that_dies_between_tests_blames_none_of_them() {
     let mut scheduler = Scheduler::new(config(1), &Workload::uniform(200, 0.0001));
     let first = runs_for(&scheduler.handle(0.0, Event::WorkerReady { worker: 0 }), 0);
-    let actions = scheduler.handle(0.0, Event::WorkerExited { worker: 0, unreported: 1, in_test: false });
+    let progress = Some(Progress { started: 1, finished: 1 });
+    let actions = scheduler.handle(0.0, Event::WorkerExited { worker: 0, progress });
     assert!(
         !actions.iter().any(|action| matches!(action, Action::TestLost { .. } | Action::Retry { .. })),
         "{actions:?}"

@@ -49,8 +49,6 @@ pub(crate) struct Slot {
     pub(crate) exit: Option<String>,
     /// A protocol violation that got the worker killed.
     pub(crate) protocol_error: Option<String>,
-    /// Test results received from the process (see `worker::Progress`).
-    pub(crate) results: u64,
 }
 
 impl Slot {
@@ -61,7 +59,6 @@ impl Slot {
             collection: Collection::default(),
             exit: None,
             protocol_error: None,
-            results: 0,
         }
     }
 }

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use shoal_scheduler::Progress;
 
 use crate::protocol::{self, WorkerCommand, WorkerMessage};
 
@@ -170,21 +171,9 @@ impl WorkerSpec {
 pub struct Exit {
     /// Its wait status; `None` when it could not be learned.
     pub status: Option<ExitStatus>,
-    /// How far it got: a forked worker's counts, as its zygote read them.
+    /// How far it got: a forked worker's counts, kept in memory it shares
+    /// with the zygote, as the zygote read them after its death.
     pub progress: Option<Progress>,
-}
-
-/// A forked worker's counts of the tests it started and finished, kept in
-/// memory it shares with the zygote. A worker sends a quick test's result
-/// with the next ones; when it dies, the counts tell the results that never
-/// came (`finished` beyond those received: run again, unblamed) from the
-/// test it died in (`started` beyond `finished`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// Tests it started.
-    pub started: u64,
-    /// Tests it finished (counted before their results were sent).
-    pub finished: u64,
 }
 
 /// Exits of forked workers, as the zygote reports them, for the threads

@@ -347,17 +347,7 @@ fn worker_exited(
     state.exit = Some(description);
     // Grandchildren a test left behind die with the worker's group.
     state.handle.signal_group(Signal::SIGKILL);
-    // A forked worker sends quick tests' results together: its counts tell
-    // those it finished whose results never came from the one it died in.
-    let (unreported, in_test) = match exit.progress {
-        Some(progress) => (
-            progress.finished.saturating_sub(state.results),
-            progress.started > progress.finished || progress.started == 0,
-        ),
-        None => (0, true),
-    };
-    let unreported = usize::try_from(unreported).unwrap_or(usize::MAX);
-    scheduler.handle(run.now(), Event::WorkerExited { worker: slot, unreported, in_test })
+    scheduler.handle(run.now(), Event::WorkerExited { worker: slot, progress: exit.progress })
 }
 
 fn handle_message(
@@ -371,10 +361,7 @@ fn handle_message(
         return replacement_message(pool, run, scheduler, slot, message);
     }
     Ok(match message {
-        WorkerMessage::Finished(finished) => {
-            pool.slots[slot].results += 1;
-            test_finished(pool, run, scheduler, slot, &finished)?
-        }
+        WorkerMessage::Finished(finished) => test_finished(pool, run, scheduler, slot, &finished)?,
         WorkerMessage::Warning(warning) => {
             if warning.when == "runtest" {
                 run.warnings.push(warning);
