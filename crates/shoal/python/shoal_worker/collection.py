@@ -164,20 +164,18 @@ class Part:
 
     def __init__(self, index, count):
         self.index, self.count = index, count
-        self.next_position = 0
-        # Node id -> position in the whole file, for this part's tests.
-        self.kept = {}
-        self.dropped = set()
+        # Node id -> position in the whole file, for every test numbered.
+        self.positions = {}
 
     def trim(self, metafunc):
         nodeid = metafunc.definition.nodeid
         calls = metafunc._calls
         if not calls:
-            self._take(nodeid)
+            self._number(nodeid)
             return
-        kept = [call for call in calls if self._take(f"{nodeid}[{call.id}]")]
+        kept = [call for call in calls if self._is_mine(self._number(f"{nodeid}[{call.id}]"))]
         # With no call left pytest would build the function unparametrized:
-        # one call (already dropped) stays, and its item is left out.
+        # one call (not this part's) stays, and its item is left out.
         metafunc._calls = kept or calls[:1]
 
     def keep(self, items, positions):
@@ -186,21 +184,21 @@ class Part:
         mine = []
         for item in items:
             nodeid = item.nodeid
-            if nodeid in self.dropped or (nodeid not in self.kept and not self._take(nodeid)):
-                continue
-            positions[nodeid] = (self.index, self.kept[nodeid])
-            mine.append(item)
+            position = self.positions.get(nodeid)
+            if position is None:
+                position = self._number(nodeid)
+            if self._is_mine(position):
+                positions[nodeid] = (self.index, position)
+                mine.append(item)
         return mine
 
-    def _take(self, nodeid):
-        """Numbers the next test; whether it is this part's."""
-        position = self.next_position
-        self.next_position += 1
-        if position % self.count == self.index:
-            self.kept[nodeid] = position
-            return True
-        self.dropped.add(nodeid)
-        return False
+    def _number(self, nodeid):
+        """Gives the next position to this test, and returns it."""
+        position = self.positions[nodeid] = len(self.positions)
+        return position
+
+    def _is_mine(self, position):
+        return position % self.count == self.index
 
 
 class FileTimer:
