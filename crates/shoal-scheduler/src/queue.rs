@@ -6,7 +6,9 @@
 //! is a unit of its own. A test group (`xdist_group`) is one unit that is
 //! never split, so its tests run on one worker in collection order. Units
 //! go out longest expected first (LPT), so a long test started last cannot
-//! make everyone wait; tests that failed last time go before all others. A
+//! make everyone wait; units shorter than [`SHORT_UNIT_SECONDS`] follow in
+//! collection order, which keeps pytest's set-up of classes and modules;
+//! tests that failed last time go before all others. A
 //! worker drains its current unit before taking a new one. When no unit is
 //! left unstarted, an idle worker splits the unit with the most work left,
 //! if the half it takes is worth paying that module's set-up again.
@@ -31,6 +33,7 @@
 //! requeueing, releasing) shares one representation, ranges of one flat
 //! list, and reads best beside it; its tests are at the end.
 
+use std::cmp::Ordering;
 use std::collections::VecDeque;
 
 use crate::{TestId, WorkerId};
@@ -38,6 +41,15 @@ use crate::{TestId, WorkerId};
 /// Module-scoped set-up below this many seconds is not worth keeping a
 /// module together for.
 pub const LOCALITY_MIN_SETUP: f64 = 0.005;
+
+/// Units expected to take less than this go out after the longer ones, in
+/// collection order rather than longest first. Among such tests the order
+/// barely moves the end of the run (the last one finishes at most this
+/// late), while pytest's order keeps a class's or a module's tests
+/// together: scattered, each test would tear down and set up again its
+/// class and module (their fixtures, `setUpClass`, `setup_module`), which
+/// costs more than a sub-millisecond test itself.
+pub(crate) const SHORT_UNIT_SECONDS: f64 = 0.01;
 
 /// With split collection, a unit whose modules cost at most this fraction
 /// of its own expected time to import is taken as if they were imported.
@@ -327,18 +339,21 @@ impl WorkQueue {
         }
         let serial: Vec<usize> =
             serial_tests.iter().map(|&test| push_unit(&[test], 0.0, false, &mut order)).collect();
-        // Failed last time first, then longest first; ties keep collection
-        // order, so equal estimates (no history) go in pytest's order.
+        // Failed last time first, then longest first, then the short units
+        // in collection order; ties keep collection order too, so equal
+        // estimates (no history) go in pytest's order.
         let any_first = |unit: &Unit| {
             order[unit.start as usize..unit.end as usize].iter().any(|&t| flag(&workload.first, t))
         };
         let sort = |list: &mut Vec<usize>| {
             list.sort_by(|&a, &b| {
                 let cost = |unit: usize| units[unit].remaining + units[unit].setup;
+                let short = |unit: usize| cost(unit) < SHORT_UNIT_SECONDS;
                 let first_test = |unit: usize| order[units[unit].start as usize];
                 any_first(&units[b])
                     .cmp(&any_first(&units[a]))
-                    .then(cost(b).total_cmp(&cost(a)))
+                    .then(short(a).cmp(&short(b)))
+                    .then_with(|| if short(a) { Ordering::Equal } else { cost(b).total_cmp(&cost(a)) })
                     .then(first_test(a).cmp(&first_test(b)))
             });
         };
@@ -797,6 +812,23 @@ mod tests {
         let mut queue = WorkQueue::new(&workload, 1);
         let order: Vec<TestId> = std::iter::from_fn(|| queue.take_for(0, None, false)).collect();
         assert_eq!(order, vec![1, 2, 0]);
+    }
+
+    #[test]
+    fn short_tests_follow_the_long_ones_in_collection_order() {
+        // Two classes' worth of sub-millisecond tests with two long ones
+        // among them: the long ones first, longest first; then the short
+        // ones as pytest collected them, not by their noisy durations.
+        let workload = Workload {
+            expected: vec![0.0004, 0.0009, 0.5, 0.0002, 0.0007, 2.0, 0.0001],
+            module: vec![0; 7],
+            module_setup: vec![0.0],
+            timeouts: Vec::new(),
+            ..Workload::default()
+        };
+        let mut queue = WorkQueue::new(&workload, 1);
+        let order: Vec<TestId> = std::iter::from_fn(|| queue.take_for(0, None, false)).collect();
+        assert_eq!(order, vec![5, 2, 0, 1, 3, 4, 6]);
     }
 
     #[test]
