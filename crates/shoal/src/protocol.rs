@@ -235,8 +235,14 @@ pub struct CollectedItem {
 pub struct Finished {
     /// The test's node id.
     pub nodeid: String,
-    /// Wall time of the whole protocol, in seconds.
+    /// The test's duration as pytest measures it: its phases' durations
+    /// added up, in seconds.
     pub duration: f64,
+    /// The rest of its protocol's wall time, in seconds: pytest making and
+    /// logging its reports and the hooks around its phases (shoal's plugin
+    /// among them). A sequential pytest run spends it too.
+    #[serde(default)]
+    pub between_phases: f64,
     /// Every report pytest logged, in order: setup, call (and subtests),
     /// teardown, or fewer when a phase was skipped.
     pub reports: Vec<PhaseReport>,

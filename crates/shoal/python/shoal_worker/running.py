@@ -150,7 +150,7 @@ class RunLoop:
             next_item.resolve()
         wall = time.perf_counter() - started - self.waited
         duration = _phases_seconds(worker.pending_reports, waited_in_teardown, wall)
-        message, over_memory = self.finished_message(current, duration)
+        message, over_memory = self.finished_message(current, duration, wall - duration)
         failed = any(report["outcome"] == "failed" for report in message["reports"])
         self.quick.discard(current)
         self.report(message, batched=expected_quick and not failed and not over_memory)
@@ -183,9 +183,11 @@ class RunLoop:
         else:
             self.channel.send(message)
 
-    def finished_message(self, nodeid, duration):
+    def finished_message(self, nodeid, duration, between_phases):
         """The ``finished`` message of a test that just ran, and whether the
-        worker is now over its memory limit."""
+        worker is now over its memory limit. ``between_phases``: the rest of
+        its protocol's time (pytest making and logging its reports, the
+        hooks around its phases), which is in no phase's duration."""
         worker = self.worker
         usage = resource.getrusage(resource.RUSAGE_SELF)
         # Reading the current size costs a system call: only with a limit.
@@ -197,6 +199,7 @@ class RunLoop:
             "type": "finished",
             "nodeid": nodeid,
             "duration": duration,
+            "between_phases": max(0.0, between_phases),
             "ended": time.monotonic(),
             "reports": worker.pending_reports,
             "cpu_seconds": usage.ru_utime + usage.ru_stime,

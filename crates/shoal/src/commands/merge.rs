@@ -306,6 +306,7 @@ impl Merged {
             test_seconds: self.records.iter().map(|record| f64::from(record.duration)).sum(),
             lower_bound_seconds: runs().map(|run| run.lower_bound_seconds).fold(0.0, f64::max),
             startup_seconds: runs().map(|run| run.startup_seconds).fold(0.0, f64::max),
+            between_phases_seconds: runs().map(|run| run.between_phases_seconds).sum(),
             workers_cpu_seconds: runs().map(|run| run.workers_cpu_seconds).sum(),
             peak_rss_largest_kib: runs().map(|run| run.peak_rss_largest_kib).max().unwrap_or(0),
             peak_rss_total_kib: runs().map(|run| run.peak_rss_total_kib).sum(),

@@ -250,6 +250,7 @@ impl Build {
                 test_seconds,
                 lower_bound_seconds: (test_seconds / self.header.workers.max(1) as f64).max(longest),
                 startup_seconds: 0.0,
+                between_phases_seconds: 0.0,
                 workers_cpu_seconds: 0.0,
                 peak_rss_largest_kib: 0,
                 peak_rss_total_kib: 0,

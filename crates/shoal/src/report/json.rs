@@ -135,6 +135,7 @@ fn document<'a>(header: &'a RunHeader, summary: &'a RunSummary<'a>) -> Document<
             test_seconds: summary.stats.test_seconds,
             lower_bound_seconds: summary.stats.lower_bound_seconds,
             startup_seconds: summary.stats.startup_seconds,
+            between_phases_seconds: summary.stats.between_phases_seconds,
             workers_cpu_seconds: summary.stats.workers_cpu_seconds,
             peak_rss_largest_kib: summary.stats.peak_rss_largest_kib,
             peak_rss_total_kib: summary.stats.peak_rss_total_kib,

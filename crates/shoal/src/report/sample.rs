@@ -230,6 +230,7 @@ impl SampleRun {
                 test_seconds: 5.0,
                 lower_bound_seconds: 2.75,
                 startup_seconds: 0.25,
+                between_phases_seconds: 0.5,
                 workers_cpu_seconds: 3.5,
                 peak_rss_largest_kib: 65_536,
                 peak_rss_total_kib: 131_072,

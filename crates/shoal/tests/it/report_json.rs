@@ -139,6 +139,29 @@ fn every_test_appears_once_with_its_own_outcome() {
 }
 
 #[test]
+fn pytests_work_between_the_phases_is_reported_apart_from_the_tests_durations() {
+    // A conftest hook that takes 50 ms per logged report: pytest's own work
+    // after each phase, which no phase's duration holds.
+    let project = Project::empty();
+    project
+        .write("conftest.py", "import time\n\ndef pytest_runtest_logreport(report):\n    time.sleep(0.05)\n")
+        .write("test_quick.py", "def test_a():\n    pass\n\ndef test_b():\n    pass\n");
+    let report = project.shoal_report(&[], &["-n", "1"]);
+    report.outcome.assert_code(0);
+    let run = &report.json["run"];
+    let tests = seconds(&run["test_seconds"], "test_seconds");
+    let between = seconds(&run["between_phases_seconds"], "between_phases_seconds");
+    // Two tests, three reports each.
+    assert!(between >= 6.0 * 0.05, "between_phases_seconds {between}, expected at least 0.3:\n{run:#}");
+    assert!(tests < 0.2, "the reports' hooks are not the tests' time: test_seconds {tests}\n{run:#}");
+    let line =
+        report.outcome.stdout.lines().find(|line| line.starts_with("between phases ")).unwrap_or_else(|| {
+            panic!("the summary shows the time between phases:\n{}", report.outcome.stdout)
+        });
+    assert!(line.contains("counting them, the bound is"), "{line}");
+}
+
+#[test]
 fn each_test_has_timings_a_worker_and_failure_text_for_failures() {
     let project = Project::fixture("outcomes");
     let report = project.shoal_report(&[], &["-n", "2"]);

@@ -308,6 +308,7 @@ fn run_stats(results: &Results, workers: usize, startup_seconds: f64) -> RunStat
         test_seconds,
         lower_bound_seconds: startup_seconds + (test_seconds / workers.max(1) as f64).max(longest),
         startup_seconds,
+        between_phases_seconds: results.between_phases_seconds,
         workers_cpu_seconds: usage.clone().map(|(cpu, _)| cpu).sum(),
         peak_rss_largest_kib: usage.clone().map(|(_, rss)| *rss).max().unwrap_or(0),
         peak_rss_total_kib: usage.map(|(_, rss)| rss).sum(),

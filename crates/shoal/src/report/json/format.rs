@@ -108,6 +108,13 @@ pub struct RunSection<'a> {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub startup_seconds: f64,
+    /// The tests' protocol time outside their phases, added up, in seconds:
+    /// pytest making and logging reports and the hooks around the phases
+    /// (shoal's plugin among them). In no test's duration, yet a sequential
+    /// pytest run spends it too.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub between_phases_seconds: f64,
     /// CPU seconds (user and system) used by the worker processes.
     #[serde(default)]
     #[schemars(range(min = 0))]

@@ -225,6 +225,18 @@ impl<W: Write> TerminalReporter<W> {
             stats.startup_seconds,
             wall / stats.lower_bound_seconds.max(f64::EPSILON)
         ));
+        if stats.between_phases_seconds >= 0.005 {
+            // What pytest does per test outside its phases: no phase's
+            // duration holds it, so the bound above leaves it out.
+            let spread = (stats.test_seconds + stats.between_phases_seconds) / workers.max(1) as f64;
+            let bound = stats.startup_seconds + spread.max(stats.lower_bound_seconds - stats.startup_seconds);
+            self.line(&format!(
+                "between phases {:.2}s (pytest's reports and hooks, in no test's duration): \
+                 counting them, the bound is {bound:.2}s and wall is {:.2}x it",
+                stats.between_phases_seconds,
+                wall / bound.max(f64::EPSILON)
+            ));
+        }
         if let Some(expectation) = summary.header.expectation {
             self.line(&format!("expected {:.2}s from history", expectation.wall_seconds));
         }

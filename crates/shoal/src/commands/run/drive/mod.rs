@@ -51,6 +51,8 @@ pub(super) struct Results {
     pub(super) execution_order: Vec<(u16, u32)>,
     /// Latest CPU seconds and peak memory (KiB) of each worker process.
     pub(super) usage: HashMap<WorkerKey, (f64, u64)>,
+    /// The tests' protocol time outside their phases, added up.
+    pub(super) between_phases_seconds: f64,
     /// What the summary should mention (replaced workers, leaked processes).
     pub(super) notices: Vec<String>,
     /// Why the run stopped early, if it did.
@@ -125,6 +127,7 @@ pub(super) fn run_tests(
         reporters: start.reporters,
         execution_order: Vec::new(),
         usage: HashMap::new(),
+        between_phases_seconds: 0.0,
         clock: start.clock,
         monotonic_at_start: crate::protocol::monotonic_seconds() - start.clock.elapsed().as_secs_f64(),
         timeouts: start.workload.timeouts.clone(),
@@ -177,6 +180,7 @@ pub(super) fn run_tests(
         warnings: run.warnings,
         execution_order: run.execution_order,
         usage: run.usage,
+        between_phases_seconds: run.between_phases_seconds,
         notices: run.notices,
         stop,
     })
@@ -441,6 +445,7 @@ fn test_finished(
         u32::try_from(test).expect("fewer than 4 billion tests"),
     ));
     run.usage.insert(pool.slots[slot].handle.key, (finished.cpu_seconds, finished.max_rss_kib));
+    run.between_phases_seconds += finished.between_phases;
     run.last_finished.insert(slot, (test, finished.rss_kib));
     for (nodeid, pids) in &finished.leaked {
         run.notices.push(format!(

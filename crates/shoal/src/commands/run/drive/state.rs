@@ -60,6 +60,9 @@ pub(super) struct Run<'a> {
     pub(super) execution_order: Vec<(u16, u32)>,
     /// Latest CPU seconds and peak memory (KiB) of each worker process.
     pub(super) usage: HashMap<WorkerKey, (f64, u64)>,
+    /// The tests' protocol time outside their phases, added up (see
+    /// `protocol::Finished::between_phases`).
+    pub(super) between_phases_seconds: f64,
     /// When the run started: the scheduler's clock counts from here.
     pub(super) clock: Instant,
     /// The monotonic clock's reading (see `protocol::monotonic_seconds`)
