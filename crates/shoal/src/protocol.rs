@@ -241,11 +241,12 @@ pub struct Finished {
     /// The test's node id.
     pub nodeid: String,
     /// The test's duration as pytest measures it: its phases' durations
-    /// added up, in seconds.
+    /// added up, in seconds (the protocol's wall time when pytest reported
+    /// no phase).
     pub duration: f64,
     /// The rest of its protocol's wall time, in seconds: pytest making and
-    /// logging its reports and the hooks around its phases (shoal's plugin
-    /// among them). A sequential pytest run spends it too.
+    /// logging its reports and the hooks around its phases (its plugins',
+    /// shoal's among them), which a sequential pytest run spends too.
     #[serde(default)]
     pub between_phases: f64,
     /// Every report pytest logged, in order: setup, call (and subtests),

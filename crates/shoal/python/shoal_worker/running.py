@@ -140,7 +140,9 @@ class RunLoop:
                 # test for this one, with that test's timeout.
                 self.channel.flush()
             self.progress.started()
+        protocol_started = time.perf_counter()
         item.config.hook.pytest_runtest_protocol(item=item, nextitem=next_item)
+        protocol_seconds = time.perf_counter() - protocol_started
         if worker.affected:
             worker.affected.end(current)
         # The wait for shoal's answer, when pytest asked during teardown, is
@@ -150,7 +152,10 @@ class RunLoop:
             next_item.resolve()
         wall = time.perf_counter() - started - self.waited
         duration = _phases_seconds(worker.pending_reports, waited_in_teardown, wall)
-        message, over_memory = self.finished_message(current, duration, wall - duration)
+        # pytest's own work around the phases (reports, hooks), not shoal's
+        # around the protocol; the wait for shoal is in neither.
+        between_phases = protocol_seconds - waited_in_teardown - duration
+        message, over_memory = self.finished_message(current, duration, between_phases)
         failed = any(report["outcome"] == "failed" for report in message["reports"])
         self.quick.discard(current)
         self.report(message, batched=expected_quick and not failed and not over_memory)
@@ -187,7 +192,8 @@ class RunLoop:
         """The ``finished`` message of a test that just ran, and whether the
         worker is now over its memory limit. ``between_phases``: the rest of
         its protocol's time (pytest making and logging its reports, the
-        hooks around its phases), which is in no phase's duration."""
+        hooks around its phases, its plugins' included), which is in no
+        phase's duration."""
         worker = self.worker
         usage = resource.getrusage(resource.RUSAGE_SELF)
         # Reading the current size costs a system call: only with a limit.

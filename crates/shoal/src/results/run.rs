@@ -69,8 +69,9 @@ pub struct RunStats {
     /// Seconds from shoal's start until the first worker was ready.
     pub startup_seconds: f64,
     /// The tests' protocol time outside their phases, added up: pytest
-    /// making and logging reports, the hooks around the phases. In no
-    /// test's duration, yet a sequential run spends it too.
+    /// making and logging reports, the hooks around the phases (its
+    /// plugins' too). In no test's duration, yet a sequential run spends it
+    /// too.
     pub between_phases_seconds: f64,
     /// CPU seconds used by the worker processes.
     pub workers_cpu_seconds: f64,

@@ -108,10 +108,12 @@ pub struct RunSection<'a> {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub startup_seconds: f64,
-    /// The tests' protocol time outside their phases, added up, in seconds:
+    /// The tests' protocol time outside their phases, added up, in seconds
+    /// (of the attempt each test's outcome is from, as `test_seconds`):
     /// pytest making and logging reports and the hooks around the phases
-    /// (shoal's plugin among them). In no test's duration, yet a sequential
-    /// pytest run spends it too.
+    /// (its plugins', shoal's among them). In no test's duration, yet a
+    /// sequential pytest run spends it too. 0 where unknown (`shoal report`
+    /// of a shared queue's build).
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub between_phases_seconds: f64,

@@ -433,6 +433,8 @@ fn test_finished(
     } else if let Some(next_attempt) = rerun {
         run.keep_attempt(test, record, next_attempt);
     } else {
+        // Counted as the test's duration is: for the record kept.
+        run.between_phases_seconds += finished.between_phases;
         run.record(test, record, &finished.reports);
     }
     if run.confirm_failures && finished.reports.iter().any(|report| report.outcome == PhaseOutcome::Failed) {
@@ -445,7 +447,6 @@ fn test_finished(
         u32::try_from(test).expect("fewer than 4 billion tests"),
     ));
     run.usage.insert(pool.slots[slot].handle.key, (finished.cpu_seconds, finished.max_rss_kib));
-    run.between_phases_seconds += finished.between_phases;
     run.last_finished.insert(slot, (test, finished.rss_kib));
     for (nodeid, pids) in &finished.leaked {
         run.notices.push(format!(
