@@ -95,7 +95,8 @@ pub struct Workload {
 impl Workload {
     /// The tests grouped into units (a group, a module worth keeping on
     /// one worker, or one test), in the order the scheduler would start
-    /// them: last time's failures, then longest first, serial tests last.
+    /// them: last time's failures, then longest first, the short ones in
+    /// collection order, serial tests last.
     /// What a shared queue publishes.
     pub fn units(&self) -> Vec<Vec<TestId>> {
         WorkQueue::new(self, 1).units_in_order()
@@ -181,7 +182,7 @@ pub(crate) struct WorkQueue {
     expected: Vec<f64>,
     order: Vec<TestId>,
     units: Vec<Unit>,
-    /// Units nobody has started, longest first.
+    /// Units nobody has started, in the order they go out.
     unstarted: VecDeque<usize>,
     /// Serial tests' units, for the serial phase.
     serial: VecDeque<usize>,
@@ -377,8 +378,8 @@ impl WorkQueue {
         }
     }
 
-    /// The units in the order they would go out: longest first, serial
-    /// ones last.
+    /// The units in the order they would go out: longest first, the short
+    /// ones in collection order, serial ones last.
     pub(crate) fn units_in_order(&self) -> Vec<Vec<TestId>> {
         self.unstarted
             .iter()
@@ -459,7 +460,7 @@ impl WorkQueue {
         self.split.is_none() || self.load_for(worker, unit) <= CHEAP_LOAD_FRACTION * cost
     }
 
-    /// The first unstarted unit (longest first) that fits and that `worker`
+    /// The first unstarted unit (in the order they go out) that fits and that `worker`
     /// should take: one it can start cheaply, else one of the module most
     /// worth importing; when `alone` (no other worker can take work), any
     /// that fits, since what nobody takes never runs. See the module docs.

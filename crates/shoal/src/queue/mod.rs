@@ -3,7 +3,7 @@
 //!
 //! This module moves units and results; it decides nothing about order or
 //! workers: the first machine publishes the units its scheduler would start
-//! (`shoal_scheduler::Workload::units`, longest first), each machine's
+//! (`shoal_scheduler::Workload::units`, in the scheduler's order), each machine's
 //! scheduler runs what its machine reserves. [`session`] holds the Redis
 //! protocol (keys, leases, heartbeat), [`stored`] what is stored.
 

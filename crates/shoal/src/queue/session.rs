@@ -12,7 +12,7 @@
 //! | `info` | string | [`BuildInfo`], JSON: the collection and the header |
 //! | `units` | hash | unit id → its node ids, JSON |
 //! | `cost` | hash | unit id → its expected seconds (a reservation takes units up to a budget) |
-//! | `queue` | list | unit ids not yet reserved, longest first |
+//! | `queue` | list | unit ids not yet reserved, in the scheduler's order |
 //! | `leases` | hash | unit id → the machine holding it |
 //! | `done` | set | acknowledged unit ids |
 //! | `alive:<machine>` | string | the heartbeat, expiring after the lease |

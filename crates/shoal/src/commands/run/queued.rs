@@ -1,6 +1,6 @@
 //! `shoal run --queue`: the run's side of the shared queue. After
 //! collection the machine joins the build (the first one publishes the
-//! units its scheduler would start, longest first; the others must have
+//! units its scheduler would start, in its order; the others must have
 //! collected the same tests); while the run drives, it reserves a unit
 //! whenever its workers wait, stores every final record as it comes and
 //! acknowledges a unit once all its tests are recorded or handed back (a
