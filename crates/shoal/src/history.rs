@@ -43,11 +43,8 @@ pub struct History {
     pub durations: BTreeMap<String, f64>,
     /// Smoothed seconds of module-scoped set-up per module path.
     pub module_setup: BTreeMap<String, f64>,
-    /// Smoothed seconds each test file took to import and collect, with its
-    /// share (by its tests) of the collection's per-item work outside the
-    /// files' own (plugins' hooks over the items, announcing them), by its
-    /// node id: what split collection divides, and balances the workers'
-    /// shares by.
+    /// Smoothed seconds each test file took to import and collect, by its
+    /// node id (what split collection balances the workers' shares by).
     pub file_collect: BTreeMap<String, f64>,
 }
 

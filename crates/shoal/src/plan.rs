@@ -76,11 +76,9 @@ pub const SPLIT_MIN_SAVING_SHARE: f64 = 0.1;
 ///
 /// Split collection is a semantic change (a test no longer sees the import
 /// side effects of test files outside its worker's share), so it is chosen
-/// only where it pays: collecting in full pays the test files' collection
-/// (importing them, building their items, announcing those: see
-/// `History::file_collect`) on the critical path once, splitting pays a
-/// worker's share of it, so the saving is `import × (1 − 1/workers)`; it
-/// must reach both
+/// only where it pays: collecting in full pays the test files' import on
+/// the critical path once, splitting pays a worker's share of it, so the
+/// saving is `import × (1 − 1/workers)`; it must reach both
 /// [`SPLIT_MIN_SAVING_SECONDS`] and [`SPLIT_MIN_SAVING_SHARE`] of the run
 /// collected in full. Without history nothing is known: in full.
 pub fn split_pays(history: &History, workers: usize) -> Option<String> {

@@ -142,8 +142,7 @@ def _start_worker(config, fd):
     _take_over_plugins(worker, config)
     _no_parallel_layer(option)
     config.pluginmanager.register(worker, "shoal_worker_session")
-    worker.file_timer = collection.FileTimer(worker)
-    config.pluginmanager.register(worker.file_timer, "shoal_file_timer")
+    config.pluginmanager.register(collection.FileTimer(worker), "shoal_file_timer")
 
 
 def _take_over_reports(worker, option):

@@ -28,8 +28,8 @@ class Collecting:
     ``split`` (whether the zygote records test files rather than import
     them), ``files`` (the recorded collectors by file node id: a module and
     its doctests share one), ``file_seconds`` (each file's import and
-    collection time, by ``file_timer``, a :class:`FileTimer`), ``items``
-    (the collected items by node id) and
+    collection time), ``collection_started`` (when the whole collection
+    started, by FileTimer), ``items`` (the collected items by node id) and
     ``deselected`` (node ids, reported with the collection), and
     ``parts`` (the part and position of each item of a spread file, by node
     id) and ``part`` (the :class:`Part` being collected, if any).
@@ -79,8 +79,7 @@ class Collecting:
         parts of spread files), through pytest's own hooks (deselection
         included), reported as a whole collection is."""
         session, config = self.session, self.config
-        if self.file_timer:
-            self.file_timer.start()
+        self.collection_started = time.perf_counter()
         items = self.collect_files(nodeids, parts)
         session.items = items
         config.hook.pytest_collection_modifyitems(session=session, config=config, items=items)
@@ -118,9 +117,11 @@ class Collecting:
         if self.split and self._collect_here():
             return
         finished = {"type": "collection_finished", "deselected": self.deselected, "file_seconds": self.file_seconds}
-        divisible = self.file_timer.divisible_seconds() if self.file_timer else None
-        if divisible is not None and not self.split:
-            finished["collect_seconds"] = divisible
+        if self.collection_started is not None and not self.split:
+            # This collection (the whole, or a forked worker's share of the
+            # files), announcing included: what splitting divides among the
+            # workers (see FileTimer).
+            finished["collect_seconds"] = time.perf_counter() - self.collection_started
         self.channel.send(finished)
         self.deselected = []
         self.file_seconds = {}
@@ -207,50 +208,27 @@ class Part:
 
 
 class FileTimer:
-    """Times a collection for the history that split collection is judged
-    and shared by. Each test file's own cost (``worker.file_seconds``):
-    importing and collecting it and its classes. And the collection's
-    divisible time (:meth:`divisible_seconds`): all of it but the walk
-    through directories, packages and ``conftest.py`` files, which a split
-    collection still does once before forking. What the divisible time
-    holds beyond the files' own (plugins' hooks over the items, announcing
-    them to shoal) shoal shares among the files by their tests. Registered
-    beside the worker plugin."""
+    """Times each test file's import and collection, and the whole
+    collection (history for split collection's shares: shoal adds to each
+    file its share of what no file's own collection holds, such as classes'
+    collection, plugins' hooks and announcing the items). Registered beside
+    the worker plugin."""
 
     def __init__(self, worker):
         self.worker = worker
-        self.started = None
-        self.walk_seconds = 0.0
-
-    def start(self):
-        """A collection starts: the whole (pytest's), or a forked worker's
-        share of the files."""
-        self.started = time.perf_counter()
-        self.walk_seconds = 0.0
-
-    def divisible_seconds(self):
-        """Seconds since :meth:`start`, less the walk; None before it."""
-        if self.started is None:
-            return None
-        return time.perf_counter() - self.started - self.walk_seconds
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection(self, session):
-        self.start()
+        self.worker.collection_started = time.perf_counter()
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_make_collect_report(self, collector):
         started = time.perf_counter()
         yield
-        if self.worker.split:
-            return
-        seconds = time.perf_counter() - started
-        file = _test_file_of(collector)
-        if file is None:
-            self.walk_seconds += seconds
-        else:
+        if _is_test_file(collector) and not self.worker.split:
+            seconds = time.perf_counter() - started
             # A module and its doctests share a node id: one file, one cost.
-            self.worker.file_seconds[file.nodeid] = self.worker.file_seconds.get(file.nodeid, 0.0) + seconds
+            self.worker.file_seconds[collector.nodeid] = self.worker.file_seconds.get(collector.nodeid, 0.0) + seconds
 
 
 def _import_root_and_name(path, config):
@@ -303,17 +281,6 @@ def _prime_sys_path(config, files):
         elif root not in sys.path:
             sys.path.append(root)
     return [[index for index, _ in group] for group in names.values() if len({path for _, path in group}) > 1]
-
-
-def _test_file_of(collector):
-    """The test file a collector is or belongs to (a class's module), or
-    None (a directory, a package, the session)."""
-    node = collector
-    while node is not None:
-        if _is_test_file(node):
-            return node
-        node = node.parent
-    return None
 
 
 def _is_test_file(collector):

@@ -52,8 +52,7 @@ class ShoalWorker(Collecting):
         self.parts = {}
         # Seconds each test file took to import and collect here.
         self.file_seconds = {}
-        # Times the collection (see collection.FileTimer); set with the plugin.
-        self.file_timer = None
+        self.collection_started = None
         # The collected items this process can run, by node id.
         self.items = {}
         # A forked worker's counts of tests started and finished, which its

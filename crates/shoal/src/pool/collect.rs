@@ -389,13 +389,13 @@ impl Collected {
 }
 
 /// Each test file's share of a collection (the whole, or a worker's share of
-/// the files) whose divisible part took `collect_seconds` (see the worker's
-/// `FileTimer`): its own import and collection (`file_seconds`), plus a part
-/// of what no file's collection holds (plugins' hooks over the items,
-/// announcing them to shoal) in proportion to its tests. Splitting
+/// the files) that took `collect_seconds`:
+/// its own import and collection (`file_seconds`), plus a part of what no
+/// file's collection holds (collecting classes, plugins' hooks over the
+/// items, announcing them to shoal) in proportion to its tests. Splitting
 /// collection divides both among the workers, so split collection's
 /// decisions and shares are judged by both: on 30,000 parametrized tests
-/// (`many`) about 40% of it was outside the files' own.
+/// the files' own collection was about half of the whole.
 fn file_shares_of_collection(
     mut file_seconds: BTreeMap<String, f64>,
     collect_seconds: Option<f64>,
@@ -608,8 +608,8 @@ mod tests {
         let shares = file_shares_of_collection(files.clone(), Some(2.3), &table);
         assert!((shares["a.py"] - 1.2).abs() < 1e-9, "{shares:?}");
         assert!((shares["b.py"] - 1.1).abs() < 1e-9, "{shares:?}");
-        // Without the collection's time (the zygote of a split collection
-        // sends none), or when the files hold it all, their own times stand.
+        // Without the whole's time (a worker's share), or when the files
+        // hold it all, the files' own times stand.
         assert_eq!(file_shares_of_collection(files.clone(), None, &table), files);
         assert_eq!(file_shares_of_collection(files.clone(), Some(1.4), &table), files);
     }

@@ -152,34 +152,6 @@ fn import_costs_go_to_the_history() {
 }
 
 #[test]
-fn a_files_collection_cost_holds_its_share_of_the_per_item_work_and_not_the_walk() {
-    // A subdirectory's conftest.py takes 0.4 s to import (the walk, which a
-    // split collection still does once); plugins' work over the items takes
-    // 0.2 s, which splitting divides: the files share it by their tests,
-    // one to three.
-    let project = Project::empty();
-    project
-        .write(
-            "conftest.py",
-            "import time\n\ndef pytest_collection_modifyitems(items):\n    time.sleep(0.2)\n",
-        )
-        .write("sub/conftest.py", "import time\n\ntime.sleep(0.4)\n")
-        .write("sub/test_one.py", "def test_a():\n    pass\n")
-        .write(
-            "sub/test_three.py",
-            "def test_a():\n    pass\n\ndef test_b():\n    pass\n\ndef test_c():\n    pass\n",
-        );
-    project.shoal(&["run", "-n", "2", "--collect", "full"]).assert_code(0);
-    let text = std::fs::read_to_string(project.path().join(".shoal_history.json")).expect("the history");
-    let history: serde_json::Value = serde_json::from_str(&text).expect("JSON");
-    let cost =
-        |file: &str| history["file_collect"][file].as_f64().unwrap_or_else(|| panic!("{file}: {history:#}"));
-    let (one, three) = (cost("sub/test_one.py"), cost("sub/test_three.py"));
-    assert!((0.2..0.4).contains(&(one + three)), "the files' costs {one} + {three}: {history:#}");
-    assert!(three > 2.0 * one, "shared by their tests: {one} and {three}");
-}
-
-#[test]
 fn by_default_collection_is_split_only_when_history_says_importing_is_a_large_share() {
     let project = Project::fixture("split");
     // No history: every test file is imported before forking, as pytest does.
