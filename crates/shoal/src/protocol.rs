@@ -64,11 +64,6 @@ pub enum WorkerMessage {
         /// Seconds each test file took to import and collect, by its node id.
         #[serde(default)]
         file_seconds: std::collections::BTreeMap<String, f64>,
-        /// Seconds this collection took (the whole, or a forked worker's
-        /// share of the files), announcing the items included; absent where
-        /// the files were not imported (the zygote of a split collection).
-        #[serde(default)]
-        collect_seconds: Option<f64>,
     },
     /// Split collection: the test files the zygote found and did not
     /// import, in collection order (node ids).

@@ -28,8 +28,7 @@ class Collecting:
     ``split`` (whether the zygote records test files rather than import
     them), ``files`` (the recorded collectors by file node id: a module and
     its doctests share one), ``file_seconds`` (each file's import and
-    collection time), ``collection_started`` (when the whole collection
-    started, by FileTimer), ``items`` (the collected items by node id) and
+    collection time), ``items`` (the collected items by node id) and
     ``deselected`` (node ids, reported with the collection), and
     ``parts`` (the part and position of each item of a spread file, by node
     id) and ``part`` (the :class:`Part` being collected, if any).
@@ -79,7 +78,6 @@ class Collecting:
         parts of spread files), through pytest's own hooks (deselection
         included), reported as a whole collection is."""
         session, config = self.session, self.config
-        self.collection_started = time.perf_counter()
         items = self.collect_files(nodeids, parts)
         session.items = items
         config.hook.pytest_collection_modifyitems(session=session, config=config, items=items)
@@ -116,13 +114,9 @@ class Collecting:
         self.items = {item.nodeid: item for item in session.items}
         if self.split and self._collect_here():
             return
-        finished = {"type": "collection_finished", "deselected": self.deselected, "file_seconds": self.file_seconds}
-        if self.collection_started is not None and not self.split:
-            # This collection (the whole, or a forked worker's share of the
-            # files), announcing included: what splitting divides among the
-            # workers (see FileTimer).
-            finished["collect_seconds"] = time.perf_counter() - self.collection_started
-        self.channel.send(finished)
+        self.channel.send(
+            {"type": "collection_finished", "deselected": self.deselected, "file_seconds": self.file_seconds}
+        )
         self.deselected = []
         self.file_seconds = {}
 
@@ -208,18 +202,11 @@ class Part:
 
 
 class FileTimer:
-    """Times each test file's import and collection, and the whole
-    collection (history for split collection's shares: shoal adds to each
-    file its share of what no file's own collection holds, such as classes'
-    collection, plugins' hooks and announcing the items). Registered beside
-    the worker plugin."""
+    """Times each test file's import and collection (history for split
+    collection's shares). Registered beside the worker plugin."""
 
     def __init__(self, worker):
         self.worker = worker
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_collection(self, session):
-        self.worker.collection_started = time.perf_counter()
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_make_collect_report(self, collector):

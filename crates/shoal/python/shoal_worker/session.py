@@ -52,7 +52,6 @@ class ShoalWorker(Collecting):
         self.parts = {}
         # Seconds each test file took to import and collect here.
         self.file_seconds = {}
-        self.collection_started = None
         # The collected items this process can run, by node id.
         self.items = {}
         # A forked worker's counts of tests started and finished, which its

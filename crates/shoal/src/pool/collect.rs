@@ -35,8 +35,6 @@ pub(crate) struct Collection {
     pub(crate) same_name: Vec<Vec<usize>>,
     /// Seconds each test file took to import and collect.
     pub(crate) file_seconds: BTreeMap<String, f64>,
-    /// Seconds the collection took, when it imported the files.
-    pub(crate) collect_seconds: Option<f64>,
 }
 
 impl Collection {
@@ -60,10 +58,9 @@ impl Collection {
                     self.table.push(item);
                 }
             }
-            WorkerMessage::CollectionFinished { deselected, file_seconds, collect_seconds } => {
+            WorkerMessage::CollectionFinished { deselected, file_seconds } => {
                 self.deselected = deselected;
                 self.file_seconds = file_seconds;
-                self.collect_seconds = collect_seconds;
                 self.finished = true;
             }
             WorkerMessage::TestFiles { nodeids, same_name } => {
@@ -95,9 +92,7 @@ pub(crate) struct Collected {
     pub(crate) deselected: Vec<String>,
     /// The mode actually used.
     pub(crate) mode: &'static str,
-    /// Each test file's share of collecting: its import and collection,
-    /// and of a whole collection also its share of the rest (see
-    /// [`file_shares_of_collection`]).
+    /// Seconds each test file took to import and collect.
     pub(crate) file_seconds: BTreeMap<String, f64>,
     /// Split collection: which worker collected which files.
     pub(crate) split: Option<SplitCollection>,
@@ -373,8 +368,6 @@ impl Collected {
     }
 
     fn from(collection: Collection, mode: &'static str) -> Self {
-        let file_seconds =
-            file_shares_of_collection(collection.file_seconds, collection.collect_seconds, &collection.table);
         Self {
             hello: collection.hello.expect("a process that collected said hello"),
             table: collection.table,
@@ -382,42 +375,10 @@ impl Collected {
             warnings: collection.warnings,
             deselected: collection.deselected,
             mode,
-            file_seconds,
+            file_seconds: collection.file_seconds,
             split: None,
         }
     }
-}
-
-/// Each test file's share of a collection (the whole, or a worker's share of
-/// the files) that took `collect_seconds`:
-/// its own import and collection (`file_seconds`), plus a part of what no
-/// file's collection holds (collecting classes, plugins' hooks over the
-/// items, announcing them to shoal) in proportion to its tests. Splitting
-/// collection divides both among the workers, so split collection's
-/// decisions and shares are judged by both: on 30,000 parametrized tests
-/// the files' own collection was about half of the whole.
-fn file_shares_of_collection(
-    mut file_seconds: BTreeMap<String, f64>,
-    collect_seconds: Option<f64>,
-    table: &TestTable,
-) -> BTreeMap<String, f64> {
-    let rest = collect_seconds.unwrap_or(0.0) - file_seconds.values().sum::<f64>();
-    let mut tests_of: BTreeMap<&str, usize> = BTreeMap::new();
-    for item in table.items() {
-        if let Some(file) = item.file.filter(|file| file_seconds.contains_key(*file)) {
-            *tests_of.entry(file).or_default() += 1;
-        }
-    }
-    let tests: usize = tests_of.values().sum();
-    if rest <= 0.0 || tests == 0 {
-        return file_seconds;
-    }
-    for (file, count) in tests_of {
-        if let Some(seconds) = file_seconds.get_mut(file) {
-            *seconds += rest * count as f64 / tests as f64;
-        }
-    }
-    file_seconds
 }
 
 /// The zygote's collection with each worker's share merged in: tests in the
@@ -458,9 +419,7 @@ fn merge_shares(zygote: Collection, files: &[String], slots: &mut [Slot]) -> Col
         merged.deselected.extend(collection.deselected);
         // Each part of a spread file was collected apart: the file costs
         // what its costliest part did.
-        let file_seconds =
-            file_shares_of_collection(collection.file_seconds, collection.collect_seconds, &collection.table);
-        for (file, seconds) in file_seconds {
+        for (file, seconds) in collection.file_seconds {
             let known = merged.file_seconds.entry(file).or_insert(seconds);
             *known = known.max(seconds);
         }
@@ -588,30 +547,6 @@ mod tests {
             });
         }
         table
-    }
-
-    #[test]
-    fn a_whole_collections_time_outside_the_files_is_shared_by_their_tests() {
-        let mut table = TestTable::default();
-        for (nodeid, file) in
-            [("a.py::x", "a.py"), ("b.py::x", "b.py"), ("b.py::y", "b.py"), ("b.py::z", "b.py")]
-        {
-            table.push(CollectedItem {
-                nodeid: nodeid.to_owned(),
-                path: file.to_owned(),
-                module: Some(file.to_owned()),
-                ..CollectedItem::default()
-            });
-        }
-        let files: BTreeMap<String, f64> = [("a.py".to_owned(), 1.0), ("b.py".to_owned(), 0.5)].into();
-        // 1.5 s in the files, 2.3 s in all: 0.8 s over four tests.
-        let shares = file_shares_of_collection(files.clone(), Some(2.3), &table);
-        assert!((shares["a.py"] - 1.2).abs() < 1e-9, "{shares:?}");
-        assert!((shares["b.py"] - 1.1).abs() < 1e-9, "{shares:?}");
-        // Without the whole's time (a worker's share), or when the files
-        // hold it all, the files' own times stand.
-        assert_eq!(file_shares_of_collection(files.clone(), None, &table), files);
-        assert_eq!(file_shares_of_collection(files.clone(), Some(1.4), &table), files);
     }
 
     #[test]
