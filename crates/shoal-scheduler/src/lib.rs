@@ -16,8 +16,8 @@
 //!
 //! # Dispatch
 //!
-//! One central queue (`queue`), longest expected first (short tests
-//! after, in collection order) and keeping a
+//! One central queue (`queue`), longest expected first (by classes of
+//! duration, each in collection order) and keeping a
 //! module with costly set-up on one worker, pulled dynamically: a worker is
 //! topped up whenever its queue runs low, so no worker idles while tests
 //! wait. pytest tears fixtures down according to the *next* test: a worker

@@ -6,7 +6,8 @@
 //! is a unit of its own. A test group (`xdist_group`) is one unit that is
 //! never split, so its tests run on one worker in collection order. Units
 //! go out longest expected first (LPT), so a long test started last cannot
-//! make everyone wait; units shorter than [`SHORT_UNIT_SECONDS`] follow in
+//! make everyone wait, by [`duration_class`]: units within a factor of two
+//! of each other (all those under [`SHORT_UNIT_SECONDS`] alike) go in
 //! collection order, which keeps pytest's set-up of classes and modules;
 //! tests that failed last time go before all others. A
 //! worker drains its current unit before taking a new one. When no unit is
@@ -33,7 +34,6 @@
 //! requeueing, releasing) shares one representation, ranges of one flat
 //! list, and reads best beside it; its tests are at the end.
 
-use std::cmp::Ordering;
 use std::collections::VecDeque;
 
 use crate::{TestId, WorkerId};
@@ -42,14 +42,28 @@ use crate::{TestId, WorkerId};
 /// module together for.
 pub const LOCALITY_MIN_SETUP: f64 = 0.005;
 
-/// Units expected to take less than this go out after the longer ones, in
-/// collection order rather than longest first. Among such tests the order
-/// barely moves the end of the run (the last one finishes at most this
-/// late), while pytest's order keeps a class's or a module's tests
-/// together: scattered, each test would tear down and set up again its
-/// class and module (their fixtures, `setUpClass`, `setup_module`), which
-/// costs more than a sub-millisecond test itself.
+/// Units expected to take less than this are one [`duration_class`], the
+/// last to go out.
 pub(crate) const SHORT_UNIT_SECONDS: f64 = 0.01;
+
+/// Units go out by class of expected duration, longest first, and within a
+/// class in collection order: the classes double from
+/// [`SHORT_UNIT_SECONDS`] (everything shorter is class 0). Ordering units
+/// of about the same length by their exact estimates would order them by
+/// noise, scattering a module's or a class's tests: each would tear down and
+/// set up again its module and class (their fixtures, `setUpClass`,
+/// `setup_module`), which can cost more than the tests. Worse, with those
+/// set-ups in every test's recorded time no run learns that they are the
+/// module's: the `fixtures` reference suite, its history of module set-ups
+/// lost, stayed at 72 s a run (9 s with it). Within a factor of two the
+/// order barely moves the end of the run.
+pub(crate) fn duration_class(seconds: f64) -> u32 {
+    if seconds < SHORT_UNIT_SECONDS {
+        return 0;
+    }
+    // At most 64 classes: 2^63 × 10 ms is beyond any test.
+    (seconds / SHORT_UNIT_SECONDS).log2().floor().clamp(0.0, 62.0) as u32 + 1
+}
 
 /// With split collection, a unit whose modules cost at most this fraction
 /// of its own expected time to import is taken as if they were imported.
@@ -95,8 +109,8 @@ pub struct Workload {
 impl Workload {
     /// The tests grouped into units (a group, a module worth keeping on
     /// one worker, or one test), in the order the scheduler would start
-    /// them: last time's failures, then longest first, the short ones in
-    /// collection order, serial tests last.
+    /// them: last time's failures, then longest first by
+    /// [`duration_class`], serial tests last.
     /// What a shared queue publishes.
     pub fn units(&self) -> Vec<Vec<TestId>> {
         WorkQueue::new(self, 1).units_in_order()
@@ -340,21 +354,19 @@ impl WorkQueue {
         }
         let serial: Vec<usize> =
             serial_tests.iter().map(|&test| push_unit(&[test], 0.0, false, &mut order)).collect();
-        // Failed last time first, then longest first, then the short units
-        // in collection order; ties keep collection order too, so equal
-        // estimates (no history) go in pytest's order.
+        // Failed last time first, then longest first by class of duration,
+        // each class in collection order (so equal estimates, without
+        // history, go in pytest's order).
         let any_first = |unit: &Unit| {
             order[unit.start as usize..unit.end as usize].iter().any(|&t| flag(&workload.first, t))
         };
         let sort = |list: &mut Vec<usize>| {
             list.sort_by(|&a, &b| {
-                let cost = |unit: usize| units[unit].remaining + units[unit].setup;
-                let short = |unit: usize| cost(unit) < SHORT_UNIT_SECONDS;
+                let class = |unit: usize| duration_class(units[unit].remaining + units[unit].setup);
                 let first_test = |unit: usize| order[units[unit].start as usize];
                 any_first(&units[b])
                     .cmp(&any_first(&units[a]))
-                    .then(short(a).cmp(&short(b)))
-                    .then_with(|| if short(a) { Ordering::Equal } else { cost(b).total_cmp(&cost(a)) })
+                    .then(class(b).cmp(&class(a)))
                     .then(first_test(a).cmp(&first_test(b)))
             });
         };
@@ -378,8 +390,8 @@ impl WorkQueue {
         }
     }
 
-    /// The units in the order they would go out: longest first, the short
-    /// ones in collection order, serial ones last.
+    /// The units in the order they would go out: longest first by
+    /// [`duration_class`], serial ones last.
     pub(crate) fn units_in_order(&self) -> Vec<Vec<TestId>> {
         self.unstarted
             .iter()
@@ -830,6 +842,26 @@ mod tests {
         let mut queue = WorkQueue::new(&workload, 1);
         let order: Vec<TestId> = std::iter::from_fn(|| queue.take_for(0, None, false)).collect();
         assert_eq!(order, vec![5, 2, 0, 1, 3, 4, 6]);
+    }
+
+    #[test]
+    fn tests_of_about_the_same_length_go_in_collection_order() {
+        // Two modules whose set-up is in every test's history (their tests
+        // were scattered last time): ordered by these estimates' noise they
+        // would interleave again; within a factor of two they keep pytest's
+        // order, after the one twice as long.
+        let workload = Workload {
+            expected: vec![0.41, 0.43, 0.42, 0.40, 0.9],
+            module: vec![0, 0, 1, 1, 1],
+            module_setup: vec![0.0, 0.0],
+            timeouts: Vec::new(),
+            ..Workload::default()
+        };
+        let mut queue = WorkQueue::new(&workload, 1);
+        let order: Vec<TestId> = std::iter::from_fn(|| queue.take_for(0, None, false)).collect();
+        assert_eq!(order, vec![4, 0, 1, 2, 3]);
+        assert_eq!(duration_class(0.009), 0);
+        assert_eq!([duration_class(0.01), duration_class(0.019), duration_class(0.02)], [1, 1, 2]);
     }
 
     #[test]
