@@ -110,7 +110,7 @@ impl Workload {
     /// The tests grouped into units (a group, a module worth keeping on
     /// one worker, or one test), in the order the scheduler would start
     /// them: last time's failures, then longest first by
-    /// [`duration_class`], serial tests last.
+    /// class of duration (doubling from 10 ms, each in collection order), serial tests last.
     /// What a shared queue publishes.
     pub fn units(&self) -> Vec<Vec<TestId>> {
         WorkQueue::new(self, 1).units_in_order()
