@@ -3,7 +3,6 @@
 
 use crate::{TestId, WorkerId};
 
-/// What the scheduler is told.
 /// A worker's own count, kept where it survives the worker's death, of the
 /// tests it started and finished (counted before their results were sent).
 /// Finished tests beyond the results that arrived lost their results: they
@@ -17,6 +16,7 @@ pub struct Progress {
     pub finished: u64,
 }
 
+/// What the scheduler is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A worker finished collecting and waits for work.
