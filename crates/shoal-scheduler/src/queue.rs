@@ -106,7 +106,33 @@ pub struct Workload {
     pub initially_loaded: Vec<Vec<usize>>,
 }
 
+/// A test expected to take less than this (seconds) is quick: see
+/// [`Workload::batchable`].
+pub(crate) const QUICK_TEST_SECONDS: f64 = 0.005;
+
 impl Workload {
+    /// Which tests a forked worker may send the results of together: those
+    /// expected quick that share one timeout (none, or the most common one,
+    /// such as a global `--timeout`). While results wait, shoal takes the
+    /// first of them for the running test, with its timeout: it must be the
+    /// running test's. The worker sends what waits before starting any
+    /// other test.
+    pub fn batchable(&self) -> Vec<bool> {
+        let timeout_of = |test: usize| self.timeouts.get(test).copied().flatten().map(f64::to_bits);
+        let expected_quick = |test: usize| self.expected[test] < QUICK_TEST_SECONDS;
+        let mut counts: std::collections::HashMap<Option<u64>, usize> = std::collections::HashMap::new();
+        for test in (0..self.expected.len()).filter(|&test| expected_quick(test)) {
+            *counts.entry(timeout_of(test)).or_default() += 1;
+        }
+        let shared = counts
+            .into_iter()
+            .max_by_key(|&(timeout, count)| (count, timeout.is_none()))
+            .map(|(timeout, _)| timeout);
+        (0..self.expected.len())
+            .map(|test| expected_quick(test) && Some(timeout_of(test)) == shared)
+            .collect()
+    }
+
     /// The tests grouped into units (a group, a module worth keeping on
     /// one worker, or one test), in the order the scheduler would start
     /// them: last time's failures, then longest first by
@@ -811,6 +837,21 @@ mod tests {
         queue.forget_imports(1);
         let orphan = queue.take_for(0, None, false).expect("nobody holds module 1 now");
         assert_eq!(queue.take_loads(0, &[orphan]), vec![1]);
+    }
+
+    #[test]
+    fn quick_tests_share_one_timeout_the_most_common() {
+        let workload = Workload {
+            expected: vec![0.001, 0.001, 0.001, 0.5, 0.002],
+            timeouts: vec![Some(30.0), Some(30.0), Some(1.0), Some(30.0), Some(30.0)],
+            ..Workload::default()
+        };
+        assert_eq!(workload.batchable(), [true, true, false, false, true]);
+        let no_timeouts = Workload { expected: vec![0.001, 0.01], ..Workload::default() };
+        assert_eq!(no_timeouts.batchable(), [true, false]);
+        let one_marked =
+            Workload { expected: vec![0.001, 0.001], timeouts: vec![None, Some(1.0)], ..Workload::default() };
+        assert_eq!(one_marked.batchable(), [true, false], "a tie goes to no timeout");
     }
 
     #[test]

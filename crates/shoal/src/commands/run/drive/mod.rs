@@ -27,7 +27,7 @@ use super::Learned;
 
 mod state;
 
-use self::state::{Run, ended_record, ending, quick_tests};
+use self::state::{Run, ended_record, ending};
 
 /// How long running tests get to finish after the first Ctrl-C.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
@@ -132,7 +132,7 @@ pub(super) fn run_tests(
         monotonic_at_start: crate::protocol::monotonic_seconds() - start.clock.elapsed().as_secs_f64(),
         timeouts: start.workload.timeouts.clone(),
         slow_timeouts: start.slow_timeouts,
-        quick: quick_tests(&start.workload),
+        quick: start.workload.batchable(),
         announced_slow: Vec::new(),
         last_finished: HashMap::new(),
         notices: Vec::new(),

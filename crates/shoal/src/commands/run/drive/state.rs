@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use shoal_scheduler::{Scheduler, TestId, Workload};
+use shoal_scheduler::{Scheduler, TestId};
 
 use crate::pool::Pool;
 use crate::protocol::{PhaseReport, WarningMessage};
@@ -13,31 +13,6 @@ use crate::report::Reporter;
 use crate::results::{CrashDetails, Outcome, Tally, TestDetails, TestRecord, TestView};
 use crate::table::TestTable;
 use crate::worker::WorkerKey;
-
-/// A test expected to take less than this (seconds) is quick: see
-/// [`quick_tests`].
-pub(super) const QUICK_TEST_SECONDS: f64 = 0.005;
-
-/// Which tests a forked worker may send the results of together: those
-/// expected quick that share one timeout (none, or the most common one,
-/// such as a global `--timeout`). While results wait, shoal takes the first
-/// of them for the running test, with its timeout: it must be the running
-/// test's. The worker sends what waits before starting any other test.
-pub(super) fn quick_tests(workload: &Workload) -> Vec<bool> {
-    let timeout_of = |test: usize| workload.timeouts.get(test).copied().flatten().map(f64::to_bits);
-    let expected_quick = |test: usize| workload.expected[test] < QUICK_TEST_SECONDS;
-    let mut counts: HashMap<Option<u64>, usize> = HashMap::new();
-    for test in (0..workload.expected.len()).filter(|&test| expected_quick(test)) {
-        *counts.entry(timeout_of(test)).or_default() += 1;
-    }
-    let shared = counts
-        .into_iter()
-        .max_by_key(|&(timeout, count)| (count, timeout.is_none()))
-        .map(|(timeout, _)| timeout);
-    (0..workload.expected.len())
-        .map(|test| expected_quick(test) && Some(timeout_of(test)) == shared)
-        .collect()
-}
 
 /// The state of a run while tests run.
 pub(super) struct Run<'a> {
@@ -74,7 +49,7 @@ pub(super) struct Run<'a> {
     /// Each test's slow timeout (empty when no test has one).
     pub(super) slow_timeouts: Vec<Option<f64>>,
     /// Tests whose results a forked worker may send together (see
-    /// [`quick_tests`]).
+    /// `Workload::batchable`).
     pub(super) quick: Vec<bool>,
     /// The test each slot was last reported slow for.
     pub(super) announced_slow: Vec<Option<TestId>>,
@@ -278,24 +253,4 @@ pub(super) fn ended_record(
     }
     record.details = Some(Box::new(TestDetails { crash: Some(crash), ..TestDetails::default() }));
     record
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quick_tests_share_one_timeout_the_most_common() {
-        let workload = Workload {
-            expected: vec![0.001, 0.001, 0.001, 0.5, 0.002],
-            timeouts: vec![Some(30.0), Some(30.0), Some(1.0), Some(30.0), Some(30.0)],
-            ..Workload::default()
-        };
-        assert_eq!(quick_tests(&workload), [true, true, false, false, true]);
-        let no_timeouts = Workload { expected: vec![0.001, 0.01], ..Workload::default() };
-        assert_eq!(quick_tests(&no_timeouts), [true, false]);
-        let one_marked =
-            Workload { expected: vec![0.001, 0.001], timeouts: vec![None, Some(1.0)], ..Workload::default() };
-        assert_eq!(quick_tests(&one_marked), [true, false], "a tie goes to no timeout");
-    }
 }
