@@ -7,6 +7,9 @@ use crate::harness::Project;
 #[test]
 fn failures_are_annotated_at_their_failing_line_and_summarised() {
     let project = Project::fixture("outcomes");
+    // Every outcome test takes well under the 5 ms a test needs to be listed
+    // among the slowest; this one is certain to be.
+    project.write("test_slow.py", "import time\n\n\ndef test_slow():\n    time.sleep(0.05)\n");
     let summary = project.path().join("step-summary.md");
     std::fs::write(&summary, "earlier steps\n").expect("a step summary");
     let workspace = project.path().to_str().expect("a UTF-8 path");
@@ -30,9 +33,10 @@ fn failures_are_annotated_at_their_failing_line_and_summarised() {
     assert!(annotations.iter().all(|line| !line.contains('\r')), "messages are escaped");
     let markdown = std::fs::read_to_string(&summary).expect("the summary");
     assert!(markdown.starts_with("earlier steps\n"), "the summary is appended, not overwritten");
-    assert!(markdown.contains("### shoal: 2 failed, 3 passed"), "{markdown}");
+    assert!(markdown.contains("### shoal: 2 failed, 4 passed"), "{markdown}");
     assert!(markdown.contains("- `test_outcomes.py::test_setup_error`"), "{markdown}");
     assert!(markdown.contains("**Slowest tests**"), "{markdown}");
+    assert!(markdown.contains("`test_slow.py::test_slow` |"), "the slow test is listed:\n{markdown}");
 }
 
 #[test]
