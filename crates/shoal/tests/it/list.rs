@@ -28,15 +28,15 @@ fn listing_applies_marker_expressions_like_pytest() {
     assert_eq!(outcome.stdout.lines().collect::<Vec<_>>(), expected);
 }
 
-/// Each item's `(path, line)` as pytest itself reports its location.
-fn pytest_locations(project: &Project) -> BTreeMap<String, (String, u64)> {
+/// Each item's location `(path, line, domain)` as pytest itself reports it.
+fn pytest_locations(project: &Project) -> BTreeMap<String, (String, Option<u64>, String)> {
     const SCRIPT: &str = r#"
 import json, sys, pytest
 
 class Locations:
     def pytest_collection_finish(self, session):
         for item in session.items:
-            print("LOCATION " + json.dumps([item.nodeid, item.location[0], item.location[1]]))
+            print("LOCATION " + json.dumps([item.nodeid, *item.location]))
 
 sys.exit(pytest.main(["--collect-only", "-q", "-p", "no:randomly"], plugins=[Locations()]))
 "#;
@@ -46,8 +46,9 @@ sys.exit(pytest.main(["--collect-only", "-q", "-p", "no:randomly"], plugins=[Loc
         .lines()
         .filter_map(|line| line.strip_prefix("LOCATION "))
         .map(|json| {
-            let (nodeid, path, line): (String, String, u64) = serde_json::from_str(json).expect("a location");
-            (nodeid, (path, line))
+            let (nodeid, path, line, domain): (String, String, Option<u64>, String) =
+                serde_json::from_str(json).expect("a location");
+            (nodeid, (path, line, domain))
         })
         .collect()
 }
@@ -73,9 +74,9 @@ fn json_lines_carry_location_and_markers() {
         let item: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|error| panic!("not a JSON line ({error}): {line:?}"));
         let nodeid = item["nodeid"].as_str().expect("a nodeid");
-        let (path, line_number) = &locations[nodeid];
+        let (path, line_number, _) = &locations[nodeid];
         assert_eq!(item["path"], path.as_str(), "{item}");
-        assert_eq!(item["line"], *line_number, "{item}");
+        assert_eq!(item["line"], line_number.expect("a line"), "{item}");
         let mut listed: Vec<&str> = item["markers"]
             .as_array()
             .unwrap_or_else(|| panic!("markers is a list: {item}"))
@@ -87,6 +88,125 @@ fn json_lines_carry_location_and_markers() {
         seen.push(nodeid.to_owned());
     }
     assert_eq!(seen, project.pytest_node_ids(&[]));
+}
+
+#[test]
+fn every_location_is_the_one_pytest_computes() {
+    // shoal works out the file and line once per test function, not once
+    // per item: every shape of test must still get pytest's own location.
+    let project = Project::empty();
+    project.write("pytest.ini", "[pytest]\naddopts = --doctest-modules\n");
+    project.write(
+        "conftest.py",
+        r#"
+import pytest
+
+
+class CheckItem(pytest.Item):
+    def runtest(self):
+        pass
+
+    def reportinfo(self):
+        return self.path, 3, f"check {self.name}"
+
+
+class CheckFile(pytest.File):
+    def collect(self):
+        for name in ("first", "second"):
+            yield CheckItem.from_parent(self, name=name)
+
+
+def pytest_collect_file(parent, file_path):
+    if file_path.suffix == ".check":
+        return CheckFile.from_parent(parent, path=file_path)
+"#,
+    );
+    project.write("rules.check", "");
+    project.write(
+        "test_shapes.py",
+        r#"
+import functools
+import unittest
+
+import pytest
+
+
+def decorate(function):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize("n", range(3))
+def test_numbers(n):
+    """
+    >>> 1 + 1
+    2
+    """
+
+
+test_alias = test_numbers
+
+
+@decorate
+def test_decorated():
+    pass
+
+
+def make(offset):
+    @pytest.mark.parametrize("n", [offset, offset + 1])
+    def test_made(n):
+        pass
+
+    return test_made
+
+
+test_made_one = make(0)
+test_made_two = make(10)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+class TestClass:
+    def test_method(self, n):
+        pass
+
+    @pytest.mark.parametrize("m", ["a", "b"])
+    def test_both(self, n, m):
+        pass
+
+    class TestNested:
+        @pytest.mark.parametrize("k", [1, 2])
+        def test_inner(self, n, k):
+            pass
+
+
+class TestCase(unittest.TestCase):
+    def test_one(self):
+        pass
+
+    def test_two(self):
+        pass
+"#,
+    );
+    let locations = pytest_locations(&project);
+    assert!(locations.len() >= 25, "every shape is collected: {locations:#?}");
+    let outcome = project.shoal(&["list", "--json"]);
+    outcome.assert_code(0);
+    let mut seen = Vec::new();
+    for line in outcome.stdout.lines() {
+        let item: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not a JSON line ({error}): {line:?}"));
+        let nodeid = item["nodeid"].as_str().expect("a nodeid");
+        let (path, line_number, domain) = &locations[nodeid];
+        assert_eq!(item["path"], path.as_str(), "{item}");
+        assert_eq!(item["line"].as_u64(), *line_number, "{item}");
+        assert_eq!(item["domain"], domain.as_str(), "{item}");
+        seen.push(nodeid.to_owned());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, locations.keys().cloned().collect::<Vec<_>>(), "shoal lists what pytest collects");
 }
 
 #[test]
