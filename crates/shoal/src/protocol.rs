@@ -245,15 +245,22 @@ pub struct Finished {
     #[serde(default)]
     pub between_phases: f64,
     /// Every report pytest logged, in order: setup, call (and subtests),
-    /// teardown, or fewer when a phase was skipped.
+    /// teardown, or fewer when a phase was skipped. On the wire a plainly
+    /// passing test's three reports are their three durations (see
+    /// [`phase_reports`]).
+    #[serde(deserialize_with = "phase_reports")]
     pub reports: Vec<PhaseReport>,
-    /// CPU seconds the worker process has used so far.
+    /// CPU seconds the worker process has used so far. Only in a message
+    /// the worker wrote at once, not in one it batched with others: the
+    /// latest figure is the one that counts.
     #[serde(default)]
-    pub cpu_seconds: f64,
-    /// Peak resident memory of the worker process so far, in KiB.
+    pub cpu_seconds: Option<f64>,
+    /// Peak resident memory of the worker process so far, in KiB (when
+    /// `cpu_seconds` is given).
     #[serde(default)]
-    pub max_rss_kib: u64,
-    /// Resident memory of the worker process now, in KiB.
+    pub max_rss_kib: Option<u64>,
+    /// Resident memory of the worker process now, in KiB: after every test
+    /// when there is a memory limit, else with `cpu_seconds` (the peak).
     #[serde(default)]
     pub rss_kib: u64,
     /// With a worker's last test: child processes still running, by the
@@ -266,6 +273,70 @@ pub struct Finished {
     /// that arrive together).
     #[serde(default)]
     pub ended: Option<f64>,
+}
+
+/// A `finished` message's `reports`: a list of phase reports, or, for a
+/// test whose setup, call and teardown passed as they plainly do (the
+/// statuses pytest's terminal gives them unless a plugin says otherwise,
+/// nothing else to show), the three phases' durations. Most tests of most
+/// suites are such; the worker spares itself three objects a test, and
+/// every report still gets the same [`PhaseReport`]s.
+fn phase_reports<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<PhaseReport>, D::Error> {
+    struct Reports;
+
+    impl<'de> serde::de::Visitor<'de> for Reports {
+        type Value = Vec<PhaseReport>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("a list of phase reports, or of a passing test's three phase durations")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut sequence: A) -> Result<Self::Value, A::Error> {
+            let mut reports = Vec::with_capacity(3);
+            while let Some(report) = sequence.next_element_seed(PhaseAt(reports.len()))? {
+                reports.push(report);
+            }
+            Ok(reports)
+        }
+    }
+
+    deserializer.deserialize_seq(Reports)
+}
+
+/// The element at this place in a `finished` message's `reports`: a full
+/// report, or the duration of a phase that passed plainly (its place says
+/// which phase).
+struct PhaseAt(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for PhaseAt {
+    type Value = PhaseReport;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<PhaseReport, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PhaseAt {
+    type Value = PhaseReport;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a phase report or a duration")
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, duration: f64) -> Result<PhaseReport, E> {
+        let Some(&when) = Phase::ALL.get(self.0) else {
+            return Err(E::custom("more than three phase durations"));
+        };
+        Ok(PhaseReport::plain_pass(when, duration))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, duration: u64) -> Result<PhaseReport, E> {
+        self.visit_f64(duration as f64)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<PhaseReport, A::Error> {
+        PhaseReport::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
 }
 
 /// Seconds of the machine's monotonic clock (`CLOCK_MONOTONIC`), the clock
@@ -369,16 +440,19 @@ pub struct PhaseReport {
     pub crash_line: Option<u64>,
 }
 
-#[cfg(test)]
 impl PhaseReport {
-    /// A bare report for unit tests: no texts, no letter.
-    pub(crate) fn bare(when: Phase, outcome: PhaseOutcome, category: &str, duration: f64) -> Self {
+    /// A phase that passed as a plain passing test's phases do: the
+    /// status pytest's terminal gives it (`passed`, `.`, `PASSED` for the
+    /// call; nothing for setup and teardown), no text.
+    fn plain_pass(when: Phase, duration: f64) -> Self {
+        let (category, letter, word) =
+            if when == Phase::Call { ("passed", ".", "PASSED") } else { ("", "", "") };
         Self {
             when,
-            outcome,
+            outcome: PhaseOutcome::Passed,
             category: category.into(),
-            letter: String::new(),
-            word: String::new(),
+            letter: letter.into(),
+            word: word.into(),
             duration,
             subtest: None,
             wasxfail: None,
@@ -388,6 +462,20 @@ impl PhaseReport {
             sections: Vec::new(),
             crash_path: None,
             crash_line: None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl PhaseReport {
+    /// A bare report for unit tests: no texts, no letter.
+    pub(crate) fn bare(when: Phase, outcome: PhaseOutcome, category: &str, duration: f64) -> Self {
+        Self {
+            outcome,
+            category: category.into(),
+            letter: String::new(),
+            word: String::new(),
+            ..Self::plain_pass(when, duration)
         }
     }
 }
@@ -533,6 +621,36 @@ mod tests {
         );
         assert_eq!(finished.reports[1].sections[0].0, "Captured stdout call");
         assert_eq!(finished.reports[1].message.as_deref(), Some("assert 1 == 2"));
+    }
+
+    #[test]
+    fn a_plainly_passing_tests_three_durations_read_as_its_three_reports() {
+        let full = br#"{"type": "finished", "nodeid": "t.py::x", "duration": 0.6, "reports": [
+            {"when": "setup", "outcome": "passed", "category": "", "letter": "", "word": "", "duration": 0.1},
+            {"when": "call", "outcome": "passed", "category": "passed", "letter": ".", "word": "PASSED", "duration": 0.2},
+            {"when": "teardown", "outcome": "passed", "category": "", "letter": "", "word": "", "duration": 0.3}]}"#;
+        let compact =
+            br#"{"type": "finished", "nodeid": "t.py::x", "duration": 0.6, "reports": [0.1, 0.2, 0.3]}"#;
+        let [WorkerMessage::Finished(full), WorkerMessage::Finished(compact)] =
+            [parse_message(full).unwrap(), parse_message(compact).unwrap()]
+        else {
+            panic!("not finished");
+        };
+        assert_eq!(compact.reports, full.reports);
+        assert_eq!(
+            (compact.cpu_seconds, compact.max_rss_kib),
+            (None, None),
+            "a batched message has no usage"
+        );
+        let whole_seconds =
+            br#"{"type": "finished", "nodeid": "t.py::x", "duration": 1, "reports": [0, 1, 0]}"#;
+        let WorkerMessage::Finished(whole) = parse_message(whole_seconds).unwrap() else {
+            panic!("not finished")
+        };
+        assert_eq!(whole.reports[1].duration, 1.0);
+        let four =
+            br#"{"type": "finished", "nodeid": "t.py::x", "duration": 0.6, "reports": [0.1, 0.2, 0.3, 0.4]}"#;
+        assert!(parse_message(four).is_err(), "a test has three phases");
     }
 
     #[test]

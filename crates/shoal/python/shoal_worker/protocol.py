@@ -33,11 +33,15 @@ MAX_TEXT_CHARS = 256 * 1024
 COLLECTED_CHUNK = 1000
 
 
+# One encoder for every message (json.dumps would make one per call).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=repr)
+
+
 def _line(message):
     """A message as its protocol line. Lone surrogates (from undecodable
     bytes) cannot be encoded; they are replaced when the line is written,
     rather than the message lost."""
-    return json.dumps(message, ensure_ascii=False, default=repr) + "\n"
+    return _ENCODER.encode(message) + "\n"
 
 
 def cut(text):
@@ -183,7 +187,39 @@ def collect_report_message(report):
     }
 
 
-def report_facts(config, report, status):
+# What pytest_report_teststatus answers for each phase of a plain passing
+# test, when no plugin answers otherwise.
+_PLAIN_STATUS = {"setup": ("", "", ""), "call": ("passed", ".", "PASSED"), "teardown": ("", "", "")}
+
+
+def phase_facts(report, status):
+    """One phase of a test, as :func:`report_facts` gives it, or as
+    ``(when, duration)`` when the phase passed plainly: a ``TestReport``
+    whose status is the usual one for its phase, nothing else to show."""
+    if report.passed and type(report) is pytest.TestReport and not hasattr(report, "wasxfail"):
+        if status == _PLAIN_STATUS.get(report.when):
+            return (report.when, report.duration)
+    return report_facts(report, status)
+
+
+def finished_reports(phases):
+    """The ``finished`` message's ``reports``, from each phase's
+    :func:`phase_facts`. A test whose setup, call and teardown all passed
+    plainly (most tests of most suites) is sent as their three durations,
+    which shoal reads as the three reports they stand for; otherwise each
+    phase is a report."""
+    if len(phases) == 3 and all(type(phase) is tuple for phase in phases):
+        if tuple(when for when, _ in phases) == ("setup", "call", "teardown"):
+            return [duration for _, duration in phases]
+    return [_plain_facts(*phase) if type(phase) is tuple else phase for phase in phases]
+
+
+def _plain_facts(when, duration):
+    category, letter, word = _PLAIN_STATUS[when]
+    return {"when": when, "outcome": "passed", "category": category, "letter": letter, "word": word, "duration": duration}
+
+
+def report_facts(report, status):
     """One phase of a test (setup, call, teardown), as the terminal shows it,
     given what ``pytest_report_teststatus`` answered for it."""
     category, letter, word = status if status else ("", "", "")

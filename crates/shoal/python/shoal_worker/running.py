@@ -18,12 +18,16 @@ import signal
 import struct
 import time
 
-from .protocol import cut
+from .protocol import cut, finished_reports
 
 # Where shoal asks for every thread's stack before killing a worker stuck
 # past its timeout (shoal sends the same number). A real-time signal: tests
 # and the libraries they exercise use SIGUSR1 and SIGUSR2 for themselves.
 STACK_DUMP_SIGNAL = signal.SIGRTMIN + 3 if hasattr(signal, "SIGRTMIN") else None
+
+# Between quick tests, the longest a command (a `stop`, more work) waits to
+# be read, in seconds.
+COMMAND_POLL_SECONDS = 0.005
 
 
 class RunLoop:
@@ -53,11 +57,13 @@ class RunLoop:
         self.progress = worker.progress
         # Node ids shoal expects to be quick (`batch`): see report().
         self.quick = set()
+        # When commands were last read (see poll_commands).
+        self.polled = 0.0
 
     def run(self):
         self.take_commands(block=True)
         while self.queue:
-            self.take_commands(block=False)
+            self.poll_commands()
             if self.worker.stopping:
                 # What was sent but not started goes back to shoal, which
                 # reports it as not run.
@@ -95,6 +101,15 @@ class RunLoop:
         while not self.closed and ((block and not self.ended) or self.channel.has_pending_command()):
             if self.take_command() == "run":
                 block = False
+        self.polled = time.perf_counter()
+
+    def poll_commands(self):
+        """Reads the commands that arrived, before the next test: when the
+        worker holds at most that test (it must know whether more follow,
+        see NextItem), else at most every COMMAND_POLL_SECONDS (one system
+        call per sub-millisecond test was a measurable share of it)."""
+        if len(self.queue) <= 1 or time.perf_counter() - self.polled >= COMMAND_POLL_SECONDS:
+            self.take_commands(block=False)
 
     def await_verdict(self):
         """Under -x/--maxfail, after a failure: shoal answers `continue` once
@@ -151,15 +166,16 @@ class RunLoop:
         if isinstance(next_item, NextItem):
             next_item.resolve()
         wall = time.perf_counter() - started - self.waited
-        duration = _phases_seconds(worker.pending_reports, waited_in_teardown, wall)
+        phases = worker.pending_reports
+        worker.pending_reports = []
+        duration = _phases_seconds(phases, waited_in_teardown, wall)
         # pytest's own work around the phases (reports, hooks), not shoal's
         # around the protocol; the wait for shoal is in neither.
         between_phases = protocol_seconds - waited_in_teardown - duration
-        message, over_memory = self.finished_message(current, duration, between_phases)
-        failed = any(report["outcome"] == "failed" for report in message["reports"])
+        message, over_memory = self.finished_message(current, phases, duration, between_phases)
+        failed = any(type(report) is dict and report["outcome"] == "failed" for report in message["reports"])
         self.quick.discard(current)
         self.report(message, batched=expected_quick and not failed and not over_memory)
-        worker.pending_reports = []
         if self.confirm_failures and failed:
             self.await_verdict()
         if worker.coverage:
@@ -178,41 +194,51 @@ class RunLoop:
         posted (they go back to the queue) from the one it died in. The
         test counts as finished before its message leaves: a death in
         between loses a result, which is run again, never blames the next
-        test."""
-        if self.progress is None:
-            self.channel.send(message)
-            return
-        self.progress.finished()
-        if batched and self.queue:
-            self.channel.post(message)
-        else:
-            self.channel.send(message)
+        test.
 
-    def finished_message(self, nodeid, duration, between_phases):
-        """The ``finished`` message of a test that just ran, and whether the
-        worker is now over its memory limit. ``between_phases``: the rest of
-        its protocol's time (pytest making and logging its reports, the
-        hooks around its phases, its plugins' included), which is in no
-        phase's duration."""
-        worker = self.worker
+        A message sent now carries the worker's resource usage so far; a
+        posted one does not (shoal keeps the latest, and the worker's last
+        message is always sent)."""
+        if self.progress is not None:
+            self.progress.finished()
+            if batched and self.queue:
+                self.channel.post(message)
+                return
+        message.update(self.usage(message))
+        self.channel.send(message)
+
+    def usage(self, message):
+        """The worker's CPU seconds and peak memory so far (and its memory
+        now, unless ``message`` has it already)."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        # Reading the current size costs a system call: only with a limit.
-        rss_kib = _current_rss_kib() if worker.memory_limit_kib else usage.ru_maxrss
+        facts = {"cpu_seconds": usage.ru_utime + usage.ru_stime, "max_rss_kib": usage.ru_maxrss}
+        if "rss_kib" not in message:
+            facts["rss_kib"] = usage.ru_maxrss
+        return facts
+
+    def finished_message(self, nodeid, phases, duration, between_phases):
+        """The ``finished`` message of a test that just ran, from its
+        phases' facts (see protocol.phase_facts), and whether the worker is
+        now over its memory limit. ``between_phases``: the rest of its
+        protocol's time (pytest making and logging its reports, the hooks
+        around its phases, its plugins' included), which is in no phase's
+        duration."""
+        worker = self.worker
         worker.children.note(nodeid)
-        over_memory = bool(worker.memory_limit_kib and rss_kib > worker.memory_limit_kib)
-        last = over_memory or (self.ended and not self.queue)
         message = {
             "type": "finished",
             "nodeid": nodeid,
             "duration": duration,
             "between_phases": max(0.0, between_phases),
             "ended": time.monotonic(),
-            "reports": worker.pending_reports,
-            "cpu_seconds": usage.ru_utime + usage.ru_stime,
-            "max_rss_kib": usage.ru_maxrss,
-            "rss_kib": rss_kib,
+            "reports": finished_reports(phases),
         }
-        if last:
+        over_memory = False
+        if worker.memory_limit_kib:
+            # Reading the current size costs a system call: only with a limit.
+            message["rss_kib"] = rss_kib = _current_rss_kib()
+            over_memory = rss_kib > worker.memory_limit_kib
+        if over_memory or (self.ended and not self.queue):
             # The session's fixtures are gone: what still runs leaked.
             message["leaked"] = worker.children.leaked()
         return message, over_memory
@@ -307,15 +333,20 @@ class NextItem:
         return getattr(item, name)
 
 
-def _phases_seconds(reports, waited, wall):
+def _phases_seconds(phases, waited, wall):
     """A test's duration as pytest measures it (and pytest-split records
     it): the sum of its setup, call and teardown reports' durations, less
     the wait for shoal's answer; a subtest's report is part of its call.
-    ``wall`` (the whole protocol's time) when pytest reported no phase."""
-    phases = [report["duration"] for report in reports if "subtest" not in report]
-    if not phases:
+    ``wall`` (the whole protocol's time) when pytest reported no phase.
+    ``phases``: each phase's facts, see protocol.phase_facts."""
+    durations = [
+        phase[1] if type(phase) is tuple else phase["duration"]
+        for phase in phases
+        if type(phase) is tuple or "subtest" not in phase
+    ]
+    if not durations:
         return wall
-    return max(0.0, sum(phases) - waited)
+    return max(0.0, sum(durations) - waited)
 
 
 def _current_rss_kib():
@@ -341,13 +372,21 @@ class ChildWatch:
 
     @staticmethod
     def _children():
-        # The main thread's children: tests start processes from it (one
-        # small read per test; other threads' children are not looked at).
+        # The calling thread's children (the run loop's, the main thread,
+        # where tests start processes; other threads' are not looked at:
+        # one small read per test, without a file object; a listing over
+        # 64 KiB, thousands of children, is cut).
         try:
-            with open(f"/proc/self/task/{os.getpid()}/children", "rb") as listing:
-                return {int(pid) for pid in listing.read().split()}
+            descriptor = os.open("/proc/thread-self/children", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
-            return set()
+            return ()
+        try:
+            listing = os.read(descriptor, 65536)
+        except OSError:
+            return ()
+        finally:
+            os.close(descriptor)
+        return [int(pid) for pid in listing.split()] if listing else ()
 
     def note(self, nodeid):
         for pid in self._children():
@@ -355,7 +394,7 @@ class ChildWatch:
 
     def leaked(self):
         """Node id to the pids it started that are still running."""
-        alive = self._children()
+        alive = set(self._children())
         leaked = {}
         for pid, nodeid in self.first_seen.items():
             if pid in alive:

@@ -121,7 +121,7 @@ class ShoalWorker(Collecting):
         if asked is not report:
             status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
         self.last_status = (None, None)
-        self.pending_reports.append(protocol.report_facts(self.config, report, status))
+        self.pending_reports.append(protocol.phase_facts(report, status))
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
         self.channel.send(protocol.warning_message(warning_message, when, nodeid))

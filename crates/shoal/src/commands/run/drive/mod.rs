@@ -446,7 +446,9 @@ fn test_finished(
         u16::try_from(slot).expect("fewer than 65536 workers"),
         u32::try_from(test).expect("fewer than 4 billion tests"),
     ));
-    run.usage.insert(pool.slots[slot].handle.key, (finished.cpu_seconds, finished.max_rss_kib));
+    if let (Some(cpu_seconds), Some(max_rss_kib)) = (finished.cpu_seconds, finished.max_rss_kib) {
+        run.usage.insert(pool.slots[slot].handle.key, (cpu_seconds, max_rss_kib));
+    }
     run.last_finished.insert(slot, (test, finished.rss_kib));
     for (nodeid, pids) in &finished.leaked {
         run.notices.push(format!(
