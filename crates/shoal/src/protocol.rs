@@ -7,7 +7,8 @@
 //!
 //! Worker to shoal, in order: `hello`, then any `collect_report`s and
 //! `collected` chunks, `collection_finished`, then one `finished` per test it
-//! ran (carrying that test's phase reports) interleaved with `warning`s,
+//! ran (carrying that test's phase reports, or just their three durations
+//! for a plainly passing test) interleaved with `warning`s,
 //! `want_work` when it reaches the teardown of its last known test, and a
 //! `stopped` when told to stop early. shoal to worker: `run` (append node ids to
 //! the worker's queue), `continue` (after a failure the worker waits on under
