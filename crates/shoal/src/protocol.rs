@@ -444,7 +444,8 @@ pub struct PhaseReport {
 impl PhaseReport {
     /// A phase that passed as a plain passing test's phases do: the
     /// status pytest's terminal gives it (`passed`, `.`, `PASSED` for the
-    /// call; nothing for setup and teardown), no text.
+    /// call; nothing for setup and teardown), no text. The worker sends
+    /// such phases as durations only (`_PLAIN_STATUS` in `protocol.py`).
     fn plain_pass(when: Phase, duration: f64) -> Self {
         let (category, letter, word) =
             if when == Phase::Call { ("passed", ".", "PASSED") } else { ("", "", "") };

@@ -12,6 +12,7 @@ tests. :class:`FileTimer` times each file's import and collection, the
 history shoal splits the files by.
 """
 
+import inspect
 import sys
 import time
 
@@ -348,8 +349,6 @@ _PLAIN_FUNCTION_TYPES = {}
 def _is_plain_function(cls):
     plain = _PLAIN_FUNCTION_TYPES.get(cls)
     if plain is None:
-        import inspect
-
         plain = _PLAIN_FUNCTION_TYPES[cls] = (
             issubclass(cls, pytest.Function)
             and cls.reportinfo is pytest.Function.reportinfo

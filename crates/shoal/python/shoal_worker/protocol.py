@@ -188,35 +188,38 @@ def collect_report_message(report):
 
 
 # What pytest_report_teststatus answers for each phase of a plain passing
-# test, when no plugin answers otherwise.
+# test, when no plugin answers otherwise (shoal's PhaseReport::plain_pass
+# rebuilds the same facts).
 _PLAIN_STATUS = {"setup": ("", "", ""), "call": ("passed", ".", "PASSED"), "teardown": ("", "", "")}
 
 
-def phase_facts(report, status):
-    """One phase of a test, as :func:`report_facts` gives it, or as
-    ``(when, duration)`` when the phase passed plainly: a ``TestReport``
-    whose status is the usual one for its phase, nothing else to show."""
-    if report.passed and type(report) is pytest.TestReport and not hasattr(report, "wasxfail"):
-        if status == _PLAIN_STATUS.get(report.when):
-            return (report.when, report.duration)
-    return report_facts(report, status)
-
-
 def finished_reports(phases):
-    """The ``finished`` message's ``reports``, from each phase's
-    :func:`phase_facts`. A test whose setup, call and teardown all passed
-    plainly (most tests of most suites) is sent as their three durations,
-    which shoal reads as the three reports they stand for; otherwise each
-    phase is a report."""
-    if len(phases) == 3 and all(type(phase) is tuple for phase in phases):
-        if tuple(when for when, _ in phases) == ("setup", "call", "teardown"):
-            return [duration for _, duration in phases]
-    return [_plain_facts(*phase) if type(phase) is tuple else phase for phase in phases]
+    """The ``finished`` message's ``reports``, from each phase's report and
+    the status ``pytest_report_teststatus`` gave it. A test whose setup,
+    call and teardown all passed plainly (``TestReport``s with the usual
+    status for their phase, nothing else to show: most tests of most
+    suites) is sent as their three durations, which shoal reads as the
+    three reports they stand for; otherwise each phase is its
+    :func:`report_facts`."""
+    if len(phases) == 3 and all(_passed_plainly(report, status) for report, status in phases):
+        if tuple(report.when for report, _ in phases) == ("setup", "call", "teardown"):
+            return [report.duration for report, _ in phases]
+    return [report_facts(report, status) for report, status in phases]
 
 
-def _plain_facts(when, duration):
-    category, letter, word = _PLAIN_STATUS[when]
-    return {"when": when, "outcome": "passed", "category": category, "letter": letter, "word": word, "duration": duration}
+def _passed_plainly(report, status):
+    return (
+        report.passed
+        and type(report) is pytest.TestReport
+        and not hasattr(report, "wasxfail")
+        and status == _PLAIN_STATUS.get(report.when)
+    )
+
+
+def is_subtest(report):
+    """A subtest's report (pytest-subtests', pytest 9's own): part of its
+    test's call, not a phase of its own."""
+    return type(report).__name__ == "SubtestReport"
 
 
 def report_facts(report, status):
@@ -233,7 +236,7 @@ def report_facts(report, status):
         "word": word,
         "duration": report.duration,
     }
-    if type(report).__name__ == "SubtestReport":
+    if is_subtest(report):
         describe = getattr(report, "_sub_test_description", None)
         facts["subtest"] = cut(describe() if callable(describe) else "")
     if hasattr(report, "wasxfail"):

@@ -18,7 +18,7 @@ import signal
 import struct
 import time
 
-from .protocol import cut, finished_reports
+from .protocol import cut, finished_reports, is_subtest
 
 # Where shoal asks for every thread's stack before killing a worker stuck
 # past its timeout (shoal sends the same number). A real-time signal: tests
@@ -173,7 +173,7 @@ class RunLoop:
         # around the protocol; the wait for shoal is in neither.
         between_phases = protocol_seconds - waited_in_teardown - duration
         message, over_memory = self.finished_message(current, phases, duration, between_phases)
-        failed = any(type(report) is dict and report["outcome"] == "failed" for report in message["reports"])
+        failed = any(report.failed for report, _ in phases)
         self.quick.discard(current)
         self.report(message, batched=expected_quick and not failed and not over_memory)
         if self.confirm_failures and failed:
@@ -218,7 +218,7 @@ class RunLoop:
 
     def finished_message(self, nodeid, phases, duration, between_phases):
         """The ``finished`` message of a test that just ran, from its
-        phases' facts (see protocol.phase_facts), and whether the worker is
+        phases' reports and statuses, and whether the worker is
         now over its memory limit. ``between_phases``: the rest of its
         protocol's time (pytest making and logging its reports, the hooks
         around its phases, its plugins' included), which is in no phase's
@@ -338,12 +338,8 @@ def _phases_seconds(phases, waited, wall):
     it): the sum of its setup, call and teardown reports' durations, less
     the wait for shoal's answer; a subtest's report is part of its call.
     ``wall`` (the whole protocol's time) when pytest reported no phase.
-    ``phases``: each phase's facts, see protocol.phase_facts."""
-    durations = [
-        phase[1] if type(phase) is tuple else phase["duration"]
-        for phase in phases
-        if type(phase) is tuple or "subtest" not in phase
-    ]
+    ``phases``: each phase's report, with its status."""
+    durations = [report.duration for report, _ in phases if not is_subtest(report)]
     if not durations:
         return wall
     return max(0.0, sum(durations) - waited)

@@ -31,6 +31,8 @@ class ShoalWorker(Collecting):
         running.register_stack_dump(config.pluginmanager.get_plugin("capturemanager"))
         self.maxfail = maxfail
         self.deselected = []
+        # The running test's reports so far, each with the status pytest's
+        # terminal gave it (see protocol.finished_reports).
         self.pending_reports = []
         # The last report pytest_report_teststatus was asked about, and its answer.
         self.last_status = (None, None)
@@ -121,7 +123,7 @@ class ShoalWorker(Collecting):
         if asked is not report:
             status = self.config.hook.pytest_report_teststatus(report=report, config=self.config)
         self.last_status = (None, None)
-        self.pending_reports.append(protocol.phase_facts(report, status))
+        self.pending_reports.append((report, status))
 
     def pytest_warning_recorded(self, warning_message, when, nodeid, location):
         self.channel.send(protocol.warning_message(warning_message, when, nodeid))

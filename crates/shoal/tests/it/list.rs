@@ -53,6 +53,19 @@ sys.exit(pytest.main(["--collect-only", "-q", "-p", "no:randomly"], plugins=[Loc
         .collect()
 }
 
+/// `shoal list --json`'s items, one JSON line each.
+fn listed_json(project: &Project) -> Vec<serde_json::Value> {
+    let outcome = project.shoal(&["list", "--json"]);
+    outcome.assert_code(0);
+    outcome
+        .stdout
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("not a JSON line ({error}): {line:?}"))
+        })
+        .collect()
+}
+
 #[test]
 fn json_lines_carry_location_and_markers() {
     let project = Project::fixture("markers");
@@ -67,12 +80,8 @@ fn json_lines_carry_location_and_markers() {
         ("test_select.py::TestGamma::test_gamma_two", &[][..]),
         ("test_select.py::TestGamma::test_gamma_three", &["slow"][..]),
     ]);
-    let outcome = project.shoal(&["list", "--json"]);
-    outcome.assert_code(0);
     let mut seen = Vec::new();
-    for line in outcome.stdout.lines() {
-        let item: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|error| panic!("not a JSON line ({error}): {line:?}"));
+    for item in listed_json(&project) {
         let nodeid = item["nodeid"].as_str().expect("a nodeid");
         let (path, line_number, _) = &locations[nodeid];
         assert_eq!(item["path"], path.as_str(), "{item}");
@@ -192,12 +201,8 @@ class TestCase(unittest.TestCase):
     );
     let locations = pytest_locations(&project);
     assert!(locations.len() >= 25, "every shape is collected: {locations:#?}");
-    let outcome = project.shoal(&["list", "--json"]);
-    outcome.assert_code(0);
     let mut seen = Vec::new();
-    for line in outcome.stdout.lines() {
-        let item: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|error| panic!("not a JSON line ({error}): {line:?}"));
+    for item in listed_json(&project) {
         let nodeid = item["nodeid"].as_str().expect("a nodeid");
         let (path, line_number, domain) = &locations[nodeid];
         assert_eq!(item["path"], path.as_str(), "{item}");
