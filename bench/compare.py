@@ -81,6 +81,7 @@ RUNNERS = [
     Runner("shoal-spawn", lambda c, n: [*shoal_run(c, n), "--mode", "spawn", *shoal_extra(c)], needs=["shoal"]),
     Runner("shoal-full", lambda c, n: [*shoal_run(c, n), "--collect", "full", *shoal_extra(c)], needs=["shoal"]),
     Runner("shoal-split", lambda c, n: [*shoal_run(c, n), "--collect", "split", *shoal_extra(c)], needs=["shoal"]),
+    Runner("shoal-items", lambda c, n: [*shoal_run(c, n), "--collect", "items", *shoal_extra(c)], needs=["shoal"]),
 ]
 RUNNERS_BY_NAME = {r.name: r for r in RUNNERS}
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run real open-source test suites under pytest, pytest-xdist and shoal; compare per test.
 
-    python3 bench/corpus/run.py [--projects a,b] [--runners pytest,xdist,shoal-fork,shoal-spawn,shoal-split]
+    python3 bench/corpus/run.py [--projects a,b] [--runners pytest,xdist,shoal-fork,shoal-spawn,shoal-split,shoal-items]
                                 [--python 3.12|PATH] [--work DIR] [--shoal PATH]
 
 For each project (pinned sdist from PyPI, its own venv with pinned test dependencies,
@@ -153,14 +153,16 @@ PROJECTS = [
 ]
 BY_NAME = {p.name: p for p in PROJECTS}
 
-RUNNERS = ["pytest", "xdist", "shoal-fork", "shoal-spawn", "shoal-split"]
+RUNNERS = ["pytest", "xdist", "shoal-fork", "shoal-spawn", "shoal-split", "shoal-items"]
 # shoal-split (fork mode, `--collect split`: each worker imports its share of
 # the test files, a file heavier than a worker's fair share spread over
-# several in parts, as the history says) is run when asked for.
+# several in parts, as the history says) and shoal-items (`--collect items`:
+# the same shares, every test module imported before forking) are run when
+# asked for.
 DEFAULT_RUNNERS = RUNNERS[:4]
 RUNNER_TITLES = {"pytest": "sequential s", "xdist": f"pytest -n {WORKERS} s",
                  "shoal-fork": "shoal fork s", "shoal-spawn": "shoal spawn s",
-                 "shoal-split": "shoal split s"}
+                 "shoal-split": "shoal split s", "shoal-items": "shoal items s"}
 
 
 def runner_argv(runner, project, python, shoal, report):
@@ -171,8 +173,8 @@ def runner_argv(runner, project, python, shoal, report):
                 *project.args, *project.paths]
     mode = runner.split("-", 1)[1]
     collect = []
-    if mode == "split":
-        mode, collect = "fork", ["--collect", "split"]
+    if mode in ("split", "items"):
+        mode, collect = "fork", ["--collect", mode]
     argv = [shoal, "run", "-n", str(WORKERS), "--mode", mode, *collect, "--python", python,
             "--json-report", report, *project.paths]
     if project.args:
@@ -521,7 +523,7 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--projects", help="comma-separated names (default: all): " + ",".join(BY_NAME))
     ap.add_argument("--runners", default=",".join(DEFAULT_RUNNERS),
-                    help="comma-separated, from " + ",".join(RUNNERS) + " (default: all but shoal-split)")
+                    help="comma-separated, from " + ",".join(RUNNERS) + " (default: all but shoal-split and shoal-items)")
     ap.add_argument("--python", "--python-version", dest="python",
                     help="interpreter path or version (3.12: python3.12 on PATH or pyenv's); default: this one")
     ap.add_argument("--work", default="/tmp/shoal-corpus", help="work directory (default /tmp/shoal-corpus)")

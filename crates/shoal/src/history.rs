@@ -46,6 +46,11 @@ pub struct History {
     /// Smoothed seconds each test file took to import and collect, by its
     /// node id (what split collection balances the workers' shares by).
     pub file_collect: BTreeMap<String, f64>,
+    /// Smoothed seconds each test module took to import, by its node id.
+    pub file_import: BTreeMap<String, f64>,
+    /// Smoothed seconds of each test file's collection that a split
+    /// keeping the imports divides (see [`crate::plan::file_building`]).
+    pub file_building: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,6 +59,10 @@ struct Extras {
     module_setup: BTreeMap<String, f64>,
     #[serde(default)]
     file_collect: BTreeMap<String, f64>,
+    #[serde(default)]
+    file_import: BTreeMap<String, f64>,
+    #[serde(default)]
+    file_building: BTreeMap<String, f64>,
 }
 
 /// What one run measured (borrowing the run's own strings: a run of
@@ -67,6 +76,11 @@ pub struct RunMeasurements<'a> {
     pub module_setup: Vec<(&'a str, f64)>,
     /// Import and collection seconds, per test file node id.
     pub file_collect: Vec<(&'a str, f64)>,
+    /// Import seconds, per test module node id.
+    pub file_import: Vec<(&'a str, f64)>,
+    /// Building seconds (see [`crate::plan::file_building`]), per test
+    /// file node id.
+    pub file_building: Vec<(&'a str, f64)>,
     /// The files (relative to the rootdir) collection walked this run.
     pub collected_files: HashSet<&'a str>,
 }
@@ -94,11 +108,14 @@ impl History {
     /// warning and an empty history.
     pub fn load(paths: &HistoryPaths) -> Self {
         let durations = read_json::<BTreeMap<String, f64>>(&paths.durations).unwrap_or_default();
-        let (module_setup, file_collect) = read_json::<Extras>(&paths.extras)
-            .filter(|extras| extras.format_version == EXTRAS_FORMAT_VERSION)
-            .map(|extras| (extras.module_setup, extras.file_collect))
-            .unwrap_or_default();
-        Self { durations, module_setup, file_collect }
+        let extras = read_json::<Extras>(&paths.extras)
+            .filter(|extras| extras.format_version == EXTRAS_FORMAT_VERSION);
+        match extras {
+            Some(Extras { module_setup, file_collect, file_import, file_building, .. }) => {
+                Self { durations, module_setup, file_collect, file_import, file_building }
+            }
+            None => Self { durations, ..Self::default() },
+        }
     }
 
     /// Whether anything is known.
@@ -127,9 +144,15 @@ impl History {
         for (module, seconds) in &run.module_setup {
             smooth_into(&mut self.module_setup, module, *seconds);
         }
-        self.file_collect.retain(|file, _| file_exists(file_of(file)));
-        for (file, seconds) in &run.file_collect {
-            smooth_into(&mut self.file_collect, file, *seconds);
+        for (map, samples) in [
+            (&mut self.file_collect, &run.file_collect),
+            (&mut self.file_import, &run.file_import),
+            (&mut self.file_building, &run.file_building),
+        ] {
+            map.retain(|file, _| file_exists(file_of(file)));
+            for (file, seconds) in samples {
+                smooth_into(map, file, *seconds);
+            }
         }
     }
 
@@ -143,6 +166,8 @@ impl History {
             format_version: EXTRAS_FORMAT_VERSION,
             module_setup: self.module_setup.clone(),
             file_collect: self.file_collect.clone(),
+            file_import: self.file_import.clone(),
+            file_building: self.file_building.clone(),
         };
         let mut bytes = serde_json::to_vec_pretty(&extras).expect("extras serialize");
         bytes.push(b'\n');
@@ -202,6 +227,8 @@ mod tests {
             durations: durations.to_vec(),
             module_setup: Vec::new(),
             file_collect: Vec::new(),
+            file_import: Vec::new(),
+            file_building: Vec::new(),
             collected_files: files.iter().copied().collect(),
         }
     }

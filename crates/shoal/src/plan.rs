@@ -22,6 +22,20 @@ pub struct SplitCollection {
     pub files: Vec<String>,
     /// What each worker slot collected.
     pub shares: Shares,
+    /// Whether the zygote imported every test module (the workers only
+    /// built the items).
+    pub keep_imports: bool,
+}
+
+/// How a collection is split among the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitKind {
+    /// The zygote stops at the test files; each worker imports and
+    /// collects its share (`--collect split`).
+    DividingImports,
+    /// The zygote imports every test module, in collection order; each
+    /// worker builds the items of its share (`--collect items`).
+    KeepingImports,
 }
 
 /// Which test files each worker collects, under split collection.
@@ -65,34 +79,95 @@ pub struct LoadTarget {
 }
 
 /// `--collect auto` splits collection only when that saves at least this
-/// many seconds of the run's critical path...
+/// many seconds of the run's critical path (dividing the imports, a
+/// semantic change)...
 pub const SPLIT_MIN_SAVING_SECONDS: f64 = 0.3;
 
-/// ...and at least this share of it.
+/// ...or this many keeping the imports (which changes only the order in
+/// which modules are imported and their items built)...
+pub const KEEPING_IMPORTS_MIN_SAVING_SECONDS: f64 = 0.1;
+
+/// ...and at least this share of it, either way.
 pub const SPLIT_MIN_SAVING_SHARE: f64 = 0.1;
 
-/// `--collect auto`: whether to split collection among `workers`, judged
-/// from history, with a sentence saying why when it does.
+/// `--collect auto`: whether to split collection among `workers`, and how,
+/// judged from history, with a sentence saying why when it does.
 ///
-/// Split collection is a semantic change (a test no longer sees the import
-/// side effects of test files outside its worker's share), so it is chosen
-/// only where it pays: collecting in full pays the test files' import on
-/// the critical path once, splitting pays a worker's share of it, so the
-/// saving is `import × (1 − 1/workers)`; it must reach both
-/// [`SPLIT_MIN_SAVING_SECONDS`] and [`SPLIT_MIN_SAVING_SHARE`] of the run
-/// collected in full. Without history nothing is known: in full.
-pub fn split_pays(history: &History, workers: usize) -> Option<String> {
-    let import: f64 = history.file_collect.values().sum();
+/// Collecting in full pays the whole collection on the critical path once;
+/// a split pays a worker's share of what it divides, so it saves
+/// `divided × (1 − 1/workers)`. Dividing the imports is a semantic change
+/// (a test no longer sees the import side effects of test files outside
+/// its worker's share), so it is chosen only where the imports alone save
+/// [`SPLIT_MIN_SAVING_SECONDS`]. Otherwise a split that keeps the imports
+/// (the zygote imports every test module as full collection does; the
+/// workers build and announce the items) is chosen where building saves
+/// [`KEEPING_IMPORTS_MIN_SAVING_SECONDS`]. Either must also save
+/// [`SPLIT_MIN_SAVING_SHARE`] of the run collected in full. Without
+/// history nothing is known: in full.
+pub fn split_pays(history: &History, workers: usize) -> Option<(SplitKind, String)> {
+    // A history written before imports were timed apart knows only each
+    // file's import and collection together.
+    let imports: f64 = if history.file_import.is_empty() {
+        history.file_collect.values().sum()
+    } else {
+        history.file_import.values().sum()
+    };
+    let building: f64 = history.file_building.values().sum();
     let tests: f64 = history.durations.values().sum();
     let workers = workers.max(1) as f64;
-    let saving = import * (1.0 - 1.0 / workers);
-    let full_run = import + tests / workers;
-    (saving >= SPLIT_MIN_SAVING_SECONDS && saving >= SPLIT_MIN_SAVING_SHARE * full_run).then(|| {
-        format!(
-            "each worker imports its share of the test files: importing them all took {import:.1}s last time, \
-             ~{saving:.1}s of a ~{full_run:.1}s run saved (--collect full to import them all first)"
+    let divided = 1.0 - 1.0 / workers;
+    let full_run = imports + building + tests / workers;
+    let pays = |saving: f64, minimum: f64| saving >= minimum && saving >= SPLIT_MIN_SAVING_SHARE * full_run;
+    let saving = imports * divided;
+    if pays(saving, SPLIT_MIN_SAVING_SECONDS) {
+        return Some((
+            SplitKind::DividingImports,
+            format!(
+                "each worker imports its share of the test files: importing them all took {imports:.1}s last \
+                 time, ~{saving:.1}s of a ~{full_run:.1}s run saved (--collect full to import them all first)"
+            ),
+        ));
+    }
+    let saving = building * divided;
+    pays(saving, KEEPING_IMPORTS_MIN_SAVING_SECONDS).then(|| {
+        (
+            SplitKind::KeepingImports,
+            format!(
+                "each worker builds the tests of its share of the test files, all imported first: building \
+                 them took {building:.1}s last time, ~{saving:.1}s of a ~{full_run:.1}s run saved (--collect \
+                 full to build them all first)"
+            ),
         )
     })
+}
+
+/// What one run's collection cost each test file beyond its import, the
+/// part of it that a split keeping the imports divides: the file's own
+/// collection less its import, plus a share, by its number of items, of
+/// the rest of the divisible time (classes, plugins' hooks, announcing the
+/// items to shoal). `items_per_file` counts the collected items of each
+/// file; the result sums to `divisible_seconds` when that covers the
+/// files' own collections.
+pub fn file_building<'a>(
+    file_seconds: &'a BTreeMap<String, f64>,
+    import_seconds: &BTreeMap<String, f64>,
+    divisible_seconds: f64,
+    items_per_file: &HashMap<&str, usize>,
+) -> Vec<(&'a str, f64)> {
+    let own =
+        |file: &str, seconds: f64| (seconds - import_seconds.get(file).copied().unwrap_or(0.0)).max(0.0);
+    let files_own: f64 = file_seconds.iter().map(|(file, seconds)| own(file, *seconds)).sum();
+    let rest = (divisible_seconds - files_own).max(0.0);
+    let items: usize =
+        file_seconds.keys().map(|file| items_per_file.get(file.as_str()).copied().unwrap_or(0)).sum();
+    file_seconds
+        .iter()
+        .map(|(file, seconds)| {
+            let count = items_per_file.get(file.as_str()).copied().unwrap_or(0);
+            let share = if items == 0 { 0.0 } else { rest * count as f64 / items as f64 };
+            (file.as_str(), own(file, *seconds) + share)
+        })
+        .collect()
 }
 
 /// Seconds assumed for a test when nothing at all is known.
@@ -144,10 +219,11 @@ pub fn workload(
 /// known about, when no file's cost is known either.
 pub const DEFAULT_FILE_COLLECT: f64 = 0.05;
 
-/// Split collection's shares: which worker imports and collects which test
-/// files (node ids, in collection order), balanced by each file's import
-/// cost plus its tests' expected time, from history (unknown files: the
-/// median file). Files of one `together` group go to one worker.
+/// Split collection's shares: which worker collects which test files (node
+/// ids, in collection order), balanced by each file's collection cost (its
+/// import and collection, or, keeping the imports, its building) plus its
+/// tests' expected time, from history (unknown files: the median file).
+/// Files of one `together` group go to one worker.
 ///
 /// A file heavier than a worker's fair share of the whole (one file holding
 /// most of the run's tests) is spread: `k` workers each collect one part of
@@ -157,18 +233,27 @@ pub const DEFAULT_FILE_COLLECT: f64 = 0.05;
 /// Parts go first, to the least loaded workers; then the other files,
 /// heaviest first to the least loaded worker; ties by collection order,
 /// then by worker. Each share keeps collection order.
-pub fn file_shares(files: &[String], together: &[Vec<usize>], history: &History, workers: usize) -> Shares {
+pub fn file_shares(
+    files: &[String],
+    together: &[Vec<usize>],
+    history: &History,
+    kind: SplitKind,
+    workers: usize,
+) -> Shares {
+    let collect_costs = match kind {
+        SplitKind::DividingImports => &history.file_collect,
+        SplitKind::KeepingImports => &history.file_building,
+    };
     let mut tests_seconds: HashMap<&str, f64> = HashMap::new();
     for (nodeid, seconds) in &history.durations {
         *tests_seconds.entry(crate::history::file_of(nodeid)).or_default() += seconds;
     }
-    let known: Vec<f64> = files.iter().filter_map(|file| history.file_collect.get(file).copied()).collect();
+    let known: Vec<f64> = files.iter().filter_map(|file| collect_costs.get(file).copied()).collect();
     let typical_collect = median(known).unwrap_or(DEFAULT_FILE_COLLECT);
     let known_tests: Vec<f64> =
         files.iter().filter_map(|file| tests_seconds.get(file.as_str()).copied()).collect();
     let typical_tests = median(known_tests).unwrap_or(0.0);
-    let collect =
-        |file: usize| history.file_collect.get(files[file].as_str()).copied().unwrap_or(typical_collect);
+    let collect = |file: usize| collect_costs.get(files[file].as_str()).copied().unwrap_or(typical_collect);
     let tests = |file: usize| tests_seconds.get(files[file].as_str()).copied().unwrap_or(typical_tests);
     let weight = |file: usize| collect(file) + tests(file);
     // Bundles of files that go to one worker: a group, or a file alone.
@@ -238,8 +323,10 @@ pub fn file_shares(files: &[String], together: &[Vec<usize>], history: &History,
 }
 
 /// Split collection: tells the scheduler which file collects each test,
-/// what each file costs a worker to import (as measured while collecting),
-/// and which files each worker has already. With more workers than CPUs,
+/// what each file costs a worker to collect (as measured while collecting:
+/// building its items, `building`, a part of a spread file its share, and
+/// its import unless the zygote kept the imports), and which files each
+/// worker has already. With more workers than CPUs,
 /// an import also slows the others: its cost counts `workers / cpus` times.
 ///
 /// Each part of a spread file is a file and a module of its own to the
@@ -249,9 +336,19 @@ pub fn set_split_collection(
     workload: &mut Workload,
     table: &TestTable,
     split: &SplitCollection,
-    file_seconds: &BTreeMap<String, f64>,
+    building: &BTreeMap<String, f64>,
+    import_seconds: &BTreeMap<String, f64>,
     oversubscription: f64,
 ) -> Result<Vec<LoadTarget>, crate::errors::ShoalError> {
+    let load_seconds = |target: &LoadTarget| {
+        let parts = target.part.map_or(1, |[_, parts]| parts.max(1));
+        let import =
+            if split.keep_imports { 0.0 } else { import_seconds.get(&target.file).copied().unwrap_or(0.0) };
+        match building.get(&target.file) {
+            Some(seconds) => seconds / parts as f64 + import,
+            None => DEFAULT_FILE_COLLECT,
+        }
+    };
     let index: HashMap<&str, usize> =
         split.files.iter().enumerate().map(|(position, file)| (file.as_str(), position)).collect();
     let mut targets: Vec<LoadTarget> =
@@ -303,13 +400,8 @@ pub fn set_split_collection(
             });
         }
     }
-    workload.file_load = targets
-        .iter()
-        .map(|target| {
-            oversubscription.max(1.0)
-                * file_seconds.get(&target.file).copied().unwrap_or(DEFAULT_FILE_COLLECT)
-        })
-        .collect();
+    workload.file_load =
+        targets.iter().map(|target| oversubscription.max(1.0) * load_seconds(target)).collect();
     workload.initially_loaded = (0..split.shares.files.len())
         .map(|slot| {
             let spread: Vec<(usize, [usize; 2])> = split.shares.parts_of(slot).collect();
@@ -420,6 +512,8 @@ pub fn measurements<'a>(
         durations,
         module_setup,
         file_collect: Vec::new(),
+        file_import: Vec::new(),
+        file_building: Vec::new(),
         collected_files: (0..table.module_count())
             .map(|module| table.module_path(u32::try_from(module).expect("module indexes fit in u32")))
             .collect(),
@@ -456,6 +550,49 @@ mod tests {
         assert!(split_pays(&history_of(&[0.5; 4], &[1.0; 300]), 2).is_none(), "a small share of a long run");
         assert!(split_pays(&history_of(&[2.0; 4], &[0.01; 100]), 1).is_none(), "one worker saves nothing");
     }
+
+    #[test]
+    fn where_building_the_tests_is_the_large_share_collection_is_split_keeping_the_imports() {
+        let kind = |history: &History, workers| split_pays(history, workers).map(|(kind, _)| kind);
+        // Cheap imports (0.05 s) but 2 s of building, against 5 s of tests.
+        let mut history = history_of(&[0.05; 4], &[0.05; 100]);
+        history.file_import = history.file_collect.clone();
+        assert_eq!(kind(&history, 2), None, "nothing to build");
+        history.file_building.insert("test_0.py".into(), 2.0);
+        assert_eq!(kind(&history, 2), Some(SplitKind::KeepingImports));
+        assert_eq!(kind(&history, 1), None, "one worker saves nothing");
+        // Costly imports still divide them.
+        history.file_import.insert("test_1.py".into(), 3.0);
+        assert_eq!(kind(&history, 2), Some(SplitKind::DividingImports));
+        // Building a small share of a long run: in full.
+        let mut long = history_of(&[0.05; 4], &[10.0; 100]);
+        long.file_import = long.file_collect.clone();
+        long.file_building.insert("test_0.py".into(), 2.0);
+        assert_eq!(kind(&long, 2), None);
+        // A history without imports timed apart counts each file's whole
+        // collection as its import, as before.
+        let mut old = history_of(&[2.0; 4], &[0.01; 100]);
+        old.file_building.clear();
+        assert_eq!(kind(&old, 2), Some(SplitKind::DividingImports));
+    }
+
+    #[test]
+    fn building_is_each_files_collection_less_its_import_plus_its_items_share_of_the_rest() {
+        let seconds = |pairs: &[(&str, f64)]| -> BTreeMap<String, f64> {
+            pairs.iter().map(|(file, seconds)| ((*file).to_owned(), *seconds)).collect()
+        };
+        let file_seconds = seconds(&[("a.py", 1.0), ("b.py", 0.5)]);
+        let import_seconds = seconds(&[("a.py", 0.8)]);
+        let items: HashMap<&str, usize> = [("a.py", 1), ("b.py", 3)].into();
+        // Own building 0.2 + 0.5; the other 0.3 s divisible by items, 1:3.
+        let built = file_building(&file_seconds, &import_seconds, 1.0, &items);
+        let close = |value: f64, expected: f64| (value - expected).abs() < 1e-9;
+        assert!(close(built[0].1, 0.2 + 0.075) && close(built[1].1, 0.5 + 0.225), "{built:?}");
+        // Divisible time less than the files' own collections: theirs alone.
+        let built = file_building(&file_seconds, &import_seconds, 0.1, &items);
+        assert!(close(built[0].1, 0.2) && close(built[1].1, 0.5), "{built:?}");
+    }
+
     use crate::protocol::{PhaseOutcome, PhaseReport};
 
     #[test]
@@ -469,21 +606,27 @@ mod tests {
             history.durations.insert(format!("{file}::test"), 0.0);
         }
         history.file_collect.insert("a.py".into(), 0.0);
-        let shares = file_shares(&files, &[], &history, 2);
+        let shares = file_shares(&files, &[], &history, SplitKind::DividingImports, 2);
         assert_eq!(shares, Shares { files: vec![vec![0], vec![1, 2, 3]], spread: Vec::new() });
         let whole = |shares: Shares| {
             assert!(shares.spread.is_empty(), "{shares:?}");
             shares.files
         };
         // Nothing known: round robin by collection order.
-        assert_eq!(whole(file_shares(&files, &[], &History::default(), 2)), vec![vec![0, 2], vec![1, 3]]);
+        assert_eq!(
+            whole(file_shares(&files, &[], &History::default(), SplitKind::DividingImports, 2)),
+            vec![vec![0, 2], vec![1, 3]]
+        );
         // Files imported under one name stay together.
         assert_eq!(
-            whole(file_shares(&files, &[vec![1, 3]], &History::default(), 2)),
+            whole(file_shares(&files, &[vec![1, 3]], &History::default(), SplitKind::DividingImports, 2)),
             vec![vec![1, 3], vec![0, 2]]
         );
         // More workers than files: some shares are empty.
-        assert_eq!(whole(file_shares(&files[..1], &[], &History::default(), 2)), vec![vec![0], vec![]]);
+        assert_eq!(
+            whole(file_shares(&files[..1], &[], &History::default(), SplitKind::DividingImports, 2)),
+            vec![vec![0], vec![]]
+        );
     }
 
     #[test]
@@ -500,21 +643,23 @@ mod tests {
             history.file_collect.insert(file.into(), 0.0);
         }
         // Two workers: fair share 8 s; big (13 s) in two parts of 7 s.
-        let shares = file_shares(&files, &[], &history, 2);
+        let shares = file_shares(&files, &[], &history, SplitKind::DividingImports, 2);
         assert_eq!(shares.spread, vec![SpreadFile { file: 0, holders: vec![0, 1] }]);
         assert_eq!(shares.files, vec![vec![0, 1, 3], vec![0, 2]]);
         assert_eq!(shares.parts_of(1).collect::<Vec<_>>(), vec![(0, [1, 2])]);
         // Four workers: fair share 4 s; big in four parts of 4 s.
-        let shares = file_shares(&files, &[], &history, 4);
+        let shares = file_shares(&files, &[], &history, SplitKind::DividingImports, 4);
         assert_eq!(shares.spread, vec![SpreadFile { file: 0, holders: vec![0, 1, 2, 3] }]);
         // One worker: nothing to spread over.
-        assert!(file_shares(&files, &[], &history, 1).spread.is_empty());
+        assert!(file_shares(&files, &[], &history, SplitKind::DividingImports, 1).spread.is_empty());
         // A module set-up that every part would pay makes parts no lighter.
         history.module_setup.insert("big.py".into(), 7.0);
-        assert!(file_shares(&files, &[], &history, 2).spread.is_empty());
+        assert!(file_shares(&files, &[], &history, SplitKind::DividingImports, 2).spread.is_empty());
         // A file that must stay with another is never spread.
         history.module_setup.clear();
-        assert!(file_shares(&files, &[vec![0, 1]], &history, 2).spread.is_empty());
+        assert!(
+            file_shares(&files, &[vec![0, 1]], &history, SplitKind::DividingImports, 2).spread.is_empty()
+        );
     }
 
     fn table(tests: &[(&str, &str)]) -> TestTable {

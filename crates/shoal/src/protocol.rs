@@ -65,6 +65,17 @@ pub enum WorkerMessage {
         /// Seconds each test file took to import and collect, by its node id.
         #[serde(default)]
         file_seconds: std::collections::BTreeMap<String, f64>,
+        /// Seconds each test module took to import, by its node id (a
+        /// part of its `file_seconds`, or, split keeping the imports, the
+        /// zygote's part of the file's cost).
+        #[serde(default)]
+        import_seconds: std::collections::BTreeMap<String, f64>,
+        /// Seconds of this collection that a split divides among the
+        /// workers even when it keeps the imports: all of it but the walk
+        /// to the test files (directories, conftest files, packages) and
+        /// the test modules' imports.
+        #[serde(default)]
+        divisible_seconds: f64,
     },
     /// Split collection: the test files the zygote found and did not
     /// import, in collection order (node ids).
@@ -526,9 +537,13 @@ pub enum WorkerCommand {
     Continue,
     /// To the zygote, after its `hello`: how to collect.
     CollectMode {
-        /// Record the test files without importing them: forked workers
+        /// Record the test files without collecting them: forked workers
         /// collect them, each its share.
         split: bool,
+        /// Split, the zygote imports each test module it records, in
+        /// collection order, and the workers only build its items.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        keep_imports: bool,
     },
     /// Split collection: to a worker forked for it, first, its share of the
     /// test files; to the zygote, once it has listed them, those to collect

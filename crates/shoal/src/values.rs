@@ -24,12 +24,15 @@ pub enum WorkerMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CollectionMode {
-    /// Split where history says it pays, else full (the default; see
-    /// [`crate::plan::split_pays`]).
+    /// Split (dividing the imports or keeping them) where history says it
+    /// pays, else full (the default; see [`crate::plan::split_pays`]).
     Auto,
     /// The zygote stops at the test files; each worker imports and collects
     /// its share of them.
     Split,
+    /// The zygote imports every test module; each worker builds the items
+    /// of its share of them.
+    Items,
     /// The zygote imports and collects everything before forking.
     Full,
 }

@@ -3,13 +3,15 @@
 This module owns the worker's collection hooks (announcing the collected
 items with the markers shoal honours, collection errors, deselection) and
 split collection: the zygote records each test file's collectors instead of
-importing them (``_prime_sys_path`` puts their roots on ``sys.path`` as
-importing them would have), and each forked child, or a worker sent tests of
-a file it has not collected, imports and collects just those files
-(``collect_files``). A file whose tests are too many for one worker is
-spread: several workers collect it, each only its :class:`Part` of the
-tests. :class:`FileTimer` times each file's import and collection, the
-history shoal splits the files by.
+collecting them, and each forked child, or a worker sent tests of a file it
+has not collected, collects just those files (``collect_files``). Split one
+way, the zygote imports no test file (``_prime_sys_path`` puts their roots
+on ``sys.path`` as importing them would have) and the children import their
+share; split keeping the imports, the zygote imports every test module, in
+collection order, and the children only build the items. A file whose tests
+are too many for one worker is spread: several workers collect it, each
+only its :class:`Part` of the tests. :class:`FileTimer` times each file's
+import and collection, the history shoal decides the split and the shares by.
 """
 
 import inspect
@@ -38,8 +40,13 @@ class Collecting:
     @pytest.hookimpl(tryfirst=True)
     def pytest_make_collect_report(self, collector):
         """Split collection, in the zygote: a test file is recorded, not
-        imported; its (empty) report lets collection walk on."""
+        collected; its (empty) report lets collection walk on. Keeping the
+        imports, a test module is imported first, where collecting it would
+        have imported it; one that fails to import is collected here, which
+        reports its error as pytest does."""
         if self.split and _is_test_file(collector):
+            if self.keep_imports and isinstance(collector, pytest.Module) and not _import_now(collector):
+                return None
             self.files.setdefault(collector.nodeid, []).append(collector)
             return pytest.CollectReport(collector.nodeid, "passed", None, [])
         return None
@@ -79,6 +86,7 @@ class Collecting:
         parts of spread files), through pytest's own hooks (deselection
         included), reported as a whole collection is."""
         session, config = self.session, self.config
+        self.start_collection_clock()
         items = self.collect_files(nodeids, parts)
         session.items = items
         config.hook.pytest_collection_modifyitems(session=session, config=config, items=items)
@@ -112,14 +120,36 @@ class Collecting:
 
     def pytest_collection_finish(self, session):
         self._announce(session.items)
+        divisible_seconds = self.divisible_seconds()
         self.items = {item.nodeid: item for item in session.items}
         if self.split and self._collect_here():
             return
         self.channel.send(
-            {"type": "collection_finished", "deselected": self.deselected, "file_seconds": self.file_seconds}
+            {
+                "type": "collection_finished",
+                "deselected": self.deselected,
+                "file_seconds": self.file_seconds,
+                "import_seconds": self.import_seconds,
+                "divisible_seconds": divisible_seconds,
+            }
         )
         self.deselected = []
         self.file_seconds = {}
+
+    def start_collection_clock(self):
+        """Starts timing a collection (the whole, or a forked worker's
+        share of the files) for :meth:`divisible_seconds`."""
+        self.collection_started = time.perf_counter()
+        self.undivided_seconds = 0.0
+
+    def divisible_seconds(self):
+        """Seconds of this collection so far that splitting it would divide
+        among the workers without dividing the imports: all of it but the
+        walk through directories and conftest files and the test modules'
+        imports (see FileTimer), so building and announcing the items."""
+        if self.collection_started is None:
+            return 0.0
+        return max(0.0, time.perf_counter() - self.collection_started - self.undivided_seconds)
 
     def _announce(self, items):
         """Sends the collected items, in chunks."""
@@ -142,7 +172,7 @@ class Collecting:
         of them (fewer files than workers). True when it collected them
         (which runs pytest_collection_finish again, which reports it all)."""
         self.channel.send(
-            {"type": "test_files", "nodeids": list(self.files), "same_name": _prime_sys_path(self.config, self.files)}
+            {"type": "test_files", "nodeids": list(self.files), "same_name": _prime_sys_path(self.config, self.files, not self.keep_imports)}
         )
         here = (self.channel.receive() or {}).get("nodeids", ())
         if not here:
@@ -205,20 +235,91 @@ class Part:
 
 
 class FileTimer:
-    """Times each test file's import and collection (history for split
-    collection's shares). Registered beside the worker plugin."""
+    """Times each test file's import and collection and, apart, each test
+    module's import and the walk to the test files (history for split
+    collection: whether to split, which way, and the workers' shares).
+    Registered beside the worker plugin."""
 
     def __init__(self, worker):
         self.worker = worker
+        # How many collectors' reports are being made (pytest 8 collects
+        # the directories down to its arguments inside the session's).
+        self.depth = 0
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self, session):
+        self.worker.start_collection_clock()
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_make_collect_report(self, collector):
+        worker = self.worker
+        outermost = self.depth == 0
+        test_file = _is_test_file(collector)
+        timed_import = None
+        if test_file and isinstance(collector, pytest.Module):
+            timed_import = _time_import(collector, worker, outermost)
         started = time.perf_counter()
-        yield
-        if _is_test_file(collector) and not self.worker.split:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        seconds = time.perf_counter() - started
+        if timed_import is not None and vars(collector).get("_getobj") is timed_import:
+            del collector._getobj
+        if test_file:
+            if not worker.split:
+                # A module and its doctests share a node id: one file, one cost.
+                worker.file_seconds[collector.nodeid] = worker.file_seconds.get(collector.nodeid, 0.0) + seconds
+        elif outermost and not _is_test_file(collector.getparent(pytest.File) or collector):
+            # Session, directories, packages: their conftest files and
+            # __init__ modules, collected once however collection is split.
+            worker.undivided_seconds += seconds
+
+
+def _time_import(module, worker, undivided):
+    """Has the import of a test module (pytest's ``Module._getobj``, run on
+    the first use of ``module.obj``) timed into ``worker.import_seconds``
+    (and ``worker.undivided_seconds`` if ``undivided``), and returns the
+    function standing in for ``_getobj`` (None when the module is imported
+    already)."""
+    if getattr(module, "_obj", None) is not None or "_getobj" in vars(module):
+        return None
+    own = module._getobj
+
+    def timed_getobj():
+        started = time.perf_counter()
+        try:
+            return own()
+        finally:
             seconds = time.perf_counter() - started
-            # A module and its doctests share a node id: one file, one cost.
-            self.worker.file_seconds[collector.nodeid] = self.worker.file_seconds.get(collector.nodeid, 0.0) + seconds
+            worker.import_seconds[module.nodeid] = worker.import_seconds.get(module.nodeid, 0.0) + seconds
+            if undivided:
+                worker.undivided_seconds += seconds
+
+    module._getobj = timed_getobj
+    return timed_getobj
+
+
+def _import_now(module):
+    """Split collection keeping the imports, in the zygote: imports a test
+    module as collecting it would (``module.obj``). True when it imported;
+    when it failed, collecting the module raises the same error again,
+    without a second import (a failed import leaves nothing in
+    ``sys.modules``, so pytest would run the module once more)."""
+    try:
+        module.obj
+        return True
+    except (KeyboardInterrupt, pytest.exit.Exception):
+        raise
+    except BaseException as error:  # pytest's skip and fail outcomes are BaseExceptions
+        failure = error  # (`error` is unbound once the handler ends)
+
+        def raise_again():
+            raise failure
+
+        module._getobj = raise_again
+        return False
 
 
 def _import_root_and_name(path, config):
@@ -248,13 +349,14 @@ def _import_root_and_name(path, config):
     return str(root), name
 
 
-def _prime_sys_path(config, files):
-    """Split collection, in the zygote before forking: puts the test modules'
-    roots on ``sys.path`` as importing them in order would have (so a test
-    importing a helper beside another test file finds it, as in sequential
-    pytest). Returns groups of file indexes that import under one module
-    name from different paths: one worker must import them in order, so
-    pytest's "import file mismatch" error still shows."""
+def _prime_sys_path(config, files, prime):
+    """Split collection, in the zygote before forking: if ``prime``, puts the
+    test modules' roots on ``sys.path`` as importing them in order would
+    have (so a test importing a helper beside another test file finds it,
+    as in sequential pytest; the zygote that imported them has). Returns
+    groups of file indexes that import under one module name from different
+    paths: one worker must import them in order, so pytest's "import file
+    mismatch" error still shows."""
     mode = str(config.getoption("importmode"))
     if mode.endswith("importlib"):
         return []
@@ -265,6 +367,8 @@ def _prime_sys_path(config, files):
             continue
         root, name = _import_root_and_name(module.path, config)
         names.setdefault(name, []).append((index, str(module.path)))
+        if not prime:
+            continue
         if mode.endswith("prepend"):
             if sys.path[0] != root:
                 sys.path.insert(0, root)

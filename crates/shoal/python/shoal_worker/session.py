@@ -47,13 +47,23 @@ class ShoalWorker(Collecting):
         # share one) instead of importing them; each child then collects the
         # files shoal gives it. See Collecting.collect_files.
         self.split = False
+        # Split collection keeping the imports (shoal says so too): the
+        # zygote imports each test module it records, as collecting it
+        # would, and the children build the items of their share.
+        self.keep_imports = False
         self.files = {}
         # Spread files (see collection.Part): the part being collected, and
         # the part and position of each item collected from one.
         self.part = None
         self.parts = {}
-        # Seconds each test file took to import and collect here.
+        # Seconds each test file took to import and collect here; each test
+        # module's import apart; when this collection started, and how much
+        # of it since went to what no split divides: the walk to the test
+        # files, and the imports (see Collecting.divisible_seconds).
         self.file_seconds = {}
+        self.import_seconds = {}
+        self.collection_started = None
+        self.undivided_seconds = 0.0
         # The collected items this process can run, by node id.
         self.items = {}
         # A forked worker's counts of tests started and finished, which its
@@ -83,6 +93,7 @@ class ShoalWorker(Collecting):
             # shoal decides how the zygote collects, knowing the plugins.
             command = self.channel.receive() or {}
             self.split = bool(command.get("split"))
+            self.keep_imports = self.split and bool(command.get("keep_imports"))
 
     # Running -----------------------------------------------------------------
 

@@ -138,11 +138,13 @@ pub struct RunArgs {
     pub mode: Option<WorkerMode>,
 
     /// How fork mode collects: `auto` (default: split where history says
-    /// importing the test files is a large share of the run, else full),
-    /// `split` (the collecting process stops at the test files and each
-    /// worker imports its share of them) or `full` (everything is imported
-    /// before forking, as pytest and pytest-xdist's workers do).
-    #[arg(long, value_enum, value_name = "auto|split|full", hide_possible_values = true)]
+    /// importing the test files, or else building their tests, is a large
+    /// share of the run, else full), `split` (the collecting process stops
+    /// at the test files and each worker imports its share of them),
+    /// `items` (the collecting process imports every test file and each
+    /// worker builds the tests of its share) or `full` (everything is
+    /// collected before forking, as pytest and pytest-xdist's workers do).
+    #[arg(long, value_enum, value_name = "auto|split|items|full", hide_possible_values = true)]
     pub collect: Option<CollectionMode>,
 
     /// Stop after the first failure (same as --maxfail 1).
@@ -499,7 +501,7 @@ mod tests {
     fn a_wrong_word_is_an_error_naming_the_flag_and_the_words() {
         for (flag, words) in [
             ("--mode", "fork, spawn, auto"),
-            ("--collect", "auto, split, full"),
+            ("--collect", "auto, split, items, full"),
             ("--color", "auto, always, never"),
             ("--failure-output", "immediate, final"),
         ] {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use shoal_scheduler::TestId;
 
 use crate::errors::ShoalError;
-use crate::plan::{Shares, SplitCollection};
+use crate::plan::{Shares, SplitCollection, SplitKind};
 use crate::protocol::{CollectReport, FilePart, Hello, WarningMessage, WorkerCommand, WorkerMessage};
 use crate::settings::{CollectSettings, WorkerMode};
 use crate::table::TestTable;
@@ -35,6 +35,10 @@ pub(crate) struct Collection {
     pub(crate) same_name: Vec<Vec<usize>>,
     /// Seconds each test file took to import and collect.
     pub(crate) file_seconds: BTreeMap<String, f64>,
+    /// Seconds each test module took to import.
+    pub(crate) import_seconds: BTreeMap<String, f64>,
+    /// Seconds of the collection a split divides even keeping the imports.
+    pub(crate) divisible_seconds: f64,
 }
 
 impl Collection {
@@ -58,9 +62,16 @@ impl Collection {
                     self.table.push(item);
                 }
             }
-            WorkerMessage::CollectionFinished { deselected, file_seconds } => {
+            WorkerMessage::CollectionFinished {
+                deselected,
+                file_seconds,
+                import_seconds,
+                divisible_seconds,
+            } => {
                 self.deselected = deselected;
                 self.file_seconds = file_seconds;
+                self.import_seconds = import_seconds;
+                self.divisible_seconds = divisible_seconds;
                 self.finished = true;
             }
             WorkerMessage::TestFiles { nodeids, same_name } => {
@@ -94,6 +105,13 @@ pub(crate) struct Collected {
     pub(crate) mode: &'static str,
     /// Seconds each test file took to import and collect.
     pub(crate) file_seconds: BTreeMap<String, f64>,
+    /// Seconds each test module took to import (a part of its
+    /// `file_seconds`).
+    pub(crate) import_seconds: BTreeMap<String, f64>,
+    /// Seconds of the collection, in all its processes, that a split
+    /// divides among the workers even keeping the imports (see
+    /// [`crate::plan::file_building`]).
+    pub(crate) divisible_seconds: f64,
     /// Split collection: which worker collected which files.
     pub(crate) split: Option<SplitCollection>,
 }
@@ -102,8 +120,8 @@ pub(crate) struct Collected {
 /// pool asks, the planner (the run command, with the history) answers.
 pub(crate) trait CollectionPlanner {
     /// Given the zygote's `hello` (its plugins, its rootdir), whether to
-    /// split collection.
-    fn split(&mut self, hello: &Hello) -> bool;
+    /// split collection, and how.
+    fn split(&mut self, hello: &Hello) -> Option<SplitKind>;
     /// The test files (node ids, in order), groups of them (indexes) that
     /// must go to one worker, and the number of workers: each worker's
     /// share, as indexes into the files, and the files spread in parts.
@@ -114,13 +132,20 @@ pub(crate) trait CollectionPlanner {
 pub(crate) struct CollectWhole;
 
 impl CollectionPlanner for CollectWhole {
-    fn split(&mut self, _hello: &Hello) -> bool {
-        false
+    fn split(&mut self, _hello: &Hello) -> Option<SplitKind> {
+        None
     }
 
     fn shares(&mut self, _files: &[String], _together: &[Vec<usize>], _workers: usize) -> Shares {
         Shares::default()
     }
+}
+
+/// A split collection's plan: each worker's share, and whether the zygote
+/// imported every test module first.
+struct PlannedSplit {
+    shares: Shares,
+    keep_imports: bool,
 }
 
 /// How the collection phase ended.
@@ -182,8 +207,8 @@ impl Pool {
                 if let Some(reason) = unsafe_reason {
                     crate::output::warn(&format!("forking as asked with --mode fork, though {reason}"));
                 }
-                if let Some(shares) = shares {
-                    return self.collect_split(collection, shares, collect).map(Some);
+                if let Some(planned) = shares {
+                    return self.collect_split(collection, planned, collect).map(Some);
                 }
                 // The tests are known now: fork no more workers than there
                 // are tests to give them.
@@ -207,9 +232,10 @@ impl Pool {
         count: usize,
         collect: &CollectSettings,
         plan: &mut dyn CollectionPlanner,
-    ) -> Result<Option<(Collection, Option<Shares>)>, ShoalError> {
+    ) -> Result<Option<(Collection, Option<PlannedSplit>)>, ShoalError> {
         let mut collection = Collection::default();
         let mut split = None;
+        let mut keep_imports = false;
         let mut shares = None;
         while !collection.finished || collection.fork_unsafe.is_none() {
             let messages = match self.receive(None) {
@@ -236,15 +262,16 @@ impl Pool {
                     let planned = plan.shares(&collection.test_files, &collection.same_name, count);
                     let here = planned.files.iter().any(Vec::is_empty);
                     split = Some(!here);
-                    shares = (!here).then_some(planned);
+                    shares = (!here).then_some(PlannedSplit { shares: planned, keep_imports });
                     WorkerCommand::Share {
                         nodeids: if here { collection.test_files.clone() } else { Vec::new() },
                         parts: Default::default(),
                     }
                 } else if let (None, Some(hello)) = (split, &collection.hello) {
                     let decided = plan.split(hello);
-                    split = Some(decided);
-                    WorkerCommand::CollectMode { split: decided }
+                    split = Some(decided.is_some());
+                    keep_imports = decided == Some(SplitKind::KeepingImports);
+                    WorkerCommand::CollectMode { split: decided.is_some(), keep_imports }
                 } else {
                     continue;
                 };
@@ -263,7 +290,7 @@ impl Pool {
     fn collect_split(
         &mut self,
         zygote: Collection,
-        shares: Shares,
+        PlannedSplit { shares, keep_imports }: PlannedSplit,
         collect: &CollectSettings,
     ) -> Result<CollectionEnd, ShoalError> {
         let files = zygote.test_files.clone();
@@ -287,7 +314,7 @@ impl Pool {
             return Ok(CollectionEnd::Interrupted);
         }
         let mut merged = merge_shares(zygote, &files, &mut self.slots);
-        merged.split = Some(SplitCollection { files, shares });
+        merged.split = Some(SplitCollection { files, shares, keep_imports });
         Ok(CollectionEnd::Done(Box::new(merged)))
     }
 
@@ -362,6 +389,23 @@ impl Pool {
 }
 
 impl Collected {
+    /// What building each test file's items cost, beyond its import (see
+    /// [`crate::plan::file_building`]); `table` holds the collected items.
+    pub(crate) fn building_seconds(&self, table: &TestTable) -> Vec<(&str, f64)> {
+        let mut items_per_file: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for item in table.items() {
+            if let Some(file) = item.file {
+                *items_per_file.entry(file).or_default() += 1;
+            }
+        }
+        crate::plan::file_building(
+            &self.file_seconds,
+            &self.import_seconds,
+            self.divisible_seconds,
+            &items_per_file,
+        )
+    }
+
     /// How many collectors failed.
     pub(crate) fn collect_errors(&self) -> usize {
         self.collect_reports.iter().filter(|report| report.category == "error").count()
@@ -376,6 +420,8 @@ impl Collected {
             deselected: collection.deselected,
             mode,
             file_seconds: collection.file_seconds,
+            import_seconds: collection.import_seconds,
+            divisible_seconds: collection.divisible_seconds,
             split: None,
         }
     }
@@ -423,6 +469,12 @@ fn merge_shares(zygote: Collection, files: &[String], slots: &mut [Slot]) -> Col
             let known = merged.file_seconds.entry(file).or_insert(seconds);
             *known = known.max(seconds);
         }
+        // Kept imports were the zygote's, which each worker's inherited.
+        for (file, seconds) in collection.import_seconds {
+            let known = merged.import_seconds.entry(file).or_insert(seconds);
+            *known = known.max(seconds);
+        }
+        merged.divisible_seconds += collection.divisible_seconds;
     }
     // A spread file that fails to collect fails in each of its parts.
     let mut seen = std::collections::HashSet::new();

@@ -20,12 +20,14 @@ const TEST_FILES: [&str; 5] = [
 
 /// A shoal run of `fixtures/split` with an import log: the JSON report's
 /// outcomes, the closing counts, the collecting process's pid (the one that
-/// imported conftest.py) and the pids that imported each test file.
+/// imported conftest.py), the pids that imported each test file and those
+/// that built each test.
 struct SplitRun {
     outcomes: BTreeMap<String, String>,
     counts: String,
     collector: u64,
     imported_by: BTreeMap<String, Vec<u64>>,
+    built_by: BTreeMap<String, Vec<u64>>,
 }
 
 /// `args` without a `--collect` of their own ask for split collection.
@@ -41,8 +43,15 @@ fn split_run(project: &Project, args: &[&str]) -> SplitRun {
     let report = project.shoal_report(&[("SHOAL_SPLIT_LOG", &log_arg)], &full_args);
     let mut collector = None;
     let mut imported_by: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut built_by: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for line in read_json_lines(&log) {
         let pid = line["pid"].as_u64().expect("a pid");
+        if let Some(nodeids) = line["built"].as_array() {
+            for nodeid in nodeids {
+                built_by.entry(nodeid.as_str().expect("a node id").to_owned()).or_default().push(pid);
+            }
+            continue;
+        }
         match line["module"].as_str().expect("a module") {
             "conftest" => collector = Some(pid),
             module => imported_by.entry(module.to_owned()).or_default().push(pid),
@@ -57,6 +66,7 @@ fn split_run(project: &Project, args: &[&str]) -> SplitRun {
         counts: report.outcome.closing_counts(),
         collector: collector.expect("conftest.py was imported"),
         imported_by,
+        built_by,
     }
 }
 
@@ -95,6 +105,73 @@ fn each_worker_imports_its_share_and_the_run_counts_as_pytest() {
             );
         }
     }
+}
+
+#[test]
+fn keeping_the_imports_the_collecting_process_imports_every_test_file_and_the_workers_build_the_tests() {
+    let project = Project::fixture("split");
+    for selection in [&[][..], &["-k", "alpha or gamma"], &["--", "--doctest-modules"]] {
+        let pytest_args: Vec<&str> = selection.iter().copied().filter(|&argument| argument != "--").collect();
+        let expected_ids: BTreeSet<String> = project.pytest_node_ids(&pytest_args).into_iter().collect();
+        let expected = project.pytest(&pytest_args);
+        let mut args = vec!["-n", "2", "--collect", "items"];
+        args.extend_from_slice(selection);
+        let run = split_run(&project, &args);
+        let what = format!("{selection:?}");
+        assert_eq!(run.outcomes.keys().cloned().collect::<BTreeSet<_>>(), expected_ids, "{what}");
+        assert_eq!(run.counts, expected.closing_counts(), "{what}");
+        for file in TEST_FILES {
+            assert_eq!(run.imported_by[file], vec![run.collector], "{what}: {file}");
+        }
+        let mut builders: BTreeSet<u64> = BTreeSet::new();
+        for nodeid in &expected_ids {
+            // (A worker given tests of a file it has not built builds it too.)
+            let pids = &run.built_by[nodeid];
+            assert!(!pids.contains(&run.collector), "{what}: {nodeid} was built by the collecting process");
+            builders.extend(pids);
+        }
+        assert!(builders.len() >= 2, "{what}: one process built every test: {:?}", run.built_by);
+    }
+}
+
+#[test]
+fn keeping_the_imports_a_module_that_fails_or_skips_at_import_is_imported_once_and_reported_as_in_pytest() {
+    let project = Project::empty();
+    let logged = "import os\nwith open(os.path.join(os.path.dirname(__file__), 'imports.log'), 'a') as log:\n    \
+                  log.write(__name__ + '\\n')\n";
+    project
+        .write("test_ok.py", format!("{logged}def test_ok():\n    pass\n"))
+        .write(
+            "test_broken.py",
+            format!("{logged}import no_such_module_here\n\ndef test_never():\n    pass\n"),
+        )
+        .write(
+            "test_skipped.py",
+            format!("{logged}import pytest\npytest.skip('not here', allow_module_level=True)\n"),
+        )
+        .write(
+            "test_more.py",
+            format!(
+                "{logged}import pytest\n\n@pytest.mark.parametrize('n', range(3))\ndef test_n(n):\n    pass\n"
+            ),
+        );
+    let imports = |what: &str| {
+        let path = project.path().join("imports.log");
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        let mut modules: Vec<String> = text.lines().map(str::to_owned).collect();
+        modules.sort();
+        assert_eq!(modules, ["test_broken", "test_more", "test_ok", "test_skipped"], "{what}: imports");
+    };
+    let expected = project.pytest(&["--continue-on-collection-errors"]);
+    imports("pytest");
+    let run = project.shoal(&["run", "-n", "2", "--collect", "items", "--continue-on-collection-errors"]);
+    imports("shoal --collect items");
+    assert_eq!(run.closing_counts(), expected.closing_counts());
+    assert_eq!(run.code, expected.code, "{}", run.stdout);
+    let shown = "E   ModuleNotFoundError: No module named 'no_such_module_here'";
+    assert!(expected.stdout.contains(shown), "pytest: {}", expected.stdout);
+    assert!(run.stdout.contains(shown), "shoal: {}", run.stdout);
 }
 
 #[test]

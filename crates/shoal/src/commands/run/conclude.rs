@@ -46,6 +46,9 @@ pub(super) fn remember(
     let mut measured = plan::measurements(&results.records, &results.execution_order, &results.table);
     measured.file_collect =
         collected.file_seconds.iter().map(|(file, seconds)| (file.as_str(), *seconds)).collect();
+    measured.file_import =
+        collected.import_seconds.iter().map(|(file, seconds)| (file.as_str(), *seconds)).collect();
+    measured.file_building = collected.building_seconds(whole_collection);
     history.merge(
         &measured,
         |nodeid| {

@@ -1,13 +1,13 @@
-//! The run's side of the collection phase: whether collection is split
-//! (the selection names whole files, no plugin needs the whole collection,
-//! and the history says importing is a large share of the run) and each
-//! worker's share of the test files.
+//! The run's side of the collection phase: whether collection is split,
+//! and how (the selection names whole files, no plugin needs the whole
+//! collection, and the history says importing, or building the items, is a
+//! large share of the run), and each worker's share of the test files.
 
 use std::collections::HashSet;
 use std::path::Path;
 
 use crate::history::{History, HistoryPaths};
-use crate::plan;
+use crate::plan::{self, SplitKind};
 use crate::pool::CollectionPlanner;
 use crate::protocol::Hello;
 use crate::settings::{CollectSettings, CollectionMode, RunSettings};
@@ -19,11 +19,13 @@ use crate::settings::{CollectSettings, CollectionMode, RunSettings};
 pub(super) struct RunPlanner<'a> {
     settings: &'a RunSettings,
     history: Option<History>,
+    /// How collection is split, once decided.
+    kind: Option<SplitKind>,
 }
 
 impl<'a> RunPlanner<'a> {
     pub(super) fn new(settings: &'a RunSettings) -> Self {
-        Self { settings, history: None }
+        Self { settings, history: None, kind: None }
     }
 
     /// The history, read now if collection did not need it.
@@ -39,33 +41,34 @@ impl<'a> RunPlanner<'a> {
 }
 
 impl CollectionPlanner for RunPlanner<'_> {
-    fn split(&mut self, hello: &Hello) -> bool {
+    fn split(&mut self, hello: &Hello) -> Option<SplitKind> {
         let settings = self.settings;
         let history = self.history(&hello.environment.rootdir);
         if settings.collection == CollectionMode::Full || names_tests(&settings.collect) {
-            return false;
+            return None;
         }
-        match plugin_needing_whole_collection(&hello.environment.plugins) {
+        let kind = match plugin_needing_whole_collection(&hello.environment.plugins) {
             Some(plugin) => {
                 crate::output::notice(&format!(
                     "collecting every test file before forking: {plugin} works on the whole collection"
                 ));
-                false
+                None
             }
-            None if settings.collection == CollectionMode::Split => true,
-            None => {
-                let reason = plan::split_pays(history, settings.workers);
-                if let Some(reason) = &reason {
-                    crate::output::notice(reason);
-                }
-                reason.is_some()
-            }
-        }
+            None if settings.collection == CollectionMode::Split => Some(SplitKind::DividingImports),
+            None if settings.collection == CollectionMode::Items => Some(SplitKind::KeepingImports),
+            None => plan::split_pays(history, settings.workers).map(|(kind, reason)| {
+                crate::output::notice(&reason);
+                kind
+            }),
+        };
+        self.kind = kind;
+        kind
     }
 
     fn shares(&mut self, files: &[String], together: &[Vec<usize>], workers: usize) -> plan::Shares {
         let history = self.history.as_ref().expect("split was decided, with the history, before shares");
-        plan::file_shares(files, together, history, workers)
+        let kind = self.kind.expect("shares are asked for a split collection");
+        plan::file_shares(files, together, history, kind, workers)
     }
 }
 
