@@ -171,9 +171,8 @@ class Collecting:
         collects the ones it answers with here, before forking: none, or all
         of them (fewer files than workers). True when it collected them
         (which runs pytest_collection_finish again, which reports it all)."""
-        self.channel.send(
-            {"type": "test_files", "nodeids": list(self.files), "same_name": _prime_sys_path(self.config, self.files, not self.keep_imports)}
-        )
+        same_name = _prime_sys_path(self.config, self.files, not self.keep_imports)
+        self.channel.send({"type": "test_files", "nodeids": list(self.files), "same_name": same_name})
         here = (self.channel.receive() or {}).get("nodeids", ())
         if not here:
             return False
