@@ -191,6 +191,14 @@ pub struct Environment {
     pub inifile: Option<String>,
     /// Installed pytest plugins as `name-version`, in the order pytest lists them.
     pub plugins: Vec<String>,
+    /// What `-r` asks the short test summary for, resolved as pytest's
+    /// terminal resolves it (`fE` by default; `a` is `sxXEf`).
+    #[serde(default = "default_report_chars")]
+    pub report_chars: String,
+}
+
+fn default_report_chars() -> String {
+    "fE".to_owned()
 }
 
 /// A collector report that did not pass.
@@ -206,7 +214,17 @@ pub struct CollectReport {
     pub longrepr: Option<String>,
     /// The one-line crash message, or the skip reason.
     pub message: Option<String>,
+    /// Of a skip: where, as `-rs` shows it (see [`SkipPlace`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_at: Option<SkipPlace>,
 }
+
+/// Where a skip happened, as pytest's `-rs` summary folds skips: the file
+/// relative to the invocation directory and the 1-based line (none for a
+/// `skip` marker on the test itself, folded by file alone). Sent as
+/// `[path, line]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SkipPlace(pub String, pub Option<u64>);
 
 /// One collected test.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -450,6 +468,9 @@ pub struct PhaseReport {
     /// The failing line (1-based).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crash_line: Option<u64>,
+    /// Of a skip: where (see [`SkipPlace`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_at: Option<SkipPlace>,
 }
 
 impl PhaseReport {
@@ -475,6 +496,7 @@ impl PhaseReport {
             sections: Vec::new(),
             crash_path: None,
             crash_line: None,
+            skip_at: None,
         }
     }
 }
@@ -723,6 +745,7 @@ mod tests {
             rootdir: "/project".into(),
             inifile: None,
             plugins: vec!["timeout-2.3.1".into()],
+            report_chars: "fE".into(),
         };
         assert_eq!(hello.environment, expected);
         assert_eq!(hello.cache_dir.as_deref(), Some("/project/.pytest_cache"));

@@ -116,7 +116,7 @@ class Collecting:
     def pytest_collectreport(self, report):
         if report.passed:
             return
-        self.channel.send(protocol.collect_report_message(report))
+        self.channel.send(protocol.collect_report_message(report, self.config))
 
     def pytest_collection_finish(self, session):
         self._announce(session.items)

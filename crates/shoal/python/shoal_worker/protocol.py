@@ -19,6 +19,7 @@ import select
 import socket
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -148,7 +149,17 @@ def hello_message(config, worker):
         "coverage": worker.coverage.report_options if worker.coverage else None,
         "html_report": worker.html_report,
         "benchmarks_disabled": worker.benchmarks_disabled,
+        "report_chars": worker.report_chars,
     }
+
+
+def report_chars(config):
+    """What ``-r`` asks the short test summary for, as pytest's terminal
+    reads it (``-r a``, ``N`` and the default ``fE`` resolved; warnings,
+    which shoal summarises on its own, left out)."""
+    from _pytest.terminal import getreportopt
+
+    return getreportopt(config).replace("w", "")
 
 
 def _plugin_versions(config):
@@ -174,10 +185,10 @@ def _cache_dir(config):
 # What pytest did ----------------------------------------------------------------
 
 
-def collect_report_message(report):
+def collect_report_message(report, config):
     """A collector that failed or was skipped."""
     category = "error" if report.failed else "skipped"
-    return {
+    message = {
         "type": "collect_report",
         "nodeid": report.nodeid,
         "outcome": report.outcome,
@@ -185,6 +196,10 @@ def collect_report_message(report):
         "longrepr": cut(longrepr_text(report)) if report.failed else None,
         "message": cut(crash_message(report)),
     }
+    if report.skipped and isinstance(report.longrepr, tuple):
+        message["message"] = cut(report.longrepr[2])
+        message["skip_at"] = skip_place(report, config)
+    return message
 
 
 # What pytest_report_teststatus answers for each phase of a plain passing
@@ -193,7 +208,7 @@ def collect_report_message(report):
 _PLAIN_STATUS = {"setup": ("", "", ""), "call": ("passed", ".", "PASSED"), "teardown": ("", "", "")}
 
 
-def finished_reports(phases):
+def finished_reports(phases, worker):
     """The ``finished`` message's ``reports``, from each phase's report and
     the status ``pytest_report_teststatus`` gave it. A test whose setup,
     call and teardown all passed plainly (``TestReport``s with the usual
@@ -201,18 +216,20 @@ def finished_reports(phases):
     suites) is sent as their three durations, which shoal reads as the
     three reports they stand for; otherwise each phase is its
     :func:`report_facts`."""
-    if len(phases) == 3 and all(_passed_plainly(report, status) for report, status in phases):
+    passes_shown = "P" in worker.report_chars
+    if len(phases) == 3 and all(_passed_plainly(report, status, passes_shown) for report, status in phases):
         if tuple(report.when for report, _ in phases) == ("setup", "call", "teardown"):
             return [report.duration for report, _ in phases]
-    return [report_facts(report, status) for report, status in phases]
+    return [report_facts(report, status, worker) for report, status in phases]
 
 
-def _passed_plainly(report, status):
+def _passed_plainly(report, status, passes_shown):
     return (
         report.passed
         and type(report) is pytest.TestReport
         and not hasattr(report, "wasxfail")
         and status == _PLAIN_STATUS.get(report.when)
+        and not (passes_shown and report.sections)
     )
 
 
@@ -222,9 +239,11 @@ def is_subtest(report):
     return type(report).__name__ == "SubtestReport"
 
 
-def report_facts(report, status):
+def report_facts(report, status, worker):
     """One phase of a test (setup, call, teardown), as the terminal shows it,
-    given what ``pytest_report_teststatus`` answered for it."""
+    given what ``pytest_report_teststatus`` answered for it. A passing
+    call's captured output goes too when ``-r P`` (passes) or ``-r X``
+    (xpasses) shows it."""
     category, letter, word = status if status else ("", "", "")
     if isinstance(word, tuple):
         word = word[0]
@@ -252,7 +271,26 @@ def report_facts(report, status):
             facts["crash_line"] = crash.lineno
     elif report.skipped and isinstance(report.longrepr, tuple):
         facts["message"] = cut(report.longrepr[2])
+        facts["skip_at"] = skip_place(report, worker.config)
+    elif report.passed and report.when == "call" and report.sections:
+        if ("X" if hasattr(report, "wasxfail") else "P") in worker.report_chars:
+            facts["head_line"] = report.head_line
+            facts["sections"] = [[title, cut(content)] for title, content in report.sections]
     return facts
+
+
+def skip_place(report, config):
+    """Where a skip happened, as ``-rs`` shows it: ``[path, line]``, the path
+    relative to the invocation directory and the line 1-based; the line is
+    null for a ``skip`` marker on the test (not a module's ``pytestmark``),
+    whose skips pytest folds by file alone (``_folded_skips``)."""
+    from _pytest.pathlib import bestrelpath
+
+    path, line, _reason = report.longrepr
+    keywords = getattr(report, "keywords", {})
+    if report.when == "setup" and "skip" in keywords and "pytestmark" not in keywords:
+        line = None
+    return [bestrelpath(config.invocation_params.dir, Path(path)), line]
 
 
 def warning_message(recorded, when, nodeid):

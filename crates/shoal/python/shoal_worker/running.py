@@ -231,7 +231,7 @@ class RunLoop:
             "duration": duration,
             "between_phases": max(0.0, between_phases),
             "ended": time.monotonic(),
-            "reports": finished_reports(phases),
+            "reports": finished_reports(phases, worker),
         }
         over_memory = False
         if worker.memory_limit_kib:

@@ -34,6 +34,8 @@ class ShoalWorker(Collecting):
         # The running test's reports so far, each with the status pytest's
         # terminal gave it (see protocol.finished_reports).
         self.pending_reports = []
+        # What `-r` asks the short test summary for (see protocol.report_chars).
+        self.report_chars = ""
         # The last report pytest_report_teststatus was asked about, and its answer.
         self.last_status = (None, None)
         self.stopping = False
@@ -88,6 +90,7 @@ class ShoalWorker(Collecting):
             plugin = config.pluginmanager.get_plugin(name)
             if plugin is not None:
                 config.pluginmanager.unregister(plugin)
+        self.report_chars = protocol.report_chars(config)
         self.channel.send(protocol.hello_message(config, self))
         if self.zygote_fd is not None:
             # shoal decides how the zygote collects, knowing the plugins.

@@ -256,6 +256,7 @@ impl Merged {
                     category: "error".to_owned(),
                     longrepr: error.longrepr.as_deref().map(str::to_owned),
                     message: error.message.as_deref().map(str::to_owned),
+                    skip_at: None,
                 });
             }
         }
@@ -280,6 +281,8 @@ impl Merged {
             environment: Environment {
                 python: first.python.to_string(),
                 pytest: first.pytest.to_string(),
+                // pytest's default `-r`: failures and errors.
+                report_chars: "fE".to_owned(),
                 ..Environment::default()
             },
             workers: shards.iter().map(|shard| shard.report.run.workers).sum(),
@@ -400,6 +403,7 @@ fn failed_report(when: Phase, longrepr: &str) -> PhaseReport {
         sections: Vec::new(),
         crash_path: None,
         crash_line: None,
+        skip_at: None,
     }
 }
 

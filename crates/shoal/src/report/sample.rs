@@ -104,6 +104,7 @@ impl SampleRun {
                 rootdir: "/home/ci/project".into(),
                 inifile: Some("/home/ci/project/pyproject.toml".into()),
                 plugins: vec!["rerunfailures-14.0".into(), "timeout-2.3.1".into()],
+                report_chars: "fE".into(),
             },
             workers: 2,
             mode: "fork",

@@ -39,8 +39,14 @@ pub struct TestDetails {
     pub crash: Option<CrashDetails>,
     /// Failed attempts before the last one (`--reruns`), oldest first.
     pub earlier_attempts: Vec<TestRecord>,
-    /// Why it was skipped, or why it was expected to fail.
+    /// Why it was skipped, or why it was expected to fail (xfailed and
+    /// xpassed alike).
     pub skip_reason: Option<String>,
+    /// Where it was skipped, as `-rs` folds skips.
+    pub skip_at: Option<crate::protocol::SkipPlace>,
+    /// A passing (or xpassing) call's report with its captured output, when
+    /// `-r P` (or `-r X`) shows it.
+    pub passed_output: Option<PhaseReport>,
 }
 
 /// How a worker ended under a test (a crash, or a kill for a timeout).
@@ -79,13 +85,24 @@ impl TestRecord {
         }
         let failed_reports: Vec<PhaseReport> =
             reports.iter().filter(|report| report.outcome == PhaseOutcome::Failed).cloned().collect();
-        let skip_reason = match outcome {
-            Outcome::Skipped => reports
-                .iter()
-                .find(|report| report.outcome == PhaseOutcome::Skipped)
-                .and_then(|r| r.message.clone()),
-            Outcome::Xfailed => reports.iter().find_map(|report| report.wasxfail.clone()),
-            _ => None,
+        let passed_output = reports
+            .iter()
+            .find(|report| {
+                report.outcome == PhaseOutcome::Passed
+                    && report.when == Phase::Call
+                    && !report.sections.is_empty()
+            })
+            .cloned();
+        let skipped = reports.iter().find(|report| report.outcome == PhaseOutcome::Skipped);
+        let (skip_reason, skip_at) = match outcome {
+            Outcome::Skipped => (
+                skipped.and_then(|report| report.message.clone()),
+                skipped.and_then(|report| report.skip_at.clone()),
+            ),
+            Outcome::Xfailed | Outcome::Xpassed => {
+                (reports.iter().find_map(|report| report.wasxfail.clone()), None)
+            }
+            _ => (None, None),
         };
         Self {
             outcome,
@@ -94,8 +111,17 @@ impl TestRecord {
             duration: duration as f32,
             started: 0.0,
             phase_seconds,
-            details: (!failed_reports.is_empty() || skip_reason.is_some())
-                .then(|| Box::new(TestDetails { failed_reports, skip_reason, ..TestDetails::default() })),
+            details: (!failed_reports.is_empty() || skip_reason.is_some() || passed_output.is_some()).then(
+                || {
+                    Box::new(TestDetails {
+                        failed_reports,
+                        skip_reason,
+                        skip_at,
+                        passed_output,
+                        ..TestDetails::default()
+                    })
+                },
+            ),
             cached: false,
         }
     }
@@ -118,6 +144,17 @@ impl TestRecord {
     /// Why it was skipped, or why it was expected to fail.
     pub fn skip_reason(&self) -> Option<&str> {
         self.details.as_ref().and_then(|details| details.skip_reason.as_deref())
+    }
+
+    /// Where it was skipped, as `-rs` folds skips.
+    pub fn skip_at(&self) -> Option<&crate::protocol::SkipPlace> {
+        self.details.as_ref().and_then(|details| details.skip_at.as_ref())
+    }
+
+    /// Its passing call's report with the captured output `-r P` or
+    /// `-r X` shows.
+    pub fn passed_output(&self) -> Option<&PhaseReport> {
+        self.details.as_ref().and_then(|details| details.passed_output.as_ref())
     }
 
     /// How the worker ended, for a crash or a timeout.

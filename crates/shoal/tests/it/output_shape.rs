@@ -138,3 +138,13 @@ fn a_collection_error_is_reported_as_pytest_reports_it() {
 fn a_collection_error_with_continue_is_reported_as_pytest_reports_it() {
     assert_same_output("collect_error", &["--continue-on-collection-errors"]);
 }
+
+#[test]
+fn the_short_summary_shows_what_dash_r_asks_for_as_pytest_shows_it() {
+    // Folded skips (a module's, a marker's, a parametrized test's), xfails
+    // and xpasses with and without reasons, passes with their output.
+    for chars in ["-ra", "-rA", "-rs", "-rxX", "-rP", "-rN"] {
+        assert_same_output("skips", &[chars]);
+    }
+    assert_same_output("outcomes", &["-ra"]);
+}

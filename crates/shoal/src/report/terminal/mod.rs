@@ -380,6 +380,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
                 self.print_failures(summary);
             }
             self.print_warnings(summary);
+            self.print_passes(summary);
             self.print_coverage(summary);
             self.print_slowest(summary);
             self.print_stats(summary);

@@ -3,6 +3,7 @@
 //! efficiency line and the short test summary.
 
 use super::*;
+use crate::protocol::SkipPlace;
 
 impl<W: Write> TerminalReporter<W> {
     pub(super) fn print_collect_errors(&mut self, summary: &RunSummary<'_>) {
@@ -21,6 +22,32 @@ impl<W: Write> TerminalReporter<W> {
         for (title, content) in &report.sections {
             self.sep('-', title);
             self.line(content.strip_suffix('\n').unwrap_or(content));
+        }
+    }
+
+    /// `-r P`, and `-r X` from pytest 8 on: the passing (xpassing) tests
+    /// under PASSES (XPASSES), each with its captured output.
+    pub(super) fn print_passes(&mut self, summary: &RunSummary<'_>) {
+        let environment = &summary.header.environment;
+        let pytest_7 = environment.pytest.starts_with("7.");
+        for (character, outcome, title) in
+            [('P', Outcome::Passed, "PASSES"), ('X', Outcome::Xpassed, "XPASSES")]
+        {
+            if !environment.report_chars.contains(character) || (character == 'X' && pytest_7) {
+                continue;
+            }
+            let mut tests = summary.tests().filter(|test| test.record.outcome == outcome).peekable();
+            if tests.peek().is_none() {
+                continue;
+            }
+            self.sep('=', title);
+            for test in tests {
+                if let Some(report) = test.record.passed_output() {
+                    let name = report.head_line.as_deref().unwrap_or(test.item.domain);
+                    self.coloured_sep('_', name, Colour::Green);
+                    self.print_report_body(report);
+                }
+            }
         }
     }
 
@@ -267,8 +294,47 @@ impl<W: Write> TerminalReporter<W> {
         }
     }
 
+    /// The short test summary: what pytest's `-r` characters ask for, in
+    /// their order (`fE` by default), then shoal's own lines.
     pub(super) fn print_short_summary(&mut self, summary: &RunSummary<'_>) {
         let mut lines = Vec::new();
+        for character in summary.header.environment.report_chars.chars() {
+            match character {
+                'f' => self.failed_lines(summary, &mut lines),
+                'E' => self.error_lines(summary, &mut lines),
+                's' => self.skipped_lines(summary, &mut lines),
+                'x' | 'X' => self.expected_failure_lines(summary, character == 'X', &mut lines),
+                'p' => lines.extend(
+                    summary
+                        .tests()
+                        .filter(|test| test.record.outcome == Outcome::Passed)
+                        .map(|test| self.short_summary_line("PASSED", test.nodeid(), None)),
+                ),
+                // `P` (passes with their output) is not shown.
+                _ => {}
+            }
+        }
+        // Tests a collection error kept from running are not listed: pytest
+        // does not list them either.
+        let mut not_run = summary.tests().filter(|test| {
+            test.record.outcome == Outcome::NotRun
+                && test.record.not_run_reason != Some(crate::results::StopReason::CollectionErrors)
+        });
+        if let Some(first) = not_run.next() {
+            let reason = first.record.not_run_reason.map_or("not run", |cause| cause.as_str());
+            lines.push(format!("NOT RUN {} tests ({reason})", 1 + not_run.count()));
+        }
+        if lines.is_empty() {
+            return;
+        }
+        self.sep('=', "short test summary info");
+        for line in lines {
+            self.line(&line);
+        }
+    }
+
+    /// `-r f`: failed tests (and subtests), crashed and flaky ones.
+    fn failed_lines(&self, summary: &RunSummary<'_>, lines: &mut Vec<String>) {
         for test in summary.tests() {
             for report in test.record.failed_reports().iter().filter(|report| report.when == Phase::Call) {
                 let nodeid = match &report.subtest {
@@ -291,6 +357,10 @@ impl<W: Write> TerminalReporter<W> {
                 lines.push(self.short_summary_line("FLAKY", test.nodeid(), Some(&message)));
             }
         }
+    }
+
+    /// `-r E`: collection errors, then tests' set-up and teardown errors.
+    fn error_lines(&self, summary: &RunSummary<'_>, lines: &mut Vec<String>) {
         for report in summary.collect_reports.iter().filter(|report| report.category == "error") {
             lines.push(self.short_summary_line("ERROR", &report.nodeid, report.message.as_deref()));
         }
@@ -299,22 +369,52 @@ impl<W: Write> TerminalReporter<W> {
                 lines.push(self.short_summary_line("ERROR", test.nodeid(), report.message.as_deref()));
             }
         }
-        // Tests a collection error kept from running are not listed: pytest
-        // does not list them either.
-        let mut not_run = summary.tests().filter(|test| {
-            test.record.outcome == Outcome::NotRun
-                && test.record.not_run_reason != Some(crate::results::StopReason::CollectionErrors)
+    }
+
+    /// `-r s`: skips folded as pytest folds them, by where and why (a
+    /// `skip` marker's by file alone), collectors' skips first.
+    fn skipped_lines(&self, summary: &RunSummary<'_>, lines: &mut Vec<String>) {
+        let collectors = summary.collect_reports.iter().filter(|report| report.category == "skipped");
+        let collectors =
+            collectors.map(|report| (report.skip_at.clone(), report.message.clone().unwrap_or_default()));
+        let tests = summary.tests().filter(|test| test.record.outcome == Outcome::Skipped).map(|test| {
+            let place = test.record.skip_at().cloned();
+            // A record replayed from elsewhere may not know where: its file.
+            let place = place.or_else(|| Some(SkipPlace(test.item.path.to_owned(), None)));
+            (place, test.record.skip_reason().unwrap_or_default().to_owned())
         });
-        if let Some(first) = not_run.next() {
-            let reason = first.record.not_run_reason.map_or("not run", |cause| cause.as_str());
-            lines.push(format!("NOT RUN {} tests ({reason})", 1 + not_run.count()));
+        let mut folded: Vec<(SkipPlace, String, usize)> = Vec::new();
+        for (place, reason) in collectors.chain(tests) {
+            let Some(place) = place else { continue };
+            let reason = reason.strip_prefix("Skipped: ").map_or(reason.clone(), str::to_owned);
+            match folded.iter_mut().find(|(known, why, _)| *known == place && *why == reason) {
+                Some((_, _, count)) => *count += 1,
+                None => folded.push((place, reason, 1)),
+            }
         }
-        if lines.is_empty() {
-            return;
+        let word = self.paint("SKIPPED", Colour::of_mark("SKIPPED"), false);
+        for (SkipPlace(path, line), reason, count) in folded {
+            lines.push(match line {
+                Some(line) => format!("{word} [{count}] {path}:{line}: {reason}"),
+                None => format!("{word} [{count}] {path}: {reason}"),
+            });
         }
-        self.sep('=', "short test summary info");
-        for line in lines {
-            self.line(&line);
+    }
+
+    /// `-r x` and `-r X`: tests that failed as expected, or passed though
+    /// expected to fail, with the reason.
+    fn expected_failure_lines(&self, summary: &RunSummary<'_>, passed: bool, lines: &mut Vec<String>) {
+        let (outcome, word) = if passed { (Outcome::Xpassed, "XPASS") } else { (Outcome::Xfailed, "XFAIL") };
+        // pytest 7 wrote an XPASS line's reason after a space, always.
+        let pytest_7 = summary.header.environment.pytest.starts_with("7.");
+        let painted = self.paint(word, Colour::of_mark(word), false);
+        for test in summary.tests().filter(|test| test.record.outcome == outcome) {
+            let reason = test.record.skip_reason().unwrap_or_default();
+            lines.push(match (passed && pytest_7, reason.is_empty()) {
+                (true, _) => format!("{painted} {} {reason}", test.nodeid()),
+                (false, true) => format!("{painted} {}", test.nodeid()),
+                (false, false) => format!("{painted} {} - {reason}", test.nodeid()),
+            });
         }
     }
 }
