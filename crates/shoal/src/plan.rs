@@ -6,6 +6,9 @@
 //! path), the unit pytest scopes `module` fixtures to.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+pub use crate::protocol::PartAssignment;
 
 use crate::table::TestTable;
 
@@ -56,16 +59,45 @@ pub struct SpreadFile {
     pub file: usize,
     /// The worker slot holding each part: part `p` is `holders[p]`'s.
     pub holders: Vec<usize>,
+    /// The part of each of its tests the history knows, balanced by
+    /// expected time (see [`balanced_parts`]).
+    pub assigned: Arc<PartAssignment>,
 }
 
 impl Shares {
-    /// The parts `slot` collects: `(file, [part, parts])`.
-    pub fn parts_of(&self, slot: usize) -> impl Iterator<Item = (usize, [usize; 2])> + '_ {
+    /// The parts `slot` collects: `(file, [part, parts], assignment)`.
+    pub fn parts_of(
+        &self,
+        slot: usize,
+    ) -> impl Iterator<Item = (usize, [usize; 2], &Arc<PartAssignment>)> + '_ {
         self.spread.iter().filter_map(move |spread| {
             let part = spread.holders.iter().position(|&holder| holder == slot)?;
-            Some((spread.file, [part, spread.holders.len()]))
+            Some((spread.file, [part, spread.holders.len()], &spread.assigned))
         })
     }
+}
+
+/// A spread file's known tests divided into `parts` of about equal
+/// expected time: longest first, each to the part with the least so far
+/// (ties to the lower part), so parts are balanced by time, not by count.
+pub fn balanced_parts(file: &str, history: &History, parts: usize) -> PartAssignment {
+    let mut tests: Vec<(&str, f64)> = history
+        .durations
+        .iter()
+        .filter(|(nodeid, _)| crate::history::file_of(nodeid) == file)
+        .map(|(nodeid, seconds)| (nodeid.as_str(), *seconds))
+        .collect();
+    tests.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    let mut load = vec![0.0_f64; parts.max(1)];
+    tests
+        .into_iter()
+        .map(|(nodeid, seconds)| {
+            let part =
+                (0..load.len()).min_by(|&a, &b| load[a].total_cmp(&load[b]).then(a.cmp(&b))).unwrap_or(0);
+            load[part] += seconds;
+            (nodeid.to_owned(), part)
+        })
+        .collect()
 }
 
 /// What a worker is told to import and collect before running a test: a
@@ -74,8 +106,9 @@ impl Shares {
 pub struct LoadTarget {
     /// The test file's node id.
     pub file: String,
-    /// Of a spread file: `[part, parts]`.
-    pub part: Option<[usize; 2]>,
+    /// Of a spread file: `[part, parts]`, and which part each known test
+    /// is in.
+    pub part: Option<([usize; 2], Arc<PartAssignment>)>,
 }
 
 /// `--collect auto` splits collection only when that saves at least this
@@ -256,24 +289,7 @@ pub fn file_shares(
     let collect = |file: usize| collect_costs.get(files[file].as_str()).copied().unwrap_or(typical_collect);
     let tests = |file: usize| tests_seconds.get(files[file].as_str()).copied().unwrap_or(typical_tests);
     let weight = |file: usize| collect(file) + tests(file);
-    // Bundles of files that go to one worker: a group, or a file alone.
-    let mut bundle_of: Vec<Option<usize>> = vec![None; files.len()];
-    let mut bundles: Vec<Vec<usize>> = Vec::new();
-    for group in together {
-        let members: Vec<usize> =
-            group.iter().copied().filter(|&file| file < files.len() && bundle_of[file].is_none()).collect();
-        for &file in &members {
-            bundle_of[file] = Some(bundles.len());
-        }
-        bundles.push(members);
-    }
-    let grouped = bundles.len();
-    for (file, bundle) in bundle_of.iter_mut().enumerate() {
-        if bundle.is_none() {
-            *bundle = Some(bundles.len());
-            bundles.push(vec![file]);
-        }
-    }
+    let (bundles, grouped) = bundles(files.len(), together);
     let workers = workers.max(1);
     let fair = (0..files.len()).map(weight).sum::<f64>() / workers as f64;
     let setup = |file: usize| history.module_setup.get(files[file].as_str()).copied().unwrap_or(0.0);
@@ -302,7 +318,8 @@ pub fn file_shares(
                     shares.files[worker].push(file);
                     holders.push(worker);
                 }
-                shares.spread.push(SpreadFile { file, holders });
+                let assigned = Arc::new(balanced_parts(&files[file], history, parts));
+                shares.spread.push(SpreadFile { file, holders, assigned });
             }
             _ => whole.push(bundle),
         }
@@ -320,6 +337,30 @@ pub fn file_shares(
     }
     shares.files.iter_mut().for_each(|share| share.sort_unstable());
     shares
+}
+
+/// Bundles of files (indexes) that go to one worker: each `together` group
+/// (its files not in an earlier group), then every other file alone; and
+/// how many of them are groups.
+fn bundles(files: usize, together: &[Vec<usize>]) -> (Vec<Vec<usize>>, usize) {
+    let mut bundle_of: Vec<Option<usize>> = vec![None; files];
+    let mut bundles: Vec<Vec<usize>> = Vec::new();
+    for group in together {
+        let members: Vec<usize> =
+            group.iter().copied().filter(|&file| file < files && bundle_of[file].is_none()).collect();
+        for &file in &members {
+            bundle_of[file] = Some(bundles.len());
+        }
+        bundles.push(members);
+    }
+    let grouped = bundles.len();
+    for (file, bundle) in bundle_of.iter_mut().enumerate() {
+        if bundle.is_none() {
+            *bundle = Some(bundles.len());
+            bundles.push(vec![file]);
+        }
+    }
+    (bundles, grouped)
 }
 
 /// Split collection: tells the scheduler which file collects each test,
@@ -340,15 +381,6 @@ pub fn set_split_collection(
     import_seconds: &BTreeMap<String, f64>,
     oversubscription: f64,
 ) -> Result<Vec<LoadTarget>, crate::errors::ShoalError> {
-    let load_seconds = |target: &LoadTarget| {
-        let parts = target.part.map_or(1, |[_, parts]| parts.max(1));
-        let import =
-            if split.keep_imports { 0.0 } else { import_seconds.get(&target.file).copied().unwrap_or(0.0) };
-        match building.get(&target.file) {
-            Some(seconds) => seconds / parts as f64 + import,
-            None => DEFAULT_FILE_COLLECT,
-        }
-    };
     let index: HashMap<&str, usize> =
         split.files.iter().enumerate().map(|(position, file)| (file.as_str(), position)).collect();
     let mut targets: Vec<LoadTarget> =
@@ -359,7 +391,10 @@ pub fn set_split_collection(
         let count = spread.holders.len();
         let indexes = (0..count)
             .map(|part| {
-                let target = LoadTarget { file: split.files[spread.file].clone(), part: Some([part, count]) };
+                let target = LoadTarget {
+                    file: split.files[spread.file].clone(),
+                    part: Some(([part, count], spread.assigned.clone())),
+                };
                 if part == 0 {
                     targets[spread.file] = target;
                     spread.file
@@ -388,23 +423,17 @@ pub fn set_split_collection(
             })
         })
         .collect::<Result<_, _>>()?;
-    // A worker holds one part of a spread file: the scheduler keeps tests of
-    // one module together, so each part counts as a module of its own.
-    let mut part_modules: HashMap<(usize, u16), usize> = HashMap::new();
-    for (test, item) in table.items().enumerate() {
-        if let Some(part) = item.part.filter(|&part| part > 0) {
-            let module = workload.module[test];
-            workload.module[test] = *part_modules.entry((module, part)).or_insert_with(|| {
-                workload.module_setup.push(workload.module_setup[module]);
-                workload.module_setup.len() - 1
-            });
-        }
-    }
-    workload.file_load =
-        targets.iter().map(|target| oversubscription.max(1.0) * load_seconds(target)).collect();
+    parts_as_modules(workload, table);
+    workload.file_load = targets
+        .iter()
+        .map(|target| {
+            oversubscription.max(1.0) * load_seconds(target, split.keep_imports, building, import_seconds)
+        })
+        .collect();
     workload.initially_loaded = (0..split.shares.files.len())
         .map(|slot| {
-            let spread: Vec<(usize, [usize; 2])> = split.shares.parts_of(slot).collect();
+            let spread: Vec<(usize, [usize; 2])> =
+                split.shares.parts_of(slot).map(|(file, part, _)| (file, part)).collect();
             split.shares.files[slot]
                 .iter()
                 .map(|&file| match spread.iter().find(|(spread, _)| *spread == file) {
@@ -415,6 +444,39 @@ pub fn set_split_collection(
         })
         .collect();
     Ok(targets)
+}
+
+/// A worker holds one part of a spread file: the scheduler keeps tests of
+/// one module together, so each part after the first counts as a module of
+/// its own (with the module's set-up cost).
+fn parts_as_modules(workload: &mut Workload, table: &TestTable) {
+    let mut part_modules: HashMap<(usize, u16), usize> = HashMap::new();
+    for (test, item) in table.items().enumerate() {
+        if let Some(part) = item.part.filter(|&part| part > 0) {
+            let module = workload.module[test];
+            workload.module[test] = *part_modules.entry((module, part)).or_insert_with(|| {
+                workload.module_setup.push(workload.module_setup[module]);
+                workload.module_setup.len() - 1
+            });
+        }
+    }
+}
+
+/// What collecting a load target costs a worker that has not: building its
+/// items (a part of a spread file, its share), and importing it unless the
+/// zygote kept the imports.
+fn load_seconds(
+    target: &LoadTarget,
+    keep_imports: bool,
+    building: &BTreeMap<String, f64>,
+    import_seconds: &BTreeMap<String, f64>,
+) -> f64 {
+    let parts = target.part.as_ref().map_or(1, |([_, parts], _)| (*parts).max(1));
+    let import = if keep_imports { 0.0 } else { import_seconds.get(&target.file).copied().unwrap_or(0.0) };
+    match building.get(&target.file) {
+        Some(seconds) => seconds / parts as f64 + import,
+        None => DEFAULT_FILE_COLLECT,
+    }
 }
 
 /// Sets how often each test may be rerun: its `flaky(reruns=N)` marker, else
@@ -577,6 +639,28 @@ mod tests {
     }
 
     #[test]
+    fn a_spread_files_parts_are_balanced_by_expected_time_not_by_count() {
+        // Alternately slow and quick tests: by position, one part would get
+        // every slow one.
+        let mut history = History::default();
+        for test in 0..40 {
+            let seconds = if test % 2 == 0 { 1.0 } else { 0.01 };
+            history.durations.insert(format!("big.py::test[{test}]"), seconds);
+        }
+        history.durations.insert("other.py::test".into(), 5.0);
+        let assigned = balanced_parts("big.py", &history, 2);
+        assert_eq!(assigned.len(), 40, "the other file's tests are not the spread file's");
+        let time = |part| -> f64 {
+            assigned.iter().filter(|(_, of)| **of == part).map(|(nodeid, _)| history.durations[nodeid]).sum()
+        };
+        assert!((time(0) - time(1)).abs() <= 1.0, "parts of {} s and {} s", time(0), time(1));
+        let slow = |part| {
+            assigned.iter().filter(|(nodeid, of)| **of == part && history.durations[*nodeid] == 1.0).count()
+        };
+        assert_eq!((slow(0), slow(1)), (10, 10));
+    }
+
+    #[test]
     fn building_is_each_files_collection_less_its_import_plus_its_items_share_of_the_rest() {
         let seconds = |pairs: &[(&str, f64)]| -> BTreeMap<String, f64> {
             pairs.iter().map(|(file, seconds)| ((*file).to_owned(), *seconds)).collect()
@@ -644,12 +728,21 @@ mod tests {
         }
         // Two workers: fair share 8 s; big (13 s) in two parts of 7 s.
         let shares = file_shares(&files, &[], &history, SplitKind::DividingImports, 2);
-        assert_eq!(shares.spread, vec![SpreadFile { file: 0, holders: vec![0, 1] }]);
+        let spread = |shares: &Shares| -> Vec<(usize, Vec<usize>)> {
+            shares.spread.iter().map(|spread| (spread.file, spread.holders.clone())).collect()
+        };
+        assert_eq!(spread(&shares), vec![(0, vec![0, 1])]);
+        // Its 120 tests of equal time: 60 a part.
+        let per_part = |part| shares.spread[0].assigned.values().filter(|&&of| of == part).count();
+        assert_eq!((per_part(0), per_part(1)), (60, 60));
         assert_eq!(shares.files, vec![vec![0, 1, 3], vec![0, 2]]);
-        assert_eq!(shares.parts_of(1).collect::<Vec<_>>(), vec![(0, [1, 2])]);
+        assert_eq!(
+            shares.parts_of(1).map(|(file, part, _)| (file, part)).collect::<Vec<_>>(),
+            vec![(0, [1, 2])]
+        );
         // Four workers: fair share 4 s; big in four parts of 4 s.
         let shares = file_shares(&files, &[], &history, SplitKind::DividingImports, 4);
-        assert_eq!(shares.spread, vec![SpreadFile { file: 0, holders: vec![0, 1, 2, 3] }]);
+        assert_eq!(spread(&shares), vec![(0, vec![0, 1, 2, 3])]);
         // One worker: nothing to spread over.
         assert!(file_shares(&files, &[], &history, SplitKind::DividingImports, 1).spread.is_empty());
         // A module set-up that every part would pay makes parts no lighter.

@@ -31,6 +31,10 @@
 //! shoal tells the finished tests whose results never came (run again,
 //! blamed for nothing) from the test it died in. A spawned worker has no
 //! zygote to count for it and sends each result at once.
+//!
+//! Size: over 600 lines, because every message and command of both
+//! directions is here, in one place, as the one description of the wire
+//! format that `protocol.py` mirrors.
 
 use serde::{Deserialize, Serialize};
 
@@ -586,10 +590,28 @@ pub enum WorkerCommand {
 /// Parts of spread test files to collect.
 pub type FileParts = Vec<FilePart>;
 
-/// One part of a spread test file, sent as `[node id, index, count]`: the
-/// file's tests at positions `index`, `index + count`, ... of the whole.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FilePart(pub String, pub usize, pub usize);
+/// One part of a spread test file, sent as `[node id, index, count,
+/// assigned]`: the file's tests `assigned` (node id to part, balanced by
+/// expected time) to part `index`, and of the others those at positions
+/// `index`, `index + count`, ... of the whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilePart(pub String, pub usize, pub usize, pub std::sync::Arc<PartAssignment>);
+
+/// The part each test of a spread file belongs to, by node id: tests not
+/// in it go by their position (every `count`-th test).
+pub type PartAssignment = std::collections::BTreeMap<String, usize>;
+
+impl Serialize for FilePart {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut tuple = serializer.serialize_tuple(4)?;
+        tuple.serialize_element(&self.0)?;
+        tuple.serialize_element(&self.1)?;
+        tuple.serialize_element(&self.2)?;
+        tuple.serialize_element(&*self.3)?;
+        tuple.end()
+    }
+}
 
 /// A request to the zygote, sent on its packet socket together with the new
 /// worker's channel, stdout and stderr descriptors.

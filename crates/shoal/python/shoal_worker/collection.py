@@ -54,14 +54,14 @@ class Collecting:
     def collect_files(self, nodeids, parts=()):
         """Imports and collects these test files (recorded by the zygote
         before forking), then these ``parts`` of spread files (``[node id,
-        index, count]``), and returns their items, in order. A spread file's
-        collectors are kept, for another part of it later."""
+        index, count, assigned]``), and returns their items, in order. A
+        spread file's collectors are kept, for another part of it later."""
         items = []
         for nodeid in nodeids:
             for collector in self.files.pop(nodeid, ()):
                 items.extend(self.session.genitems(collector))
-        for nodeid, index, count in parts:
-            self.part = Part(index, count)
+        for nodeid, index, count, assigned in parts:
+            self.part = Part(index, count, assigned)
             try:
                 collected = [item for collector in self.files.get(nodeid, ()) for item in self.session.genitems(collector)]
             finally:
@@ -182,9 +182,11 @@ class Collecting:
 
 
 class Part:
-    """One of ``count`` interleaved parts of a spread test file: of the
-    file's tests in collection order, those whose position modulo ``count``
-    is ``index``. Every worker numbers the tests alike, so the parts are
+    """One of ``count`` parts of a spread test file: the tests shoal
+    ``assigned`` to part ``index`` (by node id, balanced by the tests'
+    expected time), and of the tests it did not assign (new ones), those
+    whose position in the file, in collection order, modulo ``count`` is
+    ``index``. Every worker numbers the tests alike, so the parts are
     disjoint and together make the whole file.
 
     Parametrized functions are trimmed as their parametrization is made
@@ -194,8 +196,8 @@ class Part:
     collection (:meth:`keep`), after the functions' ones.
     """
 
-    def __init__(self, index, count):
-        self.index, self.count = index, count
+    def __init__(self, index, count, assigned):
+        self.index, self.count, self.assigned = index, count, assigned
         # Node id -> position in the whole file, for every test numbered.
         self.positions = {}
 
@@ -205,7 +207,11 @@ class Part:
         if not calls:
             self._number(nodeid)
             return
-        kept = [call for call in calls if self._is_mine(self._number(f"{nodeid}[{call.id}]"))]
+        kept = []
+        for call in calls:
+            test = f"{nodeid}[{call.id}]"
+            if self._is_mine(test, self._number(test)):
+                kept.append(call)
         # With no call left pytest would build the function unparametrized:
         # one call (not this part's) stays, and its item is left out.
         metafunc._calls = kept or calls[:1]
@@ -219,7 +225,7 @@ class Part:
             position = self.positions.get(nodeid)
             if position is None:
                 position = self._number(nodeid)
-            if self._is_mine(position):
+            if self._is_mine(nodeid, position):
                 positions[nodeid] = (self.index, position)
                 mine.append(item)
         return mine
@@ -229,8 +235,9 @@ class Part:
         position = self.positions[nodeid] = len(self.positions)
         return position
 
-    def _is_mine(self, position):
-        return position % self.count == self.index
+    def _is_mine(self, nodeid, position):
+        part = self.assigned.get(nodeid)
+        return (position % self.count if part is None else part) == self.index
 
 
 class FileTimer:

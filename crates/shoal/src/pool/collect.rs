@@ -298,15 +298,17 @@ impl Pool {
         for (slot, share) in shares.files.iter().enumerate() {
             let handle = self.fork_collector(WorkerKey { slot, generation: 0 })?;
             self.slots.push(Slot::new(handle));
-            let parts: Vec<(usize, [usize; 2])> = shares.parts_of(slot).collect();
+            let parts: Vec<_> = shares.parts_of(slot).collect();
             let nodeids = share
                 .iter()
-                .filter(|&&file| parts.iter().all(|&(spread, _)| spread != file))
+                .filter(|&&file| parts.iter().all(|&(spread, _, _)| spread != file))
                 .map(|&file| files[file].clone())
                 .collect();
             let parts = parts
                 .into_iter()
-                .map(|(file, [part, count])| FilePart(files[file].clone(), part, count))
+                .map(|(file, [part, count], assigned)| {
+                    FilePart(files[file].clone(), part, count, assigned.clone())
+                })
                 .collect();
             self.send(slot, &WorkerCommand::Share { nodeids, parts });
         }

@@ -327,6 +327,46 @@ fn a_file_with_most_of_the_tests_is_spread_over_the_workers_and_runs_as_in_pytes
 }
 
 #[test]
+fn a_spread_files_parts_are_balanced_by_the_tests_expected_time() {
+    let project = Project::fixture("spread");
+    let ids = project.pytest_node_ids(&[]);
+    // By history, test_numbers' even numbers take 1 s and every other test
+    // 10 ms: they are the first 30 tests of the file, so by position one
+    // part would hold every slow test.
+    let slow = |id: &str| {
+        id.strip_prefix("tests/test_big.py::test_numbers[")
+            .and_then(|rest| rest.trim_end_matches(']').parse::<u32>().ok())
+            .is_some_and(|number| number % 2 == 0)
+    };
+    let durations: BTreeMap<&str, f64> =
+        ids.iter().map(|id| (id.as_str(), if slow(id) { 1.0 } else { 0.01 })).collect();
+    project.write(".test_durations", serde_json::to_string_pretty(&durations).expect("JSON"));
+    let log = project.path().join("collected.log");
+    let log_arg = log.to_str().expect("a UTF-8 temp path").to_owned();
+    let report = project.shoal_report(&[("SPREAD_LOG", &log_arg)], &["-n", "2", "--collect", "split"]);
+    for (nodeid, outcome) in report.outcomes() {
+        assert_eq!(outcome, spread_outcome(nodeid), "{nodeid}");
+    }
+    // Each worker's first collection is its part of the file (the
+    // collecting process logs an empty one).
+    let mut seen_pids = BTreeSet::new();
+    let slow_per_part: Vec<usize> = read_json_lines(&log)
+        .iter()
+        .filter(|line| !line["items"].as_array().expect("items").is_empty())
+        .filter(|line| seen_pids.insert(line["pid"].as_u64().expect("a pid")))
+        .map(|line| {
+            let items = line["items"].as_array().expect("items");
+            items.iter().filter(|id| slow(id.as_str().expect("a node id"))).count()
+        })
+        .collect();
+    assert_eq!(slow_per_part.iter().sum::<usize>(), 15, "{slow_per_part:?}");
+    assert!(
+        slow_per_part.iter().all(|&count| (7..=8).contains(&count)),
+        "slow tests per part: {slow_per_part:?}"
+    );
+}
+
+#[test]
 fn a_crashed_worker_holding_a_part_of_a_spread_file_is_replaced_and_the_part_finished() {
     let project = Project::fixture("spread");
     let ids = project.pytest_node_ids(&[]);

@@ -505,9 +505,11 @@ fn execute(pool: &mut Pool, run: &mut Run<'_>, actions: Vec<Action>) -> Result<(
                 let nodeids = tests.iter().map(|&test| run.table.nodeid(test).to_owned()).collect();
                 let (mut whole, mut parts) = (Vec::new(), Vec::new());
                 for target in load.iter().map(|&file| &run.test_files[file]) {
-                    match target.part {
+                    match &target.part {
                         None => whole.push(target.file.clone()),
-                        Some([part, count]) => parts.push(FilePart(target.file.clone(), part, count)),
+                        Some(([part, count], assigned)) => {
+                            parts.push(FilePart(target.file.clone(), *part, *count, assigned.clone()));
+                        }
                     }
                 }
                 let confirm_failures = run.confirm_failures;
