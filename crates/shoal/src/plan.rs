@@ -25,9 +25,8 @@ pub struct SplitCollection {
     pub files: Vec<String>,
     /// What each worker slot collected.
     pub shares: Shares,
-    /// Whether the zygote imported every test module (the workers only
-    /// built the items).
-    pub keep_imports: bool,
+    /// How it was split.
+    pub kind: SplitKind,
 }
 
 /// How a collection is split among the workers.
@@ -377,7 +376,7 @@ pub fn set_split_collection(
     workload: &mut Workload,
     table: &TestTable,
     split: &SplitCollection,
-    building: &BTreeMap<String, f64>,
+    building: &HashMap<&str, f64>,
     import_seconds: &BTreeMap<String, f64>,
     oversubscription: f64,
 ) -> Result<Vec<LoadTarget>, crate::errors::ShoalError> {
@@ -426,9 +425,7 @@ pub fn set_split_collection(
     parts_as_modules(workload, table);
     workload.file_load = targets
         .iter()
-        .map(|target| {
-            oversubscription.max(1.0) * load_seconds(target, split.keep_imports, building, import_seconds)
-        })
+        .map(|target| oversubscription.max(1.0) * load_seconds(target, split.kind, building, import_seconds))
         .collect();
     workload.initially_loaded = (0..split.shares.files.len())
         .map(|slot| {
@@ -467,13 +464,16 @@ fn parts_as_modules(workload: &mut Workload, table: &TestTable) {
 /// zygote kept the imports.
 fn load_seconds(
     target: &LoadTarget,
-    keep_imports: bool,
-    building: &BTreeMap<String, f64>,
+    kind: SplitKind,
+    building: &HashMap<&str, f64>,
     import_seconds: &BTreeMap<String, f64>,
 ) -> f64 {
     let parts = target.part.as_ref().map_or(1, |([_, parts], _)| (*parts).max(1));
-    let import = if keep_imports { 0.0 } else { import_seconds.get(&target.file).copied().unwrap_or(0.0) };
-    match building.get(&target.file) {
+    let import = match kind {
+        SplitKind::DividingImports => import_seconds.get(&target.file).copied().unwrap_or(0.0),
+        SplitKind::KeepingImports => 0.0,
+    };
+    match building.get(target.file.as_str()) {
         Some(seconds) => seconds / parts as f64 + import,
         None => DEFAULT_FILE_COLLECT,
     }

@@ -201,6 +201,14 @@ pub struct Environment {
     pub report_chars: String,
 }
 
+impl Environment {
+    /// Whether the workers run pytest 7, whose terminal shapes a few lines
+    /// differently.
+    pub fn is_pytest_7(&self) -> bool {
+        self.pytest.starts_with("7.")
+    }
+}
+
 fn default_report_chars() -> String {
     "fE".to_owned()
 }

@@ -141,13 +141,6 @@ impl CollectionPlanner for CollectWhole {
     }
 }
 
-/// A split collection's plan: each worker's share, and whether the zygote
-/// imported every test module first.
-struct PlannedSplit {
-    shares: Shares,
-    keep_imports: bool,
-}
-
 /// How the collection phase ended.
 pub(crate) enum CollectionEnd {
     Done(Box<Collected>),
@@ -194,7 +187,7 @@ impl Pool {
         let zygote =
             Zygote::spawn(&self.spec, self.sender.clone()).map_err(|source| self.not_startable(source))?;
         self.zygote = Some(zygote);
-        let Some((collection, shares)) = self.zygote_collection(count, collect, plan)? else {
+        let Some((collection, split)) = self.zygote_collection(count, collect, plan)? else {
             return Ok(Some(CollectionEnd::Interrupted));
         };
         match collection.fork_unsafe.clone().flatten() {
@@ -207,8 +200,8 @@ impl Pool {
                 if let Some(reason) = unsafe_reason {
                     crate::output::warn(&format!("forking as asked with --mode fork, though {reason}"));
                 }
-                if let Some(planned) = shares {
-                    return self.collect_split(collection, planned, collect).map(Some);
+                if let Some(split) = split {
+                    return self.collect_split(collection, split, collect).map(Some);
                 }
                 // The tests are known now: fork no more workers than there
                 // are tests to give them.
@@ -232,11 +225,11 @@ impl Pool {
         count: usize,
         collect: &CollectSettings,
         plan: &mut dyn CollectionPlanner,
-    ) -> Result<Option<(Collection, Option<PlannedSplit>)>, ShoalError> {
+    ) -> Result<Option<(Collection, Option<SplitCollection>)>, ShoalError> {
         let mut collection = Collection::default();
+        // The planner's answer, once asked: how (or whether) to split.
+        let mut decided: Option<Option<SplitKind>> = None;
         let mut split = None;
-        let mut keep_imports = false;
-        let mut shares = None;
         while !collection.finished || collection.fork_unsafe.is_none() {
             let messages = match self.receive(None) {
                 None => {
@@ -259,19 +252,27 @@ impl Pool {
                     // A worker without a share (fewer files than workers)
                     // would start with nothing and import others' files
                     // again, so the zygote collects them all before forking.
+                    let Some(kind) = decided.flatten() else {
+                        return Err(ShoalError::Internal("the zygote listed test files, unasked".to_owned()));
+                    };
                     let planned = plan.shares(&collection.test_files, &collection.same_name, count);
                     let here = planned.files.iter().any(Vec::is_empty);
-                    split = Some(!here);
-                    shares = (!here).then_some(PlannedSplit { shares: planned, keep_imports });
+                    split = (!here).then(|| SplitCollection {
+                        files: collection.test_files.clone(),
+                        shares: planned,
+                        kind,
+                    });
                     WorkerCommand::Share {
                         nodeids: if here { collection.test_files.clone() } else { Vec::new() },
                         parts: Default::default(),
                     }
-                } else if let (None, Some(hello)) = (split, &collection.hello) {
-                    let decided = plan.split(hello);
-                    split = Some(decided.is_some());
-                    keep_imports = decided == Some(SplitKind::KeepingImports);
-                    WorkerCommand::CollectMode { split: decided.is_some(), keep_imports }
+                } else if let (None, Some(hello)) = (decided, &collection.hello) {
+                    let kind = plan.split(hello);
+                    decided = Some(kind);
+                    WorkerCommand::CollectMode {
+                        split: kind.is_some(),
+                        keep_imports: kind == Some(SplitKind::KeepingImports),
+                    }
                 } else {
                     continue;
                 };
@@ -280,7 +281,7 @@ impl Pool {
                 }
             }
         }
-        Ok(Some((collection, shares)))
+        Ok(Some((collection, split)))
     }
 
     /// Split collection, once the zygote has recorded the test files and
@@ -290,10 +291,10 @@ impl Pool {
     fn collect_split(
         &mut self,
         zygote: Collection,
-        PlannedSplit { shares, keep_imports }: PlannedSplit,
+        split: SplitCollection,
         collect: &CollectSettings,
     ) -> Result<CollectionEnd, ShoalError> {
-        let files = zygote.test_files.clone();
+        let SplitCollection { files, shares, .. } = &split;
         self.spec.worker_count = shares.files.len();
         for (slot, share) in shares.files.iter().enumerate() {
             let handle = self.fork_collector(WorkerKey { slot, generation: 0 })?;
@@ -315,8 +316,8 @@ impl Pool {
         if !self.await_collections(collect, true)? {
             return Ok(CollectionEnd::Interrupted);
         }
-        let mut merged = merge_shares(zygote, &files, &mut self.slots);
-        merged.split = Some(SplitCollection { files, shares, keep_imports });
+        let mut merged = merge_shares(zygote, files, &mut self.slots);
+        merged.split = Some(split);
         Ok(CollectionEnd::Done(Box::new(merged)))
     }
 

@@ -6,7 +6,7 @@
 //! imported; the header says what was collected and selected, and what the
 //! history expects of the run.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
 use shoal_scheduler::Workload;
@@ -59,11 +59,7 @@ pub(super) fn prepare(
     let test_files = match &collected.split {
         Some(split) => {
             let oversubscription = start.workers as f64 / crate::settings::usable_cpus() as f64;
-            let building: BTreeMap<String, f64> = collected
-                .building_seconds(table)
-                .into_iter()
-                .map(|(file, seconds)| (file.to_owned(), seconds))
-                .collect();
+            let building: HashMap<&str, f64> = collected.building_seconds(table).into_iter().collect();
             plan::set_split_collection(
                 &mut workload,
                 table,

@@ -29,7 +29,7 @@ impl<W: Write> TerminalReporter<W> {
     /// under PASSES (XPASSES), each with its captured output.
     pub(super) fn print_passes(&mut self, summary: &RunSummary<'_>) {
         let environment = &summary.header.environment;
-        let pytest_7 = environment.pytest.starts_with("7.");
+        let pytest_7 = environment.is_pytest_7();
         for (character, outcome, title) in
             [('P', Outcome::Passed, "PASSES"), ('X', Outcome::Xpassed, "XPASSES")]
         {
@@ -406,7 +406,7 @@ impl<W: Write> TerminalReporter<W> {
     fn expected_failure_lines(&self, summary: &RunSummary<'_>, passed: bool, lines: &mut Vec<String>) {
         let (outcome, word) = if passed { (Outcome::Xpassed, "XPASS") } else { (Outcome::Xfailed, "XFAIL") };
         // pytest 7 wrote an XPASS line's reason after a space, always.
-        let pytest_7 = summary.header.environment.pytest.starts_with("7.");
+        let pytest_7 = summary.header.environment.is_pytest_7();
         let painted = self.paint(word, Colour::of_mark(word), false);
         for test in summary.tests().filter(|test| test.record.outcome == outcome) {
             let reason = test.record.skip_reason().unwrap_or_default();
