@@ -199,13 +199,52 @@ pub struct Environment {
     /// terminal resolves it (`fE` by default; `a` is `sxXEf`).
     #[serde(default = "default_report_chars")]
     pub report_chars: String,
+    /// `--show-capture`: which captured sections the failures, errors and
+    /// passes show.
+    #[serde(default)]
+    pub show_capture: ShowCapture,
+    /// `--no-fold-skipped` (pytest 8.3 on): `-r s` lists each skip.
+    #[serde(default)]
+    pub no_fold_skipped: bool,
+}
+
+/// pytest's `--show-capture`: the captured sections shown with a report
+/// (all of them by default, none, or one kind).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ShowCapture {
+    #[default]
+    All,
+    No,
+    Stdout,
+    Stderr,
+    Log,
+}
+
+impl ShowCapture {
+    /// Whether a section titled `title` (`Captured stdout call`, `Captured
+    /// log teardown`, ...) is shown, as pytest's `_outrep_summary` decides.
+    pub fn shows(self, title: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::No => false,
+            Self::Stdout => title.contains("stdout"),
+            Self::Stderr => title.contains("stderr"),
+            Self::Log => title.contains("log"),
+        }
+    }
 }
 
 impl Environment {
     /// Whether the workers run pytest 7, whose terminal shapes a few lines
     /// differently.
     pub fn is_pytest_7(&self) -> bool {
-        self.pytest.starts_with("7.")
+        self.pytest_major() == 7
+    }
+
+    /// pytest's major version (0 when unknown).
+    pub fn pytest_major(&self) -> u32 {
+        self.pytest.split('.').next().and_then(|major| major.parse().ok()).unwrap_or(0)
     }
 }
 
@@ -669,6 +708,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn show_capture_lets_through_the_sections_pytest_shows() {
+        let titles = ["Captured stdout call", "Captured stderr teardown", "Captured log setup"];
+        let shown = |show: ShowCapture| titles.iter().filter(|title| show.shows(title)).count();
+        assert_eq!(shown(ShowCapture::All), 3);
+        assert_eq!(shown(ShowCapture::No), 0);
+        assert!(ShowCapture::Stdout.shows(titles[0]) && !ShowCapture::Stdout.shows(titles[1]));
+        assert!(ShowCapture::Stderr.shows(titles[1]) && !ShowCapture::Stderr.shows(titles[2]));
+        assert!(ShowCapture::Log.shows(titles[2]) && !ShowCapture::Log.shows(titles[0]));
+        assert_eq!(serde_json::from_str::<ShowCapture>(r#""stderr""#).unwrap(), ShowCapture::Stderr);
+    }
+
+    #[test]
     fn parses_a_finished_message_with_phase_reports() {
         let line = br#"{"type":"finished","nodeid":"t.py::test[a b]","duration":0.5,
             "reports":[{"when":"setup","outcome":"passed","category":"","letter":"","word":"","duration":0.1},
@@ -776,6 +827,8 @@ mod tests {
             inifile: None,
             plugins: vec!["timeout-2.3.1".into()],
             report_chars: "fE".into(),
+            show_capture: crate::protocol::ShowCapture::All,
+            no_fold_skipped: false,
         };
         assert_eq!(hello.environment, expected);
         assert_eq!(hello.cache_dir.as_deref(), Some("/project/.pytest_cache"));

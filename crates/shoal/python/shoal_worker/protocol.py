@@ -150,6 +150,10 @@ def hello_message(config, worker):
         "html_report": worker.html_report,
         "benchmarks_disabled": worker.benchmarks_disabled,
         "report_chars": worker.report_chars,
+        # `--show-capture` and `--no-fold-skipped` (pytest 8.3 on): how the
+        # summary shows captured output and skips.
+        "show_capture": config.getoption("showcapture", "all"),
+        "no_fold_skipped": not getattr(config.option, "fold_skipped", True),
     }
 
 
@@ -220,7 +224,10 @@ def finished_reports(phases, worker):
     if len(phases) == 3 and all(_passed_plainly(report, status, passes_shown) for report, status in phases):
         if tuple(report.when for report, _ in phases) == ("setup", "call", "teardown"):
             return [report.duration for report, _ in phases]
-    return [report_facts(report, status, worker) for report, status in phases]
+    # The terminal prints a passed teardown's output after the test's
+    # failure, and under PASSES and XPASSES.
+    teardown_shown = passes_shown or "X" in worker.report_chars or any(report.failed for report, _ in phases)
+    return [report_facts(report, status, worker, teardown_shown) for report, status in phases]
 
 
 def _passed_plainly(report, status, passes_shown):
@@ -239,11 +246,12 @@ def is_subtest(report):
     return type(report).__name__ == "SubtestReport"
 
 
-def report_facts(report, status, worker):
+def report_facts(report, status, worker, teardown_shown):
     """One phase of a test (setup, call, teardown), as the terminal shows it,
     given what ``pytest_report_teststatus`` answered for it. A passing
     call's captured output goes too when ``-r P`` (passes) or ``-r X``
-    (xpasses) shows it."""
+    (xpasses) shows it, and a passing teardown's own output (its sections
+    titled ``teardown``) when ``teardown_shown``."""
     category, letter, word = status if status else ("", "", "")
     if isinstance(word, tuple):
         word = word[0]
@@ -276,6 +284,10 @@ def report_facts(report, status, worker):
         if ("X" if hasattr(report, "wasxfail") else "P") in worker.report_chars:
             facts["head_line"] = report.head_line
             facts["sections"] = [[title, cut(content)] for title, content in report.sections]
+    elif report.passed and report.when == "teardown" and teardown_shown:
+        sections = [[title, cut(content)] for title, content in report.sections if "teardown" in title]
+        if sections:
+            facts["sections"] = sections
     return facts
 
 

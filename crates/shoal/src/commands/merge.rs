@@ -283,6 +283,8 @@ impl Merged {
                 pytest: first.pytest.to_string(),
                 // pytest's default `-r`: failures and errors.
                 report_chars: "fE".to_owned(),
+                show_capture: crate::protocol::ShowCapture::All,
+                no_fold_skipped: false,
                 ..Environment::default()
             },
             workers: shards.iter().map(|shard| shard.report.run.workers).sum(),

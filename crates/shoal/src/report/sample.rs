@@ -105,6 +105,8 @@ impl SampleRun {
                 inifile: Some("/home/ci/project/pyproject.toml".into()),
                 plugins: vec!["rerunfailures-14.0".into(), "timeout-2.3.1".into()],
                 report_chars: "fE".into(),
+                show_capture: crate::protocol::ShowCapture::All,
+                no_fold_skipped: false,
             },
             workers: 2,
             mode: "fork",

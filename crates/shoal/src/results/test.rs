@@ -47,6 +47,13 @@ pub struct TestDetails {
     /// A passing (or xpassing) call's report with its captured output, when
     /// `-r P` (or `-r X`) shows it.
     pub passed_output: Option<PhaseReport>,
+    /// A passing teardown's own captured output (its sections titled
+    /// `teardown`), which pytest prints after the test's failure and under
+    /// PASSES and XPASSES.
+    pub teardown_output: Vec<(String, String)>,
+    /// The phase an xfailed test failed as expected in (pytest 9 names one
+    /// other than the call: `XFAIL at setup of`).
+    pub xfailed_in: Option<Phase>,
 }
 
 /// How a worker ended under a test (a crash, or a kill for a timeout).
@@ -93,6 +100,16 @@ impl TestRecord {
                     && !report.sections.is_empty()
             })
             .cloned();
+        let teardown_output: Vec<(String, String)> = reports
+            .iter()
+            .filter(|report| report.when == Phase::Teardown && report.outcome == PhaseOutcome::Passed)
+            .flat_map(|report| {
+                report.sections.iter().filter(|(title, _)| title.contains("teardown")).cloned()
+            })
+            .collect();
+        let xfailed_in = (outcome == Outcome::Xfailed)
+            .then(|| reports.iter().find(|report| report.wasxfail.is_some()).map(|report| report.when))
+            .flatten();
         let skipped = reports.iter().find(|report| report.outcome == PhaseOutcome::Skipped);
         let (skip_reason, skip_at) = match outcome {
             Outcome::Skipped => (
@@ -111,17 +128,21 @@ impl TestRecord {
             duration: duration as f32,
             started: 0.0,
             phase_seconds,
-            details: (!failed_reports.is_empty() || skip_reason.is_some() || passed_output.is_some()).then(
-                || {
-                    Box::new(TestDetails {
-                        failed_reports,
-                        skip_reason,
-                        skip_at,
-                        passed_output,
-                        ..TestDetails::default()
-                    })
-                },
-            ),
+            details: (!failed_reports.is_empty()
+                || skip_reason.is_some()
+                || passed_output.is_some()
+                || !teardown_output.is_empty())
+            .then(|| {
+                Box::new(TestDetails {
+                    failed_reports,
+                    skip_reason,
+                    skip_at,
+                    passed_output,
+                    teardown_output,
+                    xfailed_in,
+                    ..TestDetails::default()
+                })
+            }),
             cached: false,
         }
     }
@@ -157,6 +178,17 @@ impl TestRecord {
         self.details.as_ref().and_then(|details| details.passed_output.as_ref())
     }
 
+    /// A passing teardown's own captured sections (see
+    /// [`TestDetails::teardown_output`]).
+    pub fn teardown_output(&self) -> &[(String, String)] {
+        self.details.as_ref().map_or(&[], |details| &details.teardown_output)
+    }
+
+    /// The phase an xfailed test failed as expected in.
+    pub fn xfailed_in(&self) -> Option<Phase> {
+        self.details.as_ref().and_then(|details| details.xfailed_in)
+    }
+
     /// How the worker ended, for a crash or a timeout.
     pub fn crash(&self) -> Option<&CrashDetails> {
         self.details.as_ref().and_then(|details| details.crash.as_ref())
@@ -176,5 +208,52 @@ impl<'a> TestView<'a> {
     /// The node id.
     pub fn nodeid(&self) -> &'a str {
         self.item.nodeid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::PhaseOutcome;
+
+    fn with_sections(mut report: PhaseReport, titles: &[&str]) -> PhaseReport {
+        report.sections = titles.iter().map(|title| ((*title).to_owned(), "text\n".to_owned())).collect();
+        report
+    }
+
+    #[test]
+    fn a_record_keeps_a_passing_teardowns_own_output_and_nothing_else_of_it() {
+        let reports = [
+            PhaseReport::bare(Phase::Setup, PhaseOutcome::Passed, "", 0.1),
+            PhaseReport::bare(Phase::Call, PhaseOutcome::Failed, "failed", 0.1),
+            with_sections(
+                PhaseReport::bare(Phase::Teardown, PhaseOutcome::Passed, "", 0.1),
+                &["Captured stdout setup", "Captured stdout teardown", "Captured log teardown"],
+            ),
+        ];
+        let record = TestRecord::from_reports(Outcome::Failed, 0, 0.3, &reports);
+        let titles: Vec<&str> = record.teardown_output().iter().map(|(title, _)| title.as_str()).collect();
+        assert_eq!(titles, ["Captured stdout teardown", "Captured log teardown"]);
+        // A failed teardown is an error, shown with its own report instead.
+        let mut failed_teardown = reports.clone();
+        failed_teardown[2].outcome = PhaseOutcome::Failed;
+        assert!(
+            TestRecord::from_reports(Outcome::Error, 0, 0.3, &failed_teardown).teardown_output().is_empty()
+        );
+    }
+
+    #[test]
+    fn an_xfailed_record_knows_the_phase_it_failed_in() {
+        let mut setup = PhaseReport::bare(Phase::Setup, PhaseOutcome::Skipped, "xfailed", 0.1);
+        setup.wasxfail = Some("[NOTRUN] would hang".into());
+        let teardown = PhaseReport::bare(Phase::Teardown, PhaseOutcome::Passed, "", 0.1);
+        let record = TestRecord::from_reports(Outcome::Xfailed, 0, 0.2, &[setup.clone(), teardown.clone()]);
+        assert_eq!(record.xfailed_in(), Some(Phase::Setup));
+        assert_eq!(record.skip_reason(), Some("[NOTRUN] would hang"));
+        let mut call = PhaseReport::bare(Phase::Call, PhaseOutcome::Skipped, "xfailed", 0.1);
+        call.wasxfail = Some(String::new());
+        let passed_setup = PhaseReport::bare(Phase::Setup, PhaseOutcome::Passed, "", 0.1);
+        let record = TestRecord::from_reports(Outcome::Xfailed, 0, 0.3, &[passed_setup, call, teardown]);
+        assert_eq!(record.xfailed_in(), Some(Phase::Call));
     }
 }

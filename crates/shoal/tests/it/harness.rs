@@ -58,11 +58,17 @@ pub(crate) fn python() -> &'static Path {
 
 /// The major version of that interpreter's pytest.
 pub(crate) fn pytest_major() -> u32 {
-    static MAJOR: OnceLock<u32> = OnceLock::new();
-    *MAJOR.get_or_init(|| {
-        python_output("import pytest; print(pytest.__version__.split('.')[0])")
-            .parse()
-            .expect("a pytest major version")
+    pytest_version().0
+}
+
+/// The (major, minor) version of that interpreter's pytest.
+pub(crate) fn pytest_version() -> (u32, u32) {
+    static VERSION: OnceLock<(u32, u32)> = OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let version = python_output("import pytest; print(*pytest.__version__.split('.')[:2])");
+        let mut numbers =
+            version.split_whitespace().map(|number| number.parse().expect("a pytest version number"));
+        (numbers.next().expect("a major version"), numbers.next().expect("a minor version"))
     })
 }
 

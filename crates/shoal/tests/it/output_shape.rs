@@ -142,9 +142,25 @@ fn a_collection_error_with_continue_is_reported_as_pytest_reports_it() {
 #[test]
 fn the_short_summary_shows_what_dash_r_asks_for_as_pytest_shows_it() {
     // Folded skips (a module's, a marker's, a parametrized test's), xfails
-    // and xpasses with and without reasons, passes with their output.
+    // and xpasses with and without reasons (some decided at setup), passes
+    // with their output, teardown output after failures and passes.
     for chars in ["-ra", "-rA", "-rs", "-rxX", "-rP", "-rN"] {
         assert_same_output("skips", &[chars]);
     }
     assert_same_output("outcomes", &["-ra"]);
+}
+
+#[test]
+fn captured_output_is_shown_as_show_capture_asks() {
+    for show in ["no", "stdout", "stderr", "log", "all"] {
+        assert_same_output("skips", &["-rA", &format!("--show-capture={show}")]);
+    }
+}
+
+#[test]
+fn skips_are_listed_one_by_one_under_no_fold_skipped() {
+    // pytest 8.3 added the flag.
+    if crate::harness::pytest_version() >= (8, 3) {
+        assert_same_output("skips", &["-rs", "--no-fold-skipped"]);
+    }
 }

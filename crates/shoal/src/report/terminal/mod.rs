@@ -22,7 +22,7 @@ mod summary;
 use std::io::Write;
 use std::path::Path;
 
-use crate::protocol::{Phase, PhaseReport};
+use crate::protocol::{Phase, PhaseReport, ShowCapture};
 use crate::report::Reporter;
 use crate::results::Outcome;
 
@@ -57,6 +57,8 @@ pub struct TerminalReporter<W: Write> {
     immediate_failures: bool,
     /// The live footer's state, when the display is live.
     live: Option<LiveFooter>,
+    /// `--show-capture`, as the workers report it when the run starts.
+    show_capture: ShowCapture,
 }
 
 /// pytest's colours for outcomes and rules.
@@ -102,6 +104,7 @@ impl<W: Write> TerminalReporter<W> {
             colour: false,
             immediate_failures: false,
             live: None,
+            show_capture: ShowCapture::All,
         }
     }
 
@@ -195,6 +198,7 @@ pub fn rule(character: char, title: &str, width: usize) -> String {
 
 impl<W: Write> Reporter for TerminalReporter<W> {
     fn run_started(&mut self, header: &RunHeader) {
+        self.show_capture = header.environment.show_capture;
         if let Some(footer) = self.live.as_mut() {
             footer.running = vec![None; header.workers];
             footer.slow = vec![false; header.workers];

@@ -15,14 +15,27 @@ impl<W: Write> TerminalReporter<W> {
         }
     }
 
+    /// A report's text, then its captured sections as `--show-capture`
+    /// lets them through (pytest's `_outrep_summary`).
     pub(super) fn print_report_body(&mut self, report: &crate::protocol::PhaseReport) {
         if let Some(text) = &report.longrepr {
             self.line(text.trim_end_matches('\n'));
         }
-        for (title, content) in &report.sections {
+        self.print_sections(&report.sections);
+    }
+
+    fn print_sections(&mut self, sections: &[(String, String)]) {
+        let show_capture = self.show_capture;
+        for (title, content) in sections.iter().filter(|(title, _)| show_capture.shows(title)) {
             self.sep('-', title);
             self.line(content.strip_suffix('\n').unwrap_or(content));
         }
+    }
+
+    /// pytest's `_handle_teardown_sections`: the output of a test's passing
+    /// teardown, after its failure or its pass.
+    fn print_teardown_output(&mut self, test: TestView<'_>) {
+        self.print_sections(test.record.teardown_output());
     }
 
     /// `-r P`, and `-r X` from pytest 8 on: the passing (xpassing) tests
@@ -47,6 +60,7 @@ impl<W: Write> TerminalReporter<W> {
                     self.coloured_sep('_', name, Colour::Green);
                     self.print_report_body(report);
                 }
+                self.print_teardown_output(test);
             }
         }
     }
@@ -103,6 +117,7 @@ impl<W: Write> TerminalReporter<W> {
             let name = report.head_line.as_deref().unwrap_or(test.item.domain);
             self.coloured_sep('_', name, Colour::Red);
             self.print_report_body(report);
+            self.print_teardown_output(test);
         }
         if let Some(crash) = test.record.crash() {
             self.coloured_sep('_', test.item.domain, Colour::Red);
@@ -374,6 +389,9 @@ impl<W: Write> TerminalReporter<W> {
     /// `-r s`: skips folded as pytest folds them, by where and why (a
     /// `skip` marker's by file alone), collectors' skips first.
     fn skipped_lines(&self, summary: &RunSummary<'_>, lines: &mut Vec<String>) {
+        if summary.header.environment.no_fold_skipped {
+            return self.unfolded_skipped_lines(summary, lines);
+        }
         let collectors = summary.collect_reports.iter().filter(|report| report.category == "skipped");
         let collectors =
             collectors.map(|report| (report.skip_at.clone(), report.message.clone().unwrap_or_default()));
@@ -401,19 +419,48 @@ impl<W: Write> TerminalReporter<W> {
         }
     }
 
+    /// `-r s` under `--no-fold-skipped`: each skipped collector and test,
+    /// with its reason as pytest words it (`Skipped: ` kept).
+    fn unfolded_skipped_lines(&self, summary: &RunSummary<'_>, lines: &mut Vec<String>) {
+        let collectors = summary
+            .collect_reports
+            .iter()
+            .filter(|report| report.category == "skipped")
+            .map(|report| (report.nodeid.as_str(), report.message.as_deref()));
+        let tests = summary
+            .tests()
+            .filter(|test| test.record.outcome == Outcome::Skipped)
+            .map(|test| (test.nodeid(), test.record.skip_reason()));
+        let word = self.paint("SKIPPED", Colour::of_mark("SKIPPED"), false);
+        for (nodeid, reason) in collectors.chain(tests) {
+            lines.push(match reason.filter(|reason| !reason.is_empty()) {
+                Some(reason) => format!("{word} {nodeid} - {reason}"),
+                None => format!("{word} {nodeid}"),
+            });
+        }
+    }
+
     /// `-r x` and `-r X`: tests that failed as expected, or passed though
-    /// expected to fail, with the reason.
+    /// expected to fail, with the reason. pytest 9 names the phase of an
+    /// xfail outside the call (`XFAIL at setup of ...`).
     fn expected_failure_lines(&self, summary: &RunSummary<'_>, passed: bool, lines: &mut Vec<String>) {
         let (outcome, word) = if passed { (Outcome::Xpassed, "XPASS") } else { (Outcome::Xfailed, "XFAIL") };
         // pytest 7 wrote an XPASS line's reason after a space, always.
         let pytest_7 = summary.header.environment.is_pytest_7();
+        let names_the_phase = summary.header.environment.pytest_major() >= 9;
         let painted = self.paint(word, Colour::of_mark(word), false);
         for test in summary.tests().filter(|test| test.record.outcome == outcome) {
             let reason = test.record.skip_reason().unwrap_or_default();
+            let test_name = match test.record.xfailed_in() {
+                Some(phase) if names_the_phase && phase != Phase::Call => {
+                    format!("at {phase} of {}", test.nodeid())
+                }
+                _ => test.nodeid().to_owned(),
+            };
             lines.push(match (passed && pytest_7, reason.is_empty()) {
-                (true, _) => format!("{painted} {} {reason}", test.nodeid()),
-                (false, true) => format!("{painted} {}", test.nodeid()),
-                (false, false) => format!("{painted} {} - {reason}", test.nodeid()),
+                (true, _) => format!("{painted} {test_name} {reason}"),
+                (false, true) => format!("{painted} {test_name}"),
+                (false, false) => format!("{painted} {test_name} - {reason}"),
             });
         }
     }
