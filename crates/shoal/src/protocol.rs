@@ -206,6 +206,14 @@ pub struct Environment {
     /// `--no-fold-skipped` (pytest 8.3 on): `-r s` lists each skip.
     #[serde(default)]
     pub no_fold_skipped: bool,
+    /// `--tb`: `no` leaves out the failures, errors and passes sections;
+    /// `line` shows each failure as its crash line.
+    #[serde(default = "default_tb_style")]
+    pub tb_style: String,
+    /// `--no-summary`: pytest's own summary sections are left out (from
+    /// pytest 9.2 on, plugins' sections are still shown).
+    #[serde(default)]
+    pub no_summary: bool,
 }
 
 /// pytest's `--show-capture`: the captured sections shown with a report
@@ -244,12 +252,22 @@ impl Environment {
 
     /// pytest's major version (0 when unknown).
     pub fn pytest_major(&self) -> u32 {
-        self.pytest.split('.').next().and_then(|major| major.parse().ok()).unwrap_or(0)
+        self.pytest_version().0
+    }
+
+    /// pytest's (major, minor) version (zeros when unknown).
+    pub fn pytest_version(&self) -> (u32, u32) {
+        let mut numbers = self.pytest.split('.').map(|number| number.parse().unwrap_or(0));
+        (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
     }
 }
 
 fn default_report_chars() -> String {
     "fE".to_owned()
+}
+
+fn default_tb_style() -> String {
+    "auto".to_owned()
 }
 
 /// A collector report that did not pass.
@@ -522,6 +540,9 @@ pub struct PhaseReport {
     /// Of a skip: where (see [`SkipPlace`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_at: Option<SkipPlace>,
+    /// Of a failure under `--tb=line`: its one line (`path:line: message`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crash_text: Option<String>,
 }
 
 impl PhaseReport {
@@ -548,6 +569,7 @@ impl PhaseReport {
             crash_path: None,
             crash_line: None,
             skip_at: None,
+            crash_text: None,
         }
     }
 }
@@ -829,6 +851,8 @@ mod tests {
             report_chars: "fE".into(),
             show_capture: crate::protocol::ShowCapture::All,
             no_fold_skipped: false,
+            tb_style: "auto".into(),
+            no_summary: false,
         };
         assert_eq!(hello.environment, expected);
         assert_eq!(hello.cache_dir.as_deref(), Some("/project/.pytest_cache"));

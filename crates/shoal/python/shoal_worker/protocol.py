@@ -154,6 +154,9 @@ def hello_message(config, worker):
         # summary shows captured output and skips.
         "show_capture": config.getoption("showcapture", "all"),
         "no_fold_skipped": not getattr(config.option, "fold_skipped", True),
+        # `--tb` and `--no-summary`: which sections the summary has.
+        "tb_style": config.getoption("tbstyle", "auto"),
+        "no_summary": bool(config.getoption("no_summary", False)),
     }
 
 
@@ -273,6 +276,8 @@ def report_facts(report, status, worker, teardown_shown):
         facts["longrepr"] = cut(longrepr_text(report))
         facts["message"] = cut(crash_message(report))
         facts["sections"] = [[title, cut(content)] for title, content in report.sections]
+        if worker.config.option.tbstyle == "line":
+            facts["crash_text"] = cut(crash_line(report))
         crash = getattr(report.longrepr, "reprcrash", None)
         if crash is not None and getattr(crash, "path", None):
             facts["crash_path"] = str(crash.path)
@@ -340,6 +345,18 @@ def longrepr_text(report):
 # The short test summary shows a plain-string failure (e.g. a strict XPASS)
 # as its message from pytest 9 on; earlier versions show no message for it.
 _STRING_LONGREPR_IS_MESSAGE = int(pytest.__version__.split(".")[0]) >= 9
+
+
+def crash_line(report):
+    """A failure as one line, as ``--tb=line`` shows it (pytest's
+    ``_getcrashline``)."""
+    try:
+        return str(report.longrepr.reprcrash)
+    except AttributeError:
+        try:
+            return str(report.longrepr)[:50]
+        except AttributeError:
+            return ""
 
 
 def crash_message(report):

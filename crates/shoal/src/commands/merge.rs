@@ -285,6 +285,8 @@ impl Merged {
                 report_chars: "fE".to_owned(),
                 show_capture: crate::protocol::ShowCapture::All,
                 no_fold_skipped: false,
+                tb_style: "auto".into(),
+                no_summary: false,
                 ..Environment::default()
             },
             workers: shards.iter().map(|shard| shard.report.run.workers).sum(),
@@ -406,6 +408,7 @@ fn failed_report(when: Phase, longrepr: &str) -> PhaseReport {
         crash_path: None,
         crash_line: None,
         skip_at: None,
+        crash_text: None,
     }
 }
 

@@ -107,6 +107,8 @@ impl SampleRun {
                 report_chars: "fE".into(),
                 show_capture: crate::protocol::ShowCapture::All,
                 no_fold_skipped: false,
+                tb_style: "auto".into(),
+                no_summary: false,
             },
             workers: 2,
             mode: "fork",

@@ -54,6 +54,9 @@ pub struct TestDetails {
     /// The phase an xfailed test failed as expected in (pytest 9 names one
     /// other than the call: `XFAIL at setup of`).
     pub xfailed_in: Option<Phase>,
+    /// An error whose call passed (its teardown failed): pytest counts and
+    /// lists the call as passed too (`-r p`, PASSES).
+    pub call_passed: bool,
 }
 
 /// How a worker ended under a test (a crash, or a kill for a timeout).
@@ -110,6 +113,10 @@ impl TestRecord {
         let xfailed_in = (outcome == Outcome::Xfailed)
             .then(|| reports.iter().find(|report| report.wasxfail.is_some()).map(|report| report.when))
             .flatten();
+        let call_passed = outcome == Outcome::Error
+            && reports.iter().any(|report| {
+                report.when == Phase::Call && report.subtest.is_none() && report.category == "passed"
+            });
         let skipped = reports.iter().find(|report| report.outcome == PhaseOutcome::Skipped);
         let (skip_reason, skip_at) = match outcome {
             Outcome::Skipped => (
@@ -140,6 +147,7 @@ impl TestRecord {
                     passed_output,
                     teardown_output,
                     xfailed_in,
+                    call_passed,
                     ..TestDetails::default()
                 })
             }),
@@ -182,6 +190,12 @@ impl TestRecord {
     /// [`TestDetails::teardown_output`]).
     pub fn teardown_output(&self) -> &[(String, String)] {
         self.details.as_ref().map_or(&[], |details| &details.teardown_output)
+    }
+
+    /// Whether its call passed: a passing test, or an error in teardown
+    /// after a passing call.
+    pub fn call_passed(&self) -> bool {
+        self.outcome == Outcome::Passed || self.details.as_ref().is_some_and(|details| details.call_passed)
     }
 
     /// The phase an xfailed test failed as expected in.
@@ -240,6 +254,21 @@ mod tests {
         assert!(
             TestRecord::from_reports(Outcome::Error, 0, 0.3, &failed_teardown).teardown_output().is_empty()
         );
+    }
+
+    #[test]
+    fn an_error_in_teardown_after_a_passing_call_counts_the_call_as_passed() {
+        let setup = PhaseReport::bare(Phase::Setup, PhaseOutcome::Passed, "", 0.1);
+        let call = PhaseReport::bare(Phase::Call, PhaseOutcome::Passed, "passed", 0.1);
+        let teardown = PhaseReport::bare(Phase::Teardown, PhaseOutcome::Failed, "error", 0.1);
+        let record =
+            TestRecord::from_reports(Outcome::Error, 0, 0.3, &[setup.clone(), call, teardown.clone()]);
+        assert!(record.call_passed());
+        let failed_call = PhaseReport::bare(Phase::Call, PhaseOutcome::Failed, "failed", 0.1);
+        let record = TestRecord::from_reports(Outcome::Failed, 0, 0.3, &[setup, failed_call, teardown]);
+        assert!(!record.call_passed());
+        let failed_setup = PhaseReport::bare(Phase::Setup, PhaseOutcome::Failed, "error", 0.1);
+        assert!(!TestRecord::from_reports(Outcome::Error, 0, 0.1, &[failed_setup]).call_passed());
     }
 
     #[test]

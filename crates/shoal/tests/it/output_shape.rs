@@ -147,7 +147,22 @@ fn the_short_summary_shows_what_dash_r_asks_for_as_pytest_shows_it() {
     for chars in ["-ra", "-rA", "-rs", "-rxX", "-rP", "-rN"] {
         assert_same_output("skips", &[chars]);
     }
+    // A test whose teardown failed after its call passed is listed as passed too.
     assert_same_output("outcomes", &["-ra"]);
+    assert_same_output("outcomes", &["-rA"]);
+}
+
+#[test]
+fn tracebacks_are_shown_as_dash_dash_tb_asks() {
+    for style in ["--tb=no", "--tb=line"] {
+        assert_same_output("outcomes", &["-rA", style]);
+    }
+}
+
+#[test]
+fn no_summary_leaves_out_pytests_own_sections() {
+    // From pytest 9.2 plugins' sections (the slowest durations) still show.
+    assert_same_output("outcomes", &["-rA", "--no-summary", "--durations=2"]);
 }
 
 #[test]

@@ -22,7 +22,7 @@ mod summary;
 use std::io::Write;
 use std::path::Path;
 
-use crate::protocol::{Phase, PhaseReport, ShowCapture};
+use crate::protocol::{Environment, Phase, PhaseReport};
 use crate::report::Reporter;
 use crate::results::Outcome;
 
@@ -57,8 +57,9 @@ pub struct TerminalReporter<W: Write> {
     immediate_failures: bool,
     /// The live footer's state, when the display is live.
     live: Option<LiveFooter>,
-    /// `--show-capture`, as the workers report it when the run starts.
-    show_capture: ShowCapture,
+    /// What the workers run on and the summary options they were given
+    /// (`--show-capture`, `--tb`, ...), known when the run starts.
+    environment: Environment,
 }
 
 /// pytest's colours for outcomes and rules.
@@ -104,7 +105,7 @@ impl<W: Write> TerminalReporter<W> {
             colour: false,
             immediate_failures: false,
             live: None,
-            show_capture: ShowCapture::All,
+            environment: Environment::default(),
         }
     }
 
@@ -198,7 +199,7 @@ pub fn rule(character: char, title: &str, width: usize) -> String {
 
 impl<W: Write> Reporter for TerminalReporter<W> {
     fn run_started(&mut self, header: &RunHeader) {
-        self.show_capture = header.environment.show_capture;
+        self.environment = header.environment.clone();
         if let Some(footer) = self.live.as_mut() {
             footer.running = vec![None; header.workers];
             footer.slow = vec![false; header.workers];
@@ -377,18 +378,32 @@ impl<W: Write> Reporter for TerminalReporter<W> {
                 self.line("");
             }
             self.print_coverage_error(summary);
-            if self.immediate_failures {
+            // `--no-summary` leaves out pytest's own sections (and before
+            // pytest 9.2 its plugins' too); `--tb=no` the tracebacks.
+            let environment = &summary.header.environment;
+            let own_sections = !environment.no_summary;
+            let plugin_sections = own_sections || environment.pytest_version() >= (9, 2);
+            let tracebacks = own_sections && environment.tb_style != "no";
+            if tracebacks && self.immediate_failures {
                 self.print_collect_error_section(summary);
-            } else {
+            } else if tracebacks {
                 self.print_errors(summary);
                 self.print_failures(summary);
             }
-            self.print_warnings(summary);
-            self.print_passes(summary);
-            self.print_coverage(summary);
-            self.print_slowest(summary);
+            if own_sections {
+                self.print_warnings(summary);
+            }
+            if tracebacks {
+                self.print_passes(summary);
+            }
+            if plugin_sections {
+                self.print_coverage(summary);
+                self.print_slowest(summary);
+            }
             self.print_stats(summary);
-            self.print_short_summary(summary);
+            if own_sections {
+                self.print_short_summary(summary);
+            }
             if let Some(message) = summary.stop_message() {
                 self.sep('!', &message);
             }

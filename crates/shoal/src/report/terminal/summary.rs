@@ -25,7 +25,7 @@ impl<W: Write> TerminalReporter<W> {
     }
 
     fn print_sections(&mut self, sections: &[(String, String)]) {
-        let show_capture = self.show_capture;
+        let show_capture = self.environment.show_capture;
         for (title, content) in sections.iter().filter(|(title, _)| show_capture.shows(title)) {
             self.sep('-', title);
             self.line(content.strip_suffix('\n').unwrap_or(content));
@@ -49,7 +49,11 @@ impl<W: Write> TerminalReporter<W> {
             if !environment.report_chars.contains(character) || (character == 'X' && pytest_7) {
                 continue;
             }
-            let mut tests = summary.tests().filter(|test| test.record.outcome == outcome).peekable();
+            let listed = |test: &TestView<'_>| match outcome {
+                Outcome::Passed => test.record.call_passed(),
+                _ => test.record.outcome == outcome,
+            };
+            let mut tests = summary.tests().filter(listed).peekable();
             if tests.peek().is_none() {
                 continue;
             }
@@ -111,9 +115,18 @@ impl<W: Write> TerminalReporter<W> {
         }
     }
 
-    /// A test's failed calls and its crash, if any, each under its heading.
+    /// A test's failed calls and its crash, if any, each under its heading
+    /// (under `--tb=line`, each failure as its crash line, after its text
+    /// from pytest 9 on).
     pub(super) fn print_failure_of(&mut self, test: TestView<'_>) {
         for report in test.record.failed_reports().iter().filter(|report| report.when == Phase::Call) {
+            if self.environment.tb_style == "line" {
+                if self.environment.pytest_major() >= 9 {
+                    self.print_report_body(report);
+                }
+                self.line(report.crash_text.as_deref().unwrap_or_default());
+                continue;
+            }
             let name = report.head_line.as_deref().unwrap_or(test.item.domain);
             self.coloured_sep('_', name, Colour::Red);
             self.print_report_body(report);
@@ -132,7 +145,8 @@ impl<W: Write> TerminalReporter<W> {
     /// `--failure-output immediate`: a test's errors and failures as it
     /// ends, between progress lines.
     pub(super) fn print_failure_now(&mut self, test: TestView<'_>) {
-        if test.record.crash().is_none() && test.record.failed_reports().is_empty() {
+        let nothing_to_show = test.record.crash().is_none() && test.record.failed_reports().is_empty();
+        if nothing_to_show || self.environment.tb_style == "no" || self.environment.no_summary {
             return;
         }
         if self.line_length > 0 {
@@ -322,7 +336,7 @@ impl<W: Write> TerminalReporter<W> {
                 'p' => lines.extend(
                     summary
                         .tests()
-                        .filter(|test| test.record.outcome == Outcome::Passed)
+                        .filter(|test| test.record.call_passed())
                         .map(|test| self.short_summary_line("PASSED", test.nodeid(), None)),
                 ),
                 // `P` (passes with their output) is not shown.
