@@ -5,7 +5,7 @@
 use crate::harness::{Outcome, Project};
 
 /// The letters pytest and shoal print per report while tests run.
-const PROGRESS_LETTERS: &str = ".FEsxXC";
+const PROGRESS_LETTERS: &str = ".FEsxXCu";
 
 /// A normalised transcript: the lines with the progress block replaced by
 /// one placeholder and the closing line reduced to its counts, plus the
@@ -150,6 +150,15 @@ fn the_short_summary_shows_what_dash_r_asks_for_as_pytest_shows_it() {
     // A test whose teardown failed after its call passed is listed as passed too.
     assert_same_output("outcomes", &["-ra"]);
     assert_same_output("outcomes", &["-rA"]);
+}
+
+#[test]
+fn a_failed_subtest_is_summarised_as_pytest_summarises_it() {
+    // pytest 9's own subtests (`SUBFAILED[mixed] (i=1) test_x.py::test`);
+    // short tracebacks leave out the object addresses of the arguments.
+    if crate::harness::pytest_major() >= 9 {
+        assert_same_output("subtests", &["--tb=short", "-rA"]);
+    }
 }
 
 #[test]

@@ -66,6 +66,7 @@ fn reporters(settings: &RunSettings) -> Result<Vec<Box<dyn Reporter>>, ShoalErro
     )
     .with_durations(settings.show_durations)
     .with_colour(settings.colour)
+    .to_terminal(std::io::IsTerminal::is_terminal(&std::io::stdout()))
     .with_immediate_failures(settings.immediate_failures)
     .with_live_display(settings.live_display);
     let mut reporters: Vec<Box<dyn Reporter>> = vec![Box::new(terminal)];

@@ -60,6 +60,9 @@ pub struct TerminalReporter<W: Write> {
     /// What the workers run on and the summary options they were given
     /// (`--show-capture`, `--tb`, ...), known when the run starts.
     environment: Environment,
+    /// Whether the output is a terminal (pytest then rewrites its
+    /// `collecting ...` line in place; elsewhere `-v` keeps it).
+    to_terminal: bool,
 }
 
 /// pytest's colours for outcomes and rules.
@@ -106,6 +109,7 @@ impl<W: Write> TerminalReporter<W> {
             immediate_failures: false,
             live: None,
             environment: Environment::default(),
+            to_terminal: false,
         }
     }
 
@@ -113,6 +117,13 @@ impl<W: Write> TerminalReporter<W> {
     #[must_use]
     pub fn with_live_display(mut self, live: bool) -> Self {
         self.live = live.then(LiveFooter::default);
+        self
+    }
+
+    /// The output is a terminal.
+    #[must_use]
+    pub fn to_terminal(mut self, to_terminal: bool) -> Self {
+        self.to_terminal = to_terminal;
         self
     }
 
@@ -239,6 +250,9 @@ impl<W: Write> Reporter for TerminalReporter<W> {
         self.line(&line);
         let collected = header.selected as u64 + header.deselected;
         let mut line = format!("collected {collected} item{}", if collected == 1 { "" } else { "s" });
+        if self.verbosity >= 1 && !self.to_terminal {
+            line.insert_str(0, "collecting ... ");
+        }
         if header.collect_errors > 0 {
             let count = header.collect_errors;
             line.push_str(&format!(" / {count} error{}", if count == 1 { "" } else { "s" }));
@@ -533,6 +547,21 @@ mod tests {
         run.drive(&mut reporter);
         let text = String::from_utf8(reporter.into_inner()).expect("UTF-8 output");
         text.replace(env!("CARGO_PKG_VERSION"), "[version]")
+    }
+
+    #[test]
+    fn verbose_output_elsewhere_than_a_terminal_keeps_the_collecting_prefix() {
+        let collected_line = |verbosity: i8, to_terminal: bool| {
+            let run = crate::report::sample::SampleRun::new();
+            let mut reporter =
+                TerminalReporter::new(Vec::new(), 80, verbosity, false).to_terminal(to_terminal);
+            run.drive(&mut reporter);
+            let text = String::from_utf8(reporter.into_inner()).expect("UTF-8 output");
+            text.lines().find(|line| line.contains("collected ")).expect("a collected line").to_owned()
+        };
+        assert!(collected_line(1, false).starts_with("collecting ... collected "));
+        assert!(collected_line(1, true).starts_with("collected "));
+        assert!(collected_line(0, false).starts_with("collected "));
     }
 
     #[test]

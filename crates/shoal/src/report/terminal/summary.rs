@@ -310,8 +310,19 @@ impl<W: Write> TerminalReporter<W> {
     }
 
     pub(super) fn short_summary_line(&self, word: &str, nodeid: &str, message: Option<&str>) -> String {
+        self.coloured_summary_line(word, Colour::of_mark(word), nodeid, message)
+    }
+
+    /// A short summary line whose word (a plugin's) has a colour of its own.
+    fn coloured_summary_line(
+        &self,
+        word: &str,
+        colour: Option<Colour>,
+        nodeid: &str,
+        message: Option<&str>,
+    ) -> String {
         let line = format!("{word} {nodeid}");
-        let shown = format!("{} {nodeid}", self.paint(word, Colour::of_mark(word), false));
+        let shown = format!("{} {nodeid}", self.paint(word, colour, false));
         let Some(message) = message else { return shown };
         if self.full_messages {
             return format!("{shown} - {message}");
@@ -366,11 +377,19 @@ impl<W: Write> TerminalReporter<W> {
     fn failed_lines(&self, summary: &RunSummary<'_>, lines: &mut Vec<String>) {
         for test in summary.tests() {
             for report in test.record.failed_reports().iter().filter(|report| report.when == Phase::Call) {
-                let nodeid = match &report.subtest {
-                    Some(description) => format!("{}{description}", test.nodeid()),
-                    None => test.nodeid().to_owned(),
+                // A subtest's line has the word its status gave (pytest 9:
+                // `SUBFAILED[mixed] (i=1)`), in the colour of failures.
+                let word = match &report.subtest {
+                    Some(_) if !report.word.is_empty() => &report.word,
+                    _ => "FAILED",
                 };
-                lines.push(self.short_summary_line("FAILED", &nodeid, report.message.as_deref()));
+                let colour = Colour::of_mark("FAILED");
+                lines.push(self.coloured_summary_line(
+                    word,
+                    colour,
+                    test.nodeid(),
+                    report.message.as_deref(),
+                ));
             }
             if let Some(crash) = test.record.crash() {
                 let word = test.record.outcome.shoal_word().unwrap_or("CRASHED");
