@@ -178,8 +178,9 @@ pub struct Hello {
 }
 
 /// What the tests run on, as the worker's `hello` says it; a run's header
-/// and a queued build's info carry it on.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+/// and a queued build's info carry it on. Its default has pytest's default
+/// summary options.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct Environment {
     /// `sys.platform`.
     pub platform: String,
@@ -196,7 +197,8 @@ pub struct Environment {
     /// Installed pytest plugins as `name-version`, in the order pytest lists them.
     pub plugins: Vec<String>,
     /// What `-r` asks the short test summary for, resolved as pytest's
-    /// terminal resolves it (`fE` by default; `a` is `sxXEf`).
+    /// terminal resolves it (`fEw` by default; `a` is `sxXEf`; `w`, the
+    /// warnings summary, unless `--disable-warnings`).
     #[serde(default = "default_report_chars")]
     pub report_chars: String,
     /// `--show-capture`: which captured sections the failures, errors and
@@ -262,8 +264,28 @@ impl Environment {
     }
 }
 
+impl Default for Environment {
+    fn default() -> Self {
+        Self {
+            platform: String::new(),
+            python: String::new(),
+            pytest: String::new(),
+            pluggy: String::new(),
+            rootdir: String::new(),
+            inifile: None,
+            plugins: Vec::new(),
+            report_chars: default_report_chars(),
+            show_capture: ShowCapture::All,
+            no_fold_skipped: false,
+            tb_style: default_tb_style(),
+            no_summary: false,
+        }
+    }
+}
+
+/// pytest's default `-r`: failures, errors and the warnings summary.
 fn default_report_chars() -> String {
-    "fE".to_owned()
+    "fEw".to_owned()
 }
 
 fn default_tb_style() -> String {
@@ -848,11 +870,7 @@ mod tests {
             rootdir: "/project".into(),
             inifile: None,
             plugins: vec!["timeout-2.3.1".into()],
-            report_chars: "fE".into(),
-            show_capture: crate::protocol::ShowCapture::All,
-            no_fold_skipped: false,
-            tb_style: "auto".into(),
-            no_summary: false,
+            ..Environment::default()
         };
         assert_eq!(hello.environment, expected);
         assert_eq!(hello.cache_dir.as_deref(), Some("/project/.pytest_cache"));

@@ -162,11 +162,11 @@ def hello_message(config, worker):
 
 def report_chars(config):
     """What ``-r`` asks the short test summary for, as pytest's terminal
-    reads it (``-r a``, ``N`` and the default ``fE`` resolved; warnings,
-    which shoal summarises on its own, left out)."""
+    reads it (``-r a``, ``N`` and the default ``fE`` resolved; ``w``, the
+    warnings summary, unless ``--disable-warnings``)."""
     from _pytest.terminal import getreportopt
 
-    return getreportopt(config).replace("w", "")
+    return getreportopt(config)
 
 
 def _plugin_versions(config):

@@ -281,12 +281,7 @@ impl Merged {
             environment: Environment {
                 python: first.python.to_string(),
                 pytest: first.pytest.to_string(),
-                // pytest's default `-r`: failures and errors.
-                report_chars: "fE".to_owned(),
-                show_capture: crate::protocol::ShowCapture::All,
-                no_fold_skipped: false,
-                tb_style: "auto".into(),
-                no_summary: false,
+                // pytest's default summary options.
                 ..Environment::default()
             },
             workers: shards.iter().map(|shard| shard.report.run.workers).sum(),

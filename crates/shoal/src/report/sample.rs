@@ -104,11 +104,7 @@ impl SampleRun {
                 rootdir: "/home/ci/project".into(),
                 inifile: Some("/home/ci/project/pyproject.toml".into()),
                 plugins: vec!["rerunfailures-14.0".into(), "timeout-2.3.1".into()],
-                report_chars: "fE".into(),
-                show_capture: crate::protocol::ShowCapture::All,
-                no_fold_skipped: false,
-                tb_style: "auto".into(),
-                no_summary: false,
+                ..Environment::default()
             },
             workers: 2,
             mode: "fork",

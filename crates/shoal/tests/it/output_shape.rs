@@ -169,6 +169,11 @@ fn tracebacks_are_shown_as_dash_dash_tb_asks() {
 }
 
 #[test]
+fn disable_warnings_leaves_out_the_warnings_summary() {
+    assert_same_output("outcomes", &["--disable-warnings"]);
+}
+
+#[test]
 fn no_summary_leaves_out_pytests_own_sections() {
     // From pytest 9.2 plugins' sections (the slowest durations) still show.
     assert_same_output("outcomes", &["-rA", "--no-summary", "--durations=2"]);

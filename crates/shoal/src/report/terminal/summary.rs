@@ -187,8 +187,9 @@ impl<W: Write> TerminalReporter<W> {
         }
     }
 
+    /// The warnings summary, unless `--disable-warnings` (pytest's `-r w`).
     pub(super) fn print_warnings(&mut self, summary: &RunSummary<'_>) {
-        if summary.warnings.is_empty() {
+        if summary.warnings.is_empty() || !summary.header.environment.report_chars.contains('w') {
             return;
         }
         self.sep('=', "warnings summary");
