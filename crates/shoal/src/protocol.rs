@@ -216,6 +216,17 @@ pub struct Environment {
     /// pytest 9.2 on, plugins' sections are still shown).
     #[serde(default)]
     pub no_summary: bool,
+    /// `--no-header`: the session header has no platform and plugin lines.
+    #[serde(default)]
+    pub no_header: bool,
+    /// The interpreter running the tests (`-v` shows it in the header).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub executable: String,
+    /// What `pytest_report_header` adds to the session header (rootdir,
+    /// configfile, plugins, a plugin's seed or settings), in pytest's order;
+    /// empty when not known (a report read back).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub header_lines: Vec<String>,
 }
 
 /// pytest's `--show-capture`: the captured sections shown with a report
@@ -279,6 +290,9 @@ impl Default for Environment {
             no_fold_skipped: false,
             tb_style: default_tb_style(),
             no_summary: false,
+            no_header: false,
+            executable: String::new(),
+            header_lines: Vec::new(),
         }
     }
 }

@@ -157,7 +157,26 @@ def hello_message(config, worker):
         # `--tb` and `--no-summary`: which sections the summary has.
         "tb_style": config.getoption("tbstyle", "auto"),
         "no_summary": bool(config.getoption("no_summary", False)),
+        # The session header as pytest's terminal writes it.
+        "no_header": bool(config.getoption("no_header", False)),
+        "executable": sys.executable,
+        "header_lines": _report_header_lines(config),
     }
+
+
+def _report_header_lines(config):
+    """The lines pytest and its plugins add to the session header
+    (``pytest_report_header``: rootdir, configfile, plugins, a plugin's seed
+    or settings), in the order pytest's terminal writes them."""
+    lines = []
+    for line_or_lines in reversed(
+        config.hook.pytest_report_header(config=config, start_path=config.invocation_params.dir)
+    ):
+        if isinstance(line_or_lines, str):
+            lines.append(line_or_lines)
+        else:
+            lines.extend(line_or_lines)
+    return lines
 
 
 def report_chars(config):

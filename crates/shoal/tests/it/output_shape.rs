@@ -169,6 +169,11 @@ fn tracebacks_are_shown_as_dash_dash_tb_asks() {
 }
 
 #[test]
+fn no_header_leaves_out_the_platform_and_plugin_lines() {
+    assert_same_output("outcomes", &["--no-header"]);
+}
+
+#[test]
 fn disable_warnings_leaves_out_the_warnings_summary() {
     assert_same_output("outcomes", &["--disable-warnings"]);
 }

@@ -56,6 +56,9 @@ fn check_one_seed(mode: &str) {
     assert_eq!(seeds.len(), 1, "workers used different seeds: {seeds:?}");
     let seed = seeds.first().expect("a seed").clone();
     assert!(seed.parse::<u64>().is_ok(), "the seed is not a number: {seed}");
+    // The header shows it, as pytest's does (pytest_report_header).
+    let header_line = format!("\nUsing --randomly-seed={seed}\n");
+    assert!(report.outcome.stdout.contains(&header_line), "the header does not show seed {seed}:\n{output}");
 
     let sequential_log = project.path().join("sequential.log");
     let sequential_arg = sequential_log.to_str().expect("a UTF-8 temp path");

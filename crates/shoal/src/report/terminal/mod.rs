@@ -188,6 +188,33 @@ impl<W: Write> TerminalReporter<W> {
         let _ = writeln!(self.out, "{text}");
     }
 
+    /// The header's platform line and what pytest and its plugins add to
+    /// it (rebuilt from the environment for a report read back).
+    fn print_platform_and_plugins(&mut self, environment: &Environment) {
+        let mut platform = format!(
+            "platform {} -- Python {}, pytest-{}, pluggy-{}",
+            environment.platform, environment.python, environment.pytest, environment.pluggy
+        );
+        if self.verbosity > 0 && !environment.executable.is_empty() {
+            platform.push_str(&format!(" -- {}", environment.executable));
+        }
+        self.line(&platform);
+        if !environment.header_lines.is_empty() {
+            for line in &environment.header_lines {
+                self.line(line);
+            }
+            return;
+        }
+        self.line(&format!("rootdir: {}", environment.rootdir));
+        if let Some(inifile) = &environment.inifile {
+            let shown = best_relative_path(Path::new(&environment.rootdir), Path::new(inifile));
+            self.line(&format!("configfile: {shown}"));
+        }
+        if !environment.plugins.is_empty() {
+            self.line(&format!("plugins: {}", environment.plugins.join(", ")));
+        }
+    }
+
     fn end_progress_line(&mut self, done: usize, total: usize) {
         let percent = (done * 100).checked_div(total).unwrap_or(100);
         let fill = (self.width.saturating_sub(1)).saturating_sub(self.line_length);
@@ -221,18 +248,8 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             return;
         }
         self.sep('=', "test session starts");
-        let environment = &header.environment;
-        self.line(&format!(
-            "platform {} -- Python {}, pytest-{}, pluggy-{}",
-            environment.platform, environment.python, environment.pytest, environment.pluggy
-        ));
-        self.line(&format!("rootdir: {}", environment.rootdir));
-        if let Some(inifile) = &environment.inifile {
-            let shown = best_relative_path(Path::new(&environment.rootdir), Path::new(inifile));
-            self.line(&format!("configfile: {shown}"));
-        }
-        if !environment.plugins.is_empty() {
-            self.line(&format!("plugins: {}", environment.plugins.join(", ")));
+        if !header.environment.no_header {
+            self.print_platform_and_plugins(&header.environment);
         }
         let mut line = format!(
             "shoal {}: {} worker{} ({} mode)",
