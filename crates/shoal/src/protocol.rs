@@ -54,7 +54,7 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WorkerMessage {
     /// First message: who the worker is and what it runs on.
-    Hello(Hello),
+    Hello(Box<Hello>),
     /// A collector that failed or was skipped (passed ones are not sent).
     CollectReport(CollectReport),
     /// A chunk of collected items, in collection order.

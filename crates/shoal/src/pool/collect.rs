@@ -54,7 +54,7 @@ impl Collection {
                         crate::protocol::PROTOCOL_VERSION
                     )));
                 }
-                self.hello = Some(hello);
+                self.hello = Some(*hello);
             }
             WorkerMessage::CollectReport(report) => self.collect_reports.push(report),
             WorkerMessage::Collected { items } => {
