@@ -281,6 +281,17 @@ impl Pool {
                 }
             }
         }
+        // pytest would have shown it on its own stderr.
+        if let Some(zygote) = &self.zygote {
+            let started = zygote.stderr_so_far();
+            if !started.is_empty() {
+                let line_end = if started.ends_with('\n') { "" } else { "\n" };
+                let _ = std::io::Write::write_all(
+                    &mut std::io::stderr(),
+                    format!("{started}{line_end}").as_bytes(),
+                );
+            }
+        }
         Ok(Some((collection, split)))
     }
 

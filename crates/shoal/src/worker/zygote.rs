@@ -130,6 +130,13 @@ impl Zygote {
     pub fn output_tail(&self) -> String {
         combine_tails(&self.stdout, &self.stderr)
     }
+
+    /// What it wrote to stderr so far: once it has collected, what pytest
+    /// and its plugins printed while starting (a plugin's deprecation
+    /// warning at configure time, say), which pytest shows its user.
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr.lock().expect("output tail lock").text()
+    }
 }
 
 /// Spawn mode's controller pass: pytest configured once as xdist's

@@ -1,5 +1,6 @@
 //! The terminal report's options beyond pytest's shape: `--color` (and
-//! `NO_COLOR`) and `--failure-output immediate`.
+//! `NO_COLOR`), `--failure-output immediate`, and what pytest prints on
+//! stderr while starting.
 
 use crate::harness::Project;
 
@@ -107,4 +108,23 @@ fn on_a_terminal_a_live_footer_replaces_the_letters() {
     assert_eq!(code, Some(1), "{plain}");
     assert!(!plain.contains('\x1b'), "no control codes under CI:\n{plain}");
     assert!(plain.contains("test_outcomes.py ") || plain.contains("[100%]"), "{plain}");
+}
+
+#[test]
+fn what_pytest_prints_on_stderr_while_starting_is_shown_once() {
+    // A plugin's configure-time message (pytest-asyncio's deprecation
+    // warning, say) reaches the user under pytest: under shoal too, once,
+    // however many workers.
+    let project = Project::empty();
+    project
+        .write(
+            "conftest.py",
+            "import sys\n\ndef pytest_configure(config):\n    sys.stderr.write('configured: hello\\n')\n",
+        )
+        .write("test_a.py", "def test_one():\n    pass\n\ndef test_two():\n    pass\n");
+    let expected = project.pytest(&[]);
+    assert!(expected.stderr.contains("configured: hello"), "pytest shows it: {}", expected.stderr);
+    let outcome = project.shoal(&["run", "-n", "2"]);
+    outcome.assert_code(0);
+    assert_eq!(outcome.stderr.matches("configured: hello").count(), 1, "{}", outcome.stderr);
 }
