@@ -212,6 +212,10 @@ pub struct Environment {
     /// `line` shows each failure as its crash line.
     #[serde(default = "default_tb_style")]
     pub tb_style: String,
+    /// `--durations-min`: phases shorter than this are not listed among
+    /// the slowest (pytest 8 on: unset is 5 ms, none under `-vv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durations_min: Option<f64>,
     /// `--no-summary`: pytest's own summary sections are left out (from
     /// pytest 9.2 on, plugins' sections are still shown).
     #[serde(default)]
@@ -219,6 +223,11 @@ pub struct Environment {
     /// `--no-header`: the session header has no platform and plugin lines.
     #[serde(default)]
     pub no_header: bool,
+    /// How progress is shown after the letters: `progress` (` [ 50%]`),
+    /// `count` (` [ 5/10]`), `times` (shown as `progress`) or `none`
+    /// (`console_output_style = classic`, `-s`, `--setup-show`).
+    #[serde(default = "default_progress_style")]
+    pub progress_style: String,
     /// The interpreter running the tests (`-v` shows it in the header).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub executable: String,
@@ -289,8 +298,10 @@ impl Default for Environment {
             show_capture: ShowCapture::All,
             no_fold_skipped: false,
             tb_style: default_tb_style(),
+            durations_min: None,
             no_summary: false,
             no_header: false,
+            progress_style: default_progress_style(),
             executable: String::new(),
             header_lines: Vec::new(),
         }
@@ -304,6 +315,10 @@ fn default_report_chars() -> String {
 
 fn default_tb_style() -> String {
     "auto".to_owned()
+}
+
+fn default_progress_style() -> String {
+    "progress".to_owned()
 }
 
 /// A collector report that did not pass.

@@ -156,9 +156,11 @@ def hello_message(config, worker):
         "no_fold_skipped": not getattr(config.option, "fold_skipped", True),
         # `--tb` and `--no-summary`: which sections the summary has.
         "tb_style": config.getoption("tbstyle", "auto"),
+        "durations_min": config.getoption("durations_min", None),
         "no_summary": bool(config.getoption("no_summary", False)),
         # The session header as pytest's terminal writes it.
         "no_header": bool(config.getoption("no_header", False)),
+        "progress_style": worker.progress_style,
         "executable": sys.executable,
         "header_lines": _report_header_lines(config),
     }

@@ -36,6 +36,8 @@ class ShoalWorker(Collecting):
         self.pending_reports = []
         # What `-r` asks the short test summary for (see protocol.report_chars).
         self.report_chars = ""
+        # How pytest's terminal would show progress (see _silence_terminal).
+        self.progress_style = "progress"
         # The last report pytest_report_teststatus was asked about, and its answer.
         self.last_status = (None, None)
         self.stopping = False
@@ -83,7 +85,7 @@ class ShoalWorker(Collecting):
     def pytest_sessionstart(self, session):
         self.session = session
         config = self.config
-        _silence_terminal(config)
+        self.progress_style = _silence_terminal(config)
         # pytest's cache plugin would let every worker overwrite the
         # last-failed list with its own share; shoal keeps that record.
         for name in ("lfplugin", "nfplugin"):
@@ -193,11 +195,19 @@ def _silence_terminal(config):
     the facts. Writing it would cost a system call per test, and laying out
     each test's file name and progress percentage (path arithmetic) costs
     more than a sub-millisecond test: the reporter keeps its statistics,
-    which plugins read, but lays out nothing per test."""
+    which plugins read, but lays out nothing per test.
+
+    Returns how it would have shown progress, for shoal's terminal to do the
+    same: ``progress``, ``count`` or ``times`` (``console_output_style``),
+    or ``none`` (``classic``, ``-s``, ``--setup-show``)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     writer = getattr(reporter, "_tw", None)
     if writer is not None and hasattr(writer, "_file"):
         writer._file = _DiscardingWriter()
+    progress_style = "progress"
     if reporter is not None and hasattr(reporter, "_show_progress_info"):
+        shown = reporter._show_progress_info
+        progress_style = shown if isinstance(shown, str) else ("progress" if shown else "none")
         reporter.showfspath = False
         reporter._show_progress_info = False
+    return progress_style

@@ -238,13 +238,13 @@ mod tests {
             r#"{"collection":[{"nodeid":"t.py::test","path":"t.py","line":3,"domain":"test","markers":[]}],"#,
             r#""collect_reports":[],"platform":"linux","python":"3.12.3","pytest":"8.3.2","pluggy":"1.5.0","#,
             r#""rootdir":"/project","inifile":"/project/pytest.ini","plugins":["timeout-2.3.1"],"#,
-            r#""report_chars":"fEw","show_capture":"all","no_fold_skipped":false,"tb_style":"auto","no_summary":false,"no_header":false,"hash_seed":"1234","mode":"fork"}"#
+            r#""report_chars":"fEw","show_capture":"all","no_fold_skipped":false,"tb_style":"auto","no_summary":false,"no_header":false,"progress_style":"progress","hash_seed":"1234","mode":"fork"}"#
         );
         assert_eq!(serde_json::to_string(&info).unwrap(), json);
         assert_eq!(serde_json::from_str::<BuildInfo>(json).unwrap(), info);
         // Stored by a shoal before `report_chars` and the other summary
         // options: pytest's defaults.
-        let older = json.replace(r#""report_chars":"fEw","show_capture":"all","no_fold_skipped":false,"tb_style":"auto","no_summary":false,"no_header":false,"#, "");
+        let older = json.replace(r#""report_chars":"fEw","show_capture":"all","no_fold_skipped":false,"tb_style":"auto","no_summary":false,"no_header":false,"progress_style":"progress","#, "");
         assert!(!older.contains("show_capture"));
         assert_eq!(serde_json::from_str::<BuildInfo>(&older).unwrap(), info);
     }

@@ -8,18 +8,28 @@ use crate::harness::{Outcome, Project};
 const PROGRESS_LETTERS: &str = ".FEsxXCu";
 
 /// A normalised transcript: the lines with the progress block replaced by
-/// one placeholder and the closing line reduced to its counts, plus the
-/// progress letters in sorted order.
+/// one placeholder (with how its last line ends) and the closing line
+/// reduced to its counts, plus the progress letters in sorted order.
 #[derive(Debug, PartialEq, Eq)]
 struct Transcript {
     lines: Vec<String>,
     progress_letters: String,
 }
 
-/// The letters of a progress line (`test_a.py ..F   [ 50%]` or `..F   [ 50%]`).
+/// The letters of a progress line (`test_a.py ..F   [ 50%]` or `..F   [ 50%]`;
+/// `[ 5/10]` under `console_output_style = count`; the letters alone under
+/// `classic`).
 fn progress_letters(line: &str) -> Option<&str> {
-    let body = line.strip_suffix("%]")?;
-    let (body, _) = body.rsplit_once('[')?;
+    let body = match line.strip_suffix(']') {
+        Some(body) => {
+            let (body, progress) = body.rsplit_once('[')?;
+            if !progress.ends_with('%') && !progress.contains('/') {
+                return None;
+            }
+            body
+        }
+        None => line,
+    };
     let letters = body.trim_end().rsplit(' ').next()?;
     (!letters.is_empty() && letters.chars().all(|c| PROGRESS_LETTERS.contains(c))).then_some(letters)
 }
@@ -52,9 +62,13 @@ fn transcript(outcome: &Outcome) -> Transcript {
             continue;
         } else if let Some(found) = progress_letters(line) {
             letters.extend(found.chars());
-            if lines.last().map(String::as_str) != Some("<progress>") {
-                lines.push("<progress>".to_owned());
+            // The block keeps how its last line ends (`[100%]`, `[11/11]`
+            // or nothing): the lines before depend on the order of results.
+            let ending = line.rsplit_once(found).map_or("", |(_, after)| after.trim());
+            if lines.last().is_some_and(|last| last.starts_with("<progress")) {
+                lines.pop();
             }
+            lines.push(format!("<progress ending {ending:?}>"));
         } else {
             lines.push((*line).to_owned());
         }
@@ -117,6 +131,10 @@ fn progress_letters_are_recognised() {
     assert_eq!(progress_letters("..x                  [100%]"), Some("..x"));
     assert_eq!(progress_letters("FAILED test_a.py::test_x - assert 1 == 2"), None);
     assert_eq!(progress_letters("see [50%]"), None);
+    assert_eq!(progress_letters("test_a.py .FE    [ 3/11]"), Some(".FE"));
+    assert_eq!(progress_letters("test_a.py .FEs"), Some(".FEs"));
+    assert_eq!(progress_letters("rootdir: /tmp/x"), None);
+    assert_eq!(progress_letters("E   assert [1] == [2]"), None);
 }
 
 #[test]
@@ -174,6 +192,13 @@ fn no_header_leaves_out_the_platform_and_plugin_lines() {
 }
 
 #[test]
+fn progress_is_shown_as_console_output_style_asks() {
+    for style in ["classic", "count", "progress"] {
+        assert_same_output("outcomes", &["-o", &format!("console_output_style={style}")]);
+    }
+}
+
+#[test]
 fn disable_warnings_leaves_out_the_warnings_summary() {
     assert_same_output("outcomes", &["--disable-warnings"]);
 }
@@ -181,7 +206,14 @@ fn disable_warnings_leaves_out_the_warnings_summary() {
 #[test]
 fn no_summary_leaves_out_pytests_own_sections() {
     // From pytest 9.2 plugins' sections (the slowest durations) still show.
-    assert_same_output("outcomes", &["-rA", "--no-summary", "--durations=2"]);
+    // (A minimum no phase reaches keeps the listing the same every run.)
+    assert_same_output("outcomes", &["-rA", "--no-summary", "--durations=2", "--durations-min=10"]);
+}
+
+#[test]
+fn the_slowest_durations_hide_what_durations_min_asks() {
+    // Every phase that ran is counted, none listed.
+    assert_same_output("outcomes", &["--durations=0", "--durations-min=10"]);
 }
 
 #[test]

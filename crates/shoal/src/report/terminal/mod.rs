@@ -29,9 +29,6 @@ use crate::results::Outcome;
 use self::live::{LIVE_REFRESH, LiveFooter};
 use crate::results::{RunHeader, RunSummary, TestView};
 
-/// Width of pytest's ` [100%]` progress column.
-const PROGRESS_WIDTH: usize = 7;
-
 /// How often progress reaches the terminal at most.
 const PROGRESS_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -215,10 +212,29 @@ impl<W: Write> TerminalReporter<W> {
         }
     }
 
+    /// What follows the letters at the end of a line, as pytest's
+    /// `console_output_style` asks: `[ 50%]`, `[ 5/10]`, or nothing.
+    fn progress(&self, done: usize, total: usize) -> Option<String> {
+        match self.environment.progress_style.as_str() {
+            "none" => None,
+            "count" => Some(format!("[{done:>width$}/{total}]", width = total.to_string().len())),
+            _ => {
+                let percent = (done * 100).checked_div(total).unwrap_or(100);
+                Some(format!("[{percent:>3}%]"))
+            }
+        }
+    }
+
     fn end_progress_line(&mut self, done: usize, total: usize) {
-        let percent = (done * 100).checked_div(total).unwrap_or(100);
-        let fill = (self.width.saturating_sub(1)).saturating_sub(self.line_length);
-        let _ = writeln!(self.out, "{:>fill$}", format!("[{percent:>3}%]"));
+        match self.progress(done, total) {
+            Some(progress) => {
+                let fill = (self.width.saturating_sub(1)).saturating_sub(self.line_length);
+                let _ = writeln!(self.out, "{progress:>fill$}");
+            }
+            None => {
+                let _ = writeln!(self.out);
+            }
+        }
         self.line_length = 0;
     }
 }
@@ -327,8 +343,10 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             outcome if test.record.cached => cached_mark(outcome).1.to_owned(),
             _ => reports.iter().map(|report| report.letter.as_str()).collect(),
         };
+        // pytest wraps the letters only when it shows progress after them.
+        let wrap_at = self.progress(total, total).map(|shown| self.width.saturating_sub(shown.len() + 2));
         for letter in letters.chars() {
-            if self.line_length + 1 > self.width.saturating_sub(PROGRESS_WIDTH + 1) {
+            if wrap_at.is_some_and(|wrap_at| self.line_length + 1 > wrap_at) {
                 self.end_progress_line(done, total);
             }
             let letter = letter.to_string();

@@ -221,11 +221,23 @@ impl<W: Write> TerminalReporter<W> {
         self.line("-- Docs: https://docs.pytest.org/en/stable/how-to/capture-warnings.html");
     }
 
-    /// pytest's `--durations` section: the slowest phases first; below
-    /// 5 ms hidden unless `-vv`.
+    /// pytest's `--durations` section: the slowest phases first; those
+    /// under `--durations-min` (5 ms unless `-vv`) hidden.
     pub(super) fn print_slowest(&mut self, summary: &RunSummary<'_>) {
-        const MINIMUM: f64 = 0.005;
         let Some(count) = self.show_durations else { return };
+        let environment = &summary.header.environment;
+        let pytest_7 = environment.is_pytest_7();
+        let given_minimum = environment.durations_min;
+        let minimum = match given_minimum {
+            // pytest 7 lists every phase under -vv, whatever the minimum.
+            Some(_) | None if pytest_7 && self.verbosity >= 2 => 0.0,
+            Some(minimum) => minimum,
+            None if self.verbosity >= 2 => 0.0,
+            None => 0.005,
+        };
+        // pytest 8 suggests -vv only when the minimum was not given.
+        let hint =
+            if pytest_7 || given_minimum.is_none() { "  Use -vv to show these durations." } else { "" };
         let mut phases: Vec<(f64, Phase, &str)> = summary
             .tests()
             .filter(|test| test.record.outcome != Outcome::NotRun)
@@ -233,6 +245,9 @@ impl<W: Write> TerminalReporter<W> {
                 let nodeid = test.item.nodeid;
                 Phase::ALL.into_iter().map(move |phase| (test.record.phase_duration(phase), phase, nodeid))
             })
+            // A phase that did not run (the call of a test skipped at
+            // setup) has no time and no report to list.
+            .filter(|(duration, _, _)| *duration > 0.0)
             .collect();
         if phases.is_empty() {
             return;
@@ -245,12 +260,9 @@ impl<W: Write> TerminalReporter<W> {
             phases.truncate(count);
         }
         for (index, (duration, when, nodeid)) in phases.iter().enumerate() {
-            if self.verbosity < 2 && *duration < MINIMUM {
+            if *duration < minimum {
                 self.line("");
-                self.line(&format!(
-                    "({} durations < {MINIMUM}s hidden.  Use -vv to show these durations.)",
-                    phases.len() - index
-                ));
+                self.line(&format!("({} durations < {minimum}s hidden.{hint})", phases.len() - index));
                 break;
             }
             self.line(&format!("{duration:.2}s {when:<8} {nodeid}"));
