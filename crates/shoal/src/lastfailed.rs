@@ -51,6 +51,11 @@ impl LastFailed {
         self.entries.is_empty()
     }
 
+    /// How many tests (and collectors) failed last time.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Folds one run's results in (see the module docs).
     pub fn update<'a>(
         &mut self,

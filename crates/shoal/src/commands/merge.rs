@@ -290,6 +290,7 @@ impl Merged {
             deselected: 0,
             collect_errors: self.collect_reports.len(),
             collect_skipped: 0,
+            collection_notes: Vec::new(),
             hash_seed: first.hash_seed.to_string(),
             max_failures: None,
             budget: None,

@@ -271,6 +271,7 @@ fn header(info: &BuildInfo, workers: usize, selected: usize) -> RunHeader {
         deselected: 0,
         collect_errors,
         collect_skipped: info.collect_reports.len() - collect_errors,
+        collection_notes: Vec::new(),
         hash_seed: info.hash_seed.clone(),
         max_failures: None,
         budget: None,

@@ -112,6 +112,7 @@ impl SampleRun {
             deselected: 0,
             collect_errors: 0,
             collect_skipped: 0,
+            collection_notes: Vec::new(),
             hash_seed: "1234".into(),
             max_failures: None,
             budget: None,

@@ -29,6 +29,9 @@ pub struct RunHeader {
     pub collect_errors: usize,
     /// Collectors skipped (e.g. a module-level skip).
     pub collect_skipped: usize,
+    /// Lines the header has after the collected count (pytest's
+    /// `pytest_report_collectionfinish`: what `--lf` or `--ff` did).
+    pub collection_notes: Vec<String>,
     /// `PYTHONHASHSEED` given to every worker.
     pub hash_seed: String,
     /// `-x`/`--maxfail`: the run stops after this many failures.

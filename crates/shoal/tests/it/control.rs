@@ -101,9 +101,13 @@ fn last_failed_is_shared_with_pytest_both_ways() {
     assert_eq!(report.node_ids(), vec![failing], "--lf runs only last time's failure");
     // Counted as pytest counts it: the files without a failure are skipped.
     assert_eq!(report.outcome.closing_counts(), "1 passed");
-    assert!(report.outcome.stderr.contains("run-last-failure: rerun previous 1 failure (skipped 3 files)"));
+    // Said in the header, where pytest says it.
+    let status = "\nrun-last-failure: rerun previous 1 failure (skipped 3 files)\n";
+    assert!(report.outcome.stdout.contains(status), "{}", report.outcome.stdout);
     let report = project.shoal_report(&[], &["-n", "2", "--lf"]);
     assert_eq!(report.tests().len(), 20, "nothing failed last time: --lf runs everything");
+    let status = "\nrun-last-failure: no previously failed tests, not deselecting items.\n";
+    assert!(report.outcome.stdout.contains(status), "{}", report.outcome.stdout);
     // The other way round: pytest records, shoal --lf follows.
     project.pytest_with_env(&[("SHOAL_CONTROL_FAIL", "1")], &["-q"]).assert_code(1);
     let report = project.shoal_report(&[("SHOAL_CONTROL_FAIL", "1")], &["-n", "2", "--lf"]);
@@ -123,6 +127,8 @@ fn failed_first_starts_with_last_times_failures() {
     ran.sort_by(|a, b| a.start.total_cmp(&b.start));
     assert_eq!(ran[0].nodeid, "test_sometimes.py::test_fails_when_asked", "{ran:?}");
     assert_eq!(ran.len(), 20);
+    let status = "\nrun-last-failure: rerun previous 1 failure first\n";
+    assert!(report.outcome.stdout.contains(status), "{}", report.outcome.stdout);
 }
 
 #[test]

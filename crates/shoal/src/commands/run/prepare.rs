@@ -117,6 +117,7 @@ fn header(
         deselected: collected.deselected.len() as u64 + selected.left_out,
         collect_errors,
         collect_skipped: collected.collect_reports.len() - collect_errors,
+        collection_notes: selected.last_failed_status.iter().cloned().collect(),
         hash_seed: start.hash_seed.clone(),
         max_failures: learned.max_failures,
         budget: settings.budget,

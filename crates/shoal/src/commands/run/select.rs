@@ -24,6 +24,9 @@ pub(super) struct Selected {
     pub(super) left_out: u64,
     /// The shard this run is, with `--shard`.
     pub(super) shard: Option<ShardInfo>,
+    /// What `--lf` or `--ff` did, as pytest's header says it
+    /// (`run-last-failure: rerun previous 2 failures`).
+    pub(super) last_failed_status: Option<String>,
 }
 
 /// Narrows `collected` by `--lf` and `--shard`.
@@ -33,14 +36,24 @@ pub(super) fn select(
     last_failed: Option<&LastFailed>,
     history: &History,
 ) -> Result<Selected, ShoalError> {
-    let mut selected = Selected { table: collected, whole_collection: None, left_out: 0, shard: None };
+    let mut selected = Selected {
+        table: collected,
+        whole_collection: None,
+        left_out: 0,
+        shard: None,
+        last_failed_status: None,
+    };
     if settings.last_failed != LastFailedMode::Off && last_failed.is_none() {
         crate::output::warn("--lf/--ff need pytest's cache plugin, which is off here; running everything");
     }
-    if settings.last_failed == LastFailedMode::Only
-        && let Some(record) = last_failed
-    {
-        selected.left_out += only_last_failed(&mut selected, record);
+    match (settings.last_failed, last_failed) {
+        (LastFailedMode::Only, Some(record)) => selected.left_out += only_last_failed(&mut selected, record),
+        (LastFailedMode::First, Some(record)) => {
+            let failed =
+                (0..selected.table.len()).filter(|&test| record.contains(selected.table.nodeid(test)));
+            selected.last_failed_status = Some(last_failed_status(record, failed.count(), " first", 0));
+        }
+        _ => {}
     }
     if let Some(request) = &settings.shard {
         let narrowed = crate::shard::narrow(
@@ -56,6 +69,27 @@ pub(super) fn select(
     Ok(selected)
 }
 
+/// pytest's `run-last-failure:` line (its `LFPlugin._report_status`), given
+/// how many selected tests failed last time; `suffix` is ` first` for `--ff`.
+fn last_failed_status(record: &LastFailed, failed: usize, suffix: &str, skipped_files: usize) -> String {
+    let status = if record.is_empty() {
+        "no previously failed tests, not deselecting items.".to_owned()
+    } else if failed == 0 {
+        format!("{} known failures not in selected tests", record.len())
+    } else {
+        let mut status =
+            format!("rerun previous {failed} failure{}{suffix}", if failed == 1 { "" } else { "s" });
+        if skipped_files > 0 {
+            status.push_str(&format!(
+                " (skipped {skipped_files} file{})",
+                if skipped_files == 1 { "" } else { "s" }
+            ));
+        }
+        status
+    };
+    format!("run-last-failure: {status}")
+}
+
 /// `--lf`: keeps the tests that failed last time, as pytest does, and says
 /// so in pytest's words; returns how many tests it deselected.
 fn only_last_failed(selected: &mut Selected, record: &LastFailed) -> u64 {
@@ -64,7 +98,7 @@ fn only_last_failed(selected: &mut Selected, record: &LastFailed) -> u64 {
         (0..table.len()).filter(|&test| record.contains(table.nodeid(test))).collect();
     let failed = failed_tests.len();
     if failed == 0 {
-        crate::output::notice("run-last-failure: no previously failed tests, not deselecting items.");
+        selected.last_failed_status = Some(last_failed_status(record, 0, "", 0));
         return 0;
     }
     let failing_files: HashSet<u32> = failed_tests.iter().map(|&test| table.item(test).module).collect();
@@ -74,15 +108,7 @@ fn only_last_failed(selected: &mut Selected, record: &LastFailed) -> u64 {
             failing_files.contains(&table.item(test).module) && !record.contains(table.nodeid(test))
         })
         .count();
-    let files = if skipped_files > 0 {
-        format!(" (skipped {skipped_files} file{})", if skipped_files == 1 { "" } else { "s" })
-    } else {
-        String::new()
-    };
-    crate::output::notice(&format!(
-        "run-last-failure: rerun previous {failed} failure{}{files}",
-        if failed == 1 { "" } else { "s" }
-    ));
+    selected.last_failed_status = Some(last_failed_status(record, failed, "", skipped_files));
     let (failed_only, _) = table.retain(|test| record.contains(table.nodeid(test)));
     selected.whole_collection = Some(std::mem::replace(&mut selected.table, failed_only));
     deselected as u64

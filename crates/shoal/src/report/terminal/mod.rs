@@ -300,6 +300,9 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             line.push_str(&format!(" / {} selected", header.selected));
         }
         self.line(&line);
+        for note in &header.collection_notes {
+            self.line(note);
+        }
         self.line("");
     }
 
