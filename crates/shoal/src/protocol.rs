@@ -178,9 +178,8 @@ pub struct Hello {
 }
 
 /// What the tests run on, as the worker's `hello` says it; a run's header
-/// and a queued build's info carry it on. Its default has pytest's default
-/// summary options.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+/// and a queued build's info carry it on.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 pub struct Environment {
     /// `sys.platform`.
     pub platform: String,
@@ -196,6 +195,43 @@ pub struct Environment {
     pub inifile: Option<String>,
     /// Installed pytest plugins as `name-version`, in the order pytest lists them.
     pub plugins: Vec<String>,
+    /// The interpreter running the tests (`-v` shows it in the header).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub executable: String,
+    /// What `pytest_report_header` adds to the session header (rootdir,
+    /// configfile, plugins, a plugin's seed or settings), in pytest's order;
+    /// empty when not known (a report read back).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub header_lines: Vec<String>,
+    /// How pytest's terminal was asked to lay the report out.
+    #[serde(flatten)]
+    pub summary: SummaryOptions,
+}
+
+impl Environment {
+    /// Whether the workers run pytest 7, whose terminal shapes a few lines
+    /// differently.
+    pub fn is_pytest_7(&self) -> bool {
+        self.pytest_major() == 7
+    }
+
+    /// pytest's major version (0 when unknown).
+    pub fn pytest_major(&self) -> u32 {
+        self.pytest_version().0
+    }
+
+    /// pytest's (major, minor) version (zeros when unknown).
+    pub fn pytest_version(&self) -> (u32, u32) {
+        let mut numbers = self.pytest.split('.').map(|number| number.parse().unwrap_or(0));
+        (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
+    }
+}
+
+/// pytest's options for its terminal report, as the worker read them; the
+/// default is pytest's defaults (also for a stored report from before they
+/// were kept).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+pub struct SummaryOptions {
     /// What `-r` asks the short test summary for, resolved as pytest's
     /// terminal resolves it (`fEw` by default; `a` is `sxXEf`; `w`, the
     /// warnings summary, unless `--disable-warnings`).
@@ -228,14 +264,39 @@ pub struct Environment {
     /// (`console_output_style = classic`, `-s`, `--setup-show`).
     #[serde(default = "default_progress_style")]
     pub progress_style: String,
-    /// The interpreter running the tests (`-v` shows it in the header).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub executable: String,
-    /// What `pytest_report_header` adds to the session header (rootdir,
-    /// configfile, plugins, a plugin's seed or settings), in pytest's order;
-    /// empty when not known (a report read back).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub header_lines: Vec<String>,
+}
+
+impl SummaryOptions {
+    /// Whether pytest's own summary sections are shown (`--no-summary`).
+    pub fn shows_own_sections(&self) -> bool {
+        !self.no_summary
+    }
+
+    /// Whether the failures, errors and passes sections are shown
+    /// (`--no-summary`, `--tb=no`).
+    pub fn shows_tracebacks(&self) -> bool {
+        self.shows_own_sections() && self.tb_style != "no"
+    }
+
+    /// `--tb=line`: each failure as its crash line.
+    pub fn failures_as_lines(&self) -> bool {
+        self.tb_style == "line"
+    }
+}
+
+impl Default for SummaryOptions {
+    fn default() -> Self {
+        Self {
+            report_chars: default_report_chars(),
+            show_capture: ShowCapture::All,
+            no_fold_skipped: false,
+            tb_style: default_tb_style(),
+            durations_min: None,
+            no_summary: false,
+            no_header: false,
+            progress_style: default_progress_style(),
+        }
+    }
 }
 
 /// pytest's `--show-capture`: the captured sections shown with a report
@@ -261,49 +322,6 @@ impl ShowCapture {
             Self::Stdout => title.contains("stdout"),
             Self::Stderr => title.contains("stderr"),
             Self::Log => title.contains("log"),
-        }
-    }
-}
-
-impl Environment {
-    /// Whether the workers run pytest 7, whose terminal shapes a few lines
-    /// differently.
-    pub fn is_pytest_7(&self) -> bool {
-        self.pytest_major() == 7
-    }
-
-    /// pytest's major version (0 when unknown).
-    pub fn pytest_major(&self) -> u32 {
-        self.pytest_version().0
-    }
-
-    /// pytest's (major, minor) version (zeros when unknown).
-    pub fn pytest_version(&self) -> (u32, u32) {
-        let mut numbers = self.pytest.split('.').map(|number| number.parse().unwrap_or(0));
-        (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0))
-    }
-}
-
-impl Default for Environment {
-    fn default() -> Self {
-        Self {
-            platform: String::new(),
-            python: String::new(),
-            pytest: String::new(),
-            pluggy: String::new(),
-            rootdir: String::new(),
-            inifile: None,
-            plugins: Vec::new(),
-            report_chars: default_report_chars(),
-            show_capture: ShowCapture::All,
-            no_fold_skipped: false,
-            tb_style: default_tb_style(),
-            durations_min: None,
-            no_summary: false,
-            no_header: false,
-            progress_style: default_progress_style(),
-            executable: String::new(),
-            header_lines: Vec::new(),
         }
     }
 }

@@ -215,13 +215,23 @@ impl<W: Write> TerminalReporter<W> {
     /// What follows the letters at the end of a line, as pytest's
     /// `console_output_style` asks: `[ 50%]`, `[ 5/10]`, or nothing.
     fn progress(&self, done: usize, total: usize) -> Option<String> {
-        match self.environment.progress_style.as_str() {
+        match self.environment.summary.progress_style.as_str() {
             "none" => None,
             "count" => Some(format!("[{done:>width$}/{total}]", width = total.to_string().len())),
             _ => {
                 let percent = (done * 100).checked_div(total).unwrap_or(100);
                 Some(format!("[{percent:>3}%]"))
             }
+        }
+    }
+
+    /// How wide [`Self::progress`] is at its widest, without formatting it
+    /// (asked after every test).
+    fn progress_width(&self, total: usize) -> Option<usize> {
+        match self.environment.summary.progress_style.as_str() {
+            "none" => None,
+            "count" => Some(2 * (total.checked_ilog10().unwrap_or(0) as usize + 1) + 3),
+            _ => Some("[100%]".len()),
         }
     }
 
@@ -264,7 +274,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             return;
         }
         self.sep('=', "test session starts");
-        if !header.environment.no_header {
+        if !header.environment.summary.no_header {
             self.print_platform_and_plugins(&header.environment);
         }
         let mut line = format!(
@@ -347,7 +357,7 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             _ => reports.iter().map(|report| report.letter.as_str()).collect(),
         };
         // pytest wraps the letters only when it shows progress after them.
-        let wrap_at = self.progress(total, total).map(|shown| self.width.saturating_sub(shown.len() + 2));
+        let wrap_at = self.progress_width(total).map(|shown| self.width.saturating_sub(shown + 2));
         for letter in letters.chars() {
             if wrap_at.is_some_and(|wrap_at| self.line_length + 1 > wrap_at) {
                 self.end_progress_line(done, total);
@@ -433,9 +443,9 @@ impl<W: Write> Reporter for TerminalReporter<W> {
             // `--no-summary` leaves out pytest's own sections (and before
             // pytest 9.2 its plugins' too); `--tb=no` the tracebacks.
             let environment = &summary.header.environment;
-            let own_sections = !environment.no_summary;
+            let own_sections = environment.summary.shows_own_sections();
             let plugin_sections = own_sections || environment.pytest_version() >= (9, 2);
-            let tracebacks = own_sections && environment.tb_style != "no";
+            let tracebacks = environment.summary.shows_tracebacks();
             if tracebacks && self.immediate_failures {
                 self.print_collect_error_section(summary);
             } else if tracebacks {

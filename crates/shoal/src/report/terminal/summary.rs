@@ -25,7 +25,7 @@ impl<W: Write> TerminalReporter<W> {
     }
 
     fn print_sections(&mut self, sections: &[(String, String)]) {
-        let show_capture = self.environment.show_capture;
+        let show_capture = self.environment.summary.show_capture;
         for (title, content) in sections.iter().filter(|(title, _)| show_capture.shows(title)) {
             self.sep('-', title);
             self.line(content.strip_suffix('\n').unwrap_or(content));
@@ -46,7 +46,7 @@ impl<W: Write> TerminalReporter<W> {
         for (character, outcome, title) in
             [('P', Outcome::Passed, "PASSES"), ('X', Outcome::Xpassed, "XPASSES")]
         {
-            if !environment.report_chars.contains(character) || (character == 'X' && pytest_7) {
+            if !environment.summary.report_chars.contains(character) || (character == 'X' && pytest_7) {
                 continue;
             }
             let listed = |test: &TestView<'_>| match outcome {
@@ -120,7 +120,7 @@ impl<W: Write> TerminalReporter<W> {
     /// from pytest 9 on).
     pub(super) fn print_failure_of(&mut self, test: TestView<'_>) {
         for report in test.record.failed_reports().iter().filter(|report| report.when == Phase::Call) {
-            if self.environment.tb_style == "line" {
+            if self.environment.summary.failures_as_lines() {
                 if self.environment.pytest_major() >= 9 {
                     self.print_report_body(report);
                 }
@@ -146,7 +146,7 @@ impl<W: Write> TerminalReporter<W> {
     /// ends, between progress lines.
     pub(super) fn print_failure_now(&mut self, test: TestView<'_>) {
         let nothing_to_show = test.record.crash().is_none() && test.record.failed_reports().is_empty();
-        if nothing_to_show || self.environment.tb_style == "no" || self.environment.no_summary {
+        if nothing_to_show || !self.environment.summary.shows_tracebacks() {
             return;
         }
         if self.line_length > 0 {
@@ -189,7 +189,7 @@ impl<W: Write> TerminalReporter<W> {
 
     /// The warnings summary, unless `--disable-warnings` (pytest's `-r w`).
     pub(super) fn print_warnings(&mut self, summary: &RunSummary<'_>) {
-        if summary.warnings.is_empty() || !summary.header.environment.report_chars.contains('w') {
+        if summary.warnings.is_empty() || !summary.header.environment.summary.report_chars.contains('w') {
             return;
         }
         self.sep('=', "warnings summary");
@@ -227,7 +227,7 @@ impl<W: Write> TerminalReporter<W> {
         let Some(count) = self.show_durations else { return };
         let environment = &summary.header.environment;
         let pytest_7 = environment.is_pytest_7();
-        let given_minimum = environment.durations_min;
+        let given_minimum = environment.summary.durations_min;
         let minimum = match given_minimum {
             // pytest 7 lists every phase under -vv, whatever the minimum.
             Some(_) | None if pytest_7 && self.verbosity >= 2 => 0.0,
@@ -351,7 +351,7 @@ impl<W: Write> TerminalReporter<W> {
     /// their order (`fE` by default), then shoal's own lines.
     pub(super) fn print_short_summary(&mut self, summary: &RunSummary<'_>) {
         let mut lines = Vec::new();
-        for character in summary.header.environment.report_chars.chars() {
+        for character in summary.header.environment.summary.report_chars.chars() {
             match character {
                 'f' => self.failed_lines(summary, &mut lines),
                 'E' => self.error_lines(summary, &mut lines),
@@ -435,7 +435,7 @@ impl<W: Write> TerminalReporter<W> {
     /// `-r s`: skips folded as pytest folds them, by where and why (a
     /// `skip` marker's by file alone), collectors' skips first.
     fn skipped_lines(&self, summary: &RunSummary<'_>, lines: &mut Vec<String>) {
-        if summary.header.environment.no_fold_skipped {
+        if summary.header.environment.summary.no_fold_skipped {
             return self.unfolded_skipped_lines(summary, lines);
         }
         let collectors = summary.collect_reports.iter().filter(|report| report.category == "skipped");
