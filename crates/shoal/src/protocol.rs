@@ -396,6 +396,15 @@ pub struct CollectedItem {
     pub part: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<u32>,
+    /// Under `--lf` only: a direct child of its test file's collector (not
+    /// in a class), which pytest's `--lf` drops at collection when it did
+    /// not fail and others in its file did.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub file_child: bool,
+    /// Under `--lf` only: its file was named on the command line (one of
+    /// pytest's initial paths), so `--lf` keeps all its tests at collection.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub file_named: bool,
 }
 
 /// A test whose protocol ended, with the facts pytest reported.

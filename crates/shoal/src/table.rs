@@ -41,6 +41,8 @@ struct Entry {
     part: u16,
     /// Of a spread file: its position in the whole file, or `u32::MAX`.
     position: u32,
+    file_child: bool,
+    file_named: bool,
 }
 
 /// One collected test, as the rest of shoal reads it.
@@ -70,6 +72,10 @@ pub struct Item<'a> {
     pub part: Option<u16>,
     /// Of a spread file: its position among the whole file's tests.
     pub position: Option<u32>,
+    /// Under `--lf`: a direct child of its file's collector (not in a class).
+    pub file_child: bool,
+    /// Under `--lf`: its file was named on the command line.
+    pub file_named: bool,
     markers: &'a str,
 }
 
@@ -93,6 +99,8 @@ impl<'a> Item<'a> {
             module: self.file.map(str::to_owned),
             part: self.part,
             position: self.position,
+            file_child: self.file_child,
+            file_named: self.file_named,
         }
     }
 }
@@ -161,6 +169,8 @@ impl TestTable {
             file,
             part,
             position,
+            file_child: item.file_child,
+            file_named: item.file_named,
         });
         true
     }
@@ -218,6 +228,8 @@ impl TestTable {
             file: (entry.file != u32::MAX).then(|| &*self.files[entry.file as usize]),
             part: (entry.part != u16::MAX).then_some(entry.part),
             position: (entry.position != u32::MAX).then_some(entry.position),
+            file_child: entry.file_child,
+            file_named: entry.file_named,
             markers: self.text(entry.markers),
         }
     }

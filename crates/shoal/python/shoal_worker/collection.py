@@ -21,6 +21,7 @@ import time
 import pytest
 
 from . import protocol
+from .environment import PRIVATE
 
 
 class Collecting:
@@ -154,7 +155,8 @@ class Collecting:
     def _announce(self, items):
         """Sends the collected items, in chunks."""
         chunk = []
-        # Items of one parent (a module, a class) share its test file.
+        # Items of one parent (a module, a class) share its test file (and,
+        # under --lf, what pytest's --lf would do with them: _lf_facts).
         files_of_parents = {}
         # Items of one test function share its file and line (_location).
         places = {}
@@ -416,6 +418,8 @@ def _describe(item, files_of_parents, places, parts):
         "reruns": _reruns_count(closest.get("flaky")),
         "module": _file_of(item, files_of_parents),
     }
+    if PRIVATE.get("SHOAL_LAST_FAILED"):
+        described.update(_lf_facts(item, files_of_parents))
     part = parts.get(item.nodeid)
     if part is not None:
         described["part"], described["position"] = part
@@ -474,6 +478,23 @@ def _file_of(item, files_of_parents):
     if key not in files_of_parents:
         file = item.getparent(pytest.File)
         files_of_parents[key] = file.nodeid if file is not None else None
+    return files_of_parents[key]
+
+
+def _lf_facts(item, files_of_parents):
+    """What pytest's ``--lf`` does with an item at collection (shoal does the
+    same from these facts; see ``LFPluginCollWrapper``): it drops those of
+    a file whose tests failed last time that did not fail, unless they are
+    in a class (``file_child`` false) or their file was named on the
+    command line (``file_named``, pytest's initial paths)."""
+    key = ("lf", id(item.parent))
+    if key not in files_of_parents:
+        facts = {}
+        if isinstance(item.parent, pytest.File):
+            facts["file_child"] = True
+        if item.session.isinitpath(item.path):
+            facts["file_named"] = True
+        files_of_parents[key] = facts
     return files_of_parents[key]
 
 

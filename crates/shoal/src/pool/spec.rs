@@ -47,6 +47,7 @@ pub(crate) fn worker_spec(
         run_id: format!("{:x}{:x}", std::process::id(), now_nanos()),
         coverage_directory: run_directory.join("coverage"),
         affected_directory: None,
+        last_failed_only: false,
         mainargv: std::env::args().collect(),
         workerinputs: HashMap::new(),
         controller_output: run_directory.join("workerinput.json"),

@@ -110,6 +110,9 @@ pub struct WorkerSpec {
     /// Where workers record what each test executed, with `--affected`
     /// (`SHOAL_AFFECTED_DIR`; unset otherwise, so nothing is traced).
     pub affected_directory: Option<PathBuf>,
+    /// `--lf`: collecting processes tell what pytest's `--lf` would drop
+    /// at collection (`SHOAL_LAST_FAILED`).
+    pub last_failed_only: bool,
     /// shoal's own command line, xdist's `workerinput["mainargv"]`.
     pub mainargv: Vec<String>,
     /// Each slot's `config.workerinput` as controller-side plugins made it
@@ -158,6 +161,9 @@ impl WorkerSpec {
         }
         if let Some(directory) = &self.affected_directory {
             command.env("SHOAL_AFFECTED_DIR", directory);
+        }
+        if self.last_failed_only {
+            command.env("SHOAL_LAST_FAILED", "1");
         }
         if !self.serial_markers.is_empty() {
             command.env("SHOAL_SERIAL_MARKERS", self.serial_markers.join(","));

@@ -115,6 +115,56 @@ fn last_failed_is_shared_with_pytest_both_ways() {
     assert_eq!(report.node_ids(), vec![failing]);
 }
 
+/// The lines of a run's output that say what `--lf` collected: the
+/// collected counts, the `run-last-failure:` status and the closing counts.
+fn last_failed_lines(outcome: &crate::harness::Outcome) -> Vec<String> {
+    let mut lines: Vec<String> = outcome
+        .stdout
+        .lines()
+        .filter(|line| line.starts_with("collected ") || line.starts_with("run-last-failure: "))
+        .map(str::to_owned)
+        .collect();
+    lines.push(outcome.closing_counts());
+    lines
+}
+
+#[test]
+fn last_failed_counts_what_pytest_collects() {
+    // pytest's --lf collects the files holding failures first; from the
+    // first with a failure of its own (not in a class) on, it skips files
+    // without one and drops the passing tests of files with one, but not a
+    // class's tests, nor those of a file named on the command line.
+    let project = Project::empty();
+    project
+        .write("pytest.ini", "[pytest]\n")
+        .write(
+            "tests/test_a.py",
+            "import pytest\n\ndef test_ok(): pass\ndef test_bad(): assert 0\n\n\
+             @pytest.mark.parametrize('x', [1, 2])\ndef test_p(x): assert x == 1\n\n\
+             class TestC:\n    def test_c_ok(self): pass\n    def test_c_bad(self): assert 0\n",
+        )
+        .write("tests/test_b.py", "def test_b(): pass\n")
+        .write("tests/sub/test_s.py", "def test_s(): pass\n")
+        .write(
+            "tests/test_0k.py",
+            "class TestK:\n    def test_k(self): assert 0\n    def test_k2(self): pass\n",
+        );
+    let cases: [&[&str]; 3] = [&["tests"], &["tests/test_a.py"], &["tests/test_a.py", "tests/test_b.py"]];
+    let check = |args: &[&str]| {
+        project.pytest(&["-q", "tests"]).assert_code(1);
+        let pytest = project.pytest(&[&["--lf", "-p", "no:randomly"], args].concat());
+        let shoal = project.shoal(&[&["run", "-n", "2", "--lf"], args].concat());
+        assert_eq!(last_failed_lines(&shoal), last_failed_lines(&pytest), "--lf {args:?}\n{}", shoal.stdout);
+    };
+    for args in cases {
+        check(args);
+    }
+    // A class's failure alone starts no filtering: everything is collected.
+    std::fs::remove_file(project.path().join("tests/test_a.py")).expect("remove");
+    project.write("tests/test_a.py", "class TestC:\n    def test_c_bad(self): assert 0\n");
+    check(&["tests"]);
+}
+
 #[test]
 fn failed_first_starts_with_last_times_failures() {
     let project = Project::fixture("control");

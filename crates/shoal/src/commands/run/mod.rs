@@ -253,6 +253,7 @@ fn run_spec(
         run_directory,
     )?;
     spec.affected_directory = affected::shards_directory(settings, run_directory)?;
+    spec.last_failed_only = settings.last_failed == crate::settings::LastFailedMode::Only;
     Ok(spec)
 }
 

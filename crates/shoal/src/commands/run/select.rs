@@ -91,25 +91,101 @@ fn last_failed_status(record: &LastFailed, failed: usize, suffix: &str, skipped_
 }
 
 /// `--lf`: keeps the tests that failed last time, as pytest does, and says
-/// so in pytest's words; returns how many tests it deselected.
+/// so in pytest's words; returns how many tests it deselected (see
+/// [`LastFailedCollection`] for the ones pytest never collects).
 fn only_last_failed(selected: &mut Selected, record: &LastFailed) -> u64 {
     let table = &selected.table;
-    let failed_tests: Vec<usize> =
-        (0..table.len()).filter(|&test| record.contains(table.nodeid(test))).collect();
-    let failed = failed_tests.len();
-    if failed == 0 {
+    let failed = |test| record.contains(table.nodeid(test));
+    let failed_count = (0..table.len()).filter(|&test| failed(test)).count();
+    if failed_count == 0 {
         selected.last_failed_status = Some(last_failed_status(record, 0, "", 0));
         return 0;
     }
-    let failing_files: HashSet<u32> = failed_tests.iter().map(|&test| table.item(test).module).collect();
-    let skipped_files = table.module_count() - failing_files.len();
-    let deselected = (0..table.len())
-        .filter(|&test| {
-            failing_files.contains(&table.item(test).module) && !record.contains(table.nodeid(test))
-        })
-        .count();
-    selected.last_failed_status = Some(last_failed_status(record, failed, "", skipped_files));
-    let (failed_only, _) = table.retain(|test| record.contains(table.nodeid(test)));
+    let collection = LastFailedCollection::new(table, &failed);
+    let deselected =
+        (0..table.len()).filter(|&test| !failed(test) && collection.collects(table.item(test))).count();
+    selected.last_failed_status =
+        Some(last_failed_status(record, failed_count, "", collection.skipped_files));
+    let (failed_only, _) = table.retain(failed);
     selected.whole_collection = Some(std::mem::replace(&mut selected.table, failed_only));
     deselected as u64
+}
+
+/// What pytest's `--lf` collects (its `LFPluginCollWrapper` and
+/// `LFPluginCollSkipfiles`), which its counts are of: `collected 4 items /
+/// 1 deselected` counts only these.
+///
+/// pytest collects the directories and files holding last time's failures
+/// first, at each level. The first file that has a failed test of its own
+/// (not in a class) starts the filtering: from then on, a file without a
+/// failure is skipped whole, and a file with one keeps only its failed
+/// tests, its classes' tests (deselected later) and all its tests when it
+/// was named on the command line. Files before that are collected whole.
+struct LastFailedCollection {
+    /// Per file of the table (by its index), whether its tests are filtered.
+    filtered: Vec<bool>,
+    /// Per file, whether it is skipped whole.
+    skipped: Vec<bool>,
+    skipped_files: usize,
+}
+
+impl LastFailedCollection {
+    fn new(table: &TestTable, failed: &dyn Fn(usize) -> bool) -> Self {
+        let files = table.module_count();
+        let (mut holds_failure, mut own_failure) = (vec![false; files], vec![false; files]);
+        let mut paths: Vec<&str> = vec![""; files];
+        for test in 0..table.len() {
+            let item = table.item(test);
+            let file = item.module as usize;
+            paths[file] = item.file.unwrap_or(item.path);
+            if failed(test) {
+                holds_failure[file] = true;
+                own_failure[file] |= item.file_child;
+            }
+        }
+        let failing: HashSet<&str> = paths
+            .iter()
+            .zip(&holds_failure)
+            .filter(|(_, holds)| **holds)
+            .flat_map(|(path, _)| prefixes(path))
+            .collect();
+        let mut first_under: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (file, path) in paths.iter().enumerate() {
+            for prefix in prefixes(path) {
+                first_under.entry(prefix).or_insert(file);
+            }
+        }
+        // pytest's order: at each level, what holds a failure first, then
+        // the collection order.
+        let mut order: Vec<usize> = (0..files).collect();
+        order.sort_by_cached_key(|&file| {
+            prefixes(paths[file])
+                .map(|prefix| (!failing.contains(prefix), first_under[prefix]))
+                .collect::<Vec<_>>()
+        });
+        let mut collection =
+            Self { filtered: vec![false; files], skipped: vec![false; files], skipped_files: 0 };
+        let mut filtering = false;
+        for file in order {
+            if holds_failure[file] {
+                filtering |= own_failure[file];
+                collection.filtered[file] = filtering;
+            } else if filtering {
+                collection.skipped[file] = true;
+                collection.skipped_files += 1;
+            }
+        }
+        collection
+    }
+
+    /// Whether pytest collects this test (failed last time or not).
+    fn collects(&self, item: crate::table::Item<'_>) -> bool {
+        let file = item.module as usize;
+        !self.skipped[file] && (!self.filtered[file] || !item.file_child || item.file_named)
+    }
+}
+
+/// A relative path's directories and the path itself: `a`, `a/b`, `a/b/c.py`.
+fn prefixes(path: &str) -> impl Iterator<Item = &str> {
+    path.match_indices('/').map(|(index, _)| &path[..index]).chain(std::iter::once(path))
 }
