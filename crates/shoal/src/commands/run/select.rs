@@ -102,8 +102,9 @@ fn only_last_failed(selected: &mut Selected, record: &LastFailed) -> u64 {
         return 0;
     }
     let collection = LastFailedCollection::new(table, &failed);
-    let deselected =
-        (0..table.len()).filter(|&test| !failed(test) && collection.collects(table.item(test))).count();
+    let deselected = (0..table.len())
+        .filter(|&test| !failed(test) && collection.collects(table.item(test), false))
+        .count();
     selected.last_failed_status =
         Some(last_failed_status(record, failed_count, "", collection.skipped_files));
     let (failed_only, _) = table.retain(failed);
@@ -178,14 +179,87 @@ impl LastFailedCollection {
         collection
     }
 
-    /// Whether pytest collects this test (failed last time or not).
-    fn collects(&self, item: crate::table::Item<'_>) -> bool {
+    /// Whether pytest collects this test, given whether it failed last time.
+    fn collects(&self, item: crate::table::Item<'_>, failed: bool) -> bool {
         let file = item.module as usize;
-        !self.skipped[file] && (!self.filtered[file] || !item.file_child || item.file_named)
+        !self.skipped[file] && (failed || !self.filtered[file] || !item.file_child || item.file_named)
     }
 }
 
 /// A relative path's directories and the path itself: `a`, `a/b`, `a/b/c.py`.
 fn prefixes(path: &str) -> impl Iterator<Item = &str> {
     path.match_indices('/').map(|(index, _)| &path[..index]).chain(std::iter::once(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::CollectedItem;
+
+    /// A table of `(node id, file child)`, each test's file the part of its
+    /// node id before `::`.
+    fn table(tests: &[(&str, bool)]) -> TestTable {
+        let mut table = TestTable::default();
+        for &(nodeid, file_child) in tests {
+            let path = nodeid.split("::").next().expect("a path").to_owned();
+            table.push(CollectedItem {
+                nodeid: nodeid.to_owned(),
+                module: Some(path.clone()),
+                path,
+                file_child,
+                ..CollectedItem::default()
+            });
+        }
+        table
+    }
+
+    /// Which tests pytest's `--lf` collects, and how many files it skips.
+    fn collected(table: &TestTable, failed: &[&str]) -> (Vec<String>, usize) {
+        let failed = |test| failed.contains(&table.nodeid(test));
+        let collection = LastFailedCollection::new(table, &failed);
+        let kept = (0..table.len()).filter(|&test| collection.collects(table.item(test), failed(test)));
+        (kept.map(|test| table.nodeid(test).to_owned()).collect(), collection.skipped_files)
+    }
+
+    #[test]
+    fn last_failed_collects_what_pytest_collects_in_its_order() {
+        // As pytest 9.2 does it on these files (`collected 3 items / 1
+        // deselected`, one file skipped): tests/a holds a failure, so it
+        // comes first; its class-only failure starts no filtering, so
+        // test_a2 is collected; test_b1's own failure starts it, so its
+        // passing test is dropped and test_b2, after it, is skipped.
+        let table = table(&[
+            ("tests/a/test_a1.py::TestK::test_k", false),
+            ("tests/a/test_a2.py::test_a2", true),
+            ("tests/b/test_b1.py::test_b1", true),
+            ("tests/b/test_b1.py::test_b1_ok", true),
+            ("tests/b/test_b2.py::test_b2", true),
+        ]);
+        let failed = ["tests/a/test_a1.py::TestK::test_k", "tests/b/test_b1.py::test_b1"];
+        let (kept, skipped) = collected(&table, &failed);
+        assert_eq!(
+            kept,
+            [
+                "tests/a/test_a1.py::TestK::test_k",
+                "tests/a/test_a2.py::test_a2",
+                "tests/b/test_b1.py::test_b1"
+            ]
+        );
+        assert_eq!(skipped, 1);
+    }
+
+    #[test]
+    fn last_failed_keeps_a_failing_files_class_tests_and_skips_files_after_the_first_own_failure() {
+        // A file without failures collected before the failing ones is
+        // skipped all the same: failing files are collected first.
+        let table = table(&[
+            ("test_0.py::test_zero", true),
+            ("test_a.py::test_ok", true),
+            ("test_a.py::test_bad", true),
+            ("test_a.py::TestC::test_c_ok", false),
+        ]);
+        let (kept, skipped) = collected(&table, &["test_a.py::test_bad"]);
+        assert_eq!(kept, ["test_a.py::test_bad", "test_a.py::TestC::test_c_ok"]);
+        assert_eq!(skipped, 1);
+    }
 }
