@@ -155,13 +155,13 @@ class Collecting:
     def _announce(self, items):
         """Sends the collected items, in chunks."""
         chunk = []
-        # Items of one parent (a module, a class) share its test file (and,
-        # under --lf, what pytest's --lf would do with them: _lf_facts).
-        files_of_parents = {}
+        # Items of one parent (a module, a class) share its facts
+        # (_parent_facts).
+        facts_of_parents = {}
         # Items of one test function share its file and line (_location).
         places = {}
         for item in items:
-            chunk.append(_describe(item, files_of_parents, places, self.parts))
+            chunk.append(_describe(item, facts_of_parents, places, self.parts))
             if len(chunk) >= protocol.COLLECTED_CHUNK:
                 self.channel.send({"type": "collected", "items": chunk})
                 chunk = []
@@ -394,11 +394,11 @@ def _is_test_file(collector):
 # What shoal learns of each item ---------------------------------------------------
 
 
-def _describe(item, files_of_parents, places, parts):
+def _describe(item, facts_of_parents, places, parts):
     """An item as the ``collected`` message gives it. Its markers are read
     in one walk up its parents (the first of each name is the closest, as
-    ``get_closest_marker`` finds it); ``files_of_parents`` caches the test
-    file of each parent node, shared by its items, and ``places`` the file
+    ``get_closest_marker`` finds it); ``facts_of_parents`` caches what its
+    parent node tells of its items (:func:`_parent_facts`), ``places`` the file
     and line of each test function (see :func:`_location`). An item of a
     spread file has its part and its position in the whole file (from
     ``parts``)."""
@@ -416,10 +416,8 @@ def _describe(item, files_of_parents, places, parts):
         "timeout": _timeout_seconds(closest.get("timeout")),
         "group": _group_name(group if group is not None else closest.get("xdist_group")),
         "reruns": _reruns_count(closest.get("flaky")),
-        "module": _file_of(item, files_of_parents),
     }
-    if PRIVATE.get("SHOAL_LAST_FAILED"):
-        described.update(_lf_facts(item, files_of_parents))
+    described.update(_parent_facts(item, facts_of_parents))
     part = parts.get(item.nodeid)
     if part is not None:
         described["part"], described["position"] = part
@@ -471,31 +469,26 @@ def _is_plain_function(cls):
     return plain
 
 
-def _file_of(item, files_of_parents):
-    """The node id of the test file that collected an item."""
+def _parent_facts(item, facts_of_parents):
+    """What an item's parent node tells of it, once per parent: the node id
+    of the test file that collected it (``module``) and, under ``--lf``,
+    what pytest's ``--lf`` does with it at collection (shoal does the same
+    from these facts; see ``LFPluginCollWrapper``): it drops those of a
+    file whose tests failed last time that did not fail, unless they are in
+    a class (``file_child`` false) or their file was named on the command
+    line (``file_named``, pytest's initial paths)."""
     parent = item.parent
     key = id(parent)
-    if key not in files_of_parents:
+    if key not in facts_of_parents:
         file = item.getparent(pytest.File)
-        files_of_parents[key] = file.nodeid if file is not None else None
-    return files_of_parents[key]
-
-
-def _lf_facts(item, files_of_parents):
-    """What pytest's ``--lf`` does with an item at collection (shoal does the
-    same from these facts; see ``LFPluginCollWrapper``): it drops those of
-    a file whose tests failed last time that did not fail, unless they are
-    in a class (``file_child`` false) or their file was named on the
-    command line (``file_named``, pytest's initial paths)."""
-    key = ("lf", id(item.parent))
-    if key not in files_of_parents:
-        facts = {}
-        if isinstance(item.parent, pytest.File):
-            facts["file_child"] = True
-        if item.session.isinitpath(item.path):
-            facts["file_named"] = True
-        files_of_parents[key] = facts
-    return files_of_parents[key]
+        facts = {"module": file.nodeid if file is not None else None}
+        if PRIVATE.get("SHOAL_LAST_FAILED"):
+            if isinstance(parent, pytest.File):
+                facts["file_child"] = True
+            if item.session.isinitpath(item.path):
+                facts["file_named"] = True
+        facts_of_parents[key] = facts
+    return facts_of_parents[key]
 
 
 def _timeout_seconds(marker):

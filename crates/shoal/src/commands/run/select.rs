@@ -49,9 +49,8 @@ pub(super) fn select(
     match (settings.last_failed, last_failed) {
         (LastFailedMode::Only, Some(record)) => selected.left_out += only_last_failed(&mut selected, record),
         (LastFailedMode::First, Some(record)) => {
-            let failed =
-                (0..selected.table.len()).filter(|&test| record.contains(selected.table.nodeid(test)));
-            selected.last_failed_status = Some(last_failed_status(record, failed.count(), " first", 0));
+            let failed = failed_count(&selected.table, record);
+            selected.last_failed_status = Some(last_failed_status(record, failed, " first", 0));
         }
         _ => {}
     }
@@ -67,6 +66,11 @@ pub(super) fn select(
         selected.shard = Some(narrowed.info);
     }
     Ok(selected)
+}
+
+/// How many of the tests failed last time.
+fn failed_count(table: &TestTable, record: &LastFailed) -> usize {
+    (0..table.len()).filter(|&test| record.contains(table.nodeid(test))).count()
 }
 
 /// pytest's `run-last-failure:` line (its `LFPlugin._report_status`), given
@@ -96,7 +100,7 @@ fn last_failed_status(record: &LastFailed, failed: usize, suffix: &str, skipped_
 fn only_last_failed(selected: &mut Selected, record: &LastFailed) -> u64 {
     let table = &selected.table;
     let failed = |test| record.contains(table.nodeid(test));
-    let failed_count = (0..table.len()).filter(|&test| failed(test)).count();
+    let failed_count = failed_count(table, record);
     if failed_count == 0 {
         selected.last_failed_status = Some(last_failed_status(record, 0, "", 0));
         return 0;
