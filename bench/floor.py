@@ -19,11 +19,11 @@ one suite, interleaved, medians of `--repeat` runs (wall seconds):
   duration holds. `wall / limit` is pytest's own distance from the
   one-worker limit `start-up and collection + test time`: a runner of
   pytest's protocol is no closer to its limit per test than pytest is;
-- `pytest halves (files)`: `--workers` plain pytest processes at once,
+- `pytest shares (files)`: `--workers` plain pytest processes at once,
   each given a share of the test files balanced by the time the
   sequential run measured for them (no runner at all: each imports and
   collects only its files);
-- `pytest halves (tests)`: the same with each process collecting
+- `pytest shares (tests)`: the same with each process collecting
   everything and keeping a contiguous share of the tests balanced by
   time (for a suite whose time is in one file);
 - `shoal`: `shoal run -n WORKERS` (after one unmeasured run that gives it
@@ -160,8 +160,8 @@ def main():
     run_together([shoal_run], env_of())  # its history
     runs = {
         "pytest": ([pytest + paths], env_of(out=probe_out)),
-        "pytest halves (files)": ([pytest + share for share in file_shares], env_of()),
-        "pytest halves (tests)": ([pytest + paths] * options.workers, env_of(keep=keep_files)),
+        f"{options.workers} pytest processes (files)": ([pytest + share for share in file_shares], env_of()),
+        f"{options.workers} pytest processes (tests)": ([pytest + paths] * options.workers, env_of(keep=keep_files)),
         f"shoal -n {options.workers}": ([shoal_run], env_of()),
     }
     walls, breakdowns = {name: [] for name in runs}, []
